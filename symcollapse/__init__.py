@@ -1,0 +1,1 @@
+"""symcollapse: derive and verify the dynamics of representation collapse."""

@@ -1,0 +1,111 @@
+"""Command line: ``symcollapse reproduce`` (main job), ``symcollapse check`` (verification only)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import DerivationCheckError, IntegrationError, InvalidParameterError, SymcollapseError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2, no usage dump
+        print(f"symcollapse: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _progress(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _select(only):
+    from .jobs import job_modules
+
+    mods = job_modules()
+    if only:
+        names = [m.MODEL for m in mods]
+        unknown = [o for o in only if o not in names]
+        if unknown:
+            raise InvalidParameterError(f"--model must be among {names}; got {unknown}")
+        mods = [m for m in mods if m.MODEL in only]
+    return mods
+
+
+def run_checks(mods) -> list:
+    from .verification import format_table
+
+    rows = []
+    for m in mods:
+        _progress(f"deriving and verifying: {m.MODEL}")
+        t0 = time.time()
+        rows.extend(m.checks())
+        _progress(f"  {m.MODEL}: done in {time.time() - t0:.1f} s")
+    print(format_table(rows))
+    return rows
+
+
+def cmd_check(args) -> int:
+    rows = run_checks(_select(args.model))
+    failed = [r for r in rows if not r.passed]
+    print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_reproduce(args) -> int:
+    from .outputs.io import ensure_writable_dir
+
+    out = Path(args.out)
+    tex_dir = ensure_writable_dir(out / "derivations")
+    fig_dir = ensure_writable_dir(out / "figures")
+    mods = _select(args.model)
+    rows = run_checks(mods)
+    for m in mods:
+        _progress(f"writing LaTeX: {m.MODEL}")
+        for p in m.write_latex(tex_dir):
+            _progress(f"  wrote {p}")
+        _progress(f"writing figures: {m.MODEL}")
+        for p in m.write_figures(fig_dir):
+            _progress(f"  wrote {p}")
+    failed = [r for r in rows if not r.passed]
+    print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="symcollapse", description="Derive, verify and plot the dynamics of representation collapse.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    r = sub.add_parser("reproduce", help="derive every model, verify, write LaTeX and figures")
+    r.add_argument("--out", default=".", help="folder for derivations/*.tex and figures/*.png (default: .)")
+    r.add_argument("--model", action="append", help="only this model (repeatable)")
+    r.set_defaults(func=cmd_reproduce)
+    c = sub.add_parser("check", help="run the verification table only")
+    c.add_argument("--model", action="append", help="only this model (repeatable)")
+    c.set_defaults(func=cmd_check)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except InvalidParameterError as exc:
+        print(f"symcollapse: error: {exc}", file=sys.stderr)
+        return 2
+    except (DerivationCheckError, IntegrationError) as exc:
+        print(f"symcollapse: verification failed: {exc}", file=sys.stderr)
+        return 1
+    except SymcollapseError as exc:
+        print(f"symcollapse: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("symcollapse: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,300 @@
+r"""A compiled flow on a concrete graph: θ̇_b = s·η_b Σ_e p_e F_b(e), its Jacobian and its loss.
+
+The state vector stacks the learned blocks row-major: X (N×d), Y (K×d), then the shared
+blocks, so that for the embedding-only model it is Z = [X; Y] flattened.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sps
+
+from ..errors import InvalidParameterError
+from ..symbolic.loss import LABEL, SAMPLE
+from ..validation import check_array, check_rate, check_real
+from .graph import CouplingGraph
+from .kernels import CompiledFlow, _stack
+
+
+class FlowSystem:
+    """Assembled dynamics of a compiled edge flow on the graph of ``P``."""
+
+    def __init__(self, compiled: CompiledFlow, P, *, rates: dict, params: dict | None = None,
+                 data=None, frozen: dict | None = None, scale: float = 1.0, path: str = "auto",
+                 ):
+        self.compiled = compiled
+        loss = compiled.loss
+        self.graph = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
+        self.rates = {b: check_rate(f"eta_{b}", rates[b]) for b in loss.blocks if b in rates}
+        for b in compiled.flow.learned:
+            if b not in self.rates:
+                raise InvalidParameterError(f"eta_{b} must be given (a rate > 0) for learned block {b!r}")
+        params = dict(params or {})
+        missing = [p.name for p in loss.parameters if p.name not in params]
+        if missing:
+            raise InvalidParameterError(f"loss parameters {missing} need numeric values (params=...)")
+        self.params = {p.name: check_real(p.name, params[p.name]) for p in loss.parameters}
+        self.scale = check_real("scale", scale, 0.0, None, strict_min=True)
+        r = len(loss.data_symbols)
+        if r:
+            if data is None:
+                raise InvalidParameterError(f"data must be an (N, {r}) array of per-sample inputs")
+            self.data = check_array("data", data, ndim=2, shape=(self.graph.N, r))
+        else:
+            self.data = np.zeros((self.graph.N, 0))
+        self.frozen = {}
+        for b in loss.shared_names:
+            if b not in compiled.flow.learned:
+                shape = loss.block(b).shape
+                val = (frozen or {}).get(b)
+                if val is None:
+                    raise InvalidParameterError(f"frozen block {b!r} needs a value of shape {shape}")
+                self.frozen[b] = check_array(b, val, shape=shape).reshape(shape)
+        if path not in ("auto", "edge", "moment"):
+            raise InvalidParameterError(f"path must be 'auto', 'edge' or 'moment'; got {path!r}")
+        if path == "moment" and not compiled.fast:
+            raise InvalidParameterError("path='moment' needs a loss quadratic in the node variables")
+        self.path = ("moment" if compiled.fast else "edge") if path == "auto" else path
+
+    # --- layout ------------------------------------------------------------------
+    @cached_property
+    def layout(self) -> dict:
+        """block -> (offset, shape) in the state vector."""
+        loss = self.compiled.loss
+        out, off = {}, 0
+        for b in self.compiled.flow.learned:
+            shape = self._shape(b)
+            out[b] = (off, shape)
+            off += int(np.prod(shape))
+        return out
+
+    def _shape(self, b):
+        loss = self.compiled.loss
+        if b == SAMPLE:
+            return (self.graph.N, len(loss.x))
+        if b == LABEL:
+            return (self.graph.K, len(loss.y))
+        return loss.block(b).shape
+
+    @property
+    def size(self) -> int:
+        return sum(int(np.prod(s)) for _, s in self.layout.values())
+
+    def unpack(self, v) -> dict:
+        """State vector -> {block: array} (frozen shared blocks included)."""
+        out = {b: v[o:o + int(np.prod(s))].reshape(s) for b, (o, s) in self.layout.items()}
+        out.update(self.frozen)
+        return out
+
+    def pack(self, blocks: dict) -> np.ndarray:
+        """{block: array} -> state vector."""
+        return np.concatenate([np.asarray(blocks[b], dtype=float).ravel() for b in self.layout])
+
+    @cached_property
+    def rate_vector(self) -> np.ndarray:
+        """η of each state entry."""
+        return np.concatenate([np.full(int(np.prod(s)), self.rates[b]) for b, (_, s) in self.layout.items()])
+
+    # --- argument assembly ---------------------------------------------------------------
+    def _shared_args(self, st: dict) -> list:
+        loss = self.compiled.loss
+        vals = []
+        for b in loss.shared_names:
+            vals.extend(np.asarray(st[b], dtype=float).ravel().tolist())
+        vals.extend(self.params[p.name] for p in loss.parameters)
+        return vals
+
+    def _edge_columns(self, st: dict) -> list:
+        i, c, _ = self.graph.edges
+        cols = []
+        loss = self.compiled.loss
+        if len(loss.x):
+            X = st[SAMPLE]
+            cols.extend(X[i, k] for k in range(X.shape[1]))
+        if loss.data_symbols:
+            cols.extend(self.data[i, k] for k in range(self.data.shape[1]))
+        Y = st[LABEL]
+        cols.extend(Y[c, k] for k in range(Y.shape[1]))
+        return cols
+
+    def _node_state(self, st: dict) -> dict:
+        loss = self.compiled.loss
+        st = dict(st)
+        if SAMPLE not in st:
+            st[SAMPLE] = np.zeros((self.graph.N, len(loss.x)))
+        return st
+
+    # --- flow --------------------------------------------------------------------------
+    def forces(self, st: dict) -> dict:
+        """{block: Σ_e p_e F_b(e) assembled} (without rates and scale)."""
+        st = self._node_state(st)
+        return self._forces_moment(st) if self.path == "moment" else self._forces_edge(st)
+
+    def _forces_edge(self, st: dict) -> dict:
+        cp = self.compiled
+        _, _, p = self.graph.edges
+        E = len(p)
+        args = self._edge_columns(st) + self._shared_args(st)
+        out = {}
+        for b in cp.flow.learned:
+            shape = cp.loss.block(b).shape
+            vals = _stack(cp.edge_force[b](*args), (int(np.prod(shape)),), E) * p[:, None]
+            if b == SAMPLE:
+                out[b] = self.graph.sample_incidence @ vals
+            elif b == LABEL:
+                out[b] = self.graph.label_incidence @ vals
+            else:
+                out[b] = vals.sum(axis=0).reshape(shape)
+        return out
+
+    def _forces_moment(self, st: dict) -> dict:
+        cp = self.compiled
+        g = self.graph
+        X, Y, U = st[SAMPLE], st[LABEL], self.data
+        sh = self._shared_args(st)
+        out = {}
+        PY = g.csr @ Y if (SAMPLE in cp.affine) else None
+        for b, coefs in cp.affine.items():
+            if b == SAMPLE:
+                own, nb = (X, U), PY
+                deg, keys, other = g.sample_degree, ("x", "u"), "y"
+            else:
+                own, nb = (Y,), None
+                deg, keys, other = g.label_degree, ("y",), None
+            acc = None
+            for key, arr in zip(keys, own):
+                acc = _add(acc, _apply(coefs[key](sh), arr))
+            c = coefs["c"](sh)
+            if not isinstance(c, float):
+                acc = _add(acc, np.broadcast_to(np.asarray(c).ravel(), (arr.shape[0], len(np.asarray(c).ravel()))))
+            acc = acc * deg[:, None] if acc is not None else 0.0
+            if b == SAMPLE:
+                acc = _add(acc, _apply(coefs["y"](sh), nb))
+            else:
+                PtX = g.csr_T @ X if X.shape[1] else None
+                if PtX is not None:
+                    acc = _add(acc, _apply(coefs["x"](sh), PtX))
+                if U.shape[1]:
+                    acc = _add(acc, _apply(coefs["u"](sh), g.csr_T @ U))
+            out[b] = np.broadcast_to(acc, self._shape(b)).copy() if np.ndim(acc) < 2 else acc
+        if cp.moment:
+            margs = self.moments(st)
+            for b, fn in cp.moment.items():
+                shape = cp.loss.block(b).shape
+                out[b] = np.array(fn(*sh, *margs), dtype=float).reshape(shape)
+        return out
+
+    def moments(self, st: dict) -> list:
+        """[M₀, M₁…, M₂(p ≤ q)…] of the node variables z_e = (x_i, u_i, y_c) over the edges."""
+        g = self.graph
+        S = np.hstack([st[SAMPLE], self.data])
+        Y = st[LABEL]
+        Ds, Dy = g.sample_degree, g.label_degree
+        SS = S.T @ (S * Ds[:, None])
+        SY = S.T @ (g.csr @ Y)
+        YY = Y.T @ (Y * Dy[:, None])
+        M2 = np.block([[SS, SY], [SY.T, YY]])
+        M1 = np.concatenate([S.T @ Ds, Y.T @ Dy])
+        nz = M2.shape[0]
+        iu = np.triu_indices(nz)
+        return [float(Ds.sum()), *M1.tolist(), *M2[iu].tolist()]
+
+    def flow_blocks(self, st: dict) -> dict:
+        """{block: θ̇_b} = s·η_b·(assembled force)."""
+        F = self.forces(st)
+        return {b: self.scale * self.rates[b] * F[b] for b in self.compiled.flow.learned}
+
+    def flow_vector(self, v: np.ndarray) -> np.ndarray:
+        """θ̇ as a flat vector at the flat state v."""
+        return self.pack(self.flow_blocks(self.unpack(v)))
+
+    # --- loss ---------------------------------------------------------------------------
+    def loss(self, st: dict) -> float:
+        """L = s Σ_e p_e ℓ(e)."""
+        st = self._node_state(st)
+        _, _, p = self.graph.edges
+        val = self.compiled.loss_fn(*(self._edge_columns(st) + self._shared_args(st)))[0]
+        return float(self.scale * np.sum(p * np.broadcast_to(val, p.shape)))
+
+    def loss_vector(self, v: np.ndarray) -> float:
+        return self.loss(self.unpack(v))
+
+    def _frozen_loss(self, v, v0) -> float:
+        st, st0 = self._node_state(self.unpack(v)), self._node_state(self.unpack(v0))
+        loss = self.compiled.loss
+        i, c, p = self.graph.edges
+        frozen = []
+        if len(loss.x):
+            frozen.extend(st0[SAMPLE][i, k] for k in range(len(loss.x)))
+        frozen.extend(st0[LABEL][c, k] for k in range(len(loss.y)))
+        for b in loss.shared_names:
+            frozen.extend(np.asarray(st0[b]).ravel().tolist())
+        args = self._edge_columns(st) + self._shared_args(st) + frozen
+        val = self.compiled.frozen_loss_fn(*args)[0]
+        return float(self.scale * np.sum(p * np.broadcast_to(val, p.shape)))
+
+    def frozen_loss_gradient_fd(self, v: np.ndarray, h: float = 1e-5) -> np.ndarray:
+        """∂L/∂θ with every sg(a) held at its value at v, by central differences."""
+        g = np.empty_like(v)
+        for k in range(len(v)):
+            e = np.zeros_like(v)
+            e[k] = h
+            g[k] = (self._frozen_loss(v + e, v) - self._frozen_loss(v - e, v)) / (2 * h)
+        return g
+
+    def flow_jacobian_fd(self, v: np.ndarray, h: float = 1e-6) -> np.ndarray:
+        """∂θ̇/∂θ by central differences of the compiled flow."""
+        J = np.empty((len(v), len(v)))
+        for k in range(len(v)):
+            e = np.zeros_like(v)
+            e[k] = h
+            J[:, k] = (self.flow_vector(v + e) - self.flow_vector(v - e)) / (2 * h)
+        return J
+
+    # --- Jacobian -----------------------------------------------------------------------
+    def jacobian(self, v: np.ndarray) -> sps.csr_matrix:
+        """The sparse Jacobian ∂θ̇/∂θ assembled from the derived per-edge blocks ∂F_b/∂θ_b'."""
+        st = self._node_state(self.unpack(v))
+        cp = self.compiled
+        i, c, p = self.graph.edges
+        E = len(p)
+        args = self._edge_columns(st) + self._shared_args(st)
+        rows, cols, vals = [], [], []
+        for (b, b2), (jr, jc, fn) in cp.edge_jac.items():
+            nb = int(np.prod(cp.loss.block(b).shape))
+            nb2 = int(np.prod(cp.loss.block(b2).shape))
+            J = _stack(fn(*args), (len(jr),), E)
+            w = (self.scale * self.rates[b]) * p
+            rows.append(self._index(b, i, c, nb)[:, jr].ravel())
+            cols.append(self._index(b2, i, c, nb2)[:, jc].ravel())
+            vals.append((J * w[:, None]).ravel())
+        n = self.size
+        if not rows:
+            return sps.csr_matrix((n, n))
+        return sps.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                              shape=(n, n))
+
+    def _index(self, b, i, c, nb):
+        off, _ = self.layout[b]
+        ar = np.arange(nb)
+        if b == SAMPLE:
+            return off + i[:, None] * nb + ar[None, :]
+        if b == LABEL:
+            return off + c[:, None] * nb + ar[None, :]
+        return np.broadcast_to(off + ar[None, :], (len(i), nb))
+
+
+def _apply(coef, arr):
+    """Row-wise A·z for every row z of arr (coef zero, scalar or matrix)."""
+    if isinstance(coef, float):
+        return None if coef == 0.0 else coef * arr
+    return arr @ coef.T
+
+
+def _add(a, b):
+    if b is None:
+        return a
+    if a is None:
+        return b
+    return a + b

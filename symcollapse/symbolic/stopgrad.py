@@ -1,0 +1,48 @@
+"""The stop-gradient operator sg: its value is its argument, its derivative is zero."""
+from __future__ import annotations
+
+import sympy as sp
+
+
+class stop_gradient(sp.Function):  # noqa: N801  (reads like the math: sg(x))
+    r"""sg(a): value a, d sg(a)/dθ = 0; printed as ``\operatorname{sg}``."""
+
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.S.Zero
+
+    def _eval_derivative(self, s):  # chain rule with a zero outer derivative
+        return sp.S.Zero
+
+    def _latex(self, printer, exp=None):
+        inner = printer._print(self.args[0])
+        tex = r"\operatorname{sg}\left(%s\right)" % inner
+        return tex if exp is None else r"%s^{%s}" % (tex, exp)
+
+
+def sg(expr):
+    """Apply stop-gradient to a scalar expression or elementwise to a matrix."""
+    if isinstance(expr, sp.MatrixBase):
+        return sp.ImmutableMatrix(expr.applyfunc(stop_gradient))
+    return stop_gradient(expr)
+
+
+def strip_stop_gradient(expr):
+    """Replace every sg(a) by a: the value of the expression, used after differentiation."""
+    if isinstance(expr, sp.MatrixBase):
+        return sp.ImmutableMatrix(expr.applyfunc(strip_stop_gradient))
+    return sp.sympify(expr).replace(lambda e: isinstance(e, stop_gradient), lambda e: e.args[0])
+
+
+def freeze_stop_gradient(expr, frozen: dict):
+    """Replace sg(a) by a(θ₀): a with its symbols swapped for frozen copies (for FD checks)."""
+    return sp.sympify(expr).replace(lambda e: isinstance(e, stop_gradient),
+                                    lambda e: e.args[0].xreplace(frozen))
+
+
+def has_stop_gradient(expr) -> bool:
+    """True if sg occurs anywhere in the expression."""
+    if isinstance(expr, sp.MatrixBase):
+        return any(has_stop_gradient(e) for e in expr)
+    return sp.sympify(expr).has(stop_gradient)
