@@ -1,0 +1,25 @@
+"""Rate fitting: slopes of log-decays."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidParameterError
+from ..validation import check_real
+
+
+def fit_exponential_rate(t, y, *, floor: float = 1e-6, fraction: float = 0.5) -> float:
+    """r in y(t) ≈ A e^{−r t}, by least squares on log y over the last ``fraction`` of the
+    points where y/y(0) > floor."""
+    floor = check_real("floor", floor, 0.0, 1.0, strict_min=True, strict_max=True)
+    fraction = check_real("fraction", fraction, 0.0, 1.0, strict_min=True)
+    t = np.asarray(t, dtype=float)
+    y = np.asarray(y, dtype=float)
+    ok = np.isfinite(y) & (y > floor * y[0])
+    idx = np.flatnonzero(ok)
+    if len(idx) < 4:
+        raise InvalidParameterError("too few points above the floor to fit a rate; lower 'floor' or t_end")
+    tail = idx[int(len(idx) * (1 - fraction)):]
+    if len(tail) < 3:
+        tail = idx[-3:]
+    slope = np.polyfit(t[tail], np.log(y[tail]), 1)[0]
+    return float(-slope)
