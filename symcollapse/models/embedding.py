@@ -1,0 +1,154 @@
+r"""Model (a), embedding only: L = s·½ Σ_{i,c} P_ic ‖x_i − y_c‖², Ż = −s·H L_G Z.
+
+The loss is handed to the engine (derive → compile → assemble); nothing here writes the
+right-hand side by hand. Spectra come from :mod:`symcollapse.numerics.spectra`, the
+class-separation sector from :mod:`symcollapse.symbolic.sectors`.
+"""
+from __future__ import annotations
+
+from functools import cached_property, lru_cache
+
+import numpy as np
+import sympy as sp
+
+from ..errors import InvalidParameterError
+from ..numerics import spectra
+from ..numerics.graph import CouplingGraph
+from ..numerics.kernels import compile_loss
+from ..numerics.system import FlowSystem
+from ..numerics.trajectory import Trajectory, simulate_system
+from ..symbolic.loss import EdgeLoss
+from ..symbolic.symbols import sqnorm, vector
+from ..validation import check_array, check_int, check_rate, check_real
+from .couplings import consistent_labels
+
+
+@lru_cache(maxsize=None)
+def embedding_loss(d: int) -> EdgeLoss:
+    """ℓ(x, y) = ½‖x − y‖² in d dimensions (rates η_x, η_y)."""
+    d = check_int("d", d, 1)
+    x, y = vector("x", d), vector("y", d)
+    return EdgeLoss(sp.Rational(1, 2) * sqnorm(x - y), x, y, name=f"embedding_d{d}")
+
+
+class EmbeddingModel:
+    """Embedding-only gradient flow on the coupling graph of P (N×K, non-negative, finite).
+
+    scale multiplies the loss (scale = 1/N gives the mean loss): every rate is multiplied by it.
+    """
+
+    def __init__(self, P, d: int = 2, eta_x: float = 1.0, eta_y: float = 1.0, *, scale: float = 1.0):
+        self.graph = CouplingGraph.from_couplings(P)
+        if self.graph.K < 2:
+            raise InvalidParameterError(f"P must have K >= 2 label columns; got K = {self.graph.K}")
+        self.d = check_int("d", d, 1)
+        self.eta_x = check_rate("eta_x", eta_x)
+        self.eta_y = check_rate("eta_y", eta_y)
+        self.scale = check_real("scale", scale, 0.0, None, strict_min=True)
+        self.loss_def = embedding_loss(self.d)
+        self.compiled = compile_loss(self.loss_def)
+        self.system = FlowSystem(self.compiled, self.graph, rates={"x": self.eta_x, "y": self.eta_y},
+                                 scale=self.scale)
+
+    # --- sizes and state ---------------------------------------------------------------
+    @property
+    def P(self) -> np.ndarray:
+        return self.graph.P
+
+    @property
+    def N(self) -> int:
+        return self.graph.N
+
+    @property
+    def K(self) -> int:
+        return self.graph.K
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """Own class of each consistent sample, −1 for frustrated ones."""
+        return consistent_labels(self.P)
+
+    @cached_property
+    def eta(self) -> np.ndarray:
+        """Effective rate s·η_k of each of the N+K nodes."""
+        return self.scale * spectra.rate_diagonal(self.graph, self.eta_x, self.eta_y)
+
+    def _check_state(self, Z, name: str = "Z") -> np.ndarray:
+        return check_array(name, Z, ndim=2, shape=(self.N + self.K, self.d))
+
+    def initial_state(self, seed: int = 0) -> np.ndarray:
+        """x_i ~ 0.1·N(0, I_d), y_c ~ N(0, I_d) from numpy.random.default_rng(seed)."""
+        seed = check_int("seed", seed, 0)
+        rng = np.random.default_rng(seed)
+        X = 0.1 * rng.standard_normal((self.N, self.d))
+        Y = rng.standard_normal((self.K, self.d))
+        return np.vstack([X, Y])
+
+    # --- flow and loss --------------------------------------------------------------
+    def flow(self, Z) -> np.ndarray:
+        """dZ/dt = −s·H L_G Z at Z ((N+K)×d, samples first), from the compiled derived flow."""
+        Z = self._check_state(Z)
+        return self.system.flow_vector(Z.ravel()).reshape(Z.shape)
+
+    def loss(self, Z) -> float:
+        """L = s·½ Σ P_ic ‖x_i − y_c‖²."""
+        Z = self._check_state(Z)
+        return self.system.loss_vector(Z.ravel())
+
+    def jacobian(self):
+        """∂Ż/∂Z (sparse, (N+K)d square): −s·H L_G ⊗ I_d, assembled from the derived edge Jacobian."""
+        return self.system.jacobian(np.zeros(self.system.size))
+
+    # --- spectrum -------------------------------------------------------------------
+    def decay_rates(self) -> np.ndarray:
+        """Eigenvalues of s·H L_G, ascending (N+K values)."""
+        return spectra.decay_rates(self.graph, self.scale * self.eta_x, self.scale * self.eta_y)
+
+    def slow_rate(self, method: str = "auto") -> float:
+        """Smallest nonzero eigenvalue of s·H L_G."""
+        return spectra.slow_rate(self.graph, self.scale * self.eta_x, self.scale * self.eta_y,
+                                 method=method)
+
+    # --- conserved quantities and end state ---------------------------------------------
+    def invariants(self, Z) -> np.ndarray:
+        """Σ_{k∈C} z_k/(s η_k) for each connected component C: (n_components, d)."""
+        Z = self._check_state(Z)
+        n, lab = self.graph.components
+        out = np.zeros((n, self.d))
+        np.add.at(out, lab, Z / self.eta[:, None])
+        return out
+
+    def end_state(self, Z0) -> np.ndarray:
+        """lim Z(t): on each component the (1/η)-weighted mean of Z0 (fixed point with Z0's invariants)."""
+        Z0 = self._check_state(Z0, "Z0")
+        n, lab = self.graph.components
+        w = np.zeros(n)
+        np.add.at(w, lab, 1.0 / self.eta)
+        return (self.invariants(Z0) / w[:, None])[lab]
+
+    # --- simulation -------------------------------------------------------------------
+    def simulate(self, t_end: float = 300.0, seed: int = 0, *, Z0=None, n_points: int = 200,
+                 t_eval=None, rtol: float = 1e-10, atol: float = 1e-12,
+                 keep_states: bool = False) -> Trajectory:
+        """Integrate the derived flow from Z0 (default: :meth:`initial_state` (seed)) to t_end."""
+        t_end = check_real("t_end", t_end, 0.0, None, strict_min=True)
+        n_points = check_int("n_points", n_points, 3)
+        Z0 = self.initial_state(seed) if Z0 is None else self._check_state(Z0, "Z0")
+        if t_eval is not None:
+            t_eval = check_array("t_eval", t_eval, ndim=1)
+            if t_eval[0] != 0.0 or np.any(np.diff(t_eval) <= 0) or abs(t_eval[-1] - t_end) > 1e-12 * t_end:
+                raise InvalidParameterError("t_eval must increase from 0 to t_end")
+        return simulate_system(self.system, Z0.ravel(), t_end, labels=self.labels, n_points=n_points,
+                               rtol=rtol, atol=atol, keep_states=keep_states, t_eval=t_eval)
+
+
+def embedding_sector(omega=None):
+    """The class-separation sector of the balanced ensemble B(K, n, μ, ω), derived from the flow.
+
+    Returns a :class:`symcollapse.symbolic.sectors.SectorReduction` with ``.matrix`` (3×3 on
+    (X, F, Y)), ``.charpoly`` = det(r I + M) in the symbol r, and the closure proofs. ``omega``
+    may be a number (e.g. 2) or None for the symbol ω.
+    """
+    from ..symbolic.sectors import balanced_separation_sector
+
+    return balanced_separation_sector(embedding_loss(1), omega=omega)
