@@ -135,3 +135,8 @@ class EdgeLoss:
     def value(self) -> sp.Expr:
         """ℓ with every sg removed: the numerical value of the edge loss."""
         return strip_stop_gradient(self.expr)
+
+    def _repr_latex_(self) -> str:
+        """Notebook display: the edge loss ℓ as LaTeX."""
+        name = self.name.replace("_", r"\_")
+        return rf"$\ell_{{\mathrm{{{name}}}}} = {sp.latex(self.expr)}$"
