@@ -55,10 +55,13 @@ def cmd_check(args) -> int:
 def cmd_reproduce(args) -> int:
     from .outputs.io import ensure_writable_dir
 
+    mods = _select(args.model)  # refuse unknown models before creating any folder
     out = Path(args.out)
-    tex_dir = ensure_writable_dir(out / "derivations")
-    fig_dir = ensure_writable_dir(out / "figures")
-    mods = _select(args.model)
+    try:
+        tex_dir = ensure_writable_dir(out / "derivations")
+        fig_dir = ensure_writable_dir(out / "figures")
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(f"--out: {exc}") from exc
     rows = run_checks(mods)
     for m in mods:
         _progress(f"writing LaTeX: {m.MODEL}")
@@ -101,6 +104,9 @@ def main(argv=None) -> int:
         return 1
     except SymcollapseError as exc:
         print(f"symcollapse: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. disk full or a folder removed while writing
+        print(f"symcollapse: error: cannot write output: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("symcollapse: interrupted", file=sys.stderr)

@@ -50,6 +50,8 @@ def check_rate(name: str, value: Any, *, allow_zero: bool = False) -> float:
 def check_array(name: str, value: Any, *, ndim: int | None = None, shape: tuple | None = None,
                 nonnegative: bool = False) -> np.ndarray:
     """Return ``value`` as a finite float ndarray of the required shape or raise naming ``name``."""
+    if np.iscomplexobj(value):
+        raise InvalidParameterError(f"{name} must be real; got complex values")
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as exc:

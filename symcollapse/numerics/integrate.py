@@ -11,10 +11,14 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from ..errors import IntegrationError, InvalidParameterError
-from ..validation import check_int, check_real
+from ..validation import check_array, check_int, check_real
 
 STIFF = ("BDF", "Radau", "LSODA")
 METHODS = STIFF + ("RK45", "DOP853", "RK23")
+
+
+class _NonFinite(ArithmeticError):
+    """The flow returned NaN or inf at time ``args[0]`` (internal signal)."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,8 @@ def time_grid(t_end: float, n_points: int = 200, t_first: float | None = None) -
     """0 followed by log-spaced times up to t_end (for log-time plots and late-time fits)."""
     t_end = check_real("t_end", t_end, 0.0, None, strict_min=True)
     n_points = check_int("n_points", n_points, 3)
-    t_first = t_end * 1e-4 if t_first is None else t_first
+    t_first = t_end * 1e-4 if t_first is None else check_real(
+        "t_first", t_first, 0.0, t_end, strict_min=True, strict_max=True)
     return np.concatenate([[0.0], np.geomspace(t_first, t_end, n_points - 1)])
 
 
@@ -46,15 +51,31 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
         raise InvalidParameterError(f"method must be one of {METHODS}; got {method!r}")
     rtol = check_real("rtol", rtol, 0.0, 1.0, strict_min=True)
     atol = check_real("atol", atol, 0.0, None, strict_min=True)
-    y0 = np.asarray(y0, dtype=float)
-    if not np.all(np.isfinite(y0)):
-        raise InvalidParameterError("initial state must be finite (no NaN or inf)")
-    t_eval = np.asarray(t_eval, dtype=float)
-    if t_eval.ndim != 1 or len(t_eval) < 2 or np.any(np.diff(t_eval) <= 0) or t_eval[0] < 0:
-        raise InvalidParameterError("t_eval must be increasing, non-negative times (at least two)")
+    y0 = check_array("y0", y0, ndim=1)
+    t_eval = check_array("t_eval", t_eval, ndim=1)
+    if len(t_eval) < 2 or np.any(np.diff(t_eval) <= 0) or t_eval[0] < 0:
+        raise InvalidParameterError("t_eval must be increasing, non-negative times (at least two); "
+                                    f"got {len(t_eval)} times from {t_eval[0]:g}")
+    try:
+        f0 = np.asarray(fun(y0), dtype=float)
+    except (ValueError, TypeError, IndexError) as exc:
+        raise InvalidParameterError(f"y0 of shape {y0.shape} is not a state of this flow: {exc}") from exc
+    if f0.shape != y0.shape:
+        raise InvalidParameterError(f"fun(y0) must have the shape of y0 {y0.shape}; got {f0.shape}")
+    if not np.all(np.isfinite(f0)):
+        raise IntegrationError("the flow is not finite at the initial state (t = 0)")
+
+    reached = [float(t_eval[0])]  # the last accepted step (recorded by a never-firing event)
 
     def rhs(t, y):
-        return fun(y)
+        f = fun(y)
+        if not np.all(np.isfinite(f)):
+            raise _NonFinite(t)
+        return f
+
+    def track(t, y):
+        reached[0] = float(t)
+        return 1.0
 
     kw = {}
     if jac is not None and method in STIFF:
@@ -62,13 +83,14 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
     try:
         with np.errstate(over="raise", invalid="raise"):
             sol = solve_ivp(rhs, (float(t_eval[0]), float(t_eval[-1])), y0, method=method,
-                            t_eval=t_eval, rtol=rtol, atol=atol, **kw)
-    except FloatingPointError as exc:
-        raise IntegrationError(f"integration produced non-finite values ({exc}); "
-                               f"the state diverged before t = {t_eval[-1]:g}") from exc
+                            t_eval=t_eval, rtol=rtol, atol=atol, events=track, **kw)
+    except (FloatingPointError, _NonFinite) as exc:
+        raise IntegrationError(f"the state diverged (non-finite flow) after t = {reached[0]:g} "
+                               f"of {t_eval[-1]:g}; no trajectory returned") from exc
     if sol.status != 0 or sol.y.shape[1] != len(t_eval):
-        reached = float(sol.t[-1]) if len(sol.t) else float(t_eval[0])
-        raise IntegrationError(f"integration failed at t = {reached:g} of {t_eval[-1]:g}: {sol.message}")
+        raise IntegrationError(f"integration failed at t = {reached[0]:g} of {t_eval[-1]:g}: "
+                               f"{sol.message}; no trajectory returned")
     if not np.all(np.isfinite(sol.y)):
-        raise IntegrationError(f"integration produced non-finite values before t = {t_eval[-1]:g}")
+        raise IntegrationError(f"integration produced non-finite values before t = {t_eval[-1]:g}; "
+                               "no trajectory returned")
     return Solution(sol.t, sol.y.T, int(sol.nfev), int(sol.njev), method)
