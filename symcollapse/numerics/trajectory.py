@@ -28,15 +28,15 @@ class Trajectory:
     states: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
 
-    def fit_slow_rate(self, floor: float = 1e-6, fraction: float = 0.5) -> float:
+    def fit_slow_rate(self, floor: float = 1e-6, fraction: float = 0.5, t_min: float | None = None) -> float:
         """r from log Δ_min(t) ≈ a − r t, least squares over the late part of the record.
 
         Uses the last ``fraction`` of the times at which Δ_min/Δ_min(0) > ``floor`` (so the
-        solver's absolute error does not enter).
+        solver's absolute error does not enter) and, if given, t ≥ ``t_min`` (after the fast modes).
         """
         from .fitting import fit_exponential_rate
 
-        return fit_exponential_rate(self.t, self.d_min, floor=floor, fraction=fraction)
+        return fit_exponential_rate(self.t, self.d_min, floor=floor, fraction=fraction, t_min=t_min)
 
 
 def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels: np.ndarray,

@@ -155,9 +155,15 @@ class SectorReduction:
         subs = {self.symbols[k]: v for k, v in values.items()}
         return np.array(sp.Matrix(self.matrix).xreplace(subs).evalf(30), dtype=float)
 
-    def rates(self, values: dict) -> np.ndarray:
-        """Decay rates (ascending): eigenvalues of −M at numeric parameters."""
-        return np.sort(np.linalg.eigvals(-self.numeric_matrix(values)).real)
+    def rates(self, values: dict, digits: int = 30) -> np.ndarray:
+        """Decay rates (ascending): roots of det(r I + M) at numeric parameters, to ``digits`` digits."""
+        subs = {self.symbols[k]: sp.Float(v, digits) if isinstance(v, float) else sp.nsimplify(v)
+                for k, v in values.items()}
+        poly = sp.Poly(self.charpoly.xreplace(subs), self.r)
+        roots = poly.nroots(n=digits, maxsteps=500)
+        if any(abs(sp.im(z)) > 1e-20 * max(1, abs(z)) for z in roots):
+            raise DerivationCheckError(f"complex sector rates {roots}: expected real decay rates")
+        return np.sort(np.array([float(sp.re(z)) for z in roots]))
 
 
 def affine_coefficients(flow: EdgeFlow, subs: dict | None = None) -> dict:
