@@ -1,0 +1,148 @@
+r"""Unconstrained-features model of neural collapse, MSE loss, weight decay, no bias.
+
+    L = 1/(2N) ‖W H − Y‖_F² + λ_W/2 ‖W‖_F² + λ_H/2 ‖H‖_F²,   W ∈ R^{K×d}, H ∈ R^{d×N},
+Y = I_K ⊗ 1_nᵀ (n samples per class, N = Kn), gradient flow Ẇ = −∂L/∂W, Ḣ = −∂L/∂H.
+Compared with the known closed form (Tirer & Bruna 2022; also Zhou et al. 2022): if
+K√(nλ_Hλ_W) < 1 the minimisers are collapsed, W Wᵀ = ρ I_K with
+ρ = ‖w_c‖² = √(nλ_H/λ_W) − Knλ_H, every feature equal to its class mean; otherwise the only
+minimiser is W = H = 0 — and at the same threshold W = H = 0 loses stability.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import sympy as sp
+
+from ..numerics.integrate import integrate
+from ..verification import Check, close, identity
+
+MODEL = "literature: UFM neural collapse"
+lam_W, lam_H = sp.symbols("lambda_W lambda_H", positive=True)
+a, b = sp.symbols("a b", real=True)
+
+
+def ufm_loss(K: int, n: int, d: int):
+    """(L, W, H) for concrete K, n, d with symbolic λ_W, λ_H."""
+    N = K * n
+    W = sp.Matrix(K, d, lambda i, j: sp.Symbol(f"W_{i}_{j}", real=True))
+    H = sp.Matrix(d, N, lambda i, j: sp.Symbol(f"H_{i}_{j}", real=True))
+    Y = sp.Matrix(K, N, lambda c, i: 1 if i // n == c else 0)
+    R = W * H - Y
+    L = (sum(e**2 for e in R) / (2 * N) + lam_W / 2 * sum(e**2 for e in W)
+         + lam_H / 2 * sum(e**2 for e in H))
+    return sp.expand(L), W, H, Y
+
+
+def published_norm(K, n):
+    """ρ = ‖w_c‖² = √(nλ_H/λ_W) − Knλ_H at the collapsed minimiser."""
+    return sp.sqrt(n * lam_H / lam_W) - K * n * lam_H
+
+
+def published_threshold(K, n):
+    """λ_Wλ_H at which the collapsed solution appears / W = H = 0 loses stability: K²n λ_Wλ_H = 1."""
+    return sp.Rational(1, K**2 * n)
+
+
+@lru_cache(maxsize=None)
+def derive(K: int = 2, n: int = 2) -> dict:
+    """Flow of the full loss, reduction on the collapsed ansatz W = a I, H = b Y (d = K)."""
+    L, W, H, Y = ufm_loss(K, n, K)
+    Wd = W.applyfunc(lambda w: -sp.diff(L, w))
+    Hd = H.applyfunc(lambda h: -sp.diff(L, h))
+    ans = {W[i, j]: (a if i == j else 0) for i in range(K) for j in range(K)}
+    ans.update({H[i, j]: b * Y[i, j] for i in range(K) for j in range(K * n)})
+    Wa, Ha = Wd.xreplace(ans).applyfunc(sp.expand), Hd.xreplace(ans).applyfunc(sp.expand)
+    adot, bdot = Wa[0, 0], Ha[0, 0]
+    closure = sp.Matrix([*(Wa - adot * sp.eye(K)), *(Ha - bdot * Y)])
+    fixed = sp.solve([adot, bdot], [a, b], dict=True)
+    hess0 = sp.hessian(L, [*W, *H]).xreplace({s: 0 for s in [*W, *H]})
+    return {"L": L, "W": W, "H": H, "Y": Y, "adot": adot, "bdot": bdot, "closure": closure,
+            "fixed": fixed, "hess0": hess0, "K": K, "n": n}
+
+
+@lru_cache(maxsize=None)
+def checks() -> tuple[Check, ...]:
+    d = derive()
+    K, n = d["K"], d["n"]
+    rows = [identity(MODEL, f"collapsed ansatz W = a I, H = b Y is closed under the flow (K = {K}, n = {n})",
+                     d["closure"], "derived flow of the full loss")]
+    nonzero = [f for f in d["fixed"] if f[a] != 0]
+    # ρ = a² on the non-trivial branch with ab > 0, at random λ below threshold
+    rng = np.random.default_rng(11)
+    errs, seen = [], 0
+    for _ in range(4):
+        lw = rng.uniform(0.01, 0.1)
+        lh = rng.uniform(0.01, 0.1)
+        pt = {lam_W: lw, lam_H: lh}
+        vals = [(complex(f[a].subs(pt)), complex(f[b].subs(pt))) for f in nonzero]
+        real = [(x.real, y.real) for x, y in vals if abs(x.imag) < 1e-12 and abs(y.imag) < 1e-12 and x.real * y.real > 0]
+        ref = float(published_norm(K, n).subs(pt))
+        seen += len(real)
+        errs += [abs(x**2 - ref) / ref for x, _ in real]
+    rows.append(Check(MODEL, "non-trivial fixed points of the reduced flow: ‖w_c‖² = √(nλ_H/λ_W) − Knλ_H",
+                      f"{seen} roots", "Tirer & Bruna 2022 closed form",
+                      float(max(errs)) if errs and seen >= 4 else float("inf"), 1e-12))
+    # existence threshold: a b = 1 − K√(nλ_Wλ_H) vanishes at K²nλ_Wλ_H = 1
+    prod = sp.symbols("q", positive=True)  # q = λ_Wλ_H
+    ab_vals = {sp.simplify((f[a] * f[b]).subs(lam_H, prod / lam_W)) for f in nonzero}
+    thr = [sp.solve(sp.Eq(v, 0), prod) for v in ab_vals]
+    ok = any(t == [published_threshold(K, n)] for t in thr)
+    rows.append(Check(MODEL, "the collapsed branch (a b > 0) ends at K²n λ_Wλ_H = 1",
+                      ", ".join(str(t) for t in thr), f"λ_Wλ_H = {published_threshold(K, n)}",
+                      0.0 if ok else float("inf"), 0.0))
+    # W = H = 0 loses stability at the same threshold: smallest Hessian eigenvalue crosses 0
+    from scipy.optimize import brentq
+    h0 = sp.lambdify([lam_W, lam_H], d["hess0"], "numpy")
+    lw = 0.07
+    lmin = lambda lh: float(np.linalg.eigvalsh(np.array(h0(lw, lh), dtype=float)).min())  # noqa: E731
+    lh_star = brentq(lmin, 1e-6, 100.0, xtol=1e-14, rtol=1e-14)
+    rows.append(close(MODEL, f"W = H = 0 loses stability at λ_H* (λ_W = {lw}): Hessian eigenvalue crossing",
+                      lh_star, float(published_threshold(K, n)) / lw, 1e-10,
+                      reference_text="1/(K²nλ_W)"))
+    rows.extend(_simulated(K=3, n=2))
+    return tuple(rows)
+
+
+def _flow_fn(K, n, d):
+    """Numeric flow of the full loss (its gradient written by hand in matrix form) — an
+    independent check of the symbolic derivation on a larger instance."""
+    N = K * n
+    Y = np.kron(np.eye(K), np.ones((1, n)))
+
+    def unpack(v):
+        return v[:K * d].reshape(K, d), v[K * d:].reshape(d, N)
+
+    def f(v, lw, lh):
+        W, H = unpack(v)
+        R = W @ H - Y
+        return np.concatenate([(-(R @ H.T) / N - lw * W).ravel(), (-(W.T @ R) / N - lh * H).ravel()])
+    return f, unpack
+
+
+def _simulated(K: int, n: int) -> list[Check]:
+    d = K
+    f, unpack = _flow_fn(K, n, d)
+    L, Ws, Hs, _ = ufm_loss(K, n, d)
+    grad = sp.lambdify([[*Ws, *Hs], lam_W, lam_H], [-sp.diff(L, s) for s in [*Ws, *Hs]], "numpy")
+    rng = np.random.default_rng(5)
+    v0 = rng.normal(scale=0.5, size=K * d + d * K * n)
+    rows = [close(MODEL, f"derived symbolic flow = matrix-form gradient at a random point (K = {K}, n = {n})",
+                  np.array(grad(v0, 0.03, 0.02), dtype=float), f(v0, 0.03, 0.02), 1e-12)]
+    below, above = (0.03, 0.02), (0.3, 0.2)  # K√(nλλ): 0.104 and 1.04
+    for (lw, lh), label in ((below, "below"), (above, "above")):
+        sol = integrate(lambda v: f(v, lw, lh), v0, np.array([0.0, 3000.0]), rtol=1e-11, atol=1e-13)
+        W, H = unpack(sol.y[-1])
+        if label == "below":
+            rho = float(published_norm(K, n).subs({lam_W: lw, lam_H: lh}))
+            rows.append(close(MODEL, f"integrated flow below threshold: W Wᵀ = ρ I_K (λ_W, λ_H = {lw}, {lh})",
+                              W @ W.T, rho * np.eye(K), 1e-6, reference_text=f"ρ = {rho:.6g}"))
+            means = np.repeat(H.reshape(d, K, n).mean(axis=2), n, axis=1)
+            spread = float(np.abs(H - means).max() / np.abs(H).max())
+            rows.append(Check(MODEL, "features collapse to their class means (NC1): max|h − mean|/max|h|",
+                              f"{spread:.2e}", "0", spread, 1e-6))
+        else:
+            size = float(np.abs(sol.y[-1]).max() / np.abs(v0).max())
+            rows.append(Check(MODEL, f"integrated flow above threshold collapses to W = H = 0 (λ = {lw}, {lh})",
+                              f"{size:.2e}", "0", size, 1e-6))
+    return rows
