@@ -17,8 +17,8 @@ from symcollapse.numerics.kernels import compile_loss
 from symcollapse.numerics.system import FlowSystem
 from symcollapse.symbolic import EdgeLoss, derive_flow
 from symcollapse.symbolic.flow import EdgeFlow
-from symcollapse.symbolic.mpcheck import (balanced_sector_cubic, check_forces, check_identity,
-                                          check_root, edge_hessian_asymmetry, embedding_loss,
+from symcollapse.symbolic.mpcheck import (balanced_sector_cubic, check_edge_jacobian,
+                                          check_forces, check_identity, check_root, edge_hessian_asymmetry, embedding_loss,
                                           engine_checks, head_loss, invariant_rate, require)
 from symcollapse.errors import DerivationCheckError
 
@@ -216,7 +216,7 @@ def test_engine_checks_all_pass_and_cover_each_kind():
     rows = engine_checks()
     assert rows and all(r.passed for r in rows), [r for r in rows if not r.passed]
     claims = " | ".join(r.claim for r in rows)
-    for piece in ("F_W", "sg invariant", "symmetric", "slow rate"):
+    for piece in ("F_W", "edge Jacobian", "sg invariant", "symmetric", "slow rate"):
         assert piece in claims
     assert require(rows) is rows
     forces = [r for r in rows if r.claim.startswith("F_")]
@@ -241,6 +241,18 @@ def test_force_check_sees_the_stop_gradient():
     no_sg = head_loss(2, False)
     mixed = EdgeFlow(no_sg, derive_flow(with_sg).forces, ())
     assert not all(r.passed for r in check_forces(no_sg, flow=mixed))
+
+
+@pytest.mark.parametrize("with_sg", [True, False])
+def test_edge_jacobian_check_passes_and_refuses_a_missing_entry(with_sg):
+    flow = derive_flow(head_loss(2, with_sg))
+    assert check_edge_jacobian(flow).passed
+    broken = EdgeFlow(flow.loss, flow.forces, flow.forces_with_sg)
+    jac = dict(flow.edge_jacobian)
+    jac[("W", "x")] = jac[("W", "x")][1:]  # drop one derived entry
+    broken.__dict__["edge_jacobian"] = jac
+    row = check_edge_jacobian(broken)
+    assert not row.passed and row.rel_error > 1e-3
 
 
 def test_identity_check_invariant_holds_with_sg_only():

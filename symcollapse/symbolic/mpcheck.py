@@ -113,6 +113,45 @@ def check_forces(loss: EdgeLoss, *, model: str | None = None, flow: EdgeFlow | N
                   _rel(*errors[b]), tol) for b in flow.learned]
 
 
+def check_edge_jacobian(flow: EdgeFlow, *, model: str | None = None, n_points: int = 2,
+                        seed: int = 0, dps: int = DPS, tol: float | None = None) -> Check:
+    r"""The derived per-edge Jacobian ∂F_b/∂θ_b' (all learned blocks) against ``mpmath.diff`` of F."""
+    n_points = check_int("n_points", n_points, 1)
+    dps = check_int("dps", dps, 15, 200)
+    tol = default_tol(dps) if tol is None else tol
+    loss = flow.loss
+    variables = tuple(loss.variables)
+    other = tuple(loss.data_symbols) + tuple(loss.parameters)
+    learned_syms = {b: tuple(loss.block(b)) for b in flow.learned}
+    rng = random.Random(seed)
+    diff, scale = [], []
+    with mpmath.workdps(dps):
+        F = {b: _lambdify(variables + other, list(flow.force(b))) for b in flow.learned}
+        J = {key: (entries, _lambdify(variables + other, [e for _, _, e in entries]))
+             for key, entries in flow.edge_jacobian.items()}
+        for _ in range(n_points):
+            pt = random_point(variables + other, rng)
+            vals = [_mp(pt[s]) for s in variables]
+            rest = [_mp(pt[s]) for s in other]
+            for (b, b2), (entries, fn) in J.items():
+                derived = {(r, c): v for (r, c, _), v in zip(entries, fn(*vals, *rest))}
+                for c, s in enumerate(learned_syms[b2]):
+                    k = variables.index(s)
+                    for r in range(len(learned_syms[b])):
+
+                        def f(t, k=k, r=r):
+                            moved = list(vals)
+                            moved[k] = t
+                            return F[b](*moved, *rest)[r]
+
+                        ref = mpmath.diff(f, vals[k])
+                        diff.append(derived.get((r, c), mpmath.mpf(0)) - ref)
+                        scale.append(ref)
+    return Check(model or loss.name, f"edge Jacobian dF/dtheta ({loss.name})", "SymPy (sparse)",
+                 f"mpmath.diff of the forces at {dps} digits, {n_points} random points",
+                 _rel(diff, scale), tol)
+
+
 # --- (b) identities -------------------------------------------------------------------------
 def check_identity(model: str, claim: str, expr, *, values: dict | None = None,
                    compared_with: str | None = None, n_points: int = 3, seed: int = 0,
@@ -307,6 +346,7 @@ def engine_checks(seed: int = 0) -> list[Check]:
     for loss in (emb, head_sg, head_nosg):
         rows += check_forces(loss, model="engine", flow=flows[loss.name], seed=seed)
     f_sg = flows[head_sg.name]
+    rows.append(check_edge_jacobian(f_sg, model="engine", seed=seed))
     rows.append(check_identity(
         "engine", "sg invariant: x.F_x + y.F_y - <W,F_W> = 0 per edge (dI/dt = 0)",
         invariant_rate(f_sg), seed=seed))
