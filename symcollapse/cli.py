@@ -75,6 +75,22 @@ def cmd_reproduce(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_report(args) -> int:
+    from .outputs.io import ensure_writable_dir
+    from .outputs.report import write_report
+
+    mods = _select(args.model)
+    try:
+        out = ensure_writable_dir(Path(args.out))
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(f"--out: {exc}") from exc
+    _progress("deriving, verifying and writing the report: " + ", ".join(m.MODEL for m in mods))
+    rep = write_report(out, mods)
+    print(f"wrote {rep.tex} and {rep.md}; {rep.pdf_message}")
+    print(f"{rep.n_checks - len(rep.failed)} passed, {len(rep.failed)} failed")
+    return 1 if rep.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="symcollapse", description="Derive, verify and plot the dynamics of representation collapse.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
@@ -85,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="run the verification table only")
     c.add_argument("--model", action="append", help="only this model (repeatable)")
     c.set_defaults(func=cmd_check)
+    rp = sub.add_parser("report", help="write report.tex / report.md (and the PDF if pdflatex exists)")
+    rp.add_argument("--out", default="report", help="folder for the report (default: report)")
+    rp.add_argument("--model", action="append", help="only this model (repeatable)")
+    rp.set_defaults(func=cmd_report)
     return p
 
 
