@@ -122,7 +122,7 @@ def quadratic_invariants(system: SymbolicSystem, ansatz: str = "block") -> list[
                 key = tuple(sorted(map(str, mono + (state[b],))))
                 row = rows.setdefault(key, {})
                 row[u] = row.get(u, sp.S.Zero) + mult * coeff
-    rows = [{u: c for u, c in r.items() if sp.simplify(c) != 0} for r in rows.values()]
+    rows = [{u: c for u, c in ((u, sp.expand(c)) for u, c in r.items()) if c != 0} for r in rows.values()]
     rows = [r for r in rows if r]
     alive = set(range(len(pairs)))
     changed = True
