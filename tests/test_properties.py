@@ -18,7 +18,8 @@ from symcollapse.numerics.system import FlowSystem
 from symcollapse.symbolic import EdgeLoss, derive_flow
 from symcollapse.symbolic.flow import EdgeFlow
 from symcollapse.symbolic.mpcheck import (balanced_sector_cubic, check_edge_jacobian,
-                                          check_forces, check_identity, check_root, edge_hessian_asymmetry, embedding_loss,
+                                          check_forces, check_identity, check_root,
+                                          balanced_slow_rate_engine, edge_hessian_asymmetry, embedding_loss,
                                           engine_checks, head_loss, invariant_rate, require)
 from symcollapse.errors import DerivationCheckError
 
@@ -162,6 +163,33 @@ def test_labels_collapse_iff_the_graph_connects_them(g):
                 assert gap > 1e-7
 
 
+@SETTINGS
+@given(graphs())
+def test_mean_loss_is_the_sum_loss_with_every_rate_divided_by_N(g):
+    P, eta_x, eta_y, d, seed = g
+    N = P.shape[0]
+    v = np.random.default_rng(seed).normal(size=(N + P.shape[1]) * d)
+    mean = FlowSystem(emb(d), P, rates={"x": eta_x, "y": eta_y}, scale=1.0 / N)
+    slow = FlowSystem(emb(d), P, rates={"x": eta_x / N, "y": eta_y / N})
+    np.testing.assert_allclose(mean.flow_vector(v), slow.flow_vector(v), rtol=1e-13, atol=1e-15)
+    assert np.isclose(mean.loss_vector(v) * N, FlowSystem(emb(d), P, rates={"x": 1, "y": 1}).loss_vector(v),
+                      rtol=1e-13)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(2, 4), st.integers(1, 3), st.integers(1, 3), st.floats(0.1, 10.0),
+       st.floats(0.1, 10.0))
+def test_balanced_slow_rate_is_smallest_root_of_sector_cubic(K, n, mu, eta_x, eta_y):
+    """MODEL.md §2: the smallest nonzero eigenvalue of H L_G is the smallest root of the cubic."""
+    r = sp.Symbol("r")
+    claimed = balanced_slow_rate_engine(K, n, mu, eta_x, eta_y)
+    cubic = balanced_sector_cubic(r, K, n, mu, sp.Rational(eta_x), sp.Rational(eta_y))
+    row = check_root("t", "r_s", cubic, r, claimed, which="smallest_positive", tol=1e-9)
+    assert row.passed, row
+    # and below the other sectors' rates (within-class η_x, frustrated 2η_x)
+    assert claimed < eta_x
+
+
 # --- head loss: gradient flow without sg, not with sg ----------------------------------------
 @SETTINGS
 @given(graphs(max_n=8, max_k=3), st.booleans())
@@ -186,6 +214,25 @@ def test_embedding_jacobian_symmetric_in_eta_metric(g):
     v = np.random.default_rng(seed).normal(size=sysm.size)
     M = sysm.jacobian(v).toarray() / sysm.rate_vector[:, None]
     np.testing.assert_allclose(M, M.T, rtol=0, atol=1e-12 * max(1.0, np.max(np.abs(M))))
+
+
+@SETTINGS
+@given(graphs(max_n=8, max_k=3), st.sampled_from(["embedding", "head"]))
+def test_loss_decreases_along_gradient_flows(g, kind):
+    """Without sg: dL/dt = ∇L·θ̇ = −Σ_k η_k (∂L/∂θ_k)² ≤ 0 (directional central difference)."""
+    P, eta_x, eta_y, d, seed = g
+    rng = np.random.default_rng(seed)
+    if kind == "embedding":
+        sysm = FlowSystem(emb(d), P, rates={"x": eta_x, "y": eta_y})
+    else:
+        sysm = FlowSystem(head(d, False), P, rates={"x": eta_x, "y": eta_y, "W": 0.7})
+    v = rng.normal(size=sysm.size)
+    f = sysm.flow_vector(v)
+    h = 1e-4 / max(1.0, float(np.max(np.abs(f))))
+    dLdt = (sysm.loss_vector(v + h * f) - sysm.loss_vector(v - h * f)) / (2 * h)
+    expected = -np.sum(f**2 / sysm.rate_vector)
+    assert expected <= 0
+    assert abs(dLdt - expected) <= 1e-6 * max(1.0, abs(expected))
 
 
 @settings(max_examples=10, deadline=None)
