@@ -14,6 +14,7 @@ loss before a kernel is handed out (:func:`verify_compiled`).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -27,13 +28,56 @@ from ..symbolic.loss import LABEL, SAMPLE, EdgeLoss
 from ..symbolic.stopgrad import freeze_stop_gradient
 
 
-def lambdify_list(args, exprs):
-    """lambdify a list of expressions with common-subexpression elimination."""
+CSE_MAX_TERMS = 400  # above this many additive terms cse costs more than it saves
+
+
+def lambdify_list(args, exprs, cse: bool | None = None):
+    """lambdify a list of expressions; common-subexpression elimination for small lists
+    (``cse=None``: automatic — on large flat polynomial lists cse dominates the compile time
+    and the generated code is not faster)."""
     exprs = [sp.sympify(e) for e in exprs]
     if not exprs:
         return lambda *a: []
-    fn = sp.lambdify(list(args), exprs, modules="numpy", cse=True, docstring_limit=0)
+    if cse is None:
+        cse = sum(len(sp.Add.make_args(e)) for e in exprs) <= CSE_MAX_TERMS
+    fn = sp.lambdify(list(args), exprs, modules="numpy", cse=cse, docstring_limit=0)
     return fn
+
+
+class LazyKernels(Mapping):
+    """block -> lambdified kernel, each built on first use (``builder(block)``); ``on_first``
+    runs once after the first kernel is built (used for the deferred self-check)."""
+
+    def __init__(self, keys, builder, on_first=None):
+        self._keys = tuple(keys)
+        self._builder = builder
+        self._built = {}
+        self._on_first = on_first
+
+    def __getitem__(self, key):
+        if key not in self._keys:
+            raise KeyError(key)
+        if key not in self._built:
+            first = not self._built
+            self._built[key] = self._builder(key)
+            if first and self._on_first is not None:
+                hook, self._on_first = self._on_first, None
+                for k in self._keys:  # the check evaluates every block
+                    if k not in self._built:
+                        self._built[k] = self._builder(k)
+                try:
+                    hook()
+                except BaseException:
+                    self._built.clear()
+                    self._on_first = hook
+                    raise
+        return self._built[key]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
 
 
 def _stack(values, shape, n=None):
@@ -67,7 +111,9 @@ def _affine_coefficient(M: sp.Matrix, shared_args) -> AffineCoefficient:
     M = sp.Matrix(M)
     if all(e == 0 for e in M):
         return AffineCoefficient("zero", None, M.shape)
-    if M.shape[0] == M.shape[1] and M.is_diagonal() and len(set(M.diagonal())) == 1:
+    square = M.shape[0] == M.shape[1]
+    diagonal = square and all(M[r, k] == 0 for r in range(M.shape[0]) for k in range(M.shape[1]) if r != k)
+    if diagonal and len(set(M.diagonal())) == 1:
         return AffineCoefficient("scalar", lambdify_list(shared_args, [M[0, 0]]), M.shape)
     return AffineCoefficient("general", lambdify_list(shared_args, list(M)), M.shape)
 
@@ -175,7 +221,7 @@ def _moment_structure(flow: EdgeFlow, shared_args):
             if not z:
                 exprs.append(e * m0)
                 continue
-            acc = sp.S.Zero
+            acc = []
             for t in polydiff.terms(e):
                 split = polydiff.split_monomial(t, zset)
                 if split is None or len(split[1]) > 2:
@@ -183,12 +229,12 @@ def _moment_structure(flow: EdgeFlow, shared_args):
                 coeff, zs = split
                 idx = sorted(zpos[v] for v in zs)
                 if len(idx) == 0:
-                    acc += coeff * m0
+                    acc.append(coeff * m0)
                 elif len(idx) == 1:
-                    acc += coeff * m1[idx[0]]
+                    acc.append(coeff * m1[idx[0]])
                 else:
-                    acc += coeff * m2[(idx[0], idx[1])]
-            exprs.append(acc)
+                    acc.append(coeff * m2[(idx[0], idx[1])])
+            exprs.append(sp.Add(*acc))
         out[b] = lambdify_list(tuple(shared_args) + msyms, exprs)
     return out, msyms
 
@@ -204,7 +250,7 @@ def compile_flow(flow: EdgeFlow, check: bool = True) -> CompiledFlow:
     loss = flow.loss
     shared_args = tuple(loss.shared_symbols) + tuple(loss.parameters)
     edge_args = tuple(loss.node_symbols) + shared_args
-    edge_force = {b: lambdify_list(edge_args, list(flow.force(b))) for b in flow.learned}
+    edge_force = LazyKernels(flow.learned, lambda b: lambdify_list(edge_args, list(flow.force(b))))
     frozen = {s: sp.Symbol(f"{s.name}__sg", real=True) for s in loss.variables}
     frozen_args = tuple(frozen[s] for s in loss.variables)
     loss_fn = lambdify_list(edge_args, [loss.value()])
@@ -216,7 +262,14 @@ def compile_flow(flow: EdgeFlow, check: bool = True) -> CompiledFlow:
     compiled = CompiledFlow(flow, edge_args, shared_args, edge_force, loss_fn,
                             frozen_loss_fn, frozen_args, affine, moment, msyms, check)
     if check:
-        verify_flow(compiled)
+        # the path FlowSystem uses by default is checked now against finite differences of
+        # the loss; the edge kernels of a moment-path flow are built (and checked, edge vs
+        # finite differences and vs the moment path) when first used
+        if compiled.fast:
+            edge_force._on_first = lambda: verify_flow(compiled)
+            verify_flow(compiled, paths=("moment",))
+        else:
+            verify_flow(compiled)
     return compiled
 
 
@@ -245,11 +298,13 @@ def _check_instance(compiled: CompiledFlow, seed: int):
     return rng, P, kw
 
 
-def verify_flow(compiled: CompiledFlow, seed: int = 12345, tol: float = 1e-6) -> dict:
+def verify_flow(compiled: CompiledFlow, seed: int = 12345, tol: float = 1e-6,
+                paths: tuple | None = None) -> dict:
     """Check the flow kernels at random points on a small random graph; raise on disagreement.
 
     flow = −η ∂L/∂θ by central differences of the compiled loss with every sg held at its
-    value, on each evaluation path; moment path = edge path. Returns the relative errors.
+    value, on each evaluation path (default: all that apply); moment path = edge path.
+    Returns the relative errors.
     """
     from .system import FlowSystem  # local import: system builds on this module
 
@@ -257,7 +312,9 @@ def verify_flow(compiled: CompiledFlow, seed: int = 12345, tol: float = 1e-6) ->
     name = compiled.loss.name
     errors = {}
     ref = None
-    for path in (["edge", "moment"] if compiled.fast else ["edge"]):
+    if paths is None:
+        paths = ("edge", "moment") if compiled.fast else ("edge",)
+    for path in paths:
         sysm = FlowSystem(compiled, P, path=path, **kw)
         if ref is None:
             v = rng.normal(size=sysm.size)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import sympy as sp
+from sympy.core.sorting import default_sort_key
 
 from . import polydiff
 from .loss import EdgeLoss
@@ -50,6 +51,11 @@ class EdgeFlow:
                 out[(b, b2)] = sparse_jacobian(fb, list(self.loss.block(b2)))
         return out
 
+    def _repr_latex_(self) -> str:
+        """Notebook display: F_b = −∂ℓ/∂θ_b per learned block, sg kept where it acted."""
+        rows = [f"F_{{{b}}} &= {sp.latex(f)}" for b, f in self.forces_with_sg]
+        return "$\\begin{aligned}" + " \\\\ ".join(rows) + "\\end{aligned}$"
+
 
 def sparse_jacobian(exprs, symbols) -> tuple:
     """Non-zero entries (row, col, ∂e_row/∂s_col), differentiated term by term."""
@@ -63,11 +69,8 @@ def sparse_jacobian(exprs, symbols) -> tuple:
     return tuple(out)
 
 
-def _gradient(expr: sp.Expr, symbols: sp.ImmutableMatrix, keep_sg: bool = False) -> sp.ImmutableMatrix:
-    """∂expr/∂symbols with the shape of ``symbols``; each sg(a) is held fixed while differentiating.
-
-    The result has sg(a) replaced by a (its value), or kept as sg(a) with ``keep_sg``.
-    """
+def _hold_stop_gradients(expr):
+    """Replace each sg(a) by a fresh symbol: (body, {symbol: sg(a)})."""
     held = {}
 
     def hold(e):
@@ -75,7 +78,58 @@ def _gradient(expr: sp.Expr, symbols: sp.ImmutableMatrix, keep_sg: bool = False)
         held[d] = e
         return d
 
-    body = sp.expand(sp.sympify(expr).replace(lambda e: isinstance(e, stop_gradient), hold))
+    body = sp.sympify(expr).replace(lambda e: isinstance(e, stop_gradient), hold)
+    return body, held
+
+
+def _ring_gradients(expr, blocks):
+    """Fast path: [(−∂ℓ/∂θ_b with sg kept, with sg removed) for each block], computed in a
+    sparse polynomial ring with each sg(a) as an independent generator; None if ℓ is not a
+    polynomial with rational coefficients (then the general path is used)."""
+    body, held = _hold_stop_gradients(expr)
+    args = {d: e.args[0] for d, e in held.items()}
+    if any(a.free_symbols & set(held) for a in args.values()):
+        return None  # nested sg: general path
+    gens = set(body.free_symbols)
+    for a in args.values():
+        gens |= a.free_symbols
+    for b in blocks:
+        gens |= set(b)
+    gens = sorted(gens, key=default_sort_key)
+    rp = polydiff.sparse_poly(body, gens)
+    if rp is None:
+        return None
+    R, p = rp
+    pos = {g: k for k, g in enumerate(R.symbols)}
+    subs = []
+    for d, a in args.items():
+        ra = polydiff.sparse_poly(a, gens) if a.free_symbols else None
+        if ra is None and a.free_symbols:
+            return None
+        subs.append((R.gens[pos[d]], ra[1] if ra is not None else R(a)))
+    keep = {d: stop_gradient(polydiff.expand(a)) for d, a in args.items()}
+    out = []
+    for b in blocks:
+        grads = [p.diff(R.gens[pos[s]]) for s in b]
+        with_sg = [polydiff.as_expr(-g) for g in grads]
+        if held:
+            with_sg = [e.xreplace(keep) for e in with_sg]
+        value = [polydiff.as_expr(-g.compose(subs)) for g in grads] if subs else with_sg
+        out.append((sp.ImmutableMatrix(b.shape[0], b.shape[1], with_sg),
+                    sp.ImmutableMatrix(b.shape[0], b.shape[1], value)))
+    return out
+
+
+def _gradient(expr: sp.Expr, symbols: sp.ImmutableMatrix, keep_sg: bool = False) -> sp.ImmutableMatrix:
+    """∂expr/∂symbols with the shape of ``symbols``; each sg(a) is held fixed while differentiating.
+
+    The result has sg(a) replaced by a (its value), or kept as sg(a) with ``keep_sg``.
+    """
+    fast = _ring_gradients(expr, [symbols])
+    if fast is not None:
+        return -fast[0][0 if keep_sg else 1]
+    body, held = _hold_stop_gradients(expr)
+    body = sp.expand(body)
     back = {d: (e if keep_sg else e.args[0]) for d, e in held.items()}
     syms = list(symbols)
     grads = polydiff.gradient(body, syms)
@@ -85,13 +139,14 @@ def _gradient(expr: sp.Expr, symbols: sp.ImmutableMatrix, keep_sg: bool = False)
 
 def derive_flow(loss: EdgeLoss) -> EdgeFlow:
     """Derive F_b = −∂ℓ/∂θ_b for every learned block b (one edge; cost independent of N)."""
-    forces, forces_sg = [], []
-    for b in loss.blocks:
-        sym = loss.block(b)
-        if b not in loss.learned or not len(sym):
-            continue
-        forces_sg.append((b, -_gradient(loss.expr, sym, keep_sg=True)))
-        forces.append((b, -_gradient(loss.expr, sym)))
+    names = [b for b in loss.blocks if b in loss.learned and len(loss.block(b))]
+    fast = _ring_gradients(loss.expr, [loss.block(b) for b in names])
+    if fast is not None:
+        forces_sg = [(b, f_sg) for b, (f_sg, _) in zip(names, fast)]
+        forces = [(b, f) for b, (_, f) in zip(names, fast)]
+    else:
+        forces_sg = [(b, -_gradient(loss.expr, loss.block(b), keep_sg=True)) for b in names]
+        forces = [(b, -_gradient(loss.expr, loss.block(b))) for b in names]
     return EdgeFlow(loss, tuple(forces), tuple(forces_sg))
 
 

@@ -1,16 +1,98 @@
 """Term-wise differentiation of expanded expressions: fast for the many-symbol polynomials
 that losses with heads produce (SymPy's dense multivariate Poly is slow with hundreds of
-generators). Non-polynomial factors fall back to ``sympy.diff`` for that term only."""
+generators). Polynomials with rational coefficients are expanded and differentiated in a
+sparse polynomial ring (dict of monomials); non-polynomial factors fall back to
+``sympy.diff`` for that term only."""
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import cmp_to_key
 
 import sympy as sp
+from sympy.core.basic import Basic
+from sympy.core.sorting import default_sort_key
+from sympy.polys.domains import QQ
+from sympy.polys.rings import ring
+
+
+def _is_monomial(t) -> bool:
+    """True for c·Π s^k with a number c, symbols s and integer powers k ≥ 1 (already expanded)."""
+    for f in (t.args if t.is_Mul else (t,)):
+        if f.is_Symbol or f.is_Number:
+            continue
+        if f.is_Pow and f.base.is_Symbol and f.exp.is_Integer and f.exp > 0:
+            continue
+        return False
+    return True
+
+
+def is_expanded_polynomial(expr) -> bool:
+    """Cheap structural test: a sum of monomials needs no expansion."""
+    return all(_is_monomial(t) for t in sp.Add.make_args(expr))
+
+
+def sparse_poly(expr, gens=None):
+    """(ring, element) of ``expr`` as a sparse polynomial over QQ in ``gens`` (default: its
+    free symbols), or None if it is not a polynomial with rational coefficients."""
+    expr = sp.sympify(expr)
+    if expr.has(sp.Float):  # the ring would turn floats into rationals
+        return None
+    gens = sorted(expr.free_symbols, key=default_sort_key) if gens is None else list(gens)
+    if not gens:
+        return None
+    R = ring(gens, QQ)[0]
+    try:
+        return R, R.from_expr(expr)
+    except (ValueError, TypeError, sp.PolynomialError, sp.CoercionFailed):
+        return None
+
+
+_CANONICAL = cmp_to_key(Basic.compare)  # the order Mul and Add keep their arguments in
+
+
+def as_expr(p):
+    """A sparse ring element as the canonical SymPy expression (identical to ``p.as_expr()``),
+    built directly from its monomials in SymPy's canonical argument order (several times
+    faster than re-flattening every product)."""
+    syms = p.ring.symbols
+    factors = {}
+    for monom in p.keys():
+        for k, e in enumerate(monom):
+            if e and (k, e) not in factors:
+                factors[(k, e)] = syms[k] if e == 1 else sp.Pow(syms[k], e)
+    rank = {key: r for r, key in enumerate(sorted(factors, key=lambda q: _CANONICAL(factors[q])))}
+    terms, const = [], sp.S.Zero
+    for monom, c in p.items():
+        c = sp.Rational(int(c.numerator), int(c.denominator))
+        keys = sorted(((k, e) for k, e in enumerate(monom) if e), key=rank.__getitem__)
+        if not keys:
+            const = c
+            continue
+        fs = [factors[q] for q in keys]
+        if c == 1:
+            terms.append(fs[0] if len(fs) == 1 else sp.Mul._from_args(fs))
+        else:
+            terms.append(sp.Mul._from_args([c] + fs))
+    if not terms:
+        return const
+    terms.sort(key=_CANONICAL)
+    if const != 0:
+        terms.insert(0, const)
+    return terms[0] if len(terms) == 1 else sp.Add._from_args(terms)
+
+
+def expand(expr):
+    """sp.expand, via the sparse ring when ``expr`` is a rational polynomial (much faster)."""
+    expr = sp.sympify(expr)
+    if is_expanded_polynomial(expr):
+        return expr
+    rp = sparse_poly(expr)
+    return as_expr(rp[1]) if rp is not None else sp.expand(expr)
 
 
 def terms(expr) -> tuple:
     """The additive terms of ``expand(expr)``."""
-    e = sp.expand(expr)
+    e = expand(expr)
     return e.args if e.is_Add else (e,)
 
 
@@ -34,6 +116,14 @@ def _dterm(term, s):
 
 def gradient(expr, symbols) -> dict:
     """{s: ∂expr/∂s} for every s in ``symbols`` (zero where s does not occur)."""
+    symbols = list(symbols)
+    expr = sp.sympify(expr)
+    if not is_expanded_polynomial(expr):
+        rp = sparse_poly(expr)
+        if rp is not None:
+            R, p = rp
+            pos = {g: k for k, g in enumerate(R.symbols)}
+            return {s: as_expr(p.diff(R.gens[pos[s]])) if s in pos else sp.S.Zero for s in symbols}
     wanted = set(symbols)
     index = defaultdict(list)
     for t in terms(expr):
