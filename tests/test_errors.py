@@ -95,6 +95,7 @@ def test_flow_system_refuses_bad_P(P, allowed):
 def test_coupling_graph_accepts_sparse_and_is_read_only():
     g = CouplingGraph.from_couplings(sps.csr_matrix(balanced_couplings(2, 1, 1)))
     assert g.n_edges == 4 and g.components[0] == 1
+    assert CouplingGraph.from_couplings(g) is g
     with pytest.raises(ValueError):
         g.P[0, 0] = 5.0
 

@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sps
 from scipy.sparse.csgraph import connected_components
 
+from ..errors import InvalidParameterError
 from ..validation import check_array
 
 
@@ -20,11 +21,12 @@ class CouplingGraph:
     @staticmethod
     def from_couplings(P) -> "CouplingGraph":
         """Validate P (2-D, finite, non-negative, at least one edge) and build the graph."""
+        if isinstance(P, CouplingGraph):
+            return P
         if sps.issparse(P):
             P = P.toarray()
         arr = check_array("P", P, ndim=2, nonnegative=True)
         if not np.any(arr > 0):
-            from ..errors import InvalidParameterError
             raise InvalidParameterError("P must have at least one positive entry (an edge)")
         arr = arr.copy()
         arr.setflags(write=False)
