@@ -313,3 +313,54 @@ def test_mpcheck_refuses_bad_input():
         check_root("m", "c", r**2 - 2, r, 1.4, which="largest")
     with pytest.raises(InvalidParameterError, match=r"^dps must be"):
         check_root("m", "c", r**2 - 2, r, 1.4, dps=5)
+
+
+# --- model classes ------------------------------------------------------------------------------
+def _embedding(P=None, **kw):
+    from symcollapse import EmbeddingModel
+
+    return EmbeddingModel(balanced_couplings(2, 2, 1) if P is None else P, **kw)
+
+
+@pytest.mark.parametrize("kw, name, allowed", [
+    (dict(d=0), "d", ">= 1"), (dict(d=1.5), "d", "integer"), (dict(d=None), "d", "integer"),
+    (dict(eta_x=0.0), "eta_x", "> 0"), (dict(eta_x=-1.0), "eta_x", "> 0"),
+    (dict(eta_y=float("nan")), "eta_y", "finite"), (dict(eta_y=float("inf")), "eta_y", "finite"),
+    (dict(eta_x="1"), "eta_x", "real number"),
+    (dict(scale=0.0), "scale", "> 0"), (dict(scale=float("nan")), "scale", "finite"),
+])
+def test_embedding_model_refuses_bad_parameters(kw, name, allowed):
+    with pytest.raises(InvalidParameterError) as info:
+        _embedding(**kw)
+    msg = str(info.value)
+    assert msg.startswith(f"{name} must") and allowed in msg, msg
+
+
+@pytest.mark.parametrize("P, allowed", BAD_P[:9] + [(np.ones((3, 1)), "K >= 2")])
+def test_embedding_model_refuses_bad_P(P, allowed):
+    with pytest.raises(InvalidParameterError, match=r"^P must") as info:
+        _embedding(P, d=1)
+    assert allowed in str(info.value)
+
+
+@pytest.mark.parametrize("kw, name", [
+    (dict(t_end=0.0), "t_end"), (dict(t_end=-1.0), "t_end"), (dict(t_end=float("nan")), "t_end"),
+    (dict(t_end=float("inf")), "t_end"), (dict(t_end="long"), "t_end"),
+    (dict(seed=-1), "seed"), (dict(seed=1.5), "seed"), (dict(n_points=2), "n_points"),
+    (dict(Z0=np.zeros((3, 1))), "Z0"), (dict(Z0=np.full((7, 1), np.nan)), "Z0"),
+    (dict(rtol=0.0), "rtol"), (dict(atol=-1.0), "atol"),
+    (dict(t_eval=[0.0, 1.0, 0.5]), "t_eval"), (dict(t_eval=[0.0, np.nan]), "t_eval"),
+])
+def test_embedding_simulate_refuses_bad_arguments(kw, name):
+    model = _embedding(d=1)
+    kw = {"t_end": 1.0, **kw}
+    with pytest.raises(InvalidParameterError, match=rf"^{name} must"):
+        model.simulate(**kw)
+
+
+def test_embedding_model_refuses_bad_state():
+    model = _embedding(d=2)
+    with pytest.raises(InvalidParameterError, match=r"^Z must have shape \(7, 2\)"):
+        model.flow(np.zeros((2, 2)))
+    with pytest.raises(InvalidParameterError, match=r"^Z must contain only finite"):
+        model.loss(np.full((7, 2), np.inf))
