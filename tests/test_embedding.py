@@ -178,3 +178,37 @@ def test_connected_frustration_ends_at_weighted_mean_and_conserves_invariants():
 def test_bad_input_names_the_parameter(call, param):
     with pytest.raises(InvalidParameterError, match=param):
         call()
+
+
+def test_job_is_registered_and_writes_the_derivation(tmp_path):
+    from symcollapse.jobs import embedding as job, job_modules
+    from symcollapse.outputs.latex import tex
+
+    assert job in job_modules() and job.MODEL == "embedding" and job.ORDER == 10
+    (path,) = job.write_latex(tmp_path)
+    text = path.read_text()
+    assert text.startswith("\\documentclass") and text.rstrip().endswith("\\end{document}")
+    assert text.count("{") == text.count("}")
+    assert tex(job.sector(2).matrix) in text  # printed from the derived object
+    assert tex(job.series().fast_closed_form) in text
+    assert "\\sum_{s=0}^{K - 1}" in text  # the closure proof shows the symbolic neighbour sum
+
+
+def test_figures_are_written_atomically_and_reproducibly(tmp_path):
+    import numpy as np
+
+    from symcollapse.outputs.figures import label_axes, new_figure, plot_embedding, save_figure
+
+    def draw(path):
+        fig, axes = new_figure(1, 2)
+        axes[0, 0].plot([1, 2, 3], [3, 1, 2], label="a")
+        label_axes(axes[0, 0], "t", "y", "panel")
+        rng = np.random.default_rng(0)
+        plot_embedding(axes[0, 1], rng.normal(size=(6, 2)), rng.normal(size=(2, 2)),
+                       np.array([0, 0, 1, 1, -1, -1]), limits=3.0)
+        return save_figure(fig, path)
+
+    a, b = draw(tmp_path / "a.png"), draw(tmp_path / "b.png")
+    assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert a.read_bytes() == b.read_bytes()
+    assert not list(tmp_path.glob(".*.tmp"))
