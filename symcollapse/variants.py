@@ -112,6 +112,13 @@ class Variant:
         return FlowSystem(compile_loss(self.loss), self.P, rates=self.rates, scale=self.scale,
                           frozen=self.frozen or None, **kw)
 
+    def _repr_latex_(self) -> str:
+        """Notebook display: L = s Σ P_ic ℓ(x_i, y_c) with the edge loss written out."""
+        N, K = self.P.shape
+        s = sp.latex(sp.nsimplify(self.scale))
+        return (rf"$L = {s} \sum_{{i,c}} P_{{ic}}\,\ell(x_i, y_c),\quad \ell = {sp.latex(self.loss.expr)}"
+                rf",\quad P \in \mathbb{{R}}^{{{N}\times{K}}}$")
+
     def symbolic(self):
         """The flow written out on this (small) graph with symbolic rates (exact statements)."""
         from .symbolic.assemble import assemble_symbolic

@@ -109,3 +109,13 @@ def test_bad_arguments_name_the_parameter():
         make_variant(embedding_loss(1), [[1.0]], rates={"x": -1.0})
     with pytest.raises(InvalidParameterError, match="P must"):
         make_variant(embedding_loss(1), [[np.nan]])
+
+
+def test_notebook_latex_reprs():
+    loss = head_loss(1, "label")
+    assert loss._repr_latex_().startswith("$") and r"\operatorname{sg}\left(y\right)" in loss._repr_latex_()
+    flow_tex = derive_flow(loss)._repr_latex_()
+    assert "F_{x}" in flow_tex and "F_{W}" in flow_tex and r"\operatorname{sg}" in flow_tex
+    var = make_variant(embedding_loss(1), balanced_couplings(2, 1, 1), mean=True)
+    tex = var._repr_latex_()
+    assert r"\frac{1}{3}" in tex and r"\mathbb{R}^{3\times2}" in tex

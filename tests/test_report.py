@@ -1,0 +1,89 @@
+"""The derivation report: LaTeX and Markdown with every job's rows and figures (fast fake jobs)."""
+import types
+
+import pytest
+
+from symcollapse import cli
+from symcollapse.outputs import report as rep
+from symcollapse.verification import Check
+
+
+def _fake_job(name, rows, with_figure=True):
+    def write_figures(folder):
+        if not with_figure:
+            return []
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from symcollapse.outputs.io import atomic_savefig
+
+        fig, ax = plt.subplots(figsize=(2, 2))
+        ax.plot([0, 1], [1, 0])
+        p = atomic_savefig(fig, folder / f"{name}_fig.png")
+        plt.close(fig)
+        return [p]
+
+    def write_latex(folder):
+        from symcollapse.outputs.io import atomic_write_text
+
+        return [atomic_write_text(folder / f"{name}.tex", "\\documentclass{article}\\begin{document}x\\end{document}\n")]
+
+    return types.SimpleNamespace(MODEL=name, ORDER=1, checks=lambda: list(rows),
+                                 write_figures=write_figures, write_latex=write_latex)
+
+
+GOOD = Check("alpha", "slow rate r_s ≈ Kη_xη_yμ/(2(η_x + η_y n)) & 50% of ‖W‖²", "0.1", "eigenvalue of H·L_G",
+             3.2e-11, 1e-8)
+BAD = Check("beta", "a deliberately failing row", "1", "2", 0.5, 1e-6)
+
+
+def test_report_contains_rows_errors_and_figures(tmp_path, monkeypatch):
+    monkeypatch.setattr(rep.shutil, "which", lambda name: None)
+    out = rep.write_report(tmp_path, [_fake_job("alpha", [GOOD]), _fake_job("beta", [BAD], False)])
+    tex, md = out.tex.read_text(), out.md.read_text()
+    assert out.n_checks == 2 and [r.claim for r in out.failed] == [BAD.claim]
+    assert out.pdf is None and "pdflatex is not installed" in out.pdf_message
+    assert "3.20e-11" in md and "3.20e-11" in tex
+    assert "![alpha_fig](figures/alpha_fig.png)" in md
+    assert "\\includegraphics[width=0.6\\textwidth]{figures/alpha_fig.png}" in tex
+    assert (tmp_path / "figures" / "alpha_fig.png").stat().st_size > 0
+    assert "[alpha.tex](derivations/alpha.tex)" in md
+    assert "**FAIL**" in md and "\\textbf{FAIL}" in tex
+    assert "2 checks, 1 passed, 1 failed" in md
+    # the LaTeX is pdflatex-safe: specials escaped, Unicode math mapped, nothing left non-ASCII
+    assert "\\&" in tex and "50\\%" in tex and "$\\eta$" in tex and "$\\approx$" in tex
+    assert all(ord(ch) < 128 for ch in tex)
+    assert tex.count("\\begin{longtable}") == 2 and tex.rstrip().endswith("\\end{document}")
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_latex_text_escapes():
+    assert rep.latex_text("a_b & 5% ~") == "a\\_b \\& 5\\% \\textasciitilde{}"
+    assert rep.latex_text("τ²") == "$\\tau$$^{2}$".replace("$$", "")
+    assert rep.latex_text("θ̇") == "$\\theta$"
+
+
+def test_cli_report_exit_codes(tmp_path, monkeypatch, capsys):
+    import symcollapse.jobs as jobs
+
+    monkeypatch.setattr(rep.shutil, "which", lambda name: None)
+    monkeypatch.setattr(jobs, "job_modules", lambda: [_fake_job("alpha", [GOOD]), _fake_job("beta", [BAD], False)])
+    assert cli.main(["report", "--out", str(tmp_path / "r1"), "--model", "alpha"]) == 0
+    assert (tmp_path / "r1" / "report.md").exists() and (tmp_path / "r1" / "report.tex").exists()
+    assert "beta" not in (tmp_path / "r1" / "report.md").read_text()
+    assert "pdflatex is not installed" in capsys.readouterr().out
+    assert cli.main(["report", "--out", str(tmp_path / "r2")]) == 1  # a failed row
+    assert cli.main(["report", "--out", str(tmp_path / "r3"), "--model", "gamma"]) == 2
+    assert not (tmp_path / "r3").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli.main(["report", "--out", str(blocker)]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(rep.shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_pdf_is_built_when_pdflatex_exists(tmp_path):
+    out = rep.write_report(tmp_path, [_fake_job("alpha", [GOOD])])
+    assert out.pdf is not None and out.pdf.stat().st_size > 0
