@@ -92,6 +92,15 @@ def test_large_balanced_slow_rate_equals_sector_root(sector):
     assert abs(r / root - 1) < 1e-8
 
 
+@pytest.mark.slow
+def test_million_sample_slow_rate_equals_sector_root(sector):
+    """Issue target: N ≈ 10^6, K = 10, within 1e-8 of the sector root (samples eliminated)."""
+    P = sc.balanced_couplings(10, 99955, 1)  # N = 999595
+    r = spectra.slow_rate(P, 1.0, 0.5)
+    root = sector.rates(dict(eta_x=1.0, eta_y=0.5, n=99955, mu=1, K=10))[0]
+    assert abs(r / root - 1) < 1e-8
+
+
 CASES = list(itertools.product([2, 3, 4], [1, 4], [1.0, 0.02]))
 
 

@@ -14,7 +14,7 @@ from symcollapse.models.embedding import embedding_loss
 from symcollapse.symbolic.assemble import assemble_symbolic
 from symcollapse.symbolic.fixedpoints import end_state, linear_fixed_points
 from symcollapse.symbolic.invariants import linear_invariants, verify_invariant
-from symcollapse.symbolic.sectors import (PATTERN, Neighbours, NodeType, QuotientEnsemble,
+from symcollapse.symbolic.sectors import (PATTERN, NodeType, QuotientEnsemble,
                                           affine_coefficients, balanced_ansatz,
                                           balanced_separation_ensemble, reduce_sector)
 from symcollapse.symbolic.series import perturbative_root, slow_rate_series

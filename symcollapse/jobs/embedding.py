@@ -207,6 +207,8 @@ def latex_document() -> str:
     r = S["r"]
     x, y = loss.x[0], loss.y[0]
     ex, ey = loss.rate("x"), loss.rate("y")
+    on_edge = {x: sp.Symbol("x_i"), y: sp.Symbol("y_c")}
+    edge = {b: flow.force(b)[0].subs(on_edge) for b in ("x", "y")}
     parts = []
     parts.append(section(
         "Loss and derived flow",
@@ -216,8 +218,8 @@ def latex_document() -> str:
         "Derived per-edge forces $F_b = -\\partial \\ell/\\partial b$:",
         equation("F_x", flow.force("x")[0]), equation("F_y", flow.force("y")[0]),
         "Assembled gradient flow:",
-        equation(r"\dot x_i", f"{tex(ex)} \\sum_c P_{{ic}} \\left({tex(flow.force('x')[0].subs({x: sp.Symbol('x_i'), y: sp.Symbol('y_c')}))}\\right)"),
-        equation(r"\dot y_c", f"{tex(ey)} \\sum_i P_{{ic}} \\left({tex(flow.force('y')[0].subs({x: sp.Symbol('x_i'), y: sp.Symbol('y_c')}))}\\right)"),
+        equation(r"\dot x_i", f"{tex(ex)} \\sum_c P_{{ic}} \\left({tex(edge['x'])}\\right)"),
+        equation(r"\dot y_c", f"{tex(ey)} \\sum_i P_{{ic}} \\left({tex(edge['y'])}\\right)"),
         "Edge-force coefficients detected from the derived forces (scalar times identity, so each "
         "embedding coordinate decouples): "
         + ", ".join(f"$A_{{{a}{b}}} = {tex(v)}$" for (a, b), v in s.coefficients.items()) + ".",

@@ -27,13 +27,13 @@ class FixedPointSet:
     def dimension(self) -> int:
         return len(self.basis)
 
-    def general(self, prefix: str = "alpha") -> sp.ImmutableMatrix:
-        """Σ_j α_j n_j with fresh symbols α_j."""
-        alphas = sp.symbols(f"{prefix}0:{self.dimension}")
+    def general(self, prefix: str = "alpha") -> tuple:
+        """(Σ_j α_j n_j, (α_j)) with fresh symbols α_j."""
+        alphas = tuple(sp.Dummy(f"{prefix}{j}") for j in range(self.dimension))
         out = sp.zeros(len(self.state), 1)
         for a, v in zip(alphas, self.basis):
             out += a * sp.Matrix(v)
-        return sp.ImmutableMatrix(out)
+        return sp.ImmutableMatrix(out), alphas
 
 
 def linear_flow_matrix(system: SymbolicSystem) -> sp.ImmutableMatrix:
@@ -60,7 +60,7 @@ def end_state(system: SymbolicSystem, initial: dict | None = None) -> dict:
     """θ(∞) as a function of θ(0): the fixed point carrying the initial invariants.
 
     ``initial`` maps each state symbol to its initial value (default: the symbol with suffix
-    ``_0``, e.g. x0_0 -> x0_0(0) printed as symbol 'x0_0^0').
+    ``^0``: x0_0 -> the symbol 'x0_0^0', printed x^{0}_{0 0}).
     """
     fps = linear_fixed_points(system)
     invs = linear_invariants(system)
@@ -70,10 +70,7 @@ def end_state(system: SymbolicSystem, initial: dict | None = None) -> dict:
     if initial is None:
         initial = {s: sp.Symbol(f"{s.name}^0", real=True) for s in system.state}
     z0 = sp.Matrix([initial[s] for s in system.state])
-    zstar = fps.general()
-    alphas = sorted(zstar.free_symbols - set(z0.free_symbols) - set().union(*(c.free_symbols for c in invs)),
-                    key=str)
-    alphas = [a for a in alphas if a.name.startswith("alpha")]
+    zstar, alphas = fps.general()
     eqs = [sp.expand((sp.Matrix(c).T * (sp.Matrix(zstar) - z0))[0, 0]) for c in invs]
     sol = sp.solve(eqs, alphas, dict=True)
     if len(sol) != 1:
