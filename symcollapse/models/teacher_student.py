@@ -1,0 +1,308 @@
+r"""Model (c): the linear teacher–student model (MODEL.md §4).
+
+Inputs u_i ∈ R^D (i = 1…N distinct inputs, unit norm, D ≥ N), a linear teacher T ∈ R^{K×D}
+labels u by argmax_c (T u)_c. A fraction ε of the inputs appears a second time with a wrong
+label b ≠ c(i). Student x_i = S u_i, S ∈ R^{d×D} learned at rate η_S; labels y_c learned at η_y;
+edge loss ½‖x − y‖² (model (a)) or ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²) (model (b)).
+
+Convention for duplicated inputs (MODEL.md ω = 2): both training pairs (u_i, c(i)) and
+(u_i, b) share one student output x_i = S u_i, so the input is ONE row of P with P_ic(i) = P_ib = 1;
+its two edge losses add exactly as the two pairs do. Hence ε = m/N with m duplicated inputs.
+
+The flow is derived by the engine from the loss through x = S u (symbolic/reparam.py):
+Ṡ = η_S F_Xᵀ U, Ẋ = η_S G F_X = −η_S G ∂L/∂X with G = UUᵀ. Without a head the slow (collapse)
+rate is the smallest nonzero eigenvalue of blockdiag(η_S G, η_y I)·L_G.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+
+import numpy as np
+import sympy as sp
+
+from ..errors import InvalidParameterError
+from ..numerics.graph import CouplingGraph
+from ..numerics.integrate import integrate, time_grid
+from ..numerics.kernels import compile_loss
+from ..numerics.linear_map import LinearMapSystem, RowSpaceSystem, verify_linear_map
+from ..numerics.metrics import accuracy, d_min
+from ..numerics.trajectory import Trajectory
+from ..symbolic.loss import EdgeLoss
+from ..symbolic.stopgrad import sg
+from ..symbolic.symbols import matrix, rate, sqnorm, vector
+from ..validation import check_int, check_rate, check_real
+
+MAP = "S"
+
+
+# --- data ------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class TeacherStudentData:
+    """Training inputs U (N×D), couplings P (N×K), teacher labels, a fresh test set.
+
+    labels[i] = c(i) = argmax_c (T u_i)_c; wrong[i] = the second (wrong) label of a duplicated
+    input, −1 otherwise; train_labels = c(i) for single inputs, −1 for duplicated ones (the
+    samples whose accuracy is measured, as in MODEL.md §1).
+    """
+
+    U: np.ndarray
+    P: np.ndarray
+    T: np.ndarray
+    labels: np.ndarray
+    wrong: np.ndarray
+    U_test: np.ndarray
+    labels_test: np.ndarray
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return np.where(self.wrong >= 0, -1, self.labels)
+
+    @property
+    def eps(self) -> float:
+        """The realised frustration fraction m/N."""
+        return float(np.mean(self.wrong >= 0))
+
+
+def unit_inputs(rng: np.random.Generator, n: int, D: int) -> np.ndarray:
+    """n inputs u = g/‖g‖ with g ~ N(0, I_D): ‖u‖ = 1 and G = UUᵀ → I as D → ∞."""
+    g = rng.normal(size=(n, D))
+    return g / np.linalg.norm(g, axis=1, keepdims=True)
+
+
+def teacher_data(D: int, n_inputs: int, K: int, eps: float, seed: int = 0,
+                 n_test: int = 500) -> TeacherStudentData:
+    """Draw inputs, teacher T ~ N(0, 1)^{K×D}, labels argmax_c (T u)_c, and duplicate
+    m = round(ε N) inputs (chosen at random) with a wrong label drawn uniformly from the others."""
+    K = check_int("K", K, 2)
+    n_inputs = check_int("n_inputs", n_inputs, K)
+    D = check_int("D", D, 1)
+    if D < n_inputs:
+        raise InvalidParameterError(
+            f"D must be an integer >= n_inputs = {n_inputs} (so that G = UUᵀ has full rank); got {D}")
+    eps = check_real("eps", eps, 0.0, 1.0, strict_max=True)
+    seed = check_int("seed", seed, 0)
+    n_test = check_int("n_test", n_test, 1)
+    rng = np.random.default_rng([seed, 0])
+    U = unit_inputs(rng, n_inputs, D)
+    T = rng.normal(size=(K, D))
+    labels = np.argmax(U @ T.T, axis=1)
+    missing = sorted(set(range(K)) - set(labels.tolist()))
+    if missing:
+        raise InvalidParameterError(
+            f"the teacher gives no input the classes {missing}; increase n_inputs (got {n_inputs}) "
+            f"or change seed (got {seed})")
+    m = int(round(eps * n_inputs))
+    wrong = np.full(n_inputs, -1)
+    dup = rng.choice(n_inputs, size=m, replace=False)
+    shift = rng.integers(1, K, size=m)
+    wrong[dup] = (labels[dup] + shift) % K
+    P = np.zeros((n_inputs, K))
+    P[np.arange(n_inputs), labels] = 1.0
+    P[dup, wrong[dup]] = 1.0
+    U_test = unit_inputs(rng, n_test, D)
+    return TeacherStudentData(U, P, T, labels, wrong, U_test, np.argmax(U_test @ T.T, axis=1))
+
+
+# --- losses --------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def student_loss(d: int, head: bool = False, stop_gradient: bool = True) -> EdgeLoss:
+    """The edge loss in x (x = S u is applied by the linear sample map): ½‖x − y‖², or with a
+    shared head ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²) (sg dropped if ``stop_gradient`` is False)."""
+    d = check_int("d", d, 1)
+    x, y = vector("x", d), vector("y", d)
+    rates = (("x", rate("eta_S")), ("y", rate("eta_y")))
+    half = sp.Rational(1, 2)
+    if not head:
+        return EdgeLoss(half * sqnorm(x - y), x, y, rates=rates, name=f"teacher_student_d{d}")
+    W = matrix("W", d, d)
+    s = sg if stop_gradient else (lambda v: v)
+    expr = half * (sqnorm(W * x - s(y)) + sqnorm(W * y - s(x)))
+    tag = "sg" if stop_gradient else "nosg"
+    return EdgeLoss(expr, x, y, shared=(("W", W),), rates=rates + (("W", rate("eta_W")),),
+                    name=f"teacher_student_head_{tag}_d{d}")
+
+
+# --- spectra ------------------------------------------------------------------------------
+def rate_spectrum(P, G, eta_S: float, eta_y: float) -> np.ndarray:
+    """Eigenvalues (ascending) of blockdiag(η_S G, η_y I)·L_G, computed from the similar
+    symmetric matrix H^{1/2} L_G H^{1/2} (G symmetric positive definite)."""
+    graph = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
+    w, V = np.linalg.eigh(np.asarray(G, dtype=float))
+    if w.min() <= 0:
+        raise InvalidParameterError("G must be positive definite (D >= number of distinct inputs)")
+    half = np.zeros((graph.N + graph.K,) * 2)
+    half[:graph.N, :graph.N] = np.sqrt(eta_S) * (V * np.sqrt(w)) @ V.T
+    half[graph.N:, graph.N:] = np.sqrt(eta_y) * np.eye(graph.K)
+    return np.linalg.eigvalsh(half @ graph.laplacian.toarray() @ half)
+
+
+def smallest_nonzero_rate(P, G, eta_S: float, eta_y: float) -> float:
+    """The smallest nonzero eigenvalue: the spectrum has one zero per connected component."""
+    graph = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
+    ev = rate_spectrum(graph, G, eta_S, eta_y)
+    return float(ev[graph.components[0]])
+
+
+# --- trajectory --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TeacherStudentTrajectory(Trajectory):
+    """A :class:`Trajectory` with the teacher-labelled test accuracy and the final map S."""
+
+    test_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    S: np.ndarray | None = None
+
+
+# --- the model -------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class TeacherStudentModel:
+    """Linear teacher–student model: x_i = S u_i, labels y_c, optional shared head W (± sg)."""
+
+    D: int = 200
+    n_inputs: int = 120
+    K: int = 3
+    d: int = 8
+    eps: float = 0.05
+    eta_S: float = 1.0
+    eta_y: float = 1.0
+    head: bool = False
+    stop_gradient: bool = True
+    eta_W: float = 1.0
+    seed: int = 0
+    n_test: int = 500
+
+    def __post_init__(self):
+        K = check_int("K", self.K, 2)
+        n = check_int("n_inputs", self.n_inputs, K)
+        D = check_int("D", self.D, 1)
+        if D < n:
+            raise InvalidParameterError(
+                f"D must be an integer >= n_inputs = {n} (so that G = UUᵀ has full rank); got {D}")
+        for name, val in (("K", K), ("n_inputs", n), ("D", D), ("d", check_int("d", self.d, 1)),
+                          ("seed", check_int("seed", self.seed, 0)),
+                          ("n_test", check_int("n_test", self.n_test, 1))):
+            object.__setattr__(self, name, val)
+        object.__setattr__(self, "eps", check_real("eps", self.eps, 0.0, 1.0, strict_max=True))
+        for r in ("eta_S", "eta_y", "eta_W"):
+            object.__setattr__(self, r, check_rate(r, getattr(self, r)))
+        for b in ("head", "stop_gradient"):
+            if not isinstance(getattr(self, b), (bool, np.bool_)):
+                raise InvalidParameterError(f"{b} must be True or False; got {getattr(self, b)!r}")
+
+    # --- derived objects ---------------------------------------------------------------
+    @cached_property
+    def data(self) -> TeacherStudentData:
+        return teacher_data(self.D, self.n_inputs, self.K, self.eps, self.seed, self.n_test)
+
+    @cached_property
+    def loss(self) -> EdgeLoss:
+        return student_loss(self.d, self.head, self.stop_gradient)
+
+    @cached_property
+    def compiled(self):
+        """The engine's compiled flow of the loss in x, checked, and its composition with x = S u, checked."""
+        compiled = compile_loss(self.loss)
+        verify_linear_map(compiled, name=MAP)
+        return compiled
+
+    @property
+    def rates(self) -> dict:
+        rates = {MAP: self.eta_S, "y": self.eta_y}
+        if self.head:
+            rates["W"] = self.eta_W
+        return rates
+
+    @cached_property
+    def system(self) -> LinearMapSystem:
+        """The flow of (S, Y[, W]) in the direct coordinates (state: S row-major, Y, W)."""
+        return LinearMapSystem(self.compiled, self.data.P, self.data.U, rates=self.rates, name=MAP)
+
+    def rowspace_system(self, S0) -> RowSpaceSystem:
+        """The same flow with S = S₀ + Aᵀ U (N·d unknowns instead of D·d)."""
+        return RowSpaceSystem(self.compiled, self.data.P, self.data.U, S0, rates=self.rates, name=MAP)
+
+    @cached_property
+    def graph(self) -> CouplingGraph:
+        return CouplingGraph.from_couplings(self.data.P)
+
+    @cached_property
+    def gram(self) -> np.ndarray:
+        """G = UUᵀ."""
+        return self.data.U @ self.data.U.T
+
+    def slow_rate(self) -> float:
+        """Smallest nonzero eigenvalue of blockdiag(η_S G, η_y I)·L_G: the collapse rate of the
+        head-free flow (it is the decay rate of Δ_min when frustration connects the classes)."""
+        return smallest_nonzero_rate(self.graph, self.gram, self.eta_S, self.eta_y)
+
+    def model_a_rate(self) -> float:
+        """The same with G = I: model (a) on the same coupling graph (the D ≫ N limit)."""
+        return smallest_nonzero_rate(self.graph, np.eye(self.n_inputs), self.eta_S, self.eta_y)
+
+    def initial_state(self) -> dict:
+        """S ~ 0.1·N(0, 1) entries (so x = S u ~ 0.1·N(0, I_d) for ‖u‖ = 1), y ~ N(0, I_d), W = I."""
+        rng = np.random.default_rng([self.seed, 1])
+        st = {MAP: 0.1 * rng.normal(size=(self.d, self.D)),
+              "y": rng.normal(size=(self.K, self.d))}
+        if self.head:
+            st["W"] = np.eye(self.d)
+        return st
+
+    def invariants(self, st: dict) -> np.ndarray:
+        """Per component C (rows) the conserved Σ_{i∈C} (G⁻¹X)_i/η_S + Σ_{c∈C} y_c/η_y (head=False)."""
+        X = self.data.U @ np.asarray(st[MAP]).T
+        GX = np.linalg.solve(self.gram, X)
+        n, comp = self.graph.components
+        N = self.n_inputs
+        out = np.zeros((n, self.d))
+        np.add.at(out, comp[:N], GX / self.eta_S)
+        np.add.at(out, comp[N:], np.asarray(st["y"]) / self.eta_y)
+        return out
+
+    def norm_invariant(self, st: dict) -> float:
+        """‖S‖_F²/η_S + Σ_c ‖y_c‖²/η_y − ‖W‖_F²/η_W (conserved with head and stop-gradient)."""
+        W = st.get("W", np.eye(self.d))
+        return float(np.sum(st[MAP] ** 2) / self.eta_S + np.sum(st["y"] ** 2) / self.eta_y
+                     - np.sum(W ** 2) / self.eta_W)
+
+    def simulate(self, t_end: float = 600.0, *, n_points: int = 200, t_eval=None,
+                 method: str = "BDF", rtol: float = 1e-10, atol: float = 1e-12,
+                 keep_states: bool = False, state0: dict | None = None,
+                 coordinates: str = "rowspace") -> TeacherStudentTrajectory:
+        """Integrate the derived flow of (S, Y[, W]) and record Δ_min, training accuracy (single
+        inputs), test accuracy (fresh teacher-labelled inputs) and the loss at each time.
+
+        ``coordinates='rowspace'`` integrates S = S₀ + Aᵀ U (exact, N·d unknowns); ``'S'`` the
+        d·D entries of S directly (same flow, slower for D ≫ N). ``states`` (with keep_states)
+        are the state vectors of the chosen coordinates."""
+        if t_eval is None:
+            t_eval = time_grid(t_end, n_points)
+        else:
+            t_eval = np.asarray(t_eval, dtype=float)
+        st0 = dict(state0 if state0 is not None else self.initial_state())
+        if coordinates == "rowspace":
+            sysm = self.rowspace_system(st0.pop(MAP))
+            st0[sysm.COORD] = np.zeros((self.n_inputs, self.d))
+        elif coordinates == "S":
+            sysm = self.system
+        else:
+            raise InvalidParameterError(f"coordinates must be 'rowspace' or 'S'; got {coordinates!r}")
+        v0 = sysm.pack(st0)
+        sol = integrate(sysm.flow_vector, v0, t_eval, jac=sysm.jacobian, method=method,
+                        rtol=rtol, atol=atol)
+        data = self.data
+        dm, acc, tacc, ls, inv = [], [], [], [], []
+        for v in sol.y:
+            st = sysm.unpack(v)
+            S, Y, W = st[MAP], st["y"], st.get("W")
+            dm.append(d_min(Y))
+            acc.append(accuracy(data.U @ S.T, Y, data.train_labels, W))
+            tacc.append(accuracy(data.U_test @ S.T, Y, data.labels_test, W))
+            ls.append(sysm.loss(st))
+            inv.append(self.norm_invariant(st) if self.head else self.invariants(st))
+        final = sysm.unpack(sol.y[-1])
+        Z = np.vstack([sysm.samples(final), final["y"]])
+        return TeacherStudentTrajectory(
+            sol.t, np.array(dm), np.array(acc), np.array(ls), Z, final.get("W"),
+            sol.y if keep_states else None, {"invariant": np.array(inv)},
+            test_accuracy=np.array(tacc), S=final[MAP])
