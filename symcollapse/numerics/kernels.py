@@ -241,8 +241,21 @@ def _moment_structure(flow: EdgeFlow, shared_args):
 
 @lru_cache(maxsize=None)
 def compile_loss(loss: EdgeLoss, check: bool = True) -> CompiledFlow:
-    """Derive the flow of ``loss`` and compile it; cached per loss in this process."""
-    return compile_flow(derive_flow(loss), check=check)
+    """Derive the flow of ``loss`` and compile it; cached per loss in this process, and the
+    derivation on disk (:mod:`symcollapse.cache`; the compiled kernels are re-checked)."""
+    from .. import cache
+
+    flow, from_cache = cache.lookup(loss)
+    try:
+        return compile_flow(flow, check=check)
+    except DerivationCheckError:
+        if not from_cache:
+            raise
+        cache.discard(loss)  # a cached derivation that fails the check is rebuilt, never used
+        flow = derive_flow(loss)
+        compiled = compile_flow(flow, check=check)
+        cache.store(loss, flow)
+        return compiled
 
 
 def compile_flow(flow: EdgeFlow, check: bool = True) -> CompiledFlow:

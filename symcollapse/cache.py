@@ -1,0 +1,276 @@
+r"""On-disk cache of derived edge flows (the costly SymPy step), never trusted blindly.
+
+An entry stores the forces F_b = −∂ℓ/∂θ_b (with and without sg) of one loss as polynomials
+c·Π g^k over an index table of the loss's own symbols and sg(·) atoms (JSON: no pickle, no
+eval), keyed by sha256(package version, SymPy and Python versions, the engine's source
+files, srepr of ℓ, of its blocks, learned set and rates). On load the key and a checksum
+are verified; a stale, corrupted or unreadable entry is rebuilt and overwritten. Entries
+are written to a temporary file and renamed, so concurrent writers never leave a partial
+file. The compiled kernels are checked against finite differences of the loss after every
+load (the compile-time self-check), so a wrong entry cannot reach a simulation.
+
+Location: ``$SYMCOLLAPSE_CACHE_DIR``, else ``$XDG_CACHE_HOME/symcollapse``, else
+``~/.cache/symcollapse``; ``SYMCOLLAPSE_CACHE=0`` disables the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import sympy as sp
+
+from .symbolic import polydiff
+from .symbolic.flow import EdgeFlow, derive_flow
+from .symbolic.loss import EdgeLoss
+from .symbolic.stopgrad import stop_gradient
+
+FORMAT = 1
+_ENGINE_FILES = ("symbolic/flow.py", "symbolic/loss.py", "symbolic/polydiff.py",
+                 "symbolic/stopgrad.py", "symbolic/symbols.py", "cache.py")
+
+
+class NotEncodable(Exception):
+    """The expression is not a rational polynomial in the loss symbols and sg atoms."""
+
+
+# --- location and switches -----------------------------------------------------------------
+def enabled() -> bool:
+    """False when SYMCOLLAPSE_CACHE is '0', 'false', 'no' or 'off'."""
+    return os.environ.get("SYMCOLLAPSE_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cache_dir() -> Path:
+    """The cache folder (not created here)."""
+    env = os.environ.get("SYMCOLLAPSE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "symcollapse"
+
+
+# --- keys ----------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def engine_fingerprint() -> str:
+    """sha256 of the package/SymPy/Python versions and the derivation sources."""
+    from . import __version__
+
+    h = hashlib.sha256()
+    h.update(f"format={FORMAT};symcollapse={__version__};sympy={sp.__version__};"
+             f"python={platform.python_version()}".encode())
+    root = Path(__file__).resolve().parent
+    for rel in _ENGINE_FILES:
+        h.update(rel.encode())
+        h.update((root / rel).read_bytes())
+    return h.hexdigest()
+
+
+def loss_key(loss: EdgeLoss) -> str:
+    """sha256 of the engine fingerprint and everything the derivation depends on."""
+    parts = [engine_fingerprint(), sp.srepr(loss.expr), sp.srepr(loss.x), sp.srepr(loss.y),
+             sp.srepr(loss.data) if loss.data is not None else "None",
+             repr([(n, sp.srepr(m)) for n, m in loss.shared]),
+             repr(sorted(loss.learned)), repr([(b, sp.srepr(r)) for b, r in loss.rates])]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def entry_path(loss: EdgeLoss) -> Path:
+    return cache_dir() / f"flow-{loss_key(loss)[:40]}.json"
+
+
+# --- polynomial encoding -------------------------------------------------------------------
+def _symbol_table(loss: EdgeLoss) -> list:
+    return list(loss.variables) + list(loss.data_symbols) + list(loss.parameters)
+
+
+class _Encoder:
+    def __init__(self, table):
+        self.index = {s: k for k, s in enumerate(table)}
+        self.atoms = []  # encoded sg arguments
+        self.atom_index = {}
+
+    def gen(self, f):
+        if f in self.index:
+            return self.index[f]
+        if isinstance(f, stop_gradient):
+            code = json.dumps(self.expr(polydiff.expand(f.args[0])))
+            if code not in self.atom_index:
+                self.atom_index[code] = len(self.atoms)
+                self.atoms.append(code)
+            return -1 - self.atom_index[code]
+        raise NotEncodable(f"factor {f} is not a loss symbol or an sg atom")
+
+    def expr(self, e) -> list:
+        out = []
+        for t in sp.Add.make_args(sp.sympify(e)):
+            coeff, mono = sp.S.One, []
+            for f in sp.Mul.make_args(t):
+                if f.is_Rational:
+                    coeff *= f
+                elif f.is_Pow and f.exp.is_Integer and f.exp > 0:
+                    mono.append([self.gen(f.base), int(f.exp)])
+                elif f.is_Number:
+                    raise NotEncodable(f"non-rational coefficient {f}")
+                else:
+                    mono.append([self.gen(f), 1])
+            if coeff != 0:
+                out.append([int(coeff.p), int(coeff.q), mono])
+        return out
+
+
+class _Decoder:
+    def __init__(self, table, atoms):
+        self.table = list(table)
+        self.atoms = atoms
+        self.atom_cache = {}
+
+    def gen(self, k):
+        if k >= 0:
+            return self.table[k]
+        a = -1 - k
+        if a not in self.atom_cache:
+            self.atom_cache[a] = stop_gradient(self.expr(json.loads(self.atoms[a])))
+        return self.atom_cache[a]
+
+    def expr(self, terms):
+        """Canonical Add of canonical Muls, built in SymPy's argument order."""
+        factors, out, const = {}, [], sp.S.Zero
+        for num, den, mono in terms:
+            fs = []
+            for k, e in mono:
+                key = (k, e)
+                if key not in factors:
+                    g = self.gen(k)
+                    factors[key] = g if e == 1 else sp.Pow(g, e)
+                fs.append(factors[key])
+            c = sp.Rational(num, den)
+            if not fs:
+                const += c
+                continue
+            out.append((c, fs))
+        rank = {f: r for r, f in enumerate(sorted(set(factors.values()), key=polydiff._CANONICAL))}
+        terms_ = []
+        for c, fs in out:
+            fs = sorted(fs, key=rank.__getitem__)
+            if c == 1:
+                terms_.append(fs[0] if len(fs) == 1 else sp.Mul._from_args(fs))
+            else:
+                terms_.append(sp.Mul._from_args([c] + fs))
+        if not terms_:
+            return const
+        terms_.sort(key=polydiff._CANONICAL)
+        if const != 0:
+            terms_.insert(0, const)
+        return terms_[0] if len(terms_) == 1 else sp.Add._from_args(terms_)
+
+
+def encode_flow(flow: EdgeFlow) -> dict:
+    """The forces of a flow as JSON-ready polynomial data (raises NotEncodable)."""
+    enc = _Encoder(_symbol_table(flow.loss))
+    blocks = {}
+    for kind, forces in (("forces", flow.forces), ("forces_with_sg", flow.forces_with_sg)):
+        blocks[kind] = [[b, list(F.shape), [enc.expr(e) for e in F]] for b, F in forces]
+    return {"atoms": enc.atoms, **blocks}
+
+
+def decode_flow(loss: EdgeLoss, data: dict) -> EdgeFlow:
+    """Rebuild the EdgeFlow of ``loss`` from :func:`encode_flow` data."""
+    dec = _Decoder(_symbol_table(loss), data["atoms"])
+    out = {}
+    for kind in ("forces", "forces_with_sg"):
+        out[kind] = tuple((b, sp.ImmutableMatrix(shape[0], shape[1], [dec.expr(t) for t in entries]))
+                          for b, shape, entries in data[kind])
+    return EdgeFlow(loss, out["forces"], out["forces_with_sg"])
+
+
+# --- read / write --------------------------------------------------------------------------
+def _checksum(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def load(loss: EdgeLoss, path: Path | None = None) -> EdgeFlow | None:
+    """The cached flow of ``loss``, or None if absent, stale, corrupted or unreadable."""
+    path = entry_path(loss) if path is None else path
+    try:
+        raw = path.read_bytes()
+        head, payload = raw.split(b"\n", 1)
+        header = json.loads(head)
+        if header.get("format") != FORMAT or header.get("key") != loss_key(loss):
+            return None
+        if header.get("sha256") != _checksum(payload):
+            return None
+        return decode_flow(loss, json.loads(payload))
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+def store(loss: EdgeLoss, flow: EdgeFlow, path: Path | None = None) -> Path | None:
+    """Write the entry atomically (temp file + rename); None if it cannot be encoded or written."""
+    path = entry_path(loss) if path is None else path
+    try:
+        payload = json.dumps(encode_flow(flow), separators=(",", ":")).encode()
+    except NotEncodable:
+        return None
+    header = json.dumps({"format": FORMAT, "key": loss_key(loss), "loss": loss.name,
+                         "sha256": _checksum(payload)}).encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(header + b"\n" + payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+    except OSError:
+        return None  # a read-only or full disk only costs the cache, never the result
+    return path
+
+
+def lookup(loss: EdgeLoss) -> tuple[EdgeFlow, bool]:
+    """(flow, from_cache): the cached flow of ``loss`` if a valid entry exists, else derived
+    now and stored (unless the cache is disabled)."""
+    if not enabled():
+        return derive_flow(loss), False
+    flow = load(loss)
+    if flow is not None:
+        return flow, True
+    flow = derive_flow(loss)
+    store(loss, flow)
+    return flow, False
+
+
+def cached_derive_flow(loss: EdgeLoss) -> EdgeFlow:
+    """derive_flow(loss), read from the on-disk cache when a valid entry exists."""
+    return lookup(loss)[0]
+
+
+def discard(loss: EdgeLoss) -> None:
+    """Remove the entry of ``loss`` (e.g. after it failed a numerical self-check)."""
+    try:
+        entry_path(loss).unlink()
+    except OSError:
+        pass
+
+
+def clear() -> int:
+    """Delete every cache entry; returns the number removed."""
+    n = 0
+    for p in cache_dir().glob("flow-*.json"):
+        try:
+            p.unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n

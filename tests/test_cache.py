@@ -1,0 +1,173 @@
+"""The on-disk derivation cache: exact round trip, stale and corrupted entries rebuilt,
+a consistent-but-wrong entry refused by the numerical self-check, concurrent writers,
+and the off switch."""
+import json
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from symcollapse import cache
+from symcollapse.numerics import kernels
+from symcollapse.numerics.system import FlowSystem
+from symcollapse.symbolic import EdgeLoss, derive_flow, matrix, sg, sqnorm, vector
+from symcollapse.symbolic.flow import EdgeFlow
+
+
+def _head(d=2, tag=""):
+    x, y, W = vector("x", d), vector("y", d), matrix("W", d, d)
+    lam = sp.Symbol("lam", positive=True)
+    expr = sp.Rational(1, 2) * (sqnorm(W * x - sg(y)) + sqnorm(W * y - sg(W * x))) + lam * sqnorm(W) / 3
+    return EdgeLoss(expr, x, y, shared=(("W", W),), name=f"cachehead{d}{tag}")
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMCOLLAPSE_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("SYMCOLLAPSE_CACHE", raising=False)
+    kernels.compile_loss.cache_clear()  # the in-process cache would hide the disk
+    yield tmp_path
+    kernels.compile_loss.cache_clear()
+
+
+def _same(f: EdgeFlow, g: EdgeFlow) -> bool:
+    pairs = list(zip(f.forces, g.forces)) + list(zip(f.forces_with_sg, g.forces_with_sg))
+    return all(a[0] == b[0] and sp.srepr(a[1]) == sp.srepr(b[1]) for a, b in pairs)
+
+
+def test_round_trip_is_identical_and_used(cache_dir, monkeypatch):
+    loss = _head()
+    flow, hit = cache.lookup(loss)
+    assert not hit and cache.entry_path(loss).exists()
+    again, hit = cache.lookup(loss)
+    assert hit and _same(flow, again)
+    # the symbolic content is what derive_flow gives, including sg atoms and the parameter
+    assert _same(again, derive_flow(loss))
+    # a warm compile must not derive at all
+    monkeypatch.setattr(cache, "derive_flow", lambda l: pytest.fail("derived although cached"))
+    cp = kernels.compile_loss(loss)
+    P = np.array([[1.0, 0.5], [0.0, 2.0], [1.0, 1.0]])
+    sysm = FlowSystem(cp, P, rates={"x": 1.0, "y": 0.5, "W": 0.3}, params={"lam": 0.7})
+    v = np.random.default_rng(0).normal(size=sysm.size)
+    ref = -sysm.rate_vector * sysm.frozen_loss_gradient_fd(v)
+    assert kernels.relative_error(sysm.flow_vector(v), ref) < 1e-7
+
+
+def test_stale_key_is_rebuilt(cache_dir, monkeypatch):
+    loss = _head()
+    cache.lookup(loss)
+    path = cache.entry_path(loss)
+    old_key = json.loads(path.read_bytes().split(b"\n", 1)[0])["key"]
+    # another engine source / package / SymPy version changes the fingerprint
+    monkeypatch.setattr(cache, "engine_fingerprint", lambda: "another-engine-version")
+    assert cache.load(loss, path) is None  # the old entry is not trusted
+    flow, hit = cache.lookup(loss)
+    assert not hit
+    new_key = json.loads(cache.entry_path(loss).read_bytes().split(b"\n", 1)[0])["key"]
+    assert new_key != old_key and _same(flow, derive_flow(loss))
+    assert cache.lookup(loss)[1]
+
+
+def test_entry_of_another_loss_is_not_used(cache_dir):
+    a, b = _head(2, "a"), EdgeLoss(sp.Rational(1, 2) * sqnorm(vector("x", 2) - vector("y", 2)),
+                                   vector("x", 2), vector("y", 2), name="emb2")
+    cache.lookup(a)
+    cache.entry_path(b).write_bytes(cache.entry_path(a).read_bytes())  # misplaced file
+    flow, hit = cache.lookup(b)
+    assert not hit and _same(flow, derive_flow(b))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip", "empty"])
+def test_corrupted_entry_is_rebuilt(cache_dir, damage):
+    loss = _head()
+    cache.lookup(loss)
+    path = cache.entry_path(loss)
+    raw = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00\xff not json at all")
+    elif damage == "flip":  # one changed coefficient: valid JSON, wrong checksum
+        head, payload = raw.split(b"\n", 1)
+        k = payload.index(b"[-1,1,")
+        path.write_bytes(head + b"\n" + payload[:k] + b"[-3,1," + payload[k + 6:])
+    else:
+        path.write_bytes(b"")
+    assert cache.load(loss) is None
+    flow, hit = cache.lookup(loss)
+    assert not hit and _same(flow, derive_flow(loss))
+    assert cache.lookup(loss)[1]  # the file was rewritten and is valid again
+
+
+def test_consistent_but_wrong_entry_fails_the_check_and_is_rebuilt(cache_dir):
+    """An entry with a valid checksum but a wrong force is caught numerically, not used."""
+    loss = _head()
+    good = derive_flow(loss)
+    fx = dict(good.forces)["x"]
+    bad = EdgeFlow(loss, tuple((b, 2 * F if b == "x" else F) for b, F in good.forces),
+                   good.forces_with_sg)
+    cache.store(loss, bad)
+    assert cache.lookup(loss)[1]  # checksum and key are fine …
+    cp = kernels.compile_loss(loss)  # … but the self-check refuses it and re-derives
+    assert sp.srepr(cp.flow.force("x")) == sp.srepr(fx)
+    again, hit = cache.lookup(loss)
+    assert hit and _same(again, good)
+
+
+def _worker(args):
+    folder, seed = args
+    import os
+
+    os.environ["SYMCOLLAPSE_CACHE_DIR"] = folder
+    out = []
+    for k in range(3):
+        if (seed + k) % 2:
+            cache.store(_head(), derive_flow(_head()))
+        flow = cache.cached_derive_flow(_head())
+        out.append(sp.srepr(flow.force("W")))
+    return out
+
+
+def test_concurrent_writers_never_corrupt(cache_dir):
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ctx.Pool(4) as pool:
+        results = pool.map(_worker, [(str(cache_dir), s) for s in range(8)])
+    ref = sp.srepr(derive_flow(_head()).force("W"))
+    assert all(r == ref for rs in results for r in rs)
+    assert cache.load(_head()) is not None
+    assert not list(cache_dir.glob("*.tmp"))  # no temp file left behind
+    assert len(list(cache_dir.glob("flow-*.json"))) == 1
+
+
+def test_disabled_cache_writes_nothing(cache_dir, monkeypatch):
+    monkeypatch.setenv("SYMCOLLAPSE_CACHE", "0")
+    assert not cache.enabled()
+    loss = _head()
+    flow, hit = cache.lookup(loss)
+    assert not hit and _same(flow, derive_flow(loss))
+    kernels.compile_loss(loss)
+    assert not any(cache_dir.iterdir())
+
+
+def test_default_location_and_unwritable_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("SYMCOLLAPSE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_dir() == tmp_path / "xdg" / "symcollapse"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache.cache_dir() == tmp_path / "home" / ".cache" / "symcollapse"
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SYMCOLLAPSE_CACHE_DIR", str(blocker / "sub"))
+    loss = _head()
+    flow, hit = cache.lookup(loss)  # the cache cannot be written: the result is still right
+    assert not hit and _same(flow, derive_flow(loss))
+
+
+def test_non_polynomial_loss_is_derived_not_cached(cache_dir):
+    x, y = vector("x", 2), vector("y", 2)
+    loss = EdgeLoss(sp.exp(-sqnorm(x - y)) + sp.Float(0.25) * sqnorm(x), x, y, name="nonpoly")
+    flow, hit = cache.lookup(loss)
+    assert not hit and not cache.entry_path(loss).exists()
+    assert _same(flow, derive_flow(loss))
