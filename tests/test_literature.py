@@ -66,3 +66,39 @@ def test_ufm_threshold_and_norm_are_the_published_ones():
     H0 = d["hess0"].subs({ufm.lam_W: lw, ufm.lam_H: lh})
     assert H0.det() == 0
     assert d["hess0"].subs({ufm.lam_W: lw, ufm.lam_H: lh * sp.Rational(11, 10)}).det() != 0
+
+
+def _balanced(tex):
+    depth = 0
+    prev = ""
+    for ch in tex:
+        if ch == "{" and prev != "\\":
+            depth += 1
+        elif ch == "}" and prev != "\\":
+            depth -= 1
+            if depth < 0:
+                return False
+        prev = ch if not (prev == "\\" and ch == "\\") else ""
+    return depth == 0
+
+
+def test_literature_latex_is_plain_ascii_and_balanced(tmp_path):
+    from symcollapse.jobs import literature
+
+    (path,) = literature.write_latex(tmp_path)
+    tex = path.read_text()
+    assert all(ord(ch) < 128 for ch in tex)
+    assert _balanced(tex)
+    for env in ("document", "equation", "tabular", "center"):
+        assert tex.count(f"\\begin{{{env}}}") == tex.count(f"\\end{{{env}}}") > 0
+    assert "longtable" not in tex  # the document does not load that package
+    assert r"\operatorname{sg}" in tex  # the SimSiam loss is printed with its stop-gradient
+
+
+@pytest.mark.slow
+def test_literature_figures_are_written(tmp_path):
+    from symcollapse.jobs import literature
+
+    paths = literature.write_figures(tmp_path)
+    assert [p.name for p in paths] == ["literature_saxe.png", "literature_simsiam.png", "literature_ufm.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)

@@ -46,7 +46,7 @@ def write_latex(folder) -> list[Path]:
         "Published solution and learning time, checked against the derived equation:",
         equation("u(t)", saxe.published_u()), equation("t_f", saxe.published_learning_time()),
         "Learning time derived as $\\int_{u_0}^{u_f} du/\\dot u$:", equation("t_f", ds["t_learn"]),
-        checks_table_latex(saxe.checks()))
+        checks_table_latex(saxe.checks(), long=False))
     dm = simsiam.derive()
     s2 = section(
         "SimSiam-style linear predictor with stop-gradient (Tian, Chen \\& Ganguli 2021)",
@@ -56,7 +56,7 @@ def write_latex(folder) -> list[Path]:
         "Published fixed points:",
         *[equation(f"(w, p)_{{{k}}}", sp.Tuple(*fp)) for k, fp in enumerate(simsiam.paper_fixed_points())],
         "Invariant discovered at $\\eta = 0$:", invariants_latex(dm["inv_eta0"]),
-        checks_table_latex(simsiam.checks()))
+        checks_table_latex(simsiam.checks(), long=False))
     du = ufm.derive()
     s3 = section(
         "Unconstrained-features model, MSE and weight decay",
@@ -66,12 +66,12 @@ def write_latex(folder) -> list[Path]:
         "Published collapsed norm $\\|w_c\\|^2$ and threshold on $\\lambda_W\\lambda_H$:",
         equation(r"\|w_c\|^2", ufm.published_norm(du["K"], du["n"])),
         equation(r"\lambda_W\lambda_H", ufm.published_threshold(du["K"], du["n"])),
-        checks_table_latex(ufm.checks()))
+        checks_table_latex(ufm.checks(), long=False))
     parts = []
     for d, sg, ansatz, S, inv in invariants_demo.discovered():
         parts.append(f"\\paragraph{{$d={d}$, sg = {sg} ({ansatz} ansatz).}}\n" + invariants_latex(inv))
     s4 = section("Quadratic invariants discovered on the head model (path graph)", *parts,
-                 checks_table_latex(invariants_demo.checks()))
+                 checks_table_latex(invariants_demo.checks(), long=False))
     text = document("Literature cases derived with symcollapse", s1, s2, s3, s4)
     return [atomic_write_text(Path(folder) / "literature.tex", text)]
 

@@ -44,16 +44,21 @@ def latex_text(s: str) -> str:
     return "".join(out).replace("$$", "")
 
 
-def checks_table_latex(rows) -> str:
-    """A longtable of verification rows: claim, compared with, relative error, tolerance, result."""
+def checks_table_latex(rows, *, long: bool = True) -> str:
+    """A table of verification rows: claim, compared with, relative error, tolerance, result
+    (a longtable, which needs the longtable package, or a plain tabular with ``long=False``)."""
     body = []
     for c in rows:
         res = "pass" if c.passed else r"\textbf{FAIL}"
         body.append(f"{latex_text(c.claim)} & {latex_text(c.compared_with)} & {c.rel_error:.2e} & "
                     f"{c.tol:.0e} & {res} \\\\")
-    return ("{\\small\n\\begin{longtable}{p{0.47\\textwidth}p{0.25\\textwidth}rrl}\n"
-            "claim & verified against & rel.\\ error & tol & \\\\ \\hline\n\\endhead\n"
-            + "\n".join(body) + "\n\\end{longtable}}\n")
+    cols = "{p{0.47\\textwidth}p{0.25\\textwidth}rrl}"
+    head = "claim & verified against & rel.\\ error & tol & \\\\ \\hline\n"
+    if long:
+        return ("{\\small\n\\begin{longtable}" + cols + "\n" + head + "\\endhead\n"
+                + "\n".join(body) + "\n\\end{longtable}}\n")
+    return ("\\begin{center}{\\small\n\\begin{tabular}" + cols + "\n" + head
+            + "\n".join(body) + "\n\\end{tabular}}\\end{center}\n")
 
 
 def _md_cell(s) -> str:

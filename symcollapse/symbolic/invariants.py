@@ -111,7 +111,7 @@ def quadratic_invariants(system: SymbolicSystem, ansatz: str = "block") -> list[
         for t in polydiff.terms(f):
             s = polydiff.split_monomial(t, sset)
             if s is None:
-                raise ValueError("quadratic_invariants needs a flow polynomial in the state")
+                raise InvalidParameterError("system: quadratic_invariants needs a flow polynomial in the state")
             split.append(s)
         flow_terms.append(split)
     rows: dict = {}
