@@ -77,12 +77,31 @@ def test_structured_slow_rate_matches_dense(method):
     assert abs(spectra.slow_rate(P, 1.0, 0.3, method=method) / dense - 1) < 1e-9
 
 
-def test_schur_slow_rate_general_couplings():
-    rng = np.random.default_rng(0)
-    P = (rng.uniform(size=(300, 5)) < 0.3) * rng.uniform(0.5, 2.0, size=(300, 5))
-    P[np.arange(300), np.arange(300) % 5] += 1.0
-    dense = spectra.slow_rate(P, 0.8, 1.9, method="dense")
-    assert abs(spectra.slow_rate(P, 0.8, 1.9, method="schur") / dense - 1) < 1e-9
+def _random_couplings(seed):
+    """Random sparse P with varied weights, sometimes an empty sample row or label column."""
+    rng = np.random.default_rng(seed)
+    N, K = int(rng.integers(3, 60)), int(rng.integers(2, 8))
+    P = (rng.uniform(size=(N, K)) < rng.uniform(0.05, 0.5)) * rng.choice([1.0, 0.5, 2.0], size=(N, K))
+    P[rng.integers(N)] = 0.0
+    if seed % 2:
+        P[:, rng.integers(K)] = 0.0
+    P[0, 0] = max(P[0, 0], 1.0)
+    return P, *rng.uniform(0.1, 3.0, 2)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_structured_slow_rates_on_random_disconnected_graphs(seed):
+    """Schur elimination and deflated Lanczos vs the dense spectrum, with many zero modes."""
+    P, ex, ey = _random_couplings(seed)
+    dense = spectra.slow_rate(P, ex, ey, method="dense")
+    assert abs(spectra.slow_rate(P, ex, ey, method="schur") / dense - 1) < 1e-9
+    assert abs(spectra.slow_rate(P, ex, ey, method="sparse") / dense - 1) < 1e-9
+
+
+def test_sparse_slow_rate_large_balanced(sector):
+    P = sc.balanced_couplings(10, 2000, 2)  # N + K = 20100
+    root = sector.rates(dict(eta_x=1.0, eta_y=0.5, n=2000, mu=2, K=10))[0]
+    assert abs(spectra.slow_rate(P, 1.0, 0.5, method="sparse") / root - 1) < 1e-9
 
 
 def test_large_balanced_slow_rate_equals_sector_root(sector):
