@@ -15,6 +15,7 @@ import numpy as np
 import sympy as sp
 
 from ..numerics.integrate import integrate
+from ..symbolic import polydiff
 from ..verification import Check, close, identity
 
 MODEL = "literature: UFM neural collapse"
@@ -48,15 +49,19 @@ def published_threshold(K, n):
 def derive(K: int = 2, n: int = 2) -> dict:
     """Flow of the full loss, reduction on the collapsed ansatz W = a I, H = b Y (d = K)."""
     L, W, H, Y = ufm_loss(K, n, K)
-    Wd = W.applyfunc(lambda w: -sp.diff(L, w))
-    Hd = H.applyfunc(lambda h: -sp.diff(L, h))
+    g = polydiff.gradient(L, [*W, *H])
+    Wd = W.applyfunc(lambda w: -g[w])
+    Hd = H.applyfunc(lambda h: -g[h])
     ans = {W[i, j]: (a if i == j else 0) for i in range(K) for j in range(K)}
     ans.update({H[i, j]: b * Y[i, j] for i in range(K) for j in range(K * n)})
     Wa, Ha = Wd.xreplace(ans).applyfunc(sp.expand), Hd.xreplace(ans).applyfunc(sp.expand)
     adot, bdot = Wa[0, 0], Ha[0, 0]
     closure = sp.Matrix([*(Wa - adot * sp.eye(K)), *(Ha - bdot * Y)])
     fixed = sp.solve([adot, bdot], [a, b], dict=True)
-    hess0 = sp.hessian(L, [*W, *H]).xreplace({s: 0 for s in [*W, *H]})
+    vs = [*W, *H]
+    zero = {v: 0 for v in vs}
+    rows = [polydiff.gradient(g[v], vs) for v in vs]  # Hessian of L = Jacobian of its gradient
+    hess0 = sp.Matrix(len(vs), len(vs), lambda i, j: sp.sympify(rows[i][vs[j]]).xreplace(zero))
     return {"L": L, "W": W, "H": H, "Y": Y, "adot": adot, "bdot": bdot, "closure": closure,
             "fixed": fixed, "hess0": hess0, "K": K, "n": n}
 
@@ -124,7 +129,8 @@ def _simulated(K: int, n: int) -> list[Check]:
     d = K
     f, unpack = _flow_fn(K, n, d)
     L, Ws, Hs, _ = ufm_loss(K, n, d)
-    grad = sp.lambdify([[*Ws, *Hs], lam_W, lam_H], [-sp.diff(L, s) for s in [*Ws, *Hs]], "numpy")
+    g = polydiff.gradient(L, [*Ws, *Hs])  # term-wise: fast on the expanded loss
+    grad = sp.lambdify([[*Ws, *Hs], lam_W, lam_H], [-g[s] for s in [*Ws, *Hs]], "numpy")
     rng = np.random.default_rng(5)
     v0 = rng.normal(scale=0.5, size=K * d + d * K * n)
     rows = [close(MODEL, f"derived symbolic flow = matrix-form gradient at a random point (K = {K}, n = {n})",
