@@ -1,0 +1,201 @@
+r"""Model (b): a shared projection head W, with or without stop-gradient (MODEL.md §3).
+
+Edge loss ℓ = ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²), total L = Σ_{i,c} P_ic ℓ(x_i, y_c).
+The flow is derived by the engine from this loss; nothing here is a hand-written
+right-hand side. Fixed points (stop-gradient): Z = Σ_k φ_k a_kᵀ over generalised graph modes
+Aφ_k = ν_k Dφ_k, with the self-consistent head W = (ZᵀAZ)(ZᵀDZ)⁺, W a_k = ν_k a_k.
+"""
+from __future__ import annotations
+
+from functools import cached_property, lru_cache
+
+import numpy as np
+import sympy as sp
+
+from ..errors import InvalidParameterError
+from ..numerics.graph import CouplingGraph
+from ..numerics.kernels import compile_loss
+from ..numerics.system import FlowSystem
+from ..numerics.trajectory import Trajectory, simulate_system
+from ..symbolic.loss import EdgeLoss
+from ..symbolic.stopgrad import sg
+from ..symbolic.symbols import matrix, sqnorm, vector
+from ..validation import check_array, check_int, check_rate, check_real
+from .couplings import consistent_labels
+
+#: stop-gradient variants: which target is held fixed in each half of the symmetrised loss
+SG_VARIANTS = {True: ("x", "y"), "both": ("x", "y"), False: (), "none": (),
+               "labels": ("y",), "samples": ("x",)}
+
+
+def _sg_targets(stop_gradient) -> tuple:
+    try:
+        return SG_VARIANTS[stop_gradient]
+    except (KeyError, TypeError):
+        raise InvalidParameterError(
+            "stop_gradient must be True/'both', False/'none', 'labels' (sg on y only) or "
+            f"'samples' (sg on x only); got {stop_gradient!r}") from None
+
+
+@lru_cache(maxsize=None)
+def head_loss(d: int, stop_gradient=True, learn_head: bool = True) -> EdgeLoss:
+    """ℓ = ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²) as an EdgeLoss with shared block W (d×d).
+
+    ``stop_gradient`` chooses which targets carry sg (True: both; False: none; 'labels': y;
+    'samples': x); ``learn_head=False`` freezes W (its value is given to the FlowSystem).
+    """
+    d = check_int("d", d, 1)
+    targets = _sg_targets(stop_gradient)
+    x, y, W = vector("x", d), vector("y", d), matrix("W", d, d)
+    ty = sg(y) if "y" in targets else y
+    tx = sg(x) if "x" in targets else x
+    expr = sp.Rational(1, 2) * (sqnorm(W * x - ty) + sqnorm(W * y - tx))
+    learned = {"x", "y", "W"} if learn_head else {"x", "y"}
+    tag = "-".join(targets) or "none"
+    return EdgeLoss(expr, x, y, shared=(("W", W),), learned=frozenset(learned),
+                    name=f"head_d{d}_sg-{tag}_{'learned' if learn_head else 'frozen'}")
+
+
+def self_consistent_head(P, Z) -> np.ndarray:
+    r"""W = (ZᵀAZ)(ZᵀDZ)⁺: the head that makes Ẇ = −η_W(W ZᵀDZ − ZᵀAZ) vanish at Z."""
+    g = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
+    Z = check_array("Z", Z, ndim=2, shape=(g.N + g.K, None))
+    ZDZ = Z.T @ (Z * g.degree[:, None])
+    ZAZ = Z.T @ (g.adjacency @ Z)
+    return ZAZ @ np.linalg.pinv(ZDZ, rcond=1e-12, hermitian=True)
+
+
+def graph_modes(P) -> tuple[np.ndarray, np.ndarray]:
+    r"""Generalised graph modes Aφ = νDφ (ν ascending, φ D-orthonormal); needs no isolated node."""
+    from scipy.linalg import eigh
+
+    g = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
+    if np.any(g.degree <= 0):
+        raise InvalidParameterError("P must give every sample and every label at least one edge "
+                                    "(a node of degree 0 has no mode)")
+    return eigh(g.adjacency.toarray(), np.diag(g.degree))
+
+
+def nu_sep(K: int, n: int, mu: int, omega: float = 2.0) -> float:
+    r"""ν_sep of the balanced ensemble, from the derived sector matrix of D⁻¹A:
+    ν_sep² = (n + ωμ(K−2)/4) / (n + ωμ(K−1)/2)."""
+    from ..symbolic.meanfield import separation_nu_squared
+
+    K = check_int("K", K, 2)
+    n = check_int("n", n, 1)
+    mu = check_int("mu", mu, 0)
+    omega = check_real("omega", omega, 0.0, None, strict_min=True)
+    expr, syms = separation_nu_squared()
+    val = float(expr.subs({syms["K"]: K, syms["n"]: n, syms["mu"]: mu, syms["omega"]: omega}))
+    return float(np.sqrt(val))
+
+
+def require_frustration(P) -> CouplingGraph:
+    """The graph of P, refusing a P without frustrated samples (no sample couples two labels)."""
+    g = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
+    if not np.any((g.P > 0).sum(axis=1) >= 2):
+        raise InvalidParameterError("P must contain at least one frustrated sample (a row with two "
+                                    "or more positive entries) for this statement")
+    return g
+
+
+class HeadModel:
+    r"""Samples, labels and a shared head W on the graph of P, trained by gradient flow of
+    ℓ = ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²) (sg optional), rates η_x, η_y, η_W."""
+
+    def __init__(self, P, d: int = 8, eta_x: float = 1.0, eta_y: float = 1.0, eta_W: float = 1.0,
+                 stop_gradient=True, learn_head: bool = True, W_frozen=None, scale: float = 1.0):
+        self.graph = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
+        self.d = check_int("d", d, 1)
+        self.eta_x = check_rate("eta_x", eta_x)
+        self.eta_y = check_rate("eta_y", eta_y)
+        self.eta_W = check_rate("eta_W", eta_W)
+        _sg_targets(stop_gradient)
+        self.stop_gradient = stop_gradient
+        if not isinstance(learn_head, (bool, np.bool_)):
+            raise InvalidParameterError(f"learn_head must be True or False; got {learn_head!r}")
+        self.learn_head = bool(learn_head)
+        self.W_frozen = (np.eye(self.d) if W_frozen is None else
+                         check_array("W_frozen", W_frozen, shape=(self.d, self.d)))
+        self.scale = check_real("scale", scale, 0.0, None, strict_min=True)
+
+    # --- engine objects ------------------------------------------------------------------
+    @property
+    def loss(self) -> EdgeLoss:
+        return head_loss(self.d, self.stop_gradient, self.learn_head)
+
+    @cached_property
+    def system(self) -> FlowSystem:
+        frozen = None if self.learn_head else {"W": self.W_frozen}
+        return FlowSystem(compile_loss(self.loss), self.graph, frozen=frozen, scale=self.scale,
+                          rates={"x": self.eta_x, "y": self.eta_y, "W": self.eta_W})
+
+    @property
+    def N(self) -> int:
+        return self.graph.N
+
+    @property
+    def K(self) -> int:
+        return self.graph.K
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        return consistent_labels(self.graph.P)
+
+    # --- states -----------------------------------------------------------------------
+    def _check_state(self, Z, W):
+        Z = check_array("Z", Z, ndim=2, shape=(self.N + self.K, self.d))
+        W = self.W_frozen if (W is None and not self.learn_head) else check_array("W", W, shape=(self.d, self.d))
+        return Z, np.asarray(W, dtype=float).reshape(self.d, self.d)
+
+    def pack(self, Z, W=None) -> np.ndarray:
+        """(Z, W) -> the engine's flat state (W omitted when the head is frozen)."""
+        Z, W = self._check_state(Z, W)
+        return self.system.pack({"x": Z[:self.N], "y": Z[self.N:], "W": W})
+
+    def unpack(self, v) -> tuple[np.ndarray, np.ndarray]:
+        st = self.system.unpack(np.asarray(v, dtype=float))
+        return np.vstack([st["x"], st["y"]]), np.array(st["W"], dtype=float)
+
+    def initial_state(self, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """x_i ~ 0.1·N(0, I_d), y_c ~ N(0, I_d), W = I_d (frozen head: its frozen value)."""
+        seed = check_int("seed", seed, 0)
+        rng = np.random.default_rng(seed)
+        X = 0.1 * rng.normal(size=(self.N, self.d))
+        Y = rng.normal(size=(self.K, self.d))
+        W = np.eye(self.d) if self.learn_head else self.W_frozen.copy()
+        return np.vstack([X, Y]), W
+
+    # --- dynamics ---------------------------------------------------------------------
+    def flow(self, Z, W=None) -> tuple[np.ndarray, np.ndarray]:
+        """(dZ/dt, dW/dt) at (Z, W); dW/dt = 0 for a frozen head."""
+        Z, W = self._check_state(Z, W)
+        f = self.system.flow_blocks({"x": Z[:self.N], "y": Z[self.N:], "W": W})
+        dW = f["W"] if self.learn_head else np.zeros((self.d, self.d))
+        return np.vstack([f["x"], f["y"]]), dW
+
+    def invariant(self, Z, W=None) -> float:
+        r"""I = Σ_k ‖z_k‖²/η_k − ‖W‖_F²/η_W (conserved with stop-gradient and a learned head)."""
+        Z, W = self._check_state(Z, W)
+        X, Y = Z[:self.N], Z[self.N:]
+        return float(np.sum(X * X) / self.eta_x + np.sum(Y * Y) / self.eta_y - np.sum(W * W) / self.eta_W)
+
+    def loss_value(self, Z, W=None) -> float:
+        Z, W = self._check_state(Z, W)
+        return self.system.loss({"x": Z[:self.N], "y": Z[self.N:], "W": W})
+
+    def simulate(self, t_end: float = 3000.0, seed: int = 0, *, n_points: int = 200, Z0=None, W0=None,
+                 keep_states: bool = False, t_eval=None, rtol: float = 1e-10, atol: float = 1e-12,
+                 method: str = "BDF") -> Trajectory:
+        """Integrate from the default initial state (or Z0, W0) and record Δ_min, accuracy
+        (argmin_c ‖W x_i − y_c‖), loss; ``extra['invariant']`` holds I(t) when states are kept."""
+        if Z0 is None:
+            Z0, Wd = self.initial_state(seed)
+            W0 = Wd if W0 is None else W0
+        v0 = self.pack(Z0, W0)
+        tr = simulate_system(self.system, v0, t_end, labels=self.labels, n_points=n_points, head="W",
+                             keep_states=keep_states, t_eval=t_eval, rtol=rtol, atol=atol, method=method)
+        if keep_states:
+            inv = np.array([self.invariant(*self.unpack(v)) for v in tr.states])
+            tr.extra["invariant"] = inv
+        return tr

@@ -1,0 +1,241 @@
+r"""Reductions of the head model by ansatz substitution into the DERIVED flow (MODEL.md §3).
+
+1. Class-separation sector of D⁻¹A on the balanced ensemble (symbolic K, n, μ, ω):
+   consistent samples X·v_c, frustrated samples of pair (a, b) F·(v_a + v_b), labels Y·v_c,
+   Σ_c v_c = 0; its non-zero eigenvalues are ±ν_sep.
+2. Mean-field ("DMFT-style") reduction, K = 2, d = 1, antisymmetric sector: class-0 samples
+   x_i = X + s_i, class-1 samples −X − s_i (Σ s_i = 0, mean s² = σ²), frustrated samples t_j
+   (Σ t_j = 0, mean t² = τ²), labels ±Y, head w. Sums over samples of a polynomial g of
+   degree ≤ 2 are Σ_i g(s_i) = n g(0) + n σ²/2 g''(0): closure needs every node force affine
+   and every head force of degree ≤ 2 in the node variables, which is checked, not assumed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import sympy as sp
+
+from ..errors import DerivationCheckError
+from .flow import derive_flow
+
+# symbols of the reductions
+K_, n_, mu_, omega_ = sp.symbols("K n mu omega", positive=True)
+m_ = sp.Symbol("m", positive=True)
+X_, Y_, w_ = sp.symbols("X Y w", real=True)
+s2_, t2_ = sp.symbols("sigma^2 tau^2", nonnegative=True)
+eta_x, eta_y, eta_W = sp.symbols("eta_x eta_y eta_W", positive=True)
+
+
+@lru_cache(maxsize=None)
+def separation_sector() -> tuple[sp.ImmutableMatrix, dict]:
+    r"""The 3×3 matrix of D⁻¹A on the sector coordinates (X, F, Y), derived by summing neighbours.
+
+    (D⁻¹Az)_k = Σ_j A_kj z_j / D_k. A consistent sample of class c (pattern v_c) sees y_c;
+    a frustrated sample of pair (c, b) (pattern v_c + v_b) sees y_c and y_b with weight ω/2;
+    a label c sees n consistent samples (weight 1) and, for each b ≠ c, μ frustrated samples
+    (weight ω/2, pattern v_c + v_b), whose patterns sum to (K−1)v_c + (S − v_c), S = Σ_b v_b = 0.
+    """
+    vc, vb, S = sp.symbols("v_c v_b S")
+    Xc, Fc, Yc = sp.symbols("X F Y")
+    order = (Xc, Fc, Yc)
+    nodes = {  # own pattern, [(weight, count, neighbour coordinate, summed neighbour pattern)]
+        Xc: (vc, [(1, 1, Yc, vc)]),
+        Fc: (vc + vb, [(omega_ / 2, 1, Yc, vc), (omega_ / 2, 1, Yc, vb)]),
+        # μ(K−1) frustrated neighbours; their mean pattern is ((K−1)v_c + S − v_c)/(K−1)
+        Yc: (vc, [(1, n_, Xc, vc), (omega_ / 2, mu_ * (K_ - 1), Fc, ((K_ - 1) * vc + S - vc) / (K_ - 1))]),
+    }
+    M = sp.zeros(3, 3)
+    for r, node in enumerate(order):
+        own, nbrs = nodes[node]
+        degree = sum(wgt * cnt for wgt, cnt, _, _ in nbrs)
+        image = sp.expand(sum(wgt * cnt * coord * pat for wgt, cnt, coord, pat in nbrs).subs(S, 0) / degree)
+        for k, coord in enumerate(order):
+            coef = sp.simplify(sp.expand(image).coeff(coord) / own)
+            if coef.free_symbols & {vc, vb}:
+                raise DerivationCheckError(f"separation sector is not invariant under D⁻¹A (row {node})")
+            M[r, k] = coef
+    return sp.ImmutableMatrix(M), {"K": K_, "n": n_, "mu": mu_, "omega": omega_}
+
+
+@lru_cache(maxsize=None)
+def separation_nu_squared() -> tuple[sp.Expr, dict]:
+    r"""ν_sep² from the characteristic polynomial of the sector matrix: det(λ − M) = λ(λ² − ν_sep²)."""
+    M, syms = separation_sector()
+    lam = sp.Symbol("lambda")
+    cp = sp.factor(sp.expand((lam * sp.eye(3) - M).det()))
+    poly = sp.Poly(sp.expand(cp), lam)
+    c = poly.all_coeffs()  # λ³ + c1 λ² + c2 λ + c3
+    if len(c) != 4 or sp.simplify(c[1]) != 0 or sp.simplify(c[3]) != 0:
+        raise DerivationCheckError(f"separation sector: characteristic polynomial not of the form "
+                                   f"λ(λ² − ν²): {cp}")
+    return sp.factor(sp.simplify(-c[2] / c[0])), syms
+
+
+# --- mean-field reduction --------------------------------------------------------------
+@dataclass(frozen=True)
+class MeanField:
+    """Reduced flow d(X, Y, σ², τ², w)/dt = rhs, with the closure residuals that were proven zero."""
+
+    variables: tuple
+    rhs: sp.ImmutableMatrix
+    omega: sp.Expr
+    stop_gradient: object
+    closure: tuple  # (statement, residual) pairs, every residual simplified to 0
+
+    def as_dict(self) -> dict:
+        return dict(zip(self.variables, self.rhs))
+
+
+def _poly_deg(expr, sym) -> int:
+    e = sp.expand(expr)
+    return 0 if sym not in e.free_symbols else sp.Poly(e, sym).degree()
+
+
+def _sum_over(g, s, count, second_moment, what):
+    r"""Σ_j g(s_j) over ``count`` values with Σ s_j = 0 and mean s_j² = second_moment."""
+    if _poly_deg(g, s) > 2:
+        raise DerivationCheckError(f"mean-field ansatz is not closed: {what} has degree > 2 in the deviations")
+    g0 = g.subs(s, 0)
+    g2 = sp.diff(g, s, 2)
+    return count * (g0 + second_moment * g2 / 2)
+
+
+@lru_cache(maxsize=None)
+def derive_meanfield(stop_gradient=True, omega=None) -> MeanField:
+    r"""Substitute the K = 2 antisymmetric ansatz into the flow derived from the d = 1 head loss.
+
+    Returns Ẋ, Ẏ, σ̇², τ̇², ẇ with m frustrated samples (m = μ for K = 2) of weight ω/2 per edge.
+    """
+    from ..models.head import head_loss
+
+    om = omega_ if omega is None else sp.nsimplify(omega)
+    loss = head_loss(1, stop_gradient, True)
+    flow = derive_flow(loss)
+    x, y = loss.x[0], loss.y[0]
+    W = loss.block("W")[0]
+    Fx, Fy, FW = flow.force("x")[0], flow.force("y")[0], flow.force("W")[0]
+    s, t = sp.symbols("s t", real=True)
+    rx, ry, rW = loss.rate("x"), loss.rate("y"), loss.rate("W")
+
+    def at(F, xv, yv):
+        return sp.expand(F.xreplace({x: xv, y: yv, W: w_}))
+
+    closure = []
+    # consistent samples of class 0 (and the antisymmetric partner of class 1)
+    xdot0 = rx * at(Fx, X_ + s, Y_)
+    xdot1 = rx * at(Fx, -X_ - s, -Y_)
+    closure.append(("class 1 mirrors class 0: x'(−X−s, −Y) = −x'(X+s, Y)", sp.expand(xdot1 + xdot0)))
+    if _poly_deg(xdot0, s) > 1:
+        raise DerivationCheckError("mean-field ansatz is not closed: the sample force is not affine")
+    Xdot = xdot0.subs(s, 0)
+    c_sigma = sp.diff(xdot0, s)
+    closure.append(("deviation flow is linear: s' = c_σ s", sp.expand(xdot0 - Xdot - c_sigma * s)))
+    # frustrated samples: edges to y_0 = Y and y_1 = −Y with weight ω/2
+    tdot = rx * (om / 2) * (at(Fx, t, Y_) + at(Fx, t, -Y_))
+    if _poly_deg(tdot, t) > 1:
+        raise DerivationCheckError("mean-field ansatz is not closed: the frustrated-sample force is not affine")
+    closure.append(("frustrated centre stays at 0: t'(t=0) = 0", sp.expand(tdot.subs(t, 0))))
+    c_tau = sp.diff(tdot, t)
+    # labels: n consistent edges (weight 1) and m frustrated edges (weight ω/2)
+    ydot0 = ry * (_sum_over(at(Fy, X_ + s, Y_), s, n_, s2_, "label force")
+                  + (om / 2) * _sum_over(at(Fy, t, Y_), t, m_, t2_, "label force"))
+    ydot1 = ry * (_sum_over(at(Fy, -X_ - s, -Y_), s, n_, s2_, "label force")
+                  + (om / 2) * _sum_over(at(Fy, t, -Y_), t, m_, t2_, "label force"))
+    closure.append(("label 1 mirrors label 0: y_1' = −y_0'", sp.expand(ydot0 + ydot1)))
+    # head: sum of the edge forces over all four edge classes
+    wdot = rW * (_sum_over(at(FW, X_ + s, Y_), s, n_, s2_, "head force")
+                 + _sum_over(at(FW, -X_ - s, -Y_), s, n_, s2_, "head force")
+                 + (om / 2) * _sum_over(at(FW, t, Y_), t, m_, t2_, "head force")
+                 + (om / 2) * _sum_over(at(FW, t, -Y_), t, m_, t2_, "head force"))
+    rhs = [Xdot, sp.expand(ydot0), sp.expand(2 * c_sigma * s2_), sp.expand(2 * c_tau * t2_), sp.expand(wdot)]
+    rates = {rx: eta_x, ry: eta_y, rW: eta_W}
+    rhs = sp.ImmutableMatrix([sp.factor(sp.expand(e.xreplace(rates))) for e in rhs])
+    closure = tuple((c, sp.simplify(r)) for c, r in closure)
+    bad = [c for c, r in closure if r != 0]
+    if bad:
+        raise DerivationCheckError(f"mean-field ansatz is not closed: {bad}")
+    return MeanField((X_, Y_, s2_, t2_, w_), rhs, om, stop_gradient, closure)
+
+
+def model_md_reduced(omega=2) -> sp.ImmutableMatrix:
+    r"""MODEL.md §3's reduced equations (ω = 2), typed only to compare the derivation with."""
+    n, m = n_, m_
+    return sp.ImmutableMatrix([
+        -eta_x * w_ * (w_ * X_ - Y_),
+        -eta_y * w_ * ((n + m) * w_ * Y_ - n * X_),
+        -2 * eta_x * w_**2 * s2_,
+        -4 * eta_x * w_**2 * t2_,
+        -eta_W * (w_ * (2 * n * (X_**2 + s2_) + 2 * m * t2_ + 2 * (n + m) * Y_**2) - 4 * n * X_ * Y_),
+    ])
+
+
+def reduced_invariant(omega=None) -> sp.Expr:
+    r"""I = Σ_k ‖z_k‖²/η_k − w²/η_W in the ansatz variables: (2n(X²+σ²) + mτ²)/η_x + 2Y²/η_y − w²/η_W."""
+    return (2 * n_ * (X_**2 + s2_) + m_ * t2_) / eta_x + 2 * Y_**2 / eta_y - w_**2 / eta_W
+
+
+def reduced_time_derivative(mf: MeanField, expr) -> sp.Expr:
+    """d expr/dt along the reduced flow."""
+    return sp.simplify(sum(sp.diff(expr, v) * f for v, f in zip(mf.variables, mf.rhs)))
+
+
+@lru_cache(maxsize=None)
+def self_consistency(stop_gradient=True, omega=None) -> dict:
+    r"""Non-trivial fixed points of the reduced flow (σ² = τ² = 0, X ≠ 0, w > 0), by sp.solve.
+
+    Returns {'w2': w*², 'Y_over_X': Y*/X*, 'Yinf2': Y_∞² from the invariant I₀}.
+    """
+    mf = derive_meanfield(stop_gradient, omega)
+    f = [e.subs({s2_: 0, t2_: 0}) for e in mf.rhs]
+    sols = sp.solve([f[0], f[1], f[4]], [Y_, w_], dict=True)
+    good = [so for so in sols if so.get(w_, 0) != 0 and sp.simplify(so[w_]).is_positive is not False
+            and sp.simplify(so.get(Y_, 0)) != 0]
+    good = [so for so in good if (so[w_].subs({n_: 3, m_: 1, X_: 1}).is_positive)]
+    if not good:
+        return {"w2": None, "Y_over_X": None, "Yinf2": None, "solutions": sols}
+    so = good[0]
+    w2 = sp.factor(sp.simplify(so[w_] ** 2))
+    ratio = sp.simplify(so[Y_] / X_)
+    I0 = sp.Symbol("I_0", real=True)
+    Yinf = sp.Symbol("Y_inf", positive=True)
+    wstar = sp.sqrt(w2)
+    inv = reduced_invariant().subs({s2_: 0, t2_: 0, X_: Yinf / ratio.subs(w_, wstar) if ratio.has(w_) else Yinf / ratio,
+                                    w_: wstar, Y_: Yinf})
+    Y2 = sp.solve(sp.Eq(inv, I0), Yinf**2) or [sp.solve(sp.Eq(inv, I0), Yinf)[0] ** 2]
+    return {"w2": w2, "Y_over_X": ratio, "Yinf2": sp.factor(sp.simplify(Y2[0])), "I0": I0,
+            "solutions": sols}
+
+
+def reduced_jacobian(stop_gradient=True, omega=None) -> sp.ImmutableMatrix:
+    """∂(Ẋ, Ẏ, σ̇², τ̇², ẇ)/∂(X, Y, σ², τ², w) (symbolic)."""
+    mf = derive_meanfield(stop_gradient, omega)
+    return sp.ImmutableMatrix(mf.rhs.jacobian(sp.Matrix(mf.variables)))
+
+
+def self_consistency_roots_mp(P, dps: int = 30) -> list:
+    r"""Head eigenvalues ν of a general graph: roots of det(A − νD) = 0 (exact rational P),
+    refined with mpmath.findroot to ``dps`` digits from the floating-point spectrum."""
+    import mpmath
+    import numpy as np
+
+    from ..models.head import graph_modes
+
+    Pm = sp.Matrix(P).applyfunc(sp.nsimplify)
+    N, K = Pm.shape
+    # samples eliminated exactly (x = P y/(ν D_x)): det(ν² D_y − Pᵀ D_x⁻¹ P) = 0, a polynomial in ν²
+    Dx = sp.diag(*[sum(Pm.row(i)) for i in range(N)])
+    Dy = sp.diag(*[sum(Pm.col(c)) for c in range(K)])
+    q = sp.Symbol("q")  # q = ν²
+    poly = sp.Poly(sp.expand((q * Dy - Pm.T * Dx.inv() * Pm).det()), q)
+    f = sp.lambdify(q, poly.as_expr(), "mpmath")
+    vals, _ = graph_modes(np.asarray(P, dtype=float))
+    starts = sorted({round(float(v * v), 10) for v in vals if abs(v) > 1e-8})
+    roots = []
+    with mpmath.workdps(dps + 10):
+        for s0 in starts:
+            r = mpmath.findroot(f, mpmath.mpf(s0))
+            roots.append(r)
+    with mpmath.workdps(dps):
+        out = sorted({mpmath.nstr(mpmath.sqrt(r), dps): mpmath.sqrt(r) for r in roots}.values())
+    return out, poly
