@@ -106,11 +106,13 @@ def write_figures(folder) -> list[Path]:
         sol = integrate(sysm.flow_vector, np.array([w0, p0]), np.linspace(0, 200, 200), jac=sysm.jacobian,
                         rtol=1e-8, atol=1e-10)
         ax.plot(sol.y[:, 1], sol.y[:, 0], lw=1)
-    for k, (wp, pp) in enumerate(simsiam.paper_fixed_points()):
-        ax.plot(simsiam._num(pp), simsiam._num(wp), "ko" if k in (0, 1, 2) else "rx", ms=6)
+    for wp, pp in simsiam.paper_fixed_points():  # marked by the engine Jacobian's eigenvalues
+        pt = np.array([simsiam._num(wp), simsiam._num(pp)])
+        stable = np.all(np.linalg.eigvals(sysm.jacobian(pt).toarray()).real < 0)
+        ax.plot(pt[1], pt[0], "ko" if stable else "rx", ms=6)
     ax.set_xlabel("predictor eigenvalue p")
     ax.set_ylabel("weight w")
-    ax.set_title("stable: black dots, saddles: red crosses", fontsize=9)
+    ax.set_title("fixed points: stable (black dots), unstable (red crosses)", fontsize=9)
     fig.tight_layout()
     out.append(atomic_savefig(fig, Path(folder) / "literature_simsiam.png"))
     plt.close(fig)
