@@ -99,3 +99,16 @@ def test_latex_and_bad_ansatz():
     assert "No invariant" in invariants_latex([])
     with pytest.raises(InvalidParameterError, match="ansatz"):
         quadratic_invariants(S, "cubic")
+
+
+def test_frozen_identity_head_has_the_embedding_invariants():
+    """Variant.symbolic() substitutes the frozen W = I: the flow is model (a) on the path graph,
+    so the linear invariants are the component sums Σ z/η (one component here)."""
+    frozen = make_variant(head_loss(1, "both", learn_head=False), np.array(PATH, float)).symbolic()
+    emb = make_variant(embedding_loss(1), np.array(PATH, float)).symbolic()
+    assert frozen.state == emb.state
+    assert sp.expand(sp.Matrix(frozen.flow) - sp.Matrix(emb.flow)) == sp.zeros(len(emb.state), 1)
+    (c,) = linear_invariants(frozen)
+    r = frozen.rates
+    expected = sp.Matrix([1 / r["x"]] * 3 + [1 / r["y"]] * 2)
+    assert sp.simplify(sp.Matrix(c) / c[0] - expected / expected[0]) == sp.zeros(5, 1)
