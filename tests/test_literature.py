@@ -102,3 +102,10 @@ def test_literature_figures_are_written(tmp_path):
     paths = literature.write_figures(tmp_path)
     assert [p.name for p in paths] == ["literature_saxe.png", "literature_simsiam.png", "literature_ufm.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_literature_job_is_registered():
+    from symcollapse.jobs import job_modules, literature
+
+    assert literature in job_modules()
+    assert literature.MODEL == "literature" and literature.ORDER == 40

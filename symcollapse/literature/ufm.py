@@ -61,9 +61,10 @@ def derive(K: int = 2, n: int = 2) -> dict:
     vs = [*W, *H]
     zero = {v: 0 for v in vs}
     rows = [polydiff.gradient(g[v], vs) for v in vs]  # Hessian of L = Jacobian of its gradient
-    hess0 = sp.Matrix(len(vs), len(vs), lambda i, j: sp.sympify(rows[i][vs[j]]).xreplace(zero))
+    hess = sp.Matrix(len(vs), len(vs), lambda i, j: sp.sympify(rows[i][vs[j]]))
+    hess0 = hess.xreplace(zero)
     return {"L": L, "W": W, "H": H, "Y": Y, "adot": adot, "bdot": bdot, "closure": closure,
-            "fixed": fixed, "hess0": hess0, "K": K, "n": n}
+            "fixed": fixed, "hess0": hess0, "hess": hess, "vars": vs, "ansatz": ans, "K": K, "n": n}
 
 
 @lru_cache(maxsize=None)
@@ -105,6 +106,18 @@ def checks() -> tuple[Check, ...]:
     rows.append(close(MODEL, f"W = H = 0 loses stability at λ_H* (λ_W = {lw}): Hessian eigenvalue crossing",
                       lh_star, float(published_threshold(K, n)) / lw, 1e-10,
                       reference_text="1/(K²nλ_W)"))
+    # below threshold the collapsed fixed point is a minimum: Hessian ≥ 0 with exactly the
+    # d(d−1)/2 zero modes of the rotations W → W Rᵀ, H → R H (d = K)
+    pt = {lam_W: 0.05, lam_H: 0.03}
+    f = next(f for f in nonzero if complex(f[a].subs(pt)).real > 0 and complex((f[a] * f[b]).subs(pt)).real > 0)
+    at = {v: float(sp.sympify(e).subs({a: f[a], b: f[b]}).subs(pt)) for v, e in d["ansatz"].items()}
+    hess_fn = sp.lambdify([d["vars"], lam_W, lam_H], d["hess"], "numpy")
+    ev = np.linalg.eigvalsh(np.array(hess_fn([at[v] for v in d["vars"]], 0.05, 0.03), dtype=float))
+    n_zero = int(np.sum(np.abs(ev) < 1e-10 * np.abs(ev).max()))
+    rows.append(Check(MODEL, "collapsed fixed point below threshold is a minimum: Hessian ≥ 0, "
+                      "zero modes = rotations", f"min eig {ev.min():.1e}, {n_zero} zero",
+                      f"{K * (K - 1) // 2} zero mode(s), rest > 0",
+                      0.0 if n_zero == K * (K - 1) // 2 and ev.min() > -1e-10 * np.abs(ev).max() else float("inf"), 0.0))
     rows.extend(_simulated(K=3, n=2))
     return tuple(rows)
 
