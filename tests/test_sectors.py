@@ -206,3 +206,23 @@ def test_sector_slow_root_is_the_smallest_nonzero_eigenvalue(sector2, K, n, mu):
     m = sc.EmbeddingModel(sc.balanced_couplings(K, n, mu), d=1, eta_x=1.0, eta_y=0.3)
     root = sector2.rates(dict(eta_x=1.0, eta_y=0.3, n=n, mu=mu, K=K))[0]
     assert abs(m.slow_rate() / root - 1) < 1e-10
+
+
+@pytest.mark.parametrize("K,n,mu,omega,ex,ey", [(3, 4, 2, 2.0, 1.0, 0.3), (4, 3, 1, 1.0, 0.7, 1.9),
+                                                (5, 2, 2, 0.5, 1.0, 1.0)])
+def test_sectors_account_for_the_whole_spectrum(sector_omega, K, n, mu, omega, ex, ey):
+    """K ≥ 3: separation sector ×(K−1), centre sector ×1, within-class deviations at η_x ×K(n−1),
+    frustrated modes that do not touch the labels at ωη_x ×(m−K) (MODEL.md §2) = all N+K rates."""
+    from symcollapse.symbolic.sectors import balanced_centre_sector
+
+    centre = balanced_centre_sector(embedding_loss(1))
+    vals = dict(eta_x=ex, eta_y=ey, n=n, mu=mu, K=K, omega=omega)
+    m = mu * K * (K - 1) // 2
+    predicted = np.sort(np.concatenate([
+        np.repeat(sector_omega.rates(vals), K - 1), centre.rates(vals),
+        np.full(K * (n - 1), ex), np.full(m - K, omega * ex)]))
+    model = sc.EmbeddingModel(sc.balanced_couplings(K, n, mu, omega), d=1, eta_x=ex, eta_y=ey)
+    full = model.decay_rates()
+    assert len(predicted) == len(full)
+    assert np.max(np.abs(predicted - full)) < 1e-9 * max(1.0, full.max())
+    assert abs(centre.rates(vals)[0]) < 1e-25  # the conserved weighted mean

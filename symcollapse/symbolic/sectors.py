@@ -70,27 +70,48 @@ class Neighbours:
         """Σ of the weights of these edges: count·weight·(number of index values)."""
         return self.count * self.weight * self.multiplicity()
 
-    def pattern_sum(self) -> sp.Expr:
-        """Σ over these edges of the neighbour pattern (count·weight included), Sums evaluated."""
+    def pattern_sum(self, pre=None) -> sp.Expr:
+        """Σ over these edges of the neighbour pattern (count·weight included), Sums evaluated;
+        ``pre`` rewrites the pattern first (e.g. a uniform pattern v_s = u)."""
+        pattern = pre(self.pattern) if pre else self.pattern
         if self.index is None:
-            return self.count * self.weight * self.pattern
+            return self.count * self.weight * pattern
         total = sp.S.Zero
-        for term in sp.Add.make_args(sp.expand(self.pattern)):
+        for term in sp.Add.make_args(sp.expand(pattern)):
             total += sp.Sum(term, (self.index, self.lo, self.hi)).doit()
         for e in self.exclude:
-            total -= self.pattern.xreplace({self.index: e})
+            total -= pattern.xreplace({self.index: e})
         return self.count * self.weight * total
 
 
 @dataclass(frozen=True)
 class QuotientEnsemble:
-    """Node types + neighbour families + the pattern constraint (Σ_s v_s = 0 over 0…K−1)."""
+    """Node types + neighbour families + the pattern constraint: Σ_s v_s = 0 over 0…K−1
+    (``uniform`` None), or a uniform pattern v_s = u for every class (``uniform`` = u)."""
 
     node_types: tuple
     neighbours: tuple
     n_classes: sp.Expr
     symbols: dict = field(default_factory=dict)
     name: str = "ensemble"
+    uniform: sp.Symbol | None = None
+
+    def pre(self, expr: sp.Expr) -> sp.Expr:
+        """The pattern rule applied before sums are evaluated (v_s -> u for a uniform pattern)."""
+        if self.uniform is None:
+            return sp.sympify(expr)
+        return sp.sympify(expr).replace(lambda e: isinstance(e, sp.Indexed) and e.base == PATTERN,
+                                        lambda e: self.uniform)
+
+    def post(self, expr: sp.Expr) -> sp.Expr:
+        """The pattern rule applied after the sums: Σ_s v_s -> 0 (zero-sum patterns)."""
+        return sp.expand(expr) if self.uniform is not None else self.zero_sum(expr)
+
+    def pattern_atoms(self, pattern: sp.Expr) -> list:
+        """The pattern variables of an expression: v_i entries, or u."""
+        if self.uniform is not None:
+            return [self.uniform] if pattern.has(self.uniform) else []
+        return sorted((e for e in sp.sympify(pattern).atoms(sp.Indexed) if e.base == PATTERN), key=str)
 
     def node(self, name: str) -> NodeType:
         for t in self.node_types:
@@ -206,25 +227,25 @@ def reduce_sector(flow: EdgeFlow, ensemble: QuotientEnsemble, *, subs: dict | No
         if not fams:
             raise InvalidParameterError(f"node type {t.name!r} has no neighbours")
         written, reduced = sp.S.Zero, sp.S.Zero
+        pattern = ensemble.pre(t.pattern)
         for nb in fams:
             other = ensemble.node(nb.other)
-            own = A[(t.block, t.block)] * t.amplitude * t.pattern
+            own = A[(t.block, t.block)] * t.amplitude * pattern
             cross = A[(t.block, other.block)] * other.amplitude
+            summand = nb.count * nb.weight * (own + cross * ensemble.pre(nb.pattern))
             if nb.index is None:
-                written += nb.count * nb.weight * (own + cross * nb.pattern)
+                written += summand
             else:
-                summand = nb.count * nb.weight * (own + cross * nb.pattern)
                 written += sp.Sum(summand, nb.span()) - sum(
                     (summand.xreplace({nb.index: e}) for e in nb.exclude), sp.S.Zero)
-            reduced += nb.degree() * own + cross * nb.pattern_sum()
+            reduced += nb.degree() * own + cross * nb.pattern_sum(ensemble.pre)
         written = eta * written
-        reduced = ensemble.zero_sum(eta * reduced)
-        lead = next((a for a in sp.Add.make_args(sp.expand(t.pattern)) if a.has(PATTERN)), None)
-        if lead is None:
+        reduced = ensemble.post(eta * reduced)
+        atoms = ensemble.pattern_atoms(pattern)
+        if not atoms or sp.expand(pattern).coeff(atoms[0]) == 0:
             raise InvalidParameterError(f"pattern of {t.name!r} must contain the class pattern v")
-        base = [e for e in lead.atoms(sp.Indexed) if e.base == PATTERN][0]
-        kappa = sp.simplify(reduced.coeff(base) / sp.expand(t.pattern).coeff(base))
-        residual = sp.simplify(sp.expand(reduced - kappa * t.pattern))
+        kappa = sp.simplify(reduced.coeff(atoms[0]) / sp.expand(pattern).coeff(atoms[0]))
+        residual = sp.simplify(sp.expand(reduced - kappa * pattern))
         if residual != 0:
             raise DerivationCheckError(
                 f"{ensemble.name}: the ansatz is not closed at node type {t.name!r}: residual {residual}")
@@ -247,9 +268,7 @@ def balanced_symbols(omega=None) -> dict:
     return out
 
 
-def balanced_separation_ensemble(loss: EdgeLoss, omega=None) -> QuotientEnsemble:
-    """Class-separation ansatz of B(K, n, μ, ω): consistent samples of class c at X·v_c,
-    frustrated samples of pair (a, b) at F·(v_a + v_b), labels at Y·v_c, Σ_c v_c = 0."""
+def _balanced_ensemble(loss: EdgeLoss, omega, uniform: sp.Symbol | None, name: str) -> QuotientEnsemble:
     s = balanced_symbols(omega)
     K, n, mu, om = s["K"], s["n"], s["mu"], s["omega"]
     a, b, c, q = sp.symbols("a b c s", integer=True)
@@ -271,12 +290,29 @@ def balanced_separation_ensemble(loss: EdgeLoss, omega=None) -> QuotientEnsemble
     syms = {"eta_x": loss.rate(SAMPLE), "eta_y": loss.rate(LABEL), "K": K, "n": n, "mu": mu}
     if isinstance(om, sp.Symbol):
         syms["omega"] = om
-    return QuotientEnsemble(types, nbs, K, syms, name="balanced class-separation sector")
+    return QuotientEnsemble(types, nbs, K, syms, name=name, uniform=uniform)
+
+
+def balanced_separation_ensemble(loss: EdgeLoss, omega=None) -> QuotientEnsemble:
+    """Class-separation ansatz of B(K, n, μ, ω): consistent samples of class c at X·v_c,
+    frustrated samples of pair (a, b) at F·(v_a + v_b), labels at Y·v_c, Σ_c v_c = 0."""
+    return _balanced_ensemble(loss, omega, None, "balanced class-separation sector")
+
+
+def balanced_centre_ensemble(loss: EdgeLoss, omega=None) -> QuotientEnsemble:
+    """Centre-of-mass ansatz of B(K, n, μ, ω): the same node types with v_c = u for every class
+    (consistent samples at X·u, frustrated samples at 2F·u, labels at Y·u)."""
+    return _balanced_ensemble(loss, omega, sp.Symbol("u", real=True), "balanced centre-of-mass sector")
 
 
 def balanced_separation_sector(loss: EdgeLoss, omega=None) -> SectorReduction:
     """The 3×3 class-separation sector of the derived flow of ``loss`` on B(K, n, μ, ω)."""
     return reduce_sector(derive_flow(loss), balanced_separation_ensemble(loss, omega))
+
+
+def balanced_centre_sector(loss: EdgeLoss, omega=None) -> SectorReduction:
+    """The 3×3 centre-of-mass sector (one zero rate: the conserved weighted mean)."""
+    return reduce_sector(derive_flow(loss), balanced_centre_ensemble(loss, omega))
 
 
 def balanced_ansatz(K: int, n: int, mu: int, v, amplitudes) -> np.ndarray:
