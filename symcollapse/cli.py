@@ -1,4 +1,4 @@
-"""Command line: ``symcollapse reproduce`` (main job), ``symcollapse check`` (verification only)."""
+"""Command line: ``symcollapse reproduce`` (main job), ``symcollapse check`` (verification only), ``symcollapse report`` (LaTeX + Markdown report)."""
 from __future__ import annotations
 
 import argparse

@@ -30,7 +30,7 @@ def write_latex(folder) -> list[Path]:
     """derivations/literature.tex: the losses, derived equations and the verification rows."""
     from ..literature import invariants_demo, saxe, simsiam, ufm
     from ..outputs.io import atomic_write_text
-    from ..outputs.latex import document, equation, section, tex
+    from ..outputs.latex import document, equation, section
     from ..outputs.report import checks_table_latex
     from ..symbolic.invariants import invariants_latex
 
