@@ -1,4 +1,5 @@
-"""Command line: ``symcollapse reproduce`` (main job), ``symcollapse check`` (verification only), ``symcollapse report`` (LaTeX + Markdown report)."""
+"""Command line: ``symcollapse reproduce`` (main job), ``symcollapse check`` (verification only),
+``symcollapse report`` (one LaTeX + Markdown report of every job's checks and figures)."""
 from __future__ import annotations
 
 import argparse
