@@ -161,7 +161,11 @@ def test_no_frustration_no_collapse_end_state_is_R_c():
     eta_x, eta_y = 1.0, 0.4
     m = sc.EmbeddingModel(sc.balanced_couplings(K, n, 0), d=2, eta_x=eta_x, eta_y=eta_y)
     Z0 = m.initial_state(2)
-    tr = m.simulate(t_end=60.0, Z0=Z0)
+    tr = m.simulate(t_end=60.0, Z0=Z0, keep_states=True, n_points=60)
+    inv0 = m.invariants(Z0)  # one row per class component: Σ_{k∈C} z_k/η_k
+    assert inv0.shape == (K, 2)
+    drift = max(np.max(np.abs(m.invariants(v.reshape(Z0.shape)) - inv0)) for v in tr.states)
+    assert drift < 1e-9 * np.max(np.abs(inv0))
     X0, Y0 = Z0[:K * n], Z0[K * n:]
     R = np.array([(X0[c * n:(c + 1) * n].sum(0) / eta_x + Y0[c] / eta_y) / (n / eta_x + 1 / eta_y)
                   for c in range(K)])
