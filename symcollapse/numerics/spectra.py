@@ -6,6 +6,8 @@ only to labels); for r below the smallest sample pole η_x·min D_i the spectrum
 counted by the K×K Schur complement
     M(r) = η_y D_y − r I − η_x η_y Pᵀ diag(1/(η_x D_i − r)) P,
 (inertia of S − rI = inertia of M(r)), whose eigenvalues decrease monotonically in r.
+General sparse fallback: Lanczos on the shift-invert operator with the known kernel of S
+(one vector H^{-1/2}1_C per connected component C) projected out.
 """
 from __future__ import annotations
 
@@ -98,7 +100,7 @@ def slow_rate_schur(P, eta_x: float = 1.0, eta_y: float = 1.0, *, xtol: float = 
 
     With c label-carrying components, M(r) has c negative eigenvalues for 0 < r < r_s and the
     (c+1)-th eigenvalue λ_c(M(r)) (continuous, decreasing) crosses 0 at r = r_s. If it does not
-    cross below the first pole η_x·min D_i, the answer is found with the sparse solver instead.
+    cross below the first pole η_x·min D_i, the dense (small) or deflated sparse solver is used.
     """
     eta_x, eta_y = check_rate("eta_x", eta_x), check_rate("eta_y", eta_y)
     g = _graph(P)
