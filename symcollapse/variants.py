@@ -90,7 +90,7 @@ def student_loss(d: int, D: int, *, head: bool = False, sg: str = "both", rates:
         expr = sp.Rational(1, 2) * sqnorm(xs - y)
     blocks = ("x", "y", *[n for n, _ in shared])
     return EdgeLoss(expr, sp.ImmutableMatrix(0, 1, []), y, shared=tuple(shared), data=u,
-                    rates=_rates(rates, blocks), name=name or f"student_d{d}_D{D}{'_head' if head else ''}")
+                    rates=_rates(rates, blocks), name=name or f"student_d{d}_D{D}{'_head_sg' + sg if head else ''}")
 
 
 @dataclass(frozen=True)
