@@ -185,7 +185,7 @@ class HeadModel:
         return self.system.loss({"x": Z[:self.N], "y": Z[self.N:], "W": W})
 
     def simulate(self, t_end: float = 3000.0, seed: int = 0, *, n_points: int = 200, Z0=None, W0=None,
-                 keep_states: bool = False, t_eval=None, rtol: float = 1e-10, atol: float = 1e-12,
+                 keep_states: bool = False, t_eval=None, rtol: float = 1e-8, atol: float = 1e-11,
                  method: str = "BDF") -> Trajectory:
         """Integrate from the default initial state (or Z0, W0) and record Δ_min, accuracy
         (argmin_c ‖W x_i − y_c‖), loss; ``extra['invariant']`` holds I(t) when states are kept."""

@@ -239,3 +239,71 @@ def self_consistency_roots_mp(P, dps: int = 30) -> list:
     with mpmath.workdps(dps):
         out = sorted({mpmath.nstr(mpmath.sqrt(r), dps): mpmath.sqrt(r) for r in roots}.values())
     return out, poly
+
+
+@lru_cache(maxsize=None)
+def mode_condition(stop_gradient=True, d: int = 2) -> tuple:
+    r"""Single-mode fixed-point condition, derived from the edge forces.
+
+    With Z = φ aᵀ, Aφ = νDφ, and forces affine in (x, y) without constant term,
+    Σ_c P_ic F_x(φ_i a, φ_c a) = D_i φ_i [F_x(a, 0) + ν F_x(0, a)], so Ż = 0 iff
+    c(a) = F_x(a, 0) + ν F_x(0, a) = 0. Returns (c(a), a, W, ν).
+    """
+    from ..models.head import head_loss
+
+    loss = head_loss(d, stop_gradient, True)
+    flow = derive_flow(loss)
+    a = sp.Matrix(sp.symbols(f"a_0:{d}", real=True))
+    nu = sp.Symbol("nu", real=True)
+    Fx = sp.Matrix(flow.force("x"))
+    zero = {s: 0 for s in list(loss.x) + list(loss.y)}
+    if any(sp.expand(e) != 0 for e in Fx.xreplace(zero)):
+        raise DerivationCheckError("mode condition: the sample force has a constant term")
+    at = lambda xv, yv: Fx.xreplace({**dict(zip(loss.x, xv)), **dict(zip(loss.y, yv))})  # noqa: E731
+    for e in Fx:
+        if _poly_deg(e.xreplace({**dict(zip(loss.x, a * sp.Symbol("p"))), **dict(zip(loss.y, a * sp.Symbol("q")))}),
+                     sp.Symbol("p")) > 1:
+            raise DerivationCheckError("mode condition: the sample force is not linear in x")
+    c = (at(a, [0] * d) + nu * at([0] * d, a)).applyfunc(sp.expand)
+    W = sp.Matrix(loss.block("W"))
+    return sp.ImmutableMatrix(c), sp.ImmutableMatrix(a), sp.ImmutableMatrix(W), nu
+
+
+# --- numeric side of the reduction (for comparison with the full simulation) -------------
+def reduced_rhs_function(mf: MeanField, values: dict):
+    """f(v) for v = (X, Y, σ², τ², w) with n, m, ω and the rates given in ``values`` (names)."""
+    syms = {s.name: s for s in mf.rhs.free_symbols}
+    subs = {syms[k]: v for k, v in values.items() if k in syms}
+    expr = mf.rhs.xreplace(subs)
+    left = expr.free_symbols - set(mf.variables)
+    if left:
+        raise DerivationCheckError(f"reduced flow needs values for {sorted(map(str, left))}")
+    fn = sp.lambdify(list(mf.variables), list(expr), "numpy")
+    import numpy as np
+
+    return lambda v: np.array(fn(*v), dtype=float)
+
+
+def ansatz_state(n: int, m: int, X: float, Y: float, s, t, w: float, d: int = 1):
+    r"""Full state (Z, W) on the ansatz: class 0 at (X + s_i)e, class 1 at −(X + s_i)e, frustrated
+    at t_j e, labels ±Y e, W = w e eᵀ + (I − e eᵀ), e the first axis (Σ s = Σ t = 0 enforced)."""
+    import numpy as np
+
+    s = np.asarray(s, dtype=float) - np.mean(s)
+    t = np.asarray(t, dtype=float) - np.mean(t) if m else np.zeros(0)
+    col = np.concatenate([X + s, -(X + s), t, [Y, -Y]])
+    Z = np.zeros((len(col), d))
+    Z[:, 0] = col
+    W = np.eye(d)
+    W[0, 0] = w
+    return Z, W
+
+
+def project_ansatz(n: int, m: int, Z, W):
+    """(X, Y, σ², τ², w) of a full K = 2 state along the first axis (samples ordered as B(2, n, m))."""
+    import numpy as np
+
+    z = np.asarray(Z)[:, 0]
+    x0, f, y = z[:n], z[2 * n:2 * n + m], z[2 * n + m:]
+    X = x0.mean()
+    return np.array([X, y[0], np.mean((x0 - X) ** 2), np.mean(f ** 2) if m else 0.0, np.asarray(W)[0, 0]])
