@@ -25,23 +25,44 @@ _TEX_UNICODE = {
     "−": "-", "∈": r"\in", "∝": r"\propto", "∞": r"\infty", "⊗": r"\otimes", "‖": r"\|",
     "²": "^{2}", "³": "^{3}", "ᵀ": "^{T}", "₀": "_{0}", "₁": "_{1}", "₂": "_{2}", "₊": "_{+}", "₋": "_{-}",
     "ᵢ": "_{i}", "ₖ": "_{k}", "ᶜ": "^{c}", "\u0307": "",  # combining dot: dropped (u̇ -> u)
-    "θ̇": r"\dot\theta",
+    "κ": r"\kappa", "ξ": r"\xi", "ψ": r"\psi", "χ": r"\chi", "ζ": r"\zeta", "Φ": r"\Phi", "Λ": r"\Lambda",
+    "Γ": r"\Gamma", "∫": r"\int", "½": r"\tfrac{1}{2}", "∑": r"\sum", "⟨": r"\langle", "⟩": r"\rangle",
+    "ⁿ": "^{n}", "₃": "_{3}", "ₙ": "_{n}", "ᵦ": "_{\\beta}", "…": r"\ldots", "′": "'", "∀": r"\forall",
+    "≪": r"\ll", "≫": r"\gg", "⊂": r"\subset", "∪": r"\cup", "∩": r"\cap", "⁺": "^{+}", "⁻": "^{-}",
 }
+_TEX_TEXT = {"§": r"\S{}", "—": "---", "–": "--", "’": "'", "“": "``", "”": "''", "é": r"\'e", "ü": r'\"u'}
 
 
 def latex_text(s: str) -> str:
-    """Plain text (with the Unicode math the claims use) as pdflatex-safe LaTeX."""
-    out = []
+    """Plain text (with the Unicode math the claims use) as pdflatex-safe LaTeX; adjacent math
+    symbols share one $…$ group (τ² -> $\\tau^{2}$); unknown non-ASCII characters become '?'."""
+    pieces = []  # (is_math, text)
     for ch in str(s):
         if ch in _TEX_SPECIAL:
-            out.append(_TEX_SPECIAL[ch])
+            pieces.append((False, _TEX_SPECIAL[ch]))
+        elif ch in _TEX_TEXT:
+            pieces.append((False, _TEX_TEXT[ch]))
         elif ch in _TEX_UNICODE:
-            out.append(f"${_TEX_UNICODE[ch]}$" if _TEX_UNICODE[ch] else "")
-        elif ord(ch) < 128:
-            out.append(ch)
+            if _TEX_UNICODE[ch]:
+                pieces.append((True, _TEX_UNICODE[ch]))
         else:
-            out.append("?")
-    return "".join(out).replace("$$", "")
+            pieces.append((False, ch if ord(ch) < 128 else "?"))
+    out, k = [], 0
+    while k < len(pieces):
+        is_math, text = pieces[k]
+        if not is_math:
+            out.append(text)
+            k += 1
+            continue
+        group = []
+        while k < len(pieces) and pieces[k][0]:
+            group.append(pieces[k][1])
+            k += 1
+        body = "".join(g if not (g[:1] == "\\" and g[-1:].isalpha() and j + 1 < len(group)
+                                 and group[j + 1][:1].isalpha()) else g + " "
+                       for j, g in enumerate(group))
+        out.append(f"${body}$")
+    return "".join(out)
 
 
 def checks_table_latex(rows, *, long: bool = True) -> str:
