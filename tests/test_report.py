@@ -63,6 +63,9 @@ def test_latex_text_escapes():
     assert rep.latex_text("a_b & 5% ~") == "a\\_b \\& 5\\% \\textasciitilde{}"
     assert rep.latex_text("τ²") == "$\\tau$$^{2}$".replace("$$", "")
     assert rep.latex_text("θ̇") == "$\\theta$"
+    assert rep.latex_text("∂ℓ/∂θ") == "$\\partial\\ell$/$\\partial\\theta$"
+    assert rep.latex_text("$η") == "\\$$\\eta$"  # escaped dollar, then one math group
+    assert rep.latex_text("§2 ✓") == "\\S{}2 ?"  # unknown non-ASCII is never passed through
 
 
 def test_cli_report_exit_codes(tmp_path, monkeypatch, capsys):
