@@ -61,7 +61,7 @@ def test_report_contains_rows_errors_and_figures(tmp_path, monkeypatch):
 
 def test_latex_text_escapes():
     assert rep.latex_text("a_b & 5% ~") == "a\\_b \\& 5\\% \\textasciitilde{}"
-    assert rep.latex_text("τ²") == "$\\tau$$^{2}$".replace("$$", "")
+    assert rep.latex_text("τ²") == "$\\tau^{2}$"
     assert rep.latex_text("θ̇") == "$\\theta$"
     assert rep.latex_text("∂ℓ/∂θ") == "$\\partial\\ell$/$\\partial\\theta$"
     assert rep.latex_text("$η") == "\\$$\\eta$"  # escaped dollar, then one math group

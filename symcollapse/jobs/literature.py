@@ -31,7 +31,7 @@ def write_latex(folder) -> list[Path]:
     from ..literature import invariants_demo, saxe, simsiam, ufm
     from ..outputs.io import atomic_write_text
     from ..outputs.latex import document, equation, section
-    from ..outputs.report import checks_table_latex
+    from ..outputs.report import checks_table_latex, latex_text
     from ..symbolic.invariants import invariants_latex
 
     ds = saxe.derive()
@@ -68,9 +68,9 @@ def write_latex(folder) -> list[Path]:
         equation(r"\lambda_W\lambda_H", ufm.published_threshold(du["K"], du["n"])),
         checks_table_latex(ufm.checks(), long=False))
     parts = []
-    for d, sg, ansatz, S, inv in invariants_demo.discovered():
-        parts.append(f"\\paragraph{{$d={d}$, sg = {sg} ({ansatz} ansatz).}}\n" + invariants_latex(inv))
-    s4 = section("Quadratic invariants discovered on the head model (path graph)", *parts,
+    for label, sg, ansatz, S, inv in invariants_demo.discovered():
+        parts.append(f"\\paragraph{{{latex_text(label)}, sg = {sg} ({ansatz} ansatz).}}\n" + invariants_latex(inv))
+    s4 = section("Quadratic invariants discovered on the head and student models (path graph)", *parts,
                  checks_table_latex(invariants_demo.checks(), long=False))
     text = document("Literature cases derived with symcollapse", s1, s2, s3, s4)
     return [atomic_write_text(Path(folder) / "literature.tex", text)]
