@@ -364,3 +364,90 @@ def test_embedding_model_refuses_bad_state():
         model.flow(np.zeros((2, 2)))
     with pytest.raises(InvalidParameterError, match=r"^Z must contain only finite"):
         model.loss(np.full((7, 2), np.inf))
+
+
+def _head(P=None, **kw):
+    from symcollapse import HeadModel
+
+    return HeadModel(balanced_couplings(2, 2, 1) if P is None else P, **{"d": 2, **kw})
+
+
+@pytest.mark.parametrize("kw, name, allowed", [
+    (dict(d=0), "d", ">= 1"), (dict(d=2.5), "d", "integer"),
+    (dict(eta_x=-1.0), "eta_x", "> 0"), (dict(eta_y=float("inf")), "eta_y", "finite"),
+    (dict(eta_W=0.0), "eta_W", "> 0"), (dict(eta_W=float("nan")), "eta_W", "finite"),
+    (dict(stop_gradient="maybe"), "stop_gradient", "'labels'"),
+    (dict(stop_gradient=None), "stop_gradient", "'samples'"),
+    (dict(learn_head="yes"), "learn_head", "True or False"),
+    (dict(W_frozen=np.eye(3)), "W_frozen", "shape (2, 2)"),
+    (dict(W_frozen=np.full((2, 2), np.nan)), "W_frozen", "finite"),
+    (dict(scale=-1.0), "scale", "> 0"),
+])
+def test_head_model_refuses_bad_parameters(kw, name, allowed):
+    with pytest.raises(InvalidParameterError) as info:
+        _head(**kw)
+    msg = str(info.value)
+    assert msg.startswith(f"{name} must") and allowed in msg, msg
+
+
+@pytest.mark.parametrize("P, allowed", BAD_P[:9])
+def test_head_model_refuses_bad_P(P, allowed):
+    with pytest.raises(InvalidParameterError, match=r"^P must") as info:
+        _head(P)
+    assert allowed in str(info.value)
+
+
+@pytest.mark.parametrize("kw, name", [
+    (dict(t_end=0.0), "t_end"), (dict(t_end=float("nan")), "t_end"), (dict(t_end=float("inf")), "t_end"),
+    (dict(t_end="long"), "t_end"), (dict(seed=-1), "seed"), (dict(n_points=2), "n_points"),
+    (dict(rtol=0.0), "rtol"), (dict(method="Euler"), "method"),
+    (dict(t_eval=[0.0, 1.0, 0.5]), "t_eval"), (dict(t_eval=[0.0, np.nan]), "t_eval"),
+    (dict(Z0=np.zeros((3, 2))), "Z"), (dict(Z0=np.zeros((7, 2)), W0=np.eye(3)), "W"),
+    (dict(Z0=np.zeros((7, 2)), W0=np.full((2, 2), np.nan)), "W"),
+])
+def test_head_simulate_refuses_bad_arguments(kw, name):
+    with pytest.raises(InvalidParameterError, match=rf"^{name} must"):
+        _head().simulate(**{"t_end": 1.0, **kw})
+
+
+def test_head_model_refuses_bad_state():
+    model = _head()
+    with pytest.raises(InvalidParameterError, match=r"^Z must have shape \(7, 2\)"):
+        model.flow(np.zeros((2, 2)), np.eye(2))
+    with pytest.raises(InvalidParameterError, match=r"^W must"):
+        model.flow(np.zeros((7, 2)), np.full((2, 2), np.nan))
+
+
+def _teacher_student(**kw):
+    from symcollapse import TeacherStudentModel
+
+    return TeacherStudentModel(**{"D": 20, "n_inputs": 12, "K": 3, "d": 2, **kw})
+
+
+@pytest.mark.parametrize("kw, name, allowed", [
+    (dict(K=1), "K", ">= 2"), (dict(n_inputs=2), "n_inputs", ">= 3"),
+    (dict(D=10, n_inputs=12), "D", ">= n_inputs"), (dict(D=2.5), "D", "integer"),
+    (dict(d=0), "d", ">= 1"),
+    (dict(eps=1.0), "eps", "[0.0, 1.0)"), (dict(eps=-0.1), "eps", "[0.0, 1.0)"),
+    (dict(eps=float("nan")), "eps", "finite"),
+    (dict(eta_S=0.0), "eta_S", "> 0"), (dict(eta_y=float("inf")), "eta_y", "finite"),
+    (dict(eta_W=-1.0), "eta_W", "> 0"),
+    (dict(head="yes"), "head", "True or False"), (dict(stop_gradient=None), "stop_gradient", "True or False"),
+    (dict(seed=-1), "seed", ">= 0"), (dict(n_test=0), "n_test", ">= 1"),
+])
+def test_teacher_student_model_refuses_bad_parameters(kw, name, allowed):
+    with pytest.raises(InvalidParameterError) as info:
+        _teacher_student(**kw)
+    msg = str(info.value)
+    assert msg.startswith(f"{name} must") and allowed in msg, msg
+
+
+@pytest.mark.parametrize("kw, name", [
+    (dict(t_end=0.0), "t_end"), (dict(t_end=float("nan")), "t_end"), (dict(t_end=-1.0), "t_end"),
+    (dict(n_points=2), "n_points"), (dict(t_eval=[1.0, 0.0]), "t_eval"),
+    (dict(t_eval=[0.0, np.nan]), "t_eval"), (dict(method="Euler"), "method"),
+    (dict(coordinates="polar"), "coordinates"), (dict(rtol=0.0), "rtol"),
+])
+def test_teacher_student_simulate_refuses_bad_arguments(kw, name):
+    with pytest.raises(InvalidParameterError, match=rf"^{name} must"):
+        _teacher_student().simulate(**{"t_end": 1.0, **kw})
