@@ -82,6 +82,15 @@ def test_reproduce_engine_writes_folders(tmp_path):
     assert (tmp_path / "derivations").is_dir() and (tmp_path / "figures").is_dir()
 
 
+def test_report_refuses_unknown_model_and_unwritable_out(tmp_path):
+    out = tmp_path / "rep"
+    assert_one_line_error(run("report", "--model", "nope", "--out", str(out)), "--model", "nope")
+    assert not out.exists()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert_one_line_error(run("report", "--model", "engine", "--out", str(blocker / "r")), "--out")
+
+
 # --- exit status 1 for failed verification (in-process, with a stand-in job) ------------------
 def _job(name, checks, write_latex=lambda folder: [], write_figures=lambda folder: []):
     return types.SimpleNamespace(MODEL=name, ORDER=0, checks=checks, write_latex=write_latex,
