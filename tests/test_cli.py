@@ -23,6 +23,21 @@ def run(*args, cwd=None):
                           text=True, cwd=cwd or ROOT, env=env, timeout=300)
 
 
+class _Done:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_here(capsys, *args):
+    """The same as :func:`run`, in this process (cheaper: no fresh interpreter)."""
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    cap = capsys.readouterr()
+    return _Done(code, cap.out, cap.err)
+
+
 def assert_one_line_error(proc, *pieces, status=2):
     assert proc.returncode == status, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
@@ -37,8 +52,8 @@ def test_unknown_subcommand():
     assert_one_line_error(run("frobnicate"), "invalid choice", "frobnicate", "reproduce", "check")
 
 
-def test_unknown_option():
-    assert_one_line_error(run("check", "--bogus"), "unrecognized arguments", "--bogus")
+def test_unknown_option(capsys):
+    assert_one_line_error(run_here(capsys, "check", "--bogus"), "unrecognized arguments", "--bogus")
 
 
 def test_no_subcommand_prints_help_and_exits_2():
@@ -53,9 +68,10 @@ def test_unknown_model_for_check():
                           "engine")
 
 
-def test_unknown_model_for_reproduce_creates_nothing(tmp_path):
+def test_unknown_model_for_reproduce_creates_nothing(tmp_path, capsys):
     out = tmp_path / "out"
-    assert_one_line_error(run("reproduce", "--model", "nope", "--out", str(out)), "--model", "nope")
+    assert_one_line_error(run_here(capsys, "reproduce", "--model", "nope", "--out", str(out)),
+                          "--model", "nope")
     assert not out.exists()
 
 
@@ -76,19 +92,21 @@ def test_check_engine_passes_and_prints_table():
     assert f"{len(rows)} passed, 0 failed" in proc.stdout
 
 
-def test_reproduce_engine_writes_folders(tmp_path):
-    proc = run("reproduce", "--model", "engine", "--out", str(tmp_path))
+def test_reproduce_engine_writes_folders(tmp_path, capsys):
+    proc = run_here(capsys, "reproduce", "--model", "engine", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "derivations").is_dir() and (tmp_path / "figures").is_dir()
 
 
-def test_report_refuses_unknown_model_and_unwritable_out(tmp_path):
+def test_report_refuses_unknown_model_and_unwritable_out(tmp_path, capsys):
     out = tmp_path / "rep"
-    assert_one_line_error(run("report", "--model", "nope", "--out", str(out)), "--model", "nope")
+    assert_one_line_error(run_here(capsys, "report", "--model", "nope", "--out", str(out)),
+                          "--model", "nope")
     assert not out.exists()
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    assert_one_line_error(run("report", "--model", "engine", "--out", str(blocker / "r")), "--out")
+    assert_one_line_error(run_here(capsys, "report", "--model", "engine", "--out", str(blocker / "r")),
+                          "--out")
 
 
 # --- exit status 1 for failed verification (in-process, with a stand-in job) ------------------
