@@ -1,0 +1,357 @@
+r"""Job: the projection-head model with stop-gradient (MODEL.md §3) — derive, verify, write
+LaTeX and figures.
+
+Derivation chain: loss ½(‖Wx − sg(y)‖² + ‖Wy − sg(x)‖²) → engine forces (with and without sg)
+→ invariant I and dI/dt on the path graph → single-mode fixed-point condition → ν_sep from the
+D⁻¹A separation sector → K = 2 mean-field reduction by ansatz substitution (closure proved) →
+self-consistency, invariant-selected end state → Jacobians and the d-vs-2K stability boundary.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+
+from ..models.couplings import balanced_couplings, frustration_fraction
+from ..models.head import HeadModel, graph_modes, head_loss, nu_sep, self_consistent_head
+from ..numerics import stability as st
+from ..symbolic import meanfield as mfm
+from ..symbolic.assemble import assemble_symbolic
+from ..symbolic.flow import derive_flow
+from ..symbolic.symbols import sqnorm
+from ..verification import Check, close, identity
+
+MODEL = "head"
+ORDER = 20
+
+PATH_P = [[1, 0], [0, 1], [1, 1]]  # x1–y1–f–y2–x2
+RATES = (1.0, 0.1, 1.0)  # η_x, η_y, η_W of the simulations
+
+
+# --- derived objects (cached; shared by checks, LaTeX and figures) ---------------------------------
+@lru_cache(maxsize=None)
+def flow(d: int = 2, stop_gradient=True, learn_head: bool = True):
+    return derive_flow(head_loss(d, stop_gradient, learn_head))
+
+
+@lru_cache(maxsize=None)
+def path_system(stop_gradient=True):
+    return assemble_symbolic(flow(1, stop_gradient), PATH_P)
+
+
+def invariant_expr(system):
+    f = system
+    ex, ey, eW = (flow(1).loss.rate(b) for b in ("x", "y", "W"))
+    return sqnorm(f.blocks["x"]) / ex + sqnorm(f.blocks["y"]) / ey - sqnorm(f.blocks["W"]) / eW
+
+
+def model_md_forces(d: int, with_sg: bool):
+    loss = head_loss(d, with_sg)
+    x, y, W = sp.Matrix(loss.x), sp.Matrix(loss.y), sp.Matrix(loss.block("W"))
+    fx, fy = -W.T * (W * x - y), -W.T * (W * y - x)
+    if not with_sg:
+        fx, fy = fx + (W * y - x), fy + (W * x - y)
+    fW = -((W * x - y) * x.T + (W * y - x) * y.T)
+    return fx, fy, fW
+
+
+@lru_cache(maxsize=None)
+def sim_k2(stop_gradient=True, d: int = 4, n: int = 6, mu: int = 2, t_end: float = 2000.0):
+    m = HeadModel(balanced_couplings(2, n, mu), d=d, eta_x=RATES[0], eta_y=RATES[1], eta_W=RATES[2],
+                  stop_gradient=stop_gradient)
+    return m, m.simulate(t_end=t_end, seed=0, n_points=40)
+
+
+@lru_cache(maxsize=None)
+def meanfield_vs_full(n: int = 5, m: int = 2, omega: int = 2, d: int = 1, t_end: float = 30.0):
+    from ..numerics.integrate import integrate
+
+    ex, ey, eW = 1.0, 0.5, 1.0
+    model = HeadModel(balanced_couplings(2, n, m, omega), d=d, eta_x=ex, eta_y=ey, eta_W=eW)
+    rng = np.random.default_rng(7)
+    Z0, W0 = mfm.ansatz_state(n, m, 0.3, 1.1, 0.2 * rng.normal(size=n), 0.3 * rng.normal(size=m), 0.8, d)
+    t = np.concatenate([[0.0], np.geomspace(1e-2, t_end, 40)])
+    tr = model.simulate(t_eval=t, Z0=Z0, W0=W0, keep_states=True, method="BDF", rtol=1e-12, atol=1e-14)
+    proj = np.array([mfm.project_ansatz(n, m, *model.unpack(v)) for v in tr.states])
+    f = mfm.reduced_rhs_function(mfm.derive_meanfield(True, omega),
+                                 {"n": n, "m": m, "omega": omega, "eta_x": ex, "eta_y": ey, "eta_W": eW})
+    red = integrate(f, proj[0], t, method="BDF", rtol=1e-12, atol=1e-14).y
+    return t, proj, red
+
+
+# --- checks ------------------------------------------------------------------------------------
+def _nonzero(model, claim, expr, compared_with) -> Check:
+    ok = sp.simplify(expr) != 0
+    return Check(model, claim, "symbolic: ≢ 0", compared_with, 0.0 if ok else float("inf"), 0.0)
+
+
+def checks() -> list[Check]:
+    M = MODEL
+    rows = []
+    for with_sg in (True, False):
+        fl = flow(2, with_sg)
+        fx, fy, fW = model_md_forces(2, with_sg)
+        tag = "with sg" if with_sg else "without sg"
+        rows.append(identity(M, f"derived forces {tag} = MODEL.md §3 (d = 2)",
+                             sp.Matrix.vstack(fl.force("x") - fx, fl.force("y") - fy, (fl.force("W") - fW).reshape(4, 1)),
+                             "MODEL.md equations"))
+    frozen = flow(2, True, False)
+    loss = frozen.loss
+    I_sub = {s: (1 if s.name.split("_")[1] == s.name.split("_")[2] else 0) for s in loss.block("W")}
+    rows.append(identity(M, "sg flow with W frozen at I = model (a) forces",
+                         sp.Matrix(frozen.force("x")).xreplace(I_sub) - (sp.Matrix(loss.y) - sp.Matrix(loss.x)),
+                         "ẋ = y − x per edge"))
+    P = balanced_couplings(3, 4, 2)
+    hm = HeadModel(P, d=3, eta_x=1.3, eta_y=0.4, learn_head=False)
+    Z, W = hm.initial_state(5)
+    from ..numerics.graph import CouplingGraph
+    g = CouplingGraph.from_couplings(P)
+    H = np.concatenate([np.full(hm.N, 1.3), np.full(hm.K, 0.4)])
+    rows.append(close(M, "frozen-I head flow = −H L_G Z numerically", hm.flow(Z, W)[0],
+                      -H[:, None] * (g.laplacian @ Z), 1e-12, reference_text="−H L_G Z"))
+    # invariant
+    s1 = path_system(True)
+    rows.append(identity(M, "dI/dt ≡ 0 with sg (path graph, d = 1)", s1.time_derivative(invariant_expr(s1)),
+                         "assembled symbolic flow"))
+    s0 = path_system(False)
+    rows.append(_nonzero(M, "dI/dt ≢ 0 without sg (path graph)", s0.time_derivative(invariant_expr(s0)),
+                         "assembled symbolic flow"))
+    Pk = balanced_couplings(2, 5, 2)
+    mi = HeadModel(Pk, d=3, eta_x=1.0, eta_y=0.3, eta_W=0.7)
+    tri = mi.simulate(t_end=100.0, seed=1, n_points=20, keep_states=True, method="Radau", rtol=1e-10, atol=1e-12)
+    inv = tri.extra["invariant"]
+    rows.append(Check(M, "I conserved along a trajectory (K=2, d=3)", f"max drift {np.max(np.abs(inv - inv[0])):.2e}",
+                      "I(0)", float(np.max(np.abs(inv - inv[0])) / abs(inv[0])), 1e-8))
+    # ν_sep
+    expr, syms = mfm.separation_nu_squared()
+    K, n, mu, om = syms["K"], syms["n"], syms["mu"], syms["omega"]
+    rows.append(identity(M, "ν_sep² from D⁻¹A sector = MODEL.md", expr - (n + om * mu * (K - 2) / 4) / (n + om * mu * (K - 1) / 2),
+                         "(n + ωμ(K−2)/4)/(n + ωμ(K−1)/2)"))
+    for (Kv, nv, muv, omv) in ((2, 6, 2, 2.0), (4, 3, 1, 1.0)):
+        vals, _ = graph_modes(balanced_couplings(Kv, nv, muv, omv))
+        top = np.sort(vals[vals > 1e-9])[0]
+        rows.append(close(M, f"ν_sep(K={Kv}, n={nv}, μ={muv}, ω={omv:g}) vs eigh(A, D)", nu_sep(Kv, nv, muv, omv),
+                          top, 1e-12))
+    eps = sp.Symbol("epsilon", positive=True)
+    nk2 = expr.subs({K: 2, om: 2})
+    # K = 2: ε = μ/(2n + μ) -> μ = 2nε/(1 − ε)
+    rows.append(identity(M, "K = 2, ω = 2: ν_sep² = (1−ε)/(1+ε)", nk2.subs(mu, 2 * n * eps / (1 - eps)) - (1 - eps) / (1 + eps),
+                         "MODEL.md"))
+    # fixed points at the end of simulations
+    model, tr = sim_k2(True)
+    ev = np.sort(np.linalg.eigvals(tr.W).real)
+    nu = nu_sep(2, 6, 2)
+    rows.append(close(M, "eig W(T) = ±1, ±ν_sep (K=2, d=4, sim)", ev, [-1, -nu, nu, 1], 1e-6))
+    rows.append(close(M, "W(T) = (ZᵀAZ)(ZᵀDZ)⁺ at the end", tr.W, self_consistent_head(model.graph, tr.Z), 1e-6))
+    rows.append(Check(M, "Δ_min stays finite with sg (K=2, d=4)", f"{tr.d_min[-1]:.4g}", f"Δ_min(0) = {tr.d_min[0]:.4g}",
+                      0.0 if 0.5 * tr.d_min[0] <= tr.d_min[-1] <= 2 * tr.d_min[0] else float("inf"), 0.0))
+    _, tr0 = sim_k2(False)
+    rows.append(Check(M, "Δ_min → 0 without sg (K=2, d=4)", f"{tr0.d_min[-1]:.2e}", "< 1e-8",
+                      float(tr0.d_min[-1] / 1e-8), 1.0))
+    c, a, Wm, nus = mfm.mode_condition(False, 2)
+    I2 = sp.eye(2)
+    rows.append(identity(M, "no sg: mode condition = [(W−ν)ᵀ(W−ν) + 1 − ν²] a = 0",
+                         c + ((Wm - nus * I2).T * (Wm - nus * I2) + (1 - nus**2) * I2) * a, "derived edge forces"))
+    rows.append(identity(M, "no sg: aᵀc = −‖(W−ν)a‖² − (1−ν²)‖a‖² (< 0 for |ν| < 1)",
+                         (a.T * c)[0] + sqnorm((Wm - nus * I2) * a) + (1 - nus**2) * sqnorm(a), "quadratic form"))
+    c1, *_ = mfm.mode_condition(True, 2)
+    rows.append(identity(M, "sg: mode condition = Wᵀ(W − ν) a = 0", c1 + Wm.T * (Wm - nus * I2) * a, "derived edge forces"))
+    # mean field
+    mf = mfm.derive_meanfield(True)
+    rows.append(identity(M, "ansatz closed (mirror, linear deviations, frustrated centre)",
+                         sp.Matrix([r for _, r in mf.closure]), "substitution into the derived flow"))
+    rows.append(identity(M, "reduced equations (ω = 2) = MODEL.md §3", mf.rhs.subs(mfm.omega_, 2) - mfm.model_md_reduced(),
+                         "MODEL.md"))
+    rows.append(identity(M, "reduced invariant conserved", mfm.reduced_time_derivative(mf, mfm.reduced_invariant()),
+                         "reduced flow"))
+    sol = mfm.self_consistency(True)
+    w2 = sol["w2"].subs(mfm.omega_, 2)
+    rows.append(identity(M, "w*² = n/(n+m)", w2 - mfm.n_ / (mfm.n_ + mfm.m_), "MODEL.md"))
+    rows.append(identity(M, "X* = Y*/w*", sol["Y_over_X"].subs(mfm.omega_, 2) - sp.sqrt(w2), "MODEL.md"))
+    ref = (sol["I0"] + w2 / mfm.eta_W) / (2 * (mfm.n_ + mfm.m_) / mfm.eta_x + 2 / mfm.eta_y)
+    rows.append(identity(M, "Y_∞² from the invariant", sol["Yinf2"].subs(mfm.omega_, 2) - ref, "MODEL.md"))
+    rows.append(Check(M, "no sg: no reduced fixed point with w > 0, Y ≠ 0", "none found", "sp.solve",
+                      0.0 if mfm.self_consistency(False)["w2"] is None else float("inf"), 0.0))
+    t, proj, red = meanfield_vs_full()
+    rows.append(close(M, "reduced flow vs full simulation on the ansatz (K=2, d=1)", proj, red, 1e-8,
+                      derived_text="full, projected", reference_text="reduced, integrated"))
+    Pu = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1], [1, 1, 0], [0, 1, 1], [0.5, 0, 1.5]])
+    roots, _ = mfm.self_consistency_roots_mp(Pu, dps=30)
+    vals, _ = graph_modes(Pu)
+    rows.append(close(M, "unbalanced graph: ν by findroot (30 digits) vs eigh", [float(r) for r in roots],
+                      np.unique(np.round(vals[vals > 1e-9], 12)), 1e-12))
+    # stability
+    P2 = balanced_couplings(2, 3, 1)
+    v2, _ = graph_modes(P2)
+    L = len(v2)
+    agree = 0
+    cases = [(1, [L - 1]), (1, [L - 2]), (2, [0, L - 1]), (2, [1, L - 2]), (3, [0, 1, L - 1]), (4, [0, 1, L - 2, L - 1])]
+    for d, keep in cases:
+        res, _ = st.analyse_fixed_point(P2, d, keep, eta=(1.0, 0.5, 1.0))
+        agree += res.kind == st.predicted_kind(v2, keep)
+    rows.append(Check(M, "Jacobian class (family removed) = mode-competition rule", f"{agree}/{len(cases)} agree",
+                      "engine Jacobian", float(len(cases) - agree), 0.0))
+    b = st.phase_boundary(4, nu_sep(4, 40, 3), 12)
+    rows.append(Check(M, "stability boundary K=4: d_collapse = 2, d_full = 2K", str(b), "mode counting",
+                      0.0 if b == {"d_collapse": 2, "d_full": 8} else float("inf"), 0.0))
+    return rows
+
+
+# --- LaTeX -------------------------------------------------------------------------------------------
+def latex_document() -> str:
+    from ..outputs.latex import document, equation, section, tex
+
+    fl, fl0 = flow(2, True), flow(2, False)
+    loss = fl.loss
+    s1, s0 = path_system(True), path_system(False)
+    expr, _ = mfm.separation_nu_squared()
+    Msec, _ = mfm.separation_sector()
+    mf, mf0 = mfm.derive_meanfield(True), mfm.derive_meanfield(False)
+    sol = mfm.self_consistency(True)
+    c, a, Wm, nus = mfm.mode_condition(False, 2)
+    c1, *_ = mfm.mode_condition(True, 2)
+    Jr = mfm.reduced_jacobian(True)
+    X0 = sp.Symbol("X_*", positive=True)
+    at = {mfm.X_: X0, mfm.Y_: sol["Y_over_X"] * X0, mfm.s2_: 0, mfm.t2_: 0, mfm.w_: sp.sqrt(sol["w2"])}
+    Jstar = Jr.subs(at).applyfunc(sp.simplify)
+    names = ["\\dot X", "\\dot Y", "\\dot{\\sigma^2}", "\\dot{\\tau^2}", "\\dot w"]
+    reduced = "".join(equation(nm, e) for nm, e in zip(names, mf.rhs))
+    reduced0 = "".join(equation(nm, e) for nm, e in zip(names, mf0.rhs))
+    secs = [
+        section("Loss (d = 2 shown)", equation("\\ell", loss.expr)),
+        section("Derived forces with stop-gradient",
+                equation("F_x", fl.force("x")), equation("F_y", fl.force("y")), equation("F_W", fl.force("W"))),
+        section("Derived forces without stop-gradient",
+                equation("F_x", fl0.force("x")), equation("F_y", fl0.force("y"))),
+        section("Invariant on the path graph (d = 1)",
+                equation("I", invariant_expr(s1)),
+                equation("\\dot I_{\\mathrm{sg}}", sp.simplify(s1.time_derivative(invariant_expr(s1)))),
+                equation("\\dot I_{\\mathrm{no\\,sg}}", sp.factor(s0.time_derivative(invariant_expr(s0))))),
+        section("Single-mode fixed-point conditions (Z = \\phi a^T, A\\phi = \\nu D\\phi)",
+                equation("c_{\\mathrm{sg}}(a)", c1), equation("c_{\\mathrm{no\\,sg}}(a)", c),
+                equation("a^T c_{\\mathrm{no\\,sg}}", sp.factor(sp.expand((a.T * c)[0])))),
+        section("Class-separation sector of D^{-1}A",
+                equation("M_{\\mathrm{sep}}", Msec), equation("\\nu_{\\mathrm{sep}}^2", expr)),
+        section("Mean-field reduction (K = 2, with stop-gradient)", reduced),
+        section("Mean-field reduction (K = 2, without stop-gradient)", reduced0),
+        section("Self-consistency and end state",
+                equation("w_*^2", sol["w2"]), equation("Y_*/X_*", sol["Y_over_X"]),
+                equation("I_{\\mathrm{red}}", mfm.reduced_invariant()),
+                equation("Y_\\infty^2", sol["Yinf2"])),
+        section("Jacobian of the reduced flow at the self-consistent point", equation("J_*", Jstar),
+                equation("\\det J_*", sp.simplify(Jstar.det()))),
+    ]
+    return document("Projection head with stop-gradient: derived dynamics", *secs,
+                    abstract="Derived by symcollapse from the loss; every formula is printed from derived SymPy objects.")
+
+
+def write_latex(folder) -> list[Path]:
+    from ..outputs.io import atomic_write_text, ensure_writable_dir
+
+    out = ensure_writable_dir(folder) / "head.tex"
+    return [atomic_write_text(out, latex_document())]
+
+
+# --- figures ---------------------------------------------------------------------------------------
+def write_figures(folder) -> list[Path]:
+    from ..outputs.io import ensure_writable_dir
+
+    folder = ensure_writable_dir(folder)
+    return [figure_variants(folder / "fig4_head_variants.png"),
+            figure_phase_d(folder / "fig5_phase_eps_d.png"),
+            figure_phase_etaW(folder / "fig6_phase_eps_etaW.png"),
+            figure_meanfield(folder / "fig7_meanfield_vs_full.png")]
+
+
+def figure_variants(path) -> Path:
+    """Δ_min(t): no head / head without sg / head + sg frozen W = I / head + sg learned W."""
+    from ..models.embedding import EmbeddingModel
+    from ..outputs.figures import label_axes, log_time_axis, new_figure, save_figure
+
+    K, n, mu, d = 3, 8, 2, 6
+    P = balanced_couplings(K, n, mu)
+    fig, axes = new_figure(1, 1, width=4.4, height=3.2)
+    ax = axes[0, 0]
+    emb = EmbeddingModel(P, d=d, eta_x=RATES[0], eta_y=RATES[1])
+    tr = emb.simulate(t_end=3000.0, seed=0, n_points=80)
+    ok = log_time_axis(ax, tr.t)
+    ax.semilogy(tr.t[ok], tr.d_min[ok], "k-", lw=2.5, alpha=0.35, label="no head")
+    for kw, style, lab in (({"stop_gradient": False}, "C3-", "head, no sg"),
+                           ({"learn_head": False}, "C0--", "head + sg, frozen W = I"),
+                           ({}, "C2-", "head + sg, learned W")):
+        m = HeadModel(P, d=d, eta_x=RATES[0], eta_y=RATES[1], eta_W=RATES[2], **kw)
+        tr = m.simulate(t_end=3000.0, seed=0, n_points=80)
+        ax.semilogy(tr.t[ok], np.maximum(tr.d_min[ok], 1e-12), style, label=lab)
+    label_axes(ax, "time t", "Δ_min", f"K={K}, n={n}, μ={mu}, ε={frustration_fraction(K, n, mu):.2f}, d={d}")
+    return save_figure(fig, path)
+
+
+def figure_phase_d(path) -> Path:
+    """ρ = Δ_min(T)/Δ_min(0) over ε (x) and head dimension d (y), K = 2, with the derived boundaries."""
+    from ..numerics.phase import collapse_grid
+    from ..outputs.figures import label_axes, new_figure, save_figure
+
+    K, n = 2, 6
+    mus, ds = [0, 1, 2, 4, 8], [1, 2, 3, 4, 5]
+    rho = collapse_grid(K, n, mus, ds, seeds=(0,), t_end=300.0, eta=RATES)
+    eps = np.array([frustration_fraction(K, n, m) for m in mus])
+    fig, axes = new_figure(1, 1, width=4.4, height=3.2)
+    ax = axes[0, 0]
+    im = ax.pcolormesh(np.arange(len(mus) + 1) - 0.5, np.array(ds + [ds[-1] + 1]) - 0.5, rho.T,
+                       vmin=0, vmax=1, cmap="viridis", shading="flat")
+    ax.set_xticks(range(len(mus)), [f"{e:.2f}" for e in eps])
+    b = st.phase_boundary(K, nu_sep(K, n, max(mus)), max(ds))
+    ax.axhline(b["d_collapse"] + 0.5, color="w", ls="--", label="d ≤ 2: collapsed fixed point stable")
+    ax.axhline(b["d_full"] - 0.5, color="r", ls=":", label="d ≥ 2K: all 2K modes kept")
+    fig.colorbar(im, ax=ax, label="Δ_min(T)/Δ_min(0)")
+    label_axes(ax, "frustration ε", "head dimension d", f"K={K}, n={n}, T=300")
+    return save_figure(fig, path)
+
+
+def figure_phase_etaW(path) -> Path:
+    """Final separation |Y_∞|/|Y_0| over ε and η_W/η_x (theory, mean-field end state), simulations overlaid."""
+    from ..numerics.phase import final_separation_grid
+    from ..outputs.figures import label_axes, new_figure, save_figure
+
+    n, X0, Y0, w0 = 10, 0.0, 1.0, 1.0
+    ms = np.arange(0, 21)
+    etaW = np.geomspace(0.05, 20, 60)
+    Mg, Eg = np.meshgrid(ms, etaW, indexing="ij")
+    ex, ey = 1.0, 0.5
+    I0 = 2 * n * X0**2 / ex + 2 * Y0**2 / ey - w0**2 / Eg
+    _, Yinf = final_separation_grid(n, Mg, ex, ey, Eg, I0)
+    eps = ms / (2 * n + ms)
+    fig, axes = new_figure(1, 1, width=4.4, height=3.2)
+    ax = axes[0, 0]
+    im = ax.pcolormesh(eps, etaW, (Yinf / Y0).T, shading="nearest", cmap="viridis")
+    cs = ax.contour(eps, etaW, (Yinf / Y0).T, levels=[0.4, 0.5, 0.6, 0.7], colors="w", linewidths=0.8)
+    ax.clabel(cs, fontsize=6)
+    ax.set_yscale("log")
+    for m in (2, 10, 20):
+        for eW in (0.1, 1.0, 10.0):
+            model = HeadModel(balanced_couplings(2, n, m), d=1, eta_x=ex, eta_y=ey, eta_W=eW)
+            Z0, W0 = mfm.ansatz_state(n, m, X0, Y0, np.zeros(n), np.zeros(m), w0, 1)
+            tr = model.simulate(t_eval=np.array([0.0, 60.0]), Z0=Z0, W0=W0)
+            r = abs(tr.Z[-1, 0]) / Y0
+            ax.scatter([m / (2 * n + m)], [eW], c=[r], cmap="viridis", vmin=im.norm.vmin, vmax=im.norm.vmax,
+                       edgecolors="r", s=40, zorder=3)
+    fig.colorbar(im, ax=ax, label="|Y_∞| / |Y_0|  (theory; dots: simulation)")
+    label_axes(ax, "frustration ε", "η_W / η_x", f"K=2, n={n}, η_y/η_x={ey}", legend=False)
+    return save_figure(fig, path)
+
+
+def figure_meanfield(path) -> Path:
+    """w, X, Y over time: mean-field reduction (lines) vs full simulation (markers)."""
+    from ..outputs.figures import label_axes, log_time_axis, new_figure, save_figure
+
+    t, proj, red = meanfield_vs_full()
+    fig, axes = new_figure(1, 1, width=4.4, height=3.2)
+    ax = axes[0, 0]
+    ok = log_time_axis(ax, t)
+    for name, k, col in (("X", 0, "C0"), ("Y", 1, "C1"), ("w", 4, "C2")):
+        ax.plot(t[ok], red[ok, k], "-", color=col, label=f"{name} (reduced)")
+        ax.plot(t[ok][::3], proj[ok, k][::3], "o", color=col, ms=3.5, mfc="none", label=f"{name} (full)")
+    label_axes(ax, "time t", "ansatz variables", "K=2, n=5, m=2, d=1")
+    return save_figure(fig, path)
