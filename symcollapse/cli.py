@@ -92,6 +92,25 @@ def cmd_report(args) -> int:
     return 1 if rep.failed else 0
 
 
+def cmd_sweep(args) -> int:
+    from .numerics.sweeps import model_function, parse_param, run_sweep
+
+    fn = model_function(args.model)
+    params = {}
+    for text in args.param or []:
+        name, values = parse_param(text)
+        if name in params:
+            raise InvalidParameterError(f"--param {name} is given twice")
+        params[name] = values
+    if not params:
+        raise InvalidParameterError("give at least one --param name=v1,v2,…")
+    recs = run_sweep(fn, params, args.out, scheduler=args.scheduler, workers=args.workers,
+                     backend=args.backend,
+                     progress=lambda k, n, rec: _progress(f"  {k}/{n} {rec['params']}"))
+    print(f"{len(recs)} points in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="symcollapse", description="Derive, verify and plot the dynamics of representation collapse.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
@@ -106,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="report", help="folder for the report (default: report)")
     rp.add_argument("--model", action="append", help="only this model (repeatable)")
     rp.set_defaults(func=cmd_report)
+    s = sub.add_parser("sweep", help="run a grid of simulations (Dask if installed), streamed to JSON lines")
+    s.add_argument("--model", required=True, help="built-in sweep model (embedding)")
+    s.add_argument("--param", action="append", help="name=v1,v2,… (repeatable; the grid is their product)")
+    s.add_argument("--out", required=True, help="JSON-lines results file; finished points are skipped on rerun")
+    s.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (default: local processes)")
+    s.add_argument("--workers", type=int, help="local worker processes (default: CPU count)")
+    s.add_argument("--backend", default="auto", choices=["auto", "dask", "processes", "serial"])
+    s.set_defaults(func=cmd_sweep)
     return p
 
 

@@ -148,51 +148,97 @@ class FlowSystem:
                 out[b] = vals.sum(axis=0).reshape(shape)
         return out
 
-    def _forces_moment(self, st: dict) -> dict:
+    def _forces_moment(self, st: dict, factors: dict | None = None, out: dict | None = None) -> dict:
+        """Moment path: f_b·Σ_e p_e F_b(e) for every learned block, written into ``out``
+        (views of the state vector) when given; scalar coefficients and the factors f_b are
+        folded into the degree weights so each block costs a few passes over its rows."""
         cp = self.compiled
         g = self.graph
         X, Y, U = st[SAMPLE], st[LABEL], self.data
         sh = self._shared_args(st)
-        out = {}
-        PY = g.csr @ Y if (SAMPLE in cp.affine) else None
+        res, cache = {}, {}
         for b, coefs in cp.affine.items():
+            f = 1.0 if factors is None else factors[b]
             if b == SAMPLE:
-                own, nb = (X, U), PY
-                deg, keys, other = g.sample_degree, ("x", "u"), "y"
+                own, keys, deg = (X, U), ("x", "u"), g.sample_degree
+                nbrs = (("y", lambda: _keep(cache, "PY", g.csr @ Y)),)
             else:
-                own, nb = (Y,), None
-                deg, keys, other = g.label_degree, ("y",), None
-            acc = None
+                own, keys, deg = (Y,), ("y",), g.label_degree
+                nbrs = (("x", lambda: g.csr_T @ X), ("u", lambda: g.csr_T @ U))
+            shape = self._shape(b)
+            buf = out[b] if out is not None else np.empty(shape)
+            filled = False
             for key, arr in zip(keys, own):
-                acc = _add(acc, _apply(coefs[key](sh), arr))
+                coef = coefs[key](sh)
+                if not arr.shape[1] or (isinstance(coef, float) and coef == 0.0):
+                    continue
+                if isinstance(coef, float):
+                    term_w = (f * coef) * deg
+                    if filled:
+                        buf += arr * term_w[:, None]
+                    else:
+                        np.multiply(arr, term_w[:, None], out=buf)
+                        filled = True
+                    continue
+                if b == SAMPLE and key == "x":  # D X, shared with the moments
+                    arr_d = _keep(cache, "SD", arr * deg[:, None])
+                else:
+                    arr_d = arr * deg[:, None]
+                if filled:
+                    buf += arr_d @ (f * coef).T
+                else:
+                    np.matmul(arr_d, (f * coef).T, out=buf)
+                    filled = True
             c = coefs["c"](sh)
             if not isinstance(c, float):
-                acc = _add(acc, np.broadcast_to(np.asarray(c).ravel(), (arr.shape[0], len(np.asarray(c).ravel()))))
-            acc = acc * deg[:, None] if acc is not None else 0.0
-            if b == SAMPLE:
-                acc = _add(acc, _apply(coefs["y"](sh), nb))
-            else:
-                PtX = g.csr_T @ X if X.shape[1] else None
-                if PtX is not None:
-                    acc = _add(acc, _apply(coefs["x"](sh), PtX))
-                if U.shape[1]:
-                    acc = _add(acc, _apply(coefs["u"](sh), g.csr_T @ U))
-            out[b] = np.broadcast_to(acc, self._shape(b)).copy() if np.ndim(acc) < 2 else acc
+                t = np.outer(deg, f * np.asarray(c, dtype=float).ravel())
+                if filled:
+                    buf += t
+                else:
+                    buf[...] = t
+                    filled = True
+            for key, make in nbrs:
+                coef = coefs[key](sh)
+                if isinstance(coef, float) and coef == 0.0:
+                    continue
+                nb = make()
+                if not nb.shape[1]:
+                    continue
+                nb = nb * (f * coef) if isinstance(coef, float) else nb @ (f * coef).T
+                if filled:
+                    buf += nb
+                else:
+                    buf[...] = nb
+                    filled = True
+            if not filled:
+                buf[...] = 0.0
+            res[b] = buf
         if cp.moment:
-            margs = self.moments(st)
+            margs = self.moments(st, cache.get("PY"), cache.get("SD"))
             for b, fn in cp.moment.items():
+                f = 1.0 if factors is None else factors[b]
                 shape = cp.loss.block(b).shape
-                out[b] = np.array(fn(*sh, *margs), dtype=float).reshape(shape)
-        return out
+                val = f * np.array(fn(*sh, *margs), dtype=float).reshape(shape)
+                if out is not None:
+                    out[b][...] = val
+                    val = out[b]
+                res[b] = val
+        return res
 
-    def moments(self, st: dict) -> list:
-        """[M₀, M₁…, M₂(p ≤ q)…] of the node variables z_e = (x_i, u_i, y_c) over the edges."""
+    def moments(self, st: dict, PY: np.ndarray | None = None, XD: np.ndarray | None = None) -> list:
+        """[M₀, M₁…, M₂(p ≤ q)…] of the node variables z_e = (x_i, u_i, y_c) over the edges
+        (``PY`` = P·Y and ``XD`` = D_s X if already computed)."""
         g = self.graph
-        S = np.hstack([st[SAMPLE], self.data])
-        Y = st[LABEL]
         Ds, Dy = g.sample_degree, g.label_degree
-        SS = S.T @ (S * Ds[:, None])
-        SY = S.T @ (g.csr @ Y)
+        if self.data.shape[1]:
+            S = np.hstack([st[SAMPLE], self.data])
+            SD = S * Ds[:, None]
+        else:
+            S = st[SAMPLE]
+            SD = S * Ds[:, None] if XD is None else XD
+        Y = st[LABEL]
+        SS = S.T @ SD
+        SY = S.T @ (g.csr @ Y if PY is None else PY)
         YY = Y.T @ (Y * Dy[:, None])
         M2 = np.block([[SS, SY], [SY.T, YY]])
         M1 = np.concatenate([S.T @ Ds, Y.T @ Dy])
@@ -200,13 +246,24 @@ class FlowSystem:
         iu = np.triu_indices(nz)
         return [float(Ds.sum()), *M1.tolist(), *M2[iu].tolist()]
 
+    def _factors(self) -> dict:
+        return {b: self.scale * self.rates[b] for b in self.compiled.flow.learned}
+
     def flow_blocks(self, st: dict) -> dict:
         """{block: θ̇_b} = s·η_b·(assembled force)."""
+        if self.path == "moment":
+            return self._forces_moment(self._node_state(st), self._factors())
         F = self.forces(st)
         return {b: self.scale * self.rates[b] * F[b] for b in self.compiled.flow.learned}
 
     def flow_vector(self, v: np.ndarray) -> np.ndarray:
         """θ̇ as a flat vector at the flat state v."""
+        if self.path == "moment":
+            v = np.asarray(v, dtype=float)
+            res = np.empty(self.size)
+            views = {b: res[o:o + int(np.prod(s))].reshape(s) for b, (o, s) in self.layout.items()}
+            self._forces_moment(self._node_state(self.unpack(v)), self._factors(), views)
+            return res
         return self.pack(self.flow_blocks(self.unpack(v)))
 
     # --- loss ---------------------------------------------------------------------------
@@ -285,16 +342,7 @@ class FlowSystem:
         return np.broadcast_to(off + ar[None, :], (len(i), nb))
 
 
-def _apply(coef, arr):
-    """Row-wise A·z for every row z of arr (coef zero, scalar or matrix)."""
-    if isinstance(coef, float):
-        return None if coef == 0.0 else coef * arr
-    return arr @ coef.T
-
-
-def _add(a, b):
-    if b is None:
-        return a
-    if a is None:
-        return b
-    return a + b
+def _keep(cache: dict, key: str, value):
+    """Store ``value`` under ``key`` (for reuse by the moments) and return it."""
+    cache[key] = value
+    return value
