@@ -1,0 +1,459 @@
+"""Speed and memory benchmarks of symcollapse against the natural alternatives.
+
+    python benchmarks/run.py                 # all benchmarks, prints the table
+    python benchmarks/run.py --only 1 --only 3
+    python benchmarks/run.py --markdown benchmarks/RESULTS.md   # also record table + machine
+
+Every ratio is measured in one run: the two sides are timed alternately, several repeats,
+and the median of the per-repeat ratios is reported. Each benchmark first asserts that both
+sides compute the same thing (a benchmark of a wrong result is meaningless).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy
+import scipy.sparse as sps
+import scipy.sparse.linalg  # noqa: F401  (sps.linalg)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from symcollapse.models.couplings import balanced_couplings, frustration_fraction  # noqa: E402
+from symcollapse.numerics.kernels import compile_loss, relative_error  # noqa: E402
+from symcollapse.numerics.system import FlowSystem  # noqa: E402
+
+
+@dataclass
+class Row:
+    bench: str
+    timed: str
+    alternative: str
+    ratio: float
+    target: str
+    ok: bool
+    note: str = ""
+
+
+def timer(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def median_ratio(fa, fb, repeats: int = 7, warmup: int = 1) -> tuple[float, float, float]:
+    """(median of t_a/t_b over alternating repeats, median t_a, median t_b)."""
+    for _ in range(warmup):
+        fa()
+        fb()
+    ta, tb = [], []
+    for _ in range(repeats):
+        ta.append(timer(fa))
+        tb.append(timer(fb))
+    return (statistics.median(a / b for a, b in zip(ta, tb)), statistics.median(ta),
+            statistics.median(tb))
+
+
+def balanced(K: int, N_target: int, eps: float, omega: float = 2.0):
+    """Balanced couplings with K classes, about N_target samples and frustration ≈ eps."""
+    pairs = K * (K - 1) // 2
+    mu = max(1, round(eps * N_target / pairs))
+    n = max(1, round((N_target - mu * pairs) / K))
+    return balanced_couplings(K, n, mu, omega), n, mu
+
+
+# --- (1)+(2): flow kernels ------------------------------------------------------------------
+def _embedding_hand(Pc, eta_x, eta_y):
+    Ds = np.asarray(Pc.sum(axis=1)).ravel()
+    Dy = np.asarray(Pc.sum(axis=0)).ravel()
+    PT = Pc.T.tocsr()
+
+    def flow(X, Y):
+        return (-eta_x * (Ds[:, None] * X - Pc @ Y), -eta_y * (Dy[:, None] * Y - PT @ X))
+    return flow
+
+
+def _head_hand(Pc, eta_x, eta_y, eta_W):
+    """MODEL.md §3 with stop-gradient: Ẋ = −η_x (D_s X Wᵀ − P Y) W, Ẏ = −η_y (D_y Y Wᵀ − Pᵀ X) W,
+    Ẇ = −η_W (W ZᵀDZ − ZᵀAZ)."""
+    Ds = np.asarray(Pc.sum(axis=1)).ravel()
+    Dy = np.asarray(Pc.sum(axis=0)).ravel()
+    PT = Pc.T.tocsr()
+
+    def flow(X, Y, W):
+        PY, PtX = Pc @ Y, PT @ X
+        Xd, Yd = X * Ds[:, None], Y * Dy[:, None]
+        dX = -eta_x * ((Xd @ W.T) - PY) @ W
+        dY = -eta_y * ((Yd @ W.T) - PtX) @ W
+        ZDZ = X.T @ Xd + Y.T @ Yd
+        ZAZ = X.T @ PY
+        dW = -eta_W * (W @ ZDZ - (ZAZ + ZAZ.T))
+        return dX, dY, dW
+    return flow
+
+
+def _torch_flows(P, eta, head: bool):
+    import torch
+
+    i, c = np.nonzero(P)
+    ti, tc = torch.as_tensor(i), torch.as_tensor(c)
+    tp = torch.as_tensor(P[i, c])
+
+    def flow(X, Y, W=None):
+        X = X.detach().requires_grad_(True)
+        Y = Y.detach().requires_grad_(True)
+        xs, ys = X[ti], Y[tc]
+        if head:
+            W = W.detach().requires_grad_(True)
+            r1 = xs @ W.T - ys.detach()
+            r2 = ys @ W.T - xs.detach()
+            L = 0.5 * (tp * ((r1 * r1).sum(1) + (r2 * r2).sum(1))).sum()
+            L.backward()
+            return -eta["x"] * X.grad, -eta["y"] * Y.grad, -eta["W"] * W.grad
+        r = xs - ys
+        L = 0.5 * (tp * (r * r).sum(1)).sum()
+        L.backward()
+        return -eta["x"] * X.grad, -eta["y"] * Y.grad
+    return flow
+
+
+def bench_flow(repeats: int = 15) -> list[Row]:
+    from symcollapse.models.embedding import embedding_loss
+    from symcollapse.models.head import head_loss
+
+    K, d, eps = 10, 16, 0.05
+    P, n, mu = balanced(K, 100_000, eps)
+    N = P.shape[0]
+    Pc = sps.csr_matrix(P)
+    rng = np.random.default_rng(0)
+    eta = {"x": 1.0, "y": 0.5, "W": 0.25}
+    rows = []
+    try:
+        import torch
+        torch.set_num_threads(os.cpu_count() or 1)
+    except ImportError:
+        torch = None
+    where = f"N={N}, d={d}, K={K}, ε={frustration_fraction(K, n, mu):.3f}"
+    for model in ("embedding", "head"):
+        loss = embedding_loss(d) if model == "embedding" else head_loss(d)
+        sysm = FlowSystem(compile_loss(loss), P, rates=eta, path="moment")
+        X, Y = 0.1 * rng.normal(size=(N, d)), rng.normal(size=(K, d))
+        W = np.eye(d) + 0.1 * rng.normal(size=(d, d))
+        st = {"x": X, "y": Y} if model == "embedding" else {"x": X, "y": Y, "W": W}
+        v = sysm.pack(st)
+        if model == "embedding":
+            hand = _embedding_hand(Pc, eta["x"], eta["y"])
+            args = (X, Y)
+        else:
+            hand = _head_hand(Pc, eta["x"], eta["y"], eta["W"])
+            args = (X, Y, W)
+        ref = np.concatenate([a.ravel() for a in hand(*args)])
+        got = sysm.flow_vector(v)
+        err = relative_error(got, ref)
+        assert err < 1e-12, f"{model}: compiled flow ≠ hand-written flow ({err:.2e})"
+        r, ta, tb = median_ratio(lambda: sysm.flow_vector(v), lambda: hand(*args), repeats)
+        rows.append(Row("1", f"compiled flow, {model} ({ta*1e3:.1f} ms)",
+                        f"hand NumPy ({tb*1e3:.1f} ms)", r, "≤ 1.2", r <= 1.2, where))
+        if torch is None:
+            rows.append(Row("2", f"compiled flow, {model}", "PyTorch autograd", float("nan"),
+                            "≤ 1.0", False, "skipped: torch not installed (pip install torch==2.13.0)"))
+            continue
+        targs = [torch.as_tensor(a) for a in args]
+        tflow = _torch_flows(P, eta, model == "head")
+        tref = np.concatenate([g.detach().numpy().ravel() for g in tflow(*targs)])
+        err = relative_error(got, tref)
+        assert err < 1e-10, f"{model}: compiled flow ≠ torch autograd flow ({err:.2e})"
+        r, ta, tb = median_ratio(lambda: sysm.flow_vector(v), lambda: tflow(*targs), repeats)
+        rows.append(Row("2", f"compiled flow, {model} ({ta*1e3:.1f} ms)",
+                        f"torch {torch.__version__} autograd CPU ({tb*1e3:.1f} ms)", r, "≤ 1.0",
+                        r <= 1.0, where + f", torch threads={torch.get_num_threads()}"))
+    return rows
+
+
+# --- (3): integration ------------------------------------------------------------------------
+def bench_integration(repeats: int = 3, full_rk45: bool = False) -> list[Row]:
+    """BDF + analytic Jacobian and the exact propagator vs RK45 to t = 5/r_s.
+
+    RK45's step is stability-limited (h ≈ 3/λ_max), so its cost grows linearly in t: by
+    default it is timed on [0, t/10] and the time multiplied by 10 (its final state there is
+    compared with the propagator's); ``--full-rk45`` integrates the whole interval instead.
+    """
+    from symcollapse.models.embedding import EmbeddingModel
+    from symcollapse.numerics.integrate import integrate
+    from symcollapse.numerics.propagator import linear_propagator
+
+    K, d, eps = 10, 2, 0.01
+    P, n, mu = balanced(K, 10_000, eps)
+    model = EmbeddingModel(P, d=d)
+    sysm = model.system
+    rs = model.slow_rate()
+    t_end = 5.0 / rs
+    v0 = model.initial_state(0).ravel()
+    jac = sysm.jacobian(np.zeros(sysm.size))
+    prop = linear_propagator(sysm)
+    tol = dict(rtol=1e-8, atol=1e-10)
+    frac = 1.0 if full_rk45 else 0.1
+    out = {}
+
+    def bdf():
+        out["bdf"] = integrate(sysm.flow_vector, v0, np.array([0.0, t_end]), jac=lambda y: jac,
+                               method="BDF", **tol).y[-1]
+
+    def expm():
+        out["expm"] = prop(v0, t_end)
+
+    def rk45():
+        out["rk45"] = integrate(sysm.flow_vector, v0, np.array([0.0, frac * t_end]), method="RK45",
+                                **tol).y[-1]
+
+    t_rk = timer(rk45) / frac  # once: it is the slow side
+    t_bdf = statistics.median(timer(bdf) for _ in range(repeats))
+    t_ex = statistics.median(timer(expm) for _ in range(repeats))
+
+    def rel(a, b):
+        return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+    e_bdf = rel(out["bdf"], out["expm"])
+    e_rk = rel(out["rk45"], prop(v0, frac * t_end))
+    assert e_bdf < 1e-5 and e_rk < 1e-5, f"final states disagree: BDF {e_bdf:.1e}, RK45 {e_rk:.1e}"
+    lam = float(abs(sps.linalg.eigsh(-jac, k=1, which="LA", return_eigenvectors=False)[0]))
+    how = "RK45 full interval" if full_rk45 else "RK45 timed on [0, t/10], ×10 (step ∝ 1/λ_max)"
+    where = (f"N={P.shape[0]}, d={d}, K={K}, ε={frustration_fraction(K, n, mu):.3f}, "
+             f"t=5/r_s={t_end:.0f}, λ_max={lam:.0f}; states agree with exp(Jt)v0: BDF {e_bdf:.0e}, "
+             f"RK45 {e_rk:.0e}; {how}")
+    return [Row("3", f"BDF + analytic sparse Jacobian ({t_bdf:.2f} s)", f"RK45, no Jacobian ({t_rk:.0f} s)",
+                t_rk / t_bdf, "≥ 10× faster", t_rk / t_bdf >= 10, where),
+            Row("3", f"exact propagator expm_multiply ({t_ex:.2f} s)", f"RK45, no Jacobian ({t_rk:.0f} s)",
+                t_rk / t_ex, "≥ 10× faster", t_rk / t_ex >= 10, "same runs")]
+
+
+# --- (4): slow rate at N = 10⁶ ----------------------------------------------------------------
+def bench_slow_rate(repeats: int = 3) -> list[Row]:
+    from symcollapse.numerics import spectra
+
+    K = 10
+    big, n, mu = balanced(K, 1_000_000, 0.05)
+    small, n2, mu2 = balanced(K, 2000, 0.05)
+    r_big = spectra.slow_rate(big, method="schur")
+    r_small_s = spectra.slow_rate(small, method="schur")
+    r_small_d = spectra.slow_rate(small, method="dense")
+    assert abs(r_small_s - r_small_d) <= 1e-9 * r_small_d, (r_small_s, r_small_d)
+    # the big one against the smallest root of MODEL.md's sector cubic (η = 1)
+    cub = [1.0, -(3 + n + (K - 1) * mu), 2 + 2 * n + (2 * K - 1) * mu, -K * mu]
+    root = min(np.roots(cub).real)
+    assert abs(r_big - root) <= 1e-8 * root, (r_big, root)
+    t_big = statistics.median(timer(lambda: spectra.slow_rate(big, method="schur")) for _ in range(repeats))
+    t_dense = statistics.median(timer(lambda: spectra.slow_rate(small, method="dense")) for _ in range(repeats))
+    return [Row("4", f"slow rate, Schur complement, N={big.shape[0]} ({t_big:.2f} s)",
+                f"dense eigvalsh, N={small.shape[0]} ({t_dense:.2f} s)", t_big / t_dense, "≤ 1",
+                t_big / t_dense <= 1,
+                f"r_s={r_big:.6g} = cubic root to {abs(r_big - root) / root:.0e}; N=2000: Schur = dense")]
+
+
+# --- (5): 512×512 grid of the closed-form slow rate ------------------------------------------
+def bench_grid() -> list[Row]:
+    """The smallest root of the derived sector cubic (MODEL.md §2) by Viète's trigonometric
+    closed form (three real roots), lambdified over a 512×512 grid of (μ/n, η_y/η_x)."""
+    import sympy as sp
+
+    from symcollapse.models.embedding import embedding_sector
+
+    sec = embedding_sector(omega=2)
+    r = sp.Symbol("r")
+    cp = sp.Poly(sp.expand(sec.charpoly), r)
+    a = cp.all_coeffs()
+    lead = a[0]
+    b, c, dd = [sp.simplify(e / lead) for e in a[1:]]
+    # r³ + b r² + c r + d: depressed cubic t³ + p t + q with r = t − b/3
+    p = c - b**2 / 3
+    q = 2 * b**3 / 27 - b * c / 3 + dd
+    m = 2 * sp.sqrt(-p / 3)
+    theta = sp.acos(sp.Max(-1, sp.Min(1, 3 * q / (p * m)))) / 3
+    smallest = m * sp.cos(theta + 2 * sp.pi / 3) - b / 3  # the k = 2 root of Viète's form
+    syms = sorted(smallest.free_symbols, key=lambda s: s.name)
+    fn = sp.lambdify(syms, smallest, "numpy")
+    names = [s.name for s in syms]
+    G = 512
+    mu_over_n = np.geomspace(1e-4, 1.0, G)[:, None]
+    eta_y = np.geomspace(1e-2, 1e2, G)[None, :]
+    vals = {"K": 10.0, "n": 100.0, "eta_x": 1.0}
+
+    fc = sp.lambdify(syms, [b, c, dd], "numpy")
+
+    def run():
+        kw = dict(vals)
+        kw["mu"] = 100.0 * mu_over_n
+        kw["eta_y"] = eta_y
+        args = [kw[nm] for nm in names]
+        r0 = np.broadcast_to(fn(*args), (G, G))
+        B, C, D = (np.broadcast_to(v, (G, G)) for v in fc(*args))
+        # one vectorised Newton step polishes the acos round-off near a double root
+        return r0 - (((r0 + B) * r0 + C) * r0 + D) / ((3 * r0 + 2 * B) * r0 + C)
+
+    t = statistics.median(timer(run) for _ in range(5))
+    grid = run()
+    # check against batched companion-matrix roots on a sample of the grid
+    rng = np.random.default_rng(1)
+    ii, jj = rng.integers(0, G, 300), rng.integers(0, G, 300)
+    worst = 0.0
+    for i, j in zip(ii, jj):
+        kw = dict(vals, mu=100.0 * mu_over_n[i, 0], eta_y=eta_y[0, j])
+        bb, cc, d0 = (float(v) for v in fc(*[kw[nm] for nm in names]))
+        ref = min(np.roots([1.0, bb, cc, d0]).real)
+        worst = max(worst, abs(grid[i, j] - ref) / ref)
+    assert worst < 1e-6, worst
+    return [Row("5", f"512×512 closed-form slow rate ({t*1e3:.0f} ms)", "target 1 s", t / 1.0,
+                "< 1 s", t < 1.0, f"Viète form of the derived cubic + 1 Newton step; = companion roots to {worst:.0e} "
+                "(no closed-form r_s exported by models.embedding)")]
+
+
+# --- (6): derivation + compilation, cold and warm --------------------------------------------
+_ALL_MODELS = textwrap.dedent("""
+    import time
+    t = time.perf_counter()
+    from symcollapse.numerics.kernels import compile_loss
+    from symcollapse.models.embedding import embedding_loss
+    from symcollapse.models.head import head_loss
+    from symcollapse.models.teacher_student import student_loss
+    losses = [embedding_loss(2)] + [head_loss(8, sg, learn) for sg in (True, False, "labels")
+              for learn in (True, False)] + [student_loss(2), student_loss(2, head=True)]
+    for l in losses:
+        compile_loss(l)
+    print(time.perf_counter() - t, len(losses))
+""")
+
+
+def bench_cache() -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, SYMCOLLAPSE_CACHE_DIR=tmp, PYTHONPATH=str(ROOT))
+        env.pop("SYMCOLLAPSE_CACHE", None)
+
+        def run():
+            out = subprocess.run([sys.executable, "-c", _ALL_MODELS], env=env, capture_output=True,
+                                 text=True, check=True).stdout.split()
+            return float(out[0]), int(out[1])
+        cold, n = run()
+        warm = statistics.median(run()[0] for _ in range(3))
+    return [Row("6", f"derive+compile {n} model losses, warm cache ({warm:.2f} s)",
+                f"cold, no cache ({cold:.2f} s)", cold / warm, "warm ≤ 2 s", warm <= 2.0,
+                "each in a fresh process incl. imports; head d=8 (HeadModel default)")]
+
+
+# --- (7): peak memory ---------------------------------------------------------------------------
+_MEMORY = textwrap.dedent("""
+    import resource, sys, numpy as np
+    from scipy.integrate import RK45
+    from symcollapse.models.head import head_loss
+    from symcollapse.models.couplings import balanced_couplings
+    from symcollapse.numerics.kernels import compile_loss
+    from symcollapse.numerics.system import FlowSystem
+    K, d, n, mu = 10, 16, 97778, 222
+    P = balanced_couplings(K, n, mu)
+    cp = compile_loss(head_loss(d))
+    sysm = FlowSystem(cp, P, rates={"x": 1.0, "y": 1.0, "W": 1.0})
+    rng = np.random.default_rng(0)
+    v = sysm.pack({"x": 0.1 * rng.normal(size=(P.shape[0], d)), "y": rng.normal(size=(K, d)), "W": np.eye(d)})
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    which = sys.argv[1]
+    if which == "flow":
+        sysm.flow_vector(v)
+    else:
+        s = RK45(lambda t, y: sysm.flow_vector(y), 0.0, v, 1.0, rtol=1e-6, atol=1e-9)
+        s.step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(peak * 1024, base * 1024, P.shape[0], v.size)
+""")
+
+
+def bench_memory() -> list[Row]:
+    rows = []
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for which, label in (("flow", "one flow evaluation"), ("step", "one RK45 integration step")):
+        out = subprocess.run([sys.executable, "-c", _MEMORY, which], env=env, capture_output=True,
+                             text=True, check=True).stdout.split()
+        peak, base, N, size = int(out[0]), int(out[1]), int(out[2]), int(out[3])
+        gb = peak / 2**30
+        rows.append(Row("7", f"peak RSS, head model, {label} ({gb:.2f} GB)", "target 3 GB", gb / 3.0,
+                        "< 3 GB", gb < 3.0,
+                        f"N={N}, d=16, state {size} floats; whole process incl. P and setup "
+                        f"({base / 2**30:.2f} GB before)"))
+    return rows
+
+
+BENCHES = {1: bench_flow, 2: bench_flow, 3: bench_integration, 4: bench_slow_rate, 5: bench_grid,
+           6: bench_cache, 7: bench_memory}
+
+
+def machine() -> str:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+        tv = torch.__version__
+    except ImportError:
+        tv = "not installed"
+    import sympy
+    return (f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, NumPy {np.__version__}, "
+            f"SciPy {scipy.__version__}, SymPy {sympy.__version__}, torch {tv}")
+
+
+def table(rows: list[Row]) -> str:
+    head = "| # | timed | alternative | median ratio | target | met | notes |\n|---|---|---|---|---|---|---|"
+    lines = [head]
+    for r in rows:
+        ratio = "—" if r.ratio != r.ratio else f"{r.ratio:.3g}"
+        lines.append(f"| {r.bench} | {r.timed} | {r.alternative} | {ratio} | {r.target} | "
+                     f"{'yes' if r.ok else 'NO'} | {r.note} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", type=int, action="append", choices=sorted(BENCHES),
+                    help="run only this benchmark (repeatable)")
+    ap.add_argument("--markdown", help="also write the table and the machine to this Markdown file")
+    ap.add_argument("--full-rk45", action="store_true",
+                    help="benchmark 3: integrate RK45 over the whole interval (minutes) instead of t/10")
+    args = ap.parse_args(argv)
+    chosen = sorted(set(args.only or BENCHES))
+    rows, done = [], set()
+    for k in chosen:
+        fn = BENCHES[k]
+        if fn in done:
+            continue
+        done.add(fn)
+        print(f"[benchmark {k}] {fn.__name__} …", file=sys.stderr, flush=True)
+        res = fn(full_rk45=True) if (fn is bench_integration and args.full_rk45) else fn()
+        rows.extend(r for r in res if int(r.bench) in chosen)
+    rows.sort(key=lambda r: int(r.bench))
+    text = table(rows)
+    print(text)
+    print(f"\nmachine: {machine()}")
+    if args.markdown:
+        from symcollapse.outputs.io import atomic_write_text
+
+        md = (f"# Benchmark results\n\nRecorded with `python benchmarks/run.py --markdown "
+              f"benchmarks/RESULTS.md` on {time.strftime('%Y-%m-%d', time.gmtime())}.\n\n"
+              f"Machine: {machine()}.\n\n{text}\n")
+        atomic_write_text(args.markdown, md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""The exact propagator exp(J t) v0 of a linear flow: equals dense expm, a stiff integration
+and MODEL.md's end state (η-weighted component means); non-linear flows are refused."""
+import numpy as np
+import pytest
+import scipy.linalg
+
+from symcollapse.errors import DerivationCheckError, InvalidParameterError
+from symcollapse.models.couplings import balanced_couplings
+from symcollapse.models.embedding import EmbeddingModel
+from symcollapse.models.head import head_loss
+from symcollapse.numerics.integrate import integrate
+from symcollapse.numerics.kernels import compile_loss
+from symcollapse.numerics.propagator import linear_propagator
+from symcollapse.numerics.system import FlowSystem
+
+
+def _model():
+    return EmbeddingModel(balanced_couplings(3, 2, 1), d=2, eta_x=1.0, eta_y=0.4)
+
+
+def test_propagator_equals_dense_expm_and_bdf():
+    m = _model()
+    prop = linear_propagator(m.system)
+    v0 = m.initial_state(3).ravel()
+    t = 2.5
+    dense = scipy.linalg.expm(prop.J.toarray() * t) @ v0
+    np.testing.assert_allclose(prop(v0, t), dense, rtol=1e-10, atol=1e-12)
+    sol = integrate(m.system.flow_vector, v0, np.array([0.0, t]), method="BDF",
+                    jac=lambda y: prop.J, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(prop(v0, t), sol.y[-1], rtol=1e-7, atol=1e-9)
+    traj = prop.trajectory(v0, [0.0, 1.0, t])
+    np.testing.assert_allclose(traj[0], v0)
+    np.testing.assert_allclose(traj[-1], dense, rtol=1e-10, atol=1e-12)
+
+
+def test_propagator_reaches_model_md_end_state():
+    m = _model()
+    v0 = m.initial_state(5).ravel()
+    late = linear_propagator(m.system)(v0, 60.0 / m.slow_rate())
+    np.testing.assert_allclose(late.reshape(-1, 2), m.end_state(v0.reshape(-1, 2)), atol=1e-9)
+
+
+def test_nonlinear_flow_and_bad_input_are_refused():
+    P = balanced_couplings(2, 2, 1)
+    sysm = FlowSystem(compile_loss(head_loss(2)), P, rates={"x": 1.0, "y": 1.0, "W": 1.0})
+    with pytest.raises(DerivationCheckError, match="not linear"):
+        linear_propagator(sysm)
+    prop = linear_propagator(_model().system)
+    n = prop.J.shape[0]
+    with pytest.raises(InvalidParameterError, match="t must be"):
+        prop(np.zeros(n), -1.0)
+    with pytest.raises(InvalidParameterError, match="v0"):
+        prop(np.full(n, np.nan), 1.0)
+    with pytest.raises(InvalidParameterError, match="t_eval"):
+        prop.trajectory(np.zeros(n), [1.0, 0.5])
