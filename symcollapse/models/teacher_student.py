@@ -230,6 +230,10 @@ class TeacherStudentModel:
         """G = UUᵀ."""
         return self.data.U @ self.data.U.T
 
+    @cached_property
+    def _gram_inverse(self) -> np.ndarray:
+        return np.linalg.inv(self.gram)
+
     def slow_rate(self) -> float:
         """Smallest nonzero eigenvalue of blockdiag(η_S G, η_y I)·L_G: the collapse rate of the
         head-free flow (it is the decay rate of Δ_min when frustration connects the classes)."""
@@ -251,7 +255,7 @@ class TeacherStudentModel:
     def invariants(self, st: dict) -> np.ndarray:
         """Per component C (rows) the conserved Σ_{i∈C} (G⁻¹X)_i/η_S + Σ_{c∈C} y_c/η_y (head=False)."""
         X = self.data.U @ np.asarray(st[MAP]).T
-        GX = np.linalg.solve(self.gram, X)
+        GX = self._gram_inverse @ X
         n, comp = self.graph.components
         N = self.n_inputs
         out = np.zeros((n, self.d))
@@ -306,3 +310,104 @@ class TeacherStudentModel:
             sol.t, np.array(dm), np.array(acc), np.array(ls), Z, final.get("W"),
             sol.y if keep_states else None, {"invariant": np.array(inv)},
             test_accuracy=np.array(tacc), S=final[MAP])
+
+
+# --- exact statements on small instances (SymPy) ----------------------------------------------
+PATH_P = ((1, 0), (0, 1), (1, 1))  # x₁–y₁–f–y₂–x₂: two single inputs, one duplicated input
+SPLIT_P = ((1, 0), (0, 1), (1, 0))  # ε = 0: two components (the classes)
+
+
+@lru_cache(maxsize=None)
+def derive_student_map(d: int = 1, head: bool = False, stop_gradient: bool = True, probe_dim: int = 3):
+    """The engine's flow of ℓ(x = S u, …) with the chain rule checked against the composite loss."""
+    from ..symbolic.reparam import derive_linear_map
+
+    return derive_linear_map(student_loss(d, head, stop_gradient), MAP, probe_dim, check_composite=True)
+
+
+def _block_flow(system, block: str) -> sp.Matrix:
+    """The time derivative of one block of a SymbolicSystem, in the block's shape."""
+    off = 0
+    for b, m in system.blocks.items():
+        if b == block:
+            return sp.Matrix(m.shape[0], m.shape[1], list(system.flow[off:off + len(m)]))
+        off += len(m)
+    raise KeyError(block)
+
+
+def _symbolic_inputs(N: int, D0: int) -> sp.Matrix:
+    return sp.Matrix(N, D0, lambda i, j: sp.Symbol(f"u{i}_{j}", real=True))
+
+
+def induced_flow_difference(P=PATH_P, head: bool = False, stop_gradient: bool = True) -> sp.Matrix:
+    """U Ṡᵀ − G Ẋ|_{X = U Sᵀ} on a small graph with symbolic inputs U (N×N), d = 1, where Ṡ is
+    the assembled flow of the composite loss and Ẋ = η_S F_X the base flow: zero iff Ẋ_induced =
+    η_S G F_X = −η_S G ∂L/∂X."""
+    from ..symbolic.assemble import assemble_symbolic
+
+    P = sp.Matrix(P)
+    N = P.shape[0]
+    lm = derive_student_map(1, head, stop_gradient, N)
+    U = _symbolic_inputs(N, N)
+    comp = assemble_symbolic(lm.composite, P, data=U)
+    base = assemble_symbolic(lm.base, P)
+    S = comp.blocks[MAP]
+    Sdot = _block_flow(comp, MAP)
+    X = base.blocks["x"]
+    Xdot = _block_flow(base, "x").xreplace(dict(zip(X, U * S.T)))
+    return sp.expand(U * Sdot.T - U * U.T * Xdot)
+
+
+def induced_jacobian_difference(P=PATH_P, U=None) -> sp.Matrix:
+    """∂(Ẋ, Ẏ)/∂(X, Y) − (−blockdiag(η_S G, η_y I) L_G) for the induced flow Ẋ = G·(base Ẋ), d = 1."""
+    from ..symbolic.assemble import assemble_symbolic
+
+    P = sp.Matrix(P)
+    N, K = P.shape
+    U = sp.Matrix(U) if U is not None else _symbolic_inputs(N, N)
+    base = assemble_symbolic(derive_student_map(1).base, P)
+    X, Y = base.blocks["x"], base.blocks["y"]
+    induced = sp.Matrix.vstack(U * U.T * _block_flow(base, "x"), _block_flow(base, "y"))
+    J = induced.jacobian(list(X) + list(Y))
+    L = sp.Matrix(sp.BlockMatrix([[sp.diag(*[sum(P.row(i)) for i in range(N)]), -P],
+                                  [-P.T, sp.diag(*[sum(P.col(c)) for c in range(K)])]]))
+    eta_S, eta_y = derive_student_map(1).base.loss.rate("x"), derive_student_map(1).base.loss.rate("y")
+    H = sp.diag(eta_S * U * U.T, eta_y * sp.eye(K))
+    return sp.expand(J + H * L)
+
+
+def component_invariants(P=PATH_P, U=None):
+    """(found basis of linear invariants c·(S, Y), proposed I_C = Σ_{i∈C} (G⁻¹X)_i/η_S + Σ_{c∈C} y_c/η_y)
+    on a small graph with an integer input matrix U (N×N, full rank), d = 1, in the S coordinates."""
+    from ..symbolic.assemble import assemble_symbolic
+    from ..symbolic.invariants import linear_invariants
+
+    P = sp.Matrix(P)
+    N, K = P.shape
+    U = sp.Matrix(U) if U is not None else sp.Matrix(N, N, lambda i, j: 1 + (i == j) + (i * j) % 2)
+    lm = derive_student_map(1, False, True, N)
+    system = assemble_symbolic(lm.composite, P, data=U)
+    S, Y = system.blocks[MAP], system.blocks["y"]
+    X = U * S.T
+    GX = (U * U.T).inv() * X
+    eta_S, eta_y = lm.rate, lm.base.loss.rate("y")
+    n, comp = CouplingGraph.from_couplings(np.array(P.tolist(), dtype=float)).components
+    proposed = []
+    for c in range(n):
+        I = sum(GX[i] for i in range(N) if comp[i] == c) / eta_S
+        I += sum(Y[k] for k in range(K) if comp[N + k] == c) / eta_y
+        proposed.append(sp.simplify(I))
+    return system, linear_invariants(system), proposed
+
+
+def norm_invariant_rate(stop_gradient: bool = True, P=PATH_P) -> sp.Expr:
+    """d/dt [‖S‖²/η_S + Σ‖y‖²/η_y − ‖W‖²/η_W] along the head flow (d = 1, symbolic inputs)."""
+    from ..symbolic.assemble import assemble_symbolic
+
+    P = sp.Matrix(P)
+    N = P.shape[0]
+    lm = derive_student_map(1, True, stop_gradient, 2)
+    system = assemble_symbolic(lm.composite, P, data=_symbolic_inputs(N, 2))
+    rates = system.rates
+    I = sum(sqnorm(m) / rates[b] * (-1 if b == "W" else 1) for b, m in system.blocks.items())
+    return sp.expand(system.time_derivative(I))

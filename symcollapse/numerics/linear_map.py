@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cached_property, lru_cache
 
 import numpy as np
+import scipy.sparse as sps
 
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic.loss import LABEL, SAMPLE
@@ -134,8 +135,9 @@ class LinearMapSystem:
         A3 = A.reshape(-1, N, d)
         return np.einsum("mik,ij->mkj", A3, self.U, optimize=True).reshape(A.shape[0], d * self.D)
 
-    def jacobian(self, v: np.ndarray) -> np.ndarray:
-        """∂θ̇/∂θ (dense) from the base system's derived sparse Jacobian by the chain rule."""
+    def jacobian(self, v: np.ndarray) -> sps.csr_matrix:
+        """∂θ̇/∂θ from the base system's derived sparse Jacobian by the chain rule (dense
+        entries in a sparse container: the stiff solvers then factorise it with SuperLU)."""
         Jb = self.base.jacobian(self.base_vector(v)).tocsr()
         nx = self.n_samples_entries
         Jxx = Jb[:nx, :nx]
@@ -148,7 +150,7 @@ class LinearMapSystem:
         J[:n, n:] = self._left(Jxo)
         J[n:, :n] = self._right(Jox)
         J[n:, n:] = Joo
-        return J
+        return sps.csr_matrix(J)
 
     @cached_property
     def _Mdense(self) -> np.ndarray:
@@ -208,7 +210,7 @@ def _verify_cached(compiled, seed, tol, name):
     errs = {"map flow vs central differences of the loss in S":
             relative_error(f, -sysm.rate_vector * sysm.frozen_loss_gradient_fd(v)),
             "map Jacobian vs central differences of the flow":
-            relative_error(sysm.jacobian(v), sysm.flow_jacobian_fd(v))}
+            relative_error(sysm.jacobian(v).toarray(), sysm.flow_jacobian_fd(v))}
     S0 = rng.normal(size=(sysm.d, sysm.D))
     rs = RowSpaceSystem(compiled, P, sysm.U, S0, rates=rates, params=params, frozen=frozen, name=name)
     w = rng.normal(size=rs.size)
@@ -217,7 +219,7 @@ def _verify_cached(compiled, seed, tol, name):
     errs["row-space flow (A-dot^T U) vs direct S-flow"] = relative_error(
         rs.flow_blocks(st)[rs.COORD].T @ rs.U, direct[name])
     errs["row-space Jacobian vs central differences of the flow"] = relative_error(
-        rs.jacobian(w), rs.flow_jacobian_fd(w))
+        rs.jacobian(w).toarray(), rs.flow_jacobian_fd(w))
     for what, err in errs.items():
         if not err <= tol:
             raise DerivationCheckError(f"{loss.name}: {what}: relative error {err:.3e} > {tol:g}")
@@ -287,13 +289,13 @@ class RowSpaceSystem(LinearMapSystem):
                 out[b] = self.scale * self.base.rates[b] * F[b]
         return out
 
-    def jacobian(self, v: np.ndarray) -> np.ndarray:
+    def jacobian(self, v: np.ndarray) -> sps.csr_matrix:
         """[[J_xx M_G, J_xo], [J_ox M_G, J_oo]] with M_G = ∂vec X/∂vec A = G ⊗ I_d."""
         Jb = self.base.jacobian(self.base_vector(v)).tocsr()
         nx = self.n_samples_entries
         J = Jb.toarray()
         J[:, :nx] = np.asarray(Jb[:, :nx] @ self._MG)
-        return J
+        return sps.csr_matrix(J)
 
     @cached_property
     def _MG(self) -> np.ndarray:
