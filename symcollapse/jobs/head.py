@@ -220,31 +220,56 @@ def latex_document() -> str:
     reduced = "".join(equation(nm, e) for nm, e in zip(names, mf.rhs))
     reduced0 = "".join(equation(nm, e) for nm, e in zip(names, mf0.rhs))
     secs = [
-        section("Loss (d = 2 shown)", equation("\\ell", loss.expr)),
+        section("Loss ($d = 2$ shown)", equation("\\ell", loss.expr)),
         section("Derived forces with stop-gradient",
                 equation("F_x", fl.force("x")), equation("F_y", fl.force("y")), equation("F_W", fl.force("W"))),
         section("Derived forces without stop-gradient",
                 equation("F_x", fl0.force("x")), equation("F_y", fl0.force("y"))),
-        section("Invariant on the path graph (d = 1)",
+        section("Invariant on the path graph ($d = 1$)",
                 equation("I", invariant_expr(s1)),
                 equation("\\dot I_{\\mathrm{sg}}", sp.simplify(s1.time_derivative(invariant_expr(s1)))),
                 equation("\\dot I_{\\mathrm{no\\,sg}}", sp.factor(s0.time_derivative(invariant_expr(s0))))),
-        section("Single-mode fixed-point conditions (Z = \\phi a^T, A\\phi = \\nu D\\phi)",
+        section("Single-mode fixed-point conditions ($Z = \\phi a^T$, $A\\phi = \\nu D\\phi$)",
                 equation("c_{\\mathrm{sg}}(a)", c1), equation("c_{\\mathrm{no\\,sg}}(a)", c),
                 equation("a^T c_{\\mathrm{no\\,sg}}", sp.factor(sp.expand((a.T * c)[0])))),
-        section("Class-separation sector of D^{-1}A",
+        section("Class-separation sector of $D^{-1}A$",
                 equation("M_{\\mathrm{sep}}", Msec), equation("\\nu_{\\mathrm{sep}}^2", expr)),
-        section("Mean-field reduction (K = 2, with stop-gradient)", reduced),
-        section("Mean-field reduction (K = 2, without stop-gradient)", reduced0),
+        section("Mean-field reduction ($K = 2$, with stop-gradient)", reduced),
+        section("Mean-field reduction ($K = 2$, without stop-gradient)", reduced0),
         section("Self-consistency and end state",
                 equation("w_*^2", sol["w2"]), equation("Y_*/X_*", sol["Y_over_X"]),
                 equation("I_{\\mathrm{red}}", mfm.reduced_invariant()),
                 equation("Y_\\infty^2", sol["Yinf2"])),
         section("Jacobian of the reduced flow at the self-consistent point", equation("J_*", Jstar),
                 equation("\\det J_*", sp.simplify(Jstar.det()))),
+        section("Stability of the fixed points", stability_table()),
     ]
     return document("Projection head with stop-gradient: derived dynamics", *secs,
                     abstract="Derived by symcollapse from the loss; every formula is printed from derived SymPy objects.")
+
+
+def stability_table() -> str:
+    """Classes of exact fixed points (engine Jacobian, family tangent removed) vs the mode rule."""
+    P2 = balanced_couplings(2, 3, 1)
+    v2, _ = graph_modes(P2)
+    L = len(v2)
+    lines = ["Fixed points $Z = \\sum_{k\\in S}\\phi_k a_k^T$ of $B(2, 3, 1)$ with orthogonal $a_k$; "
+             "the Jacobian is taken on the complement of the fixed-point family "
+             "($\\delta Z = Z M^T$, $\\delta W = MW - WM$, and swaps of degenerate modes).",
+             "", "\\begin{tabular}{llllr}", "$d$ & kept $\\nu$ & Jacobian & rule & $\\max\\operatorname{Re}\\lambda$\\\\",
+             "\\hline"]
+    for d, keep in ((1, [L - 1]), (1, [L - 2]), (2, [0, L - 1]), (2, [1, L - 2]), (3, [0, 1, L - 1]),
+                    (4, [0, 1, L - 2, L - 1])):
+        res, _ = st.analyse_fixed_point(P2, d, keep, eta=(1.0, 0.5, 1.0))
+        nus = ", ".join(f"{v:.3f}" for v in v2[keep])
+        lines.append(f"{d} & {nus} & {res.kind} & {st.predicted_kind(v2, keep)} & {res.max_real:.3g}\\\\")
+    lines.append("\\end{tabular}")
+    b = {K: st.phase_boundary(K, nu_sep(K, 40, 3), 3 * K) for K in (2, 3, 4)}
+    lines += ["", "Mode-competition rule: an absent mode $j$ grows iff a kept mode $k$ has "
+              "$\\nu_k\\nu_j > 0$ and $|\\nu_k| < |\\nu_j|$. Boundaries from it: "
+              + "; ".join(f"$K={K}$: $d_{{\\rm collapse}} = {v['d_collapse']}$, $d_{{\\rm full}} = {v['d_full']}$"
+                          for K, v in b.items()) + "."]
+    return "\n".join(lines) + "\n"
 
 
 def write_latex(folder) -> list[Path]:
