@@ -116,3 +116,30 @@ def test_non_normal_member_of_a_stable_family_can_be_a_saddle():
     assert res.kind == "saddle"
     res2, _ = st.analyse_fixed_point(P2, 2, [L - 2, L - 1], eta=(1.0, 0.5, 1.0), seed=0)
     assert res2.kind == "stable"
+
+
+def test_vectorised_closed_forms_match_scalar_derivations():
+    from symcollapse.numerics.phase import final_separation_grid, nu_sep_grid
+
+    K, n, mu = np.meshgrid([2, 3, 5], [1, 4], [0, 1, 7], indexing="ij")
+    grid = nu_sep_grid(K, n, mu, 1.5)
+    ref = np.vectorize(lambda k, nn, m: sc.nu_sep(int(k), int(nn), int(m), 1.5))(K, n, mu)
+    assert grid.shape == K.shape and np.max(np.abs(grid - ref)) < 1e-14
+    sol = mfm.self_consistency(True)
+    w, Y = final_separation_grid(10, np.array([0, 3, 8]), 1.0, 0.5, 2.0, 3.0)
+    for k, m in enumerate((0, 3, 8)):
+        vals = {mfm.n_: 10, mfm.m_: m, mfm.omega_: 2, mfm.eta_x: 1, mfm.eta_y: sp.Rational(1, 2),
+                mfm.eta_W: 2, sol["I0"]: 3}
+        assert abs(w[k] - float(sp.sqrt(sol["w2"].subs(vals)))) < 1e-14
+        assert abs(Y[k] - float(sp.sqrt(sol["Yinf2"].subs(vals)))) < 1e-14
+    assert abs(w[0] - 1.0) < 1e-15  # no frustration: w* = 1
+
+
+@pytest.mark.slow
+def test_collapse_grid_follows_phase_boundary():
+    from symcollapse.numerics.phase import collapse_grid
+
+    rho = collapse_grid(2, 6, [0, 6], [1, 4], seeds=(0, 1), t_end=500.0)
+    assert rho[0, 0] > 0.3 and rho[0, 1] > 0.3  # ε = 0: no collapse for any d
+    assert rho[1, 0] < 1e-3  # d = 1 < 3 under frustration: collapse
+    assert rho[1, 1] > 0.3  # d = 2K: every non-zero mode kept
