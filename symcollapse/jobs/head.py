@@ -353,7 +353,7 @@ def figure_phase_etaW(path) -> Path:
     ax = axes[0, 0]
     im = ax.pcolormesh(eps, etaW, (Yinf / Y0).T, shading="nearest", cmap="viridis", vmin=0.0,
                        vmax=float(np.max(Yinf / Y0)))
-    cs = ax.contour(eps, etaW, (Yinf / Y0).T, levels=[0.4, 0.5, 0.6, 0.7], colors="w", linewidths=0.8)
+    cs = ax.contour(eps, etaW, (Yinf / Y0).T, levels=[0.1, 0.2, 0.3], colors="w", linewidths=0.8)
     ax.clabel(cs, fontsize=6)
     ax.set_yscale("log")
     for m in (2, 20):
@@ -364,7 +364,7 @@ def figure_phase_etaW(path) -> Path:
             r = abs(tr.Z[-1, 0]) / Y0
             ax.scatter([m / (2 * n + m)], [eW], c=[r], cmap="viridis", vmin=im.norm.vmin, vmax=im.norm.vmax,
                        edgecolors="r", s=40, zorder=3)
-    fig.colorbar(im, ax=ax, label="|Y_∞| / |Y_0|  (theory; dots: simulation)")
+    fig.colorbar(im, ax=ax, label="|Y_∞|/|Y_0|: theory (map), simulation (dots)")
     label_axes(ax, "frustration ε", "η_W / η_x", f"K=2, n={n}, η_y/η_x={ey}", legend=False)
     return save_figure(fig, path)
 

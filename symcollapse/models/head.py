@@ -192,6 +192,8 @@ class HeadModel:
         if Z0 is None:
             Z0, Wd = self.initial_state(seed)
             W0 = Wd if W0 is None else W0
+        elif W0 is None:
+            W0 = np.eye(self.d) if self.learn_head else self.W_frozen
         v0 = self.pack(Z0, W0)
         tr = simulate_system(self.system, v0, t_end, labels=self.labels, n_points=n_points, head="W",
                              keep_states=keep_states, t_eval=t_eval, rtol=rtol, atol=atol, method=method)
