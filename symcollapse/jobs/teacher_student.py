@@ -192,7 +192,6 @@ def latex_document() -> str:
         equation(r"F_S", lm.force_S),
         equation(r"F_S^{\mathrm{head}}", lmh.force_S),
     )
-    X = sp.MatrixSymbol("X", 3, 1)
     J = ts.induced_jacobian_difference()
     s2 = section(
         "Induced sample flow",
@@ -206,13 +205,13 @@ def latex_document() -> str:
         "$\\operatorname{blockdiag}(\\eta_S G, \\eta_y I)L_G$; the slow (collapse) rate is the "
         "smallest nonzero one.",
     )
-    del X
-    sys_p, basis, proposed = ts.component_invariants(ts.PATH_P)
-    sys_s, basis_s, proposed_s = ts.component_invariants(ts.SPLIT_P)
+    _, _, proposed = ts.component_invariants(ts.PATH_P)
+    _, _, proposed_s = ts.component_invariants(ts.SPLIT_P)
     s3 = section(
         "Invariants",
-        "With $U$ an integer $3\\times3$ matrix the linear invariants of the assembled flow in "
-        "$(S, Y)$ are (one per connected component):",
+        "With $U$ an integer $3\\times3$ matrix, the invariants $I_C$ below have $dI_C/dt=0$ along "
+        "the assembled flow in $(S, Y)$, and they span the null space of linear invariants that "
+        "the engine finds (one per connected component):",
         *[equation(f"I_{{{k}}}", I) for k, I in enumerate(proposed)],
         "and for $\\varepsilon=0$ (two components):",
         *[equation(f"I_{{{k}}}", I) for k, I in enumerate(proposed_s)],
@@ -220,7 +219,6 @@ def latex_document() -> str:
         "stop-gradient, $\\|S\\|_F^2/\\eta_S+\\sum_c\\|y_c\\|^2/\\eta_y-\\|W\\|_F^2/\\eta_W$ is conserved:",
         equation(r"\frac{dI}{dt}", ts.norm_invariant_rate(True)),
     )
-    del sys_p, basis, sys_s, basis_s
     return document("Linear teacher--student model: derivation", s1, s2, s3,
                     abstract=f"Rates: ${tex(eta_S)}$ for the map $S$, ${tex(eta_y)}$ for the labels.")
 
