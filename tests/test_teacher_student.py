@@ -261,6 +261,11 @@ def test_bad_input_is_refused_with_the_parameter_name(kw, name):
         ts.TeacherStudentModel(**args)
 
 
+def test_eps_too_small_to_duplicate_an_input_is_refused():
+    with pytest.raises(InvalidParameterError, match="eps"):
+        ts.teacher_data(D=30, n_inputs=12, K=2, eps=0.01)
+
+
 def test_missing_class_is_a_clear_error():
     with pytest.raises(InvalidParameterError, match="n_inputs"):
         for seed in range(50):  # some seed with 2 inputs and 2 classes leaves a class empty

@@ -93,6 +93,10 @@ def teacher_data(D: int, n_inputs: int, K: int, eps: float, seed: int = 0,
             f"the teacher gives no input the classes {missing}; increase n_inputs (got {n_inputs}) "
             f"or change seed (got {seed})")
     m = int(round(eps * n_inputs))
+    if eps > 0 and m == 0:
+        raise InvalidParameterError(
+            f"eps must be 0 or >= 0.5/n_inputs = {0.5 / n_inputs:g} (round(eps·n_inputs) duplicated "
+            f"inputs); got {eps:g}, which would duplicate no input")
     wrong = np.full(n_inputs, -1)
     dup = rng.choice(n_inputs, size=m, replace=False)
     shift = rng.integers(1, K, size=m)
