@@ -240,7 +240,11 @@ class TeacherStudentModel:
 
     def slow_rate(self) -> float:
         """Smallest nonzero eigenvalue of blockdiag(η_S G, η_y I)·L_G: the collapse rate of the
-        head-free flow (it is the decay rate of Δ_min when frustration connects the classes)."""
+        head-free flow (it is the decay rate of Δ_min when frustration connects the classes).
+
+        When D is close to N, G has small eigenvalues (Marchenko–Pastur edge (1 − √(N/D))²) and
+        the slowest modes can be sample modes that barely move the labels; Δ_min then reaches
+        this asymptotic rate only very late. For D ≫ N the collapse mode is the slowest one."""
         return smallest_nonzero_rate(self.graph, self.gram, self.eta_S, self.eta_y)
 
     def model_a_rate(self) -> float:
