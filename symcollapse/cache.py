@@ -31,7 +31,7 @@ from .symbolic.stopgrad import stop_gradient
 
 FORMAT = 1
 _ENGINE_FILES = ("symbolic/flow.py", "symbolic/loss.py", "symbolic/polydiff.py",
-                 "symbolic/stopgrad.py", "symbolic/symbols.py", "cache.py")
+                 "symbolic/stopgrad.py", "symbolic/symbols.py", "numerics/kernels.py", "cache.py")
 
 
 class NotEncodable(Exception):
@@ -70,17 +70,27 @@ def engine_fingerprint() -> str:
     return h.hexdigest()
 
 
-def loss_key(loss: EdgeLoss) -> str:
-    """sha256 of the engine fingerprint and everything the derivation depends on."""
-    parts = [engine_fingerprint(), sp.srepr(loss.expr), sp.srepr(loss.x), sp.srepr(loss.y),
+@lru_cache(maxsize=512)
+def _loss_digest(loss: EdgeLoss) -> str:
+    """sha256 of everything the derivation depends on (srepr of ℓ, blocks, learned, rates)."""
+    parts = [sp.srepr(loss.expr), sp.srepr(loss.x), sp.srepr(loss.y),
              sp.srepr(loss.data) if loss.data is not None else "None",
              repr([(n, sp.srepr(m)) for n, m in loss.shared]),
              repr(sorted(loss.learned)), repr([(b, sp.srepr(r)) for b, r in loss.rates])]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
+def loss_key(loss: EdgeLoss) -> str:
+    """sha256 of the engine fingerprint and the loss digest."""
+    return hashlib.sha256(f"{engine_fingerprint()}:{_loss_digest(loss)}".encode()).hexdigest()
+
+
 def entry_path(loss: EdgeLoss) -> Path:
     return cache_dir() / f"flow-{loss_key(loss)[:40]}.json"
+
+
+def kernels_path(loss: EdgeLoss) -> Path:
+    return cache_dir() / f"kern-{loss_key(loss)[:40]}.json"
 
 
 # --- polynomial encoding -------------------------------------------------------------------
@@ -193,9 +203,8 @@ def _checksum(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def load(loss: EdgeLoss, path: Path | None = None) -> EdgeFlow | None:
-    """The cached flow of ``loss``, or None if absent, stale, corrupted or unreadable."""
-    path = entry_path(loss) if path is None else path
+def _read(loss: EdgeLoss, path: Path):
+    """The verified JSON payload of an entry, or None (absent, stale key, bad checksum)."""
     try:
         raw = path.read_bytes()
         head, payload = raw.split(b"\n", 1)
@@ -204,9 +213,40 @@ def load(loss: EdgeLoss, path: Path | None = None) -> EdgeFlow | None:
             return None
         if header.get("sha256") != _checksum(payload):
             return None
-        return decode_flow(loss, json.loads(payload))
+        return json.loads(payload)
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
+
+
+def load(loss: EdgeLoss, path: Path | None = None) -> EdgeFlow | None:
+    """The cached flow of ``loss``, or None if absent, stale, corrupted or unreadable."""
+    data = _read(loss, entry_path(loss) if path is None else path)
+    if data is None:
+        return None
+    try:
+        return decode_flow(loss, data)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+def load_kernels(loss: EdgeLoss) -> dict | None:
+    """The cached generated source of the compiled moment-path kernels, or None.
+
+    The source is executed when loaded (like Python's own bytecode cache, the folder must
+    be the user's own); the kernels then pass the compile-time finite-difference check
+    before any use, so a wrong entry is refused and rebuilt.
+    """
+    if not enabled():
+        return None
+    data = _read(loss, kernels_path(loss))
+    return data if isinstance(data, dict) and "fast" in data else None
+
+
+def store_kernels(loss: EdgeLoss, sources: dict) -> Path | None:
+    """Write the kernel sources of ``loss`` atomically (no-op when the cache is disabled)."""
+    if not enabled():
+        return None
+    return _write(loss, kernels_path(loss), json.dumps(sources, separators=(",", ":")).encode())
 
 
 def store(loss: EdgeLoss, flow: EdgeFlow, path: Path | None = None) -> Path | None:
@@ -216,6 +256,10 @@ def store(loss: EdgeLoss, flow: EdgeFlow, path: Path | None = None) -> Path | No
         payload = json.dumps(encode_flow(flow), separators=(",", ":")).encode()
     except NotEncodable:
         return None
+    return _write(loss, path, payload)
+
+
+def _write(loss: EdgeLoss, path: Path, payload: bytes) -> Path | None:
     header = json.dumps({"format": FORMAT, "key": loss_key(loss), "loss": loss.name,
                          "sha256": _checksum(payload)}).encode()
     try:
@@ -257,17 +301,18 @@ def cached_derive_flow(loss: EdgeLoss) -> EdgeFlow:
 
 
 def discard(loss: EdgeLoss) -> None:
-    """Remove the entry of ``loss`` (e.g. after it failed a numerical self-check)."""
-    try:
-        entry_path(loss).unlink()
-    except OSError:
-        pass
+    """Remove the entries of ``loss`` (e.g. after one failed a numerical self-check)."""
+    for p in (entry_path(loss), kernels_path(loss)):
+        try:
+            p.unlink()
+        except OSError:
+            pass
 
 
 def clear() -> int:
     """Delete every cache entry; returns the number removed."""
     n = 0
-    for p in cache_dir().glob("flow-*.json"):
+    for p in [*cache_dir().glob("flow-*.json"), *cache_dir().glob("kern-*.json")]:
         try:
             p.unlink()
             n += 1

@@ -246,30 +246,77 @@ def compile_loss(loss: EdgeLoss, check: bool = True) -> CompiledFlow:
     from .. import cache
 
     flow, from_cache = cache.lookup(loss)
+    kernels = cache.load_kernels(loss) if from_cache else None
     try:
-        return compile_flow(flow, check=check)
+        compiled = compile_flow(flow, check=check, kernels=kernels)
     except DerivationCheckError:
         if not from_cache:
             raise
-        cache.discard(loss)  # a cached derivation that fails the check is rebuilt, never used
+        cache.discard(loss)  # a cached entry that fails the check is rebuilt, never used
         flow = derive_flow(loss)
         compiled = compile_flow(flow, check=check)
         cache.store(loss, flow)
-        return compiled
+        kernels = None
+    if kernels is None and check:
+        src = kernel_sources(compiled)
+        if src is not None:
+            cache.store_kernels(loss, src)
+    return compiled
 
 
-def compile_flow(flow: EdgeFlow, check: bool = True) -> CompiledFlow:
-    """Lambdify forces, per-edge Jacobians and the loss; verify them unless ``check=False``."""
+def kernel_sources(compiled: CompiledFlow) -> dict | None:
+    """The generated source of the moment-path kernels (for the on-disk cache), or None."""
+    import inspect
+
+    if not compiled.fast:
+        return {"fast": False}
+    try:
+        affine = {b: {k: [c.kind, list(c.shape), inspect.getsource(c.fn) if c.fn is not None else None]
+                      for k, c in coefs.items()} for b, coefs in compiled.affine.items()}
+        moment = {b: inspect.getsource(fn) for b, fn in compiled.moment.items()}
+    except (OSError, TypeError):
+        return None
+    return {"fast": True, "affine": affine, "moment": moment,
+            "moment_symbols": [m.name for m in compiled.moment_symbols]}
+
+
+def _from_source(src: str):
+    """Rebuild a lambdified NumPy function from its generated source."""
+    ns = {}
+    exec("import numpy\nfrom numpy import *", ns)  # the namespace lambdify(modules='numpy') uses
+    exec(compile(src, "<symcollapse-cached-kernel>", "exec"), ns)
+    return ns["_lambdifygenerated"]
+
+
+def _kernels_from_sources(data: dict):
+    if not data.get("fast"):
+        return None, None, ()
+    affine = {b: {k: AffineCoefficient(kind, _from_source(src) if src is not None else None, tuple(shape))
+                  for k, (kind, shape, src) in coefs.items()} for b, coefs in data["affine"].items()}
+    moment = {b: _from_source(src) for b, src in data["moment"].items()}
+    return affine, moment, tuple(sp.Symbol(n) for n in data["moment_symbols"])
+
+
+def compile_flow(flow: EdgeFlow, check: bool = True, kernels: dict | None = None) -> CompiledFlow:
+    """Lambdify forces, per-edge Jacobians and the loss; verify them unless ``check=False``.
+
+    ``kernels`` (from :func:`kernel_sources`, e.g. read from the cache) replaces deriving and
+    lambdifying the moment-path kernels; they are checked exactly like fresh ones.
+    """
     loss = flow.loss
     shared_args = tuple(loss.shared_symbols) + tuple(loss.parameters)
     edge_args = tuple(loss.node_symbols) + shared_args
     edge_force = LazyKernels(flow.learned, lambda b: lambdify_list(edge_args, list(flow.force(b))))
     frozen = {s: sp.Symbol(f"{s.name}__sg", real=True) for s in loss.variables}
     frozen_args = tuple(frozen[s] for s in loss.variables)
+    # the loss (the reference of every check) is always compiled from the user's expression
     loss_fn = lambdify_list(edge_args, [loss.value()])
     frozen_loss_fn = lambdify_list(edge_args + frozen_args, [freeze_stop_gradient(loss.expr, frozen)])
-    affine = _affine_structure(flow, shared_args)
-    moment, msyms = _moment_structure(flow, shared_args)
+    if kernels is not None:
+        affine, moment, msyms = _kernels_from_sources(kernels)
+    else:
+        affine = _affine_structure(flow, shared_args)
+        moment, msyms = _moment_structure(flow, shared_args)
     if affine is None or moment is None:
         affine = moment = None
     compiled = CompiledFlow(flow, edge_args, shared_args, edge_force, loss_fn,
