@@ -171,3 +171,29 @@ def test_non_polynomial_loss_is_derived_not_cached(cache_dir):
     flow, hit = cache.lookup(loss)
     assert not hit and not cache.entry_path(loss).exists()
     assert _same(flow, derive_flow(loss))
+
+
+def test_kernel_sources_are_reused_and_a_wrong_one_is_rebuilt(cache_dir, monkeypatch):
+    loss = _head(2, "kern")
+    cold = kernels.compile_loss(loss)
+    src = cache.load_kernels(loss)
+    assert src is not None and src["fast"] and set(src["moment"]) == {"W"}
+    P = np.array([[1.0, 0.5], [0.0, 2.0], [1.0, 1.0]])
+    kw = dict(rates={"x": 1.0, "y": 0.5, "W": 0.3}, params={"lam": 0.7})
+    v = np.random.default_rng(1).normal(size=FlowSystem(cold, P, **kw).size)
+    ref = FlowSystem(cold, P, **kw).flow_vector(v)
+    # warm: neither the flow nor the moment structure is derived again
+    kernels.compile_loss.cache_clear()
+    monkeypatch.setattr(kernels, "_moment_structure", lambda *a: pytest.fail("re-derived kernels"))
+    warm = kernels.compile_loss(loss)
+    np.testing.assert_allclose(FlowSystem(warm, P, **kw).flow_vector(v), ref, rtol=1e-13, atol=1e-13)
+    monkeypatch.undo()
+    # a kernel source that is consistent on disk but numerically wrong is refused and rebuilt
+    bad = json.loads(json.dumps(src))
+    bad["moment"]["W"] = (src["moment"]["W"].replace("def _lambdifygenerated(", "def _orig(")
+                          + "\ndef _lambdifygenerated(*a):\n    return [2 * v for v in _orig(*a)]\n")
+    cache.store_kernels(loss, bad)
+    kernels.compile_loss.cache_clear()
+    fixed = kernels.compile_loss(loss)
+    np.testing.assert_allclose(FlowSystem(fixed, P, **kw).flow_vector(v), ref, rtol=1e-13, atol=1e-13)
+    assert cache.load_kernels(loss)["moment"]["W"] == src["moment"]["W"]
