@@ -16,6 +16,7 @@ _EXPORTS = {
     # numerics
     "compile_loss": "numerics.kernels", "FlowSystem": "numerics.system",
     "CouplingGraph": "numerics.graph",
+    "run_sweep": "numerics.sweeps",
     # models
     "balanced_couplings": "models.couplings",
     "EmbeddingModel": "models.embedding", "embedding_sector": "models.embedding",
