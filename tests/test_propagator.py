@@ -53,3 +53,29 @@ def test_nonlinear_flow_and_bad_input_are_refused():
         prop(np.full(n, np.nan), 1.0)
     with pytest.raises(InvalidParameterError, match="t_eval"):
         prop.trajectory(np.zeros(n), [1.0, 0.5])
+
+
+def test_spectral_propagator_equals_dense_expm_with_few_modes():
+    from symcollapse.numerics.propagator import spectral_propagator
+
+    m = EmbeddingModel(balanced_couplings(4, 6, 1), d=2, eta_x=1.0, eta_y=0.5)
+    t = 40.0 / m.slow_rate()  # late: only the zero and slow modes are above e^{-λt} = 1e-12
+    sp_ = spectral_propagator(m.system, t_min=t, tol=1e-12)
+    assert len(sp_.rates) < m.system.size // 4  # it really truncates
+    v0 = m.initial_state(2).ravel()
+    J = linear_propagator(m.system).J.toarray()
+    np.testing.assert_allclose(sp_(v0, t), scipy.linalg.expm(J * t) @ v0, rtol=1e-9, atol=1e-11)
+    with pytest.raises(InvalidParameterError, match="t must be"):
+        sp_(v0, t / 2)  # before t_min the dropped modes are not negligible
+
+
+def test_spectral_propagator_refuses_a_non_symmetrisable_flow():
+    from symcollapse.numerics.propagator import spectral_propagator
+
+    P = balanced_couplings(2, 2, 1)
+    W = np.array([[1.0, 0.4], [-0.3, 0.8]])
+    sysm = FlowSystem(compile_loss(head_loss(2, True, False)), P, rates={"x": 1.0, "y": 1.0},
+                      frozen={"W": W})
+    linear_propagator(sysm)  # linear (W frozen) …
+    with pytest.raises(DerivationCheckError, match="not symmetrisable"):
+        spectral_propagator(sysm, t_min=1.0)  # … but stop-gradient breaks the symmetry
