@@ -186,7 +186,7 @@ class HeadModel:
 
     def simulate(self, t_end: float = 3000.0, seed: int = 0, *, n_points: int = 200, Z0=None, W0=None,
                  keep_states: bool = False, t_eval=None, rtol: float = 1e-8, atol: float = 1e-11,
-                 method: str = "BDF") -> Trajectory:
+                 method: str = "BDF", use_jacobian: bool = True) -> Trajectory:
         """Integrate from the default initial state (or Z0, W0) and record Δ_min, accuracy
         (argmin_c ‖W x_i − y_c‖), loss; ``extra['invariant']`` holds I(t) when states are kept."""
         if Z0 is None:
@@ -196,7 +196,8 @@ class HeadModel:
             W0 = np.eye(self.d) if self.learn_head else self.W_frozen
         v0 = self.pack(Z0, W0)
         tr = simulate_system(self.system, v0, t_end, labels=self.labels, n_points=n_points, head="W",
-                             keep_states=keep_states, t_eval=t_eval, rtol=rtol, atol=atol, method=method)
+                             keep_states=keep_states, t_eval=t_eval, rtol=rtol, atol=atol, method=method,
+                             use_jacobian=use_jacobian)
         if keep_states:
             inv = np.array([self.invariant(*self.unpack(v)) for v in tr.states])
             tr.extra["invariant"] = inv
