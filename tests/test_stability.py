@@ -133,6 +133,12 @@ def test_vectorised_closed_forms_match_scalar_derivations():
         assert abs(w[k] - float(sp.sqrt(sol["w2"].subs(vals)))) < 1e-14
         assert abs(Y[k] - float(sp.sqrt(sol["Yinf2"].subs(vals)))) < 1e-14
     assert abs(w[0] - 1.0) < 1e-15  # no frustration: w* = 1
+    _, Yc = final_separation_grid(10, 20, 1.0, 0.5, 0.1, 4.0 - 10.0)  # I₀ + w*²/η_W < 0
+    assert Yc == 0.0
+    model = sc.HeadModel(sc.balanced_couplings(2, 10, 20), d=1, eta_x=1.0, eta_y=0.5, eta_W=0.1)
+    Z0, W0 = mfm.ansatz_state(10, 20, 0.0, 1.0, np.zeros(10), np.zeros(20), 1.0, 1)
+    tr = model.simulate(t_eval=np.array([0.0, 60.0]), Z0=Z0, W0=W0)
+    assert abs(tr.Z[-1, 0]) < 1e-6  # the simulation collapses too
 
 
 @pytest.mark.slow

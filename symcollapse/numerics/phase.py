@@ -27,16 +27,18 @@ def nu_sep_grid(K, n, mu, omega=2.0) -> np.ndarray:
 
 def final_separation_grid(n, m, eta_x, eta_y, eta_W, I0, omega=2.0) -> tuple[np.ndarray, np.ndarray]:
     r"""(w*, |Y_∞|) of the K = 2 mean-field reduction on broadcast arrays, from the derived
-    self-consistency w*² and the invariant-selected Y_∞²(I₀)."""
+    self-consistency w*² and the invariant-selected Y_∞²(I₀); Y_∞ = 0 where Y_∞² ≤ 0 (collapse)."""
     from ..symbolic import meanfield as mfm
 
     sol = mfm.self_consistency(True)
     args = (mfm.n_, mfm.m_, mfm.omega_, mfm.eta_x, mfm.eta_y, mfm.eta_W, sol["I0"])
     fw = sp.lambdify(args, sp.sqrt(sol["w2"]), "numpy")
-    fy = sp.lambdify(args, sp.sqrt(sol["Yinf2"]), "numpy")
     vals = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (n, m, omega, eta_x, eta_y, eta_W, I0)))
-    with np.errstate(invalid="ignore"):
-        return np.asarray(fw(*vals) + 0 * vals[0], dtype=float), np.asarray(fy(*vals), dtype=float)
+    fy2 = sp.lambdify(args, sol["Yinf2"], "numpy")
+    Y2 = np.asarray(fy2(*vals), dtype=float)
+    # Y_∞² ≤ 0: the invariant admits no separated end state; the labels collapse (Y_∞ = 0)
+    Y = np.sqrt(np.clip(Y2, 0.0, None))
+    return np.asarray(fw(*vals) + 0 * vals[0], dtype=float), Y
 
 
 def _run_one(job: tuple) -> float:
