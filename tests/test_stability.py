@@ -90,7 +90,7 @@ def test_bad_input():
         m = sc.HeadModel(P2, d=2)
         st.classify(m, *m.initial_state(0))
     with pytest.raises(InvalidParameterError, match="d"):
-        st.phase_boundary(2, 0.5, 0) if False else st.stable_mode_counts(2, 0, 0.5)
+        st.stable_mode_counts(2, 0, 0.5)
 
 
 def test_rule_on_random_kept_sets_k3():

@@ -201,7 +201,7 @@ def checks() -> list[Check]:
 
 # --- LaTeX -------------------------------------------------------------------------------------------
 def latex_document() -> str:
-    from ..outputs.latex import document, equation, section, tex
+    from ..outputs.latex import document, equation, section
 
     fl, fl0 = flow(2, True), flow(2, False)
     loss = fl.loss

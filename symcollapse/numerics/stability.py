@@ -188,22 +188,3 @@ def phase_boundary(K: int, nu: float, d_max: int) -> dict:
         if d_full is None and counts and all(a + b + p + q == 2 * K for a, b, p, q in counts):
             d_full = d
     return {"d_collapse": d_collapse, "d_full": d_full}
-
-
-def top_modes(vals, d: int, zero_tol: float = 1e-9) -> list[int]:
-    """The stable choice with the most label separation: per sign, modes by decreasing |ν|, filling d."""
-    vals = np.asarray(vals)
-    order = np.argsort(-np.abs(vals), kind="stable")
-    return [int(k) for k in order[:d]]
-
-
-def separation_rank(K: int, d: int, eps_positive: bool = True) -> int:
-    r"""Label-separation dimensions kept by the stable fixed point that fills the head with the
-    largest |ν|: the ν = ±1 modes first (no label separation under frustration), then ±ν_sep modes:
-    min(max(d − 2, 0), K − 1) separated directions (all K − 1 needed for the full geometry; d ≥ 2K keeps
-    every non-zero mode, so the head has the full spectrum ±1, ±ν_sep)."""
-    K = check_int("K", K, 2)
-    d = check_int("d", d, 1)
-    if not eps_positive:
-        return min(d, K - 1)
-    return min(max(d - 2, 0), K - 1)
