@@ -192,3 +192,27 @@ def test_acceptance_k4_d16():
                        stop_gradient=False).simulate(t_end=3000.0, seed=0, n_points=40, method="LSODA",
                                                      use_jacobian=False)
     assert tr2.d_min[-1] < 1e-8
+
+
+@pytest.mark.parametrize("variant", ["labels", "samples"])
+def test_stop_gradient_on_one_branch(variant):
+    loss = head_loss(2, variant)
+    x, y, W = sp.Matrix(loss.x), sp.Matrix(loss.y), sp.Matrix(loss.block("W"))
+    flow = derive_flow(loss)
+    fx, fy = -W.T * (W * x - y), -W.T * (W * y - x)
+    if variant == "labels":  # sg(y) only: x also receives the gradient of ½‖Wy − x‖²
+        fx = fx + (W * y - x)
+    else:  # sg(x) only
+        fy = fy + (W * x - y)
+    assert sp.expand(flow.force("x") - fx) == sp.zeros(2, 1)
+    assert sp.expand(flow.force("y") - fy) == sp.zeros(2, 1)
+
+
+def test_mean_loss_is_rescaled_time():
+    P = sc.balanced_couplings(2, 3, 1)
+    a = sc.HeadModel(P, d=2, eta_x=1.0, eta_y=0.5, eta_W=2.0)
+    b = sc.HeadModel(P, d=2, eta_x=1.0, eta_y=0.5, eta_W=2.0, scale=1.0 / a.N)
+    Z, W = a.initial_state(2)
+    fa, fb = a.flow(Z, W), b.flow(Z, W)
+    assert np.allclose(fb[0] * a.N, fa[0], rtol=1e-13, atol=1e-14)
+    assert np.allclose(fb[1] * a.N, fa[1], rtol=1e-13, atol=1e-14)
