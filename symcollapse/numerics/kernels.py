@@ -310,8 +310,10 @@ def compile_flow(flow: EdgeFlow, check: bool = True, kernels: dict | None = None
     frozen = {s: sp.Symbol(f"{s.name}__sg", real=True) for s in loss.variables}
     frozen_args = tuple(frozen[s] for s in loss.variables)
     # the loss (the reference of every check) is always compiled from the user's expression
-    loss_fn = lambdify_list(edge_args, [loss.value()])
-    frozen_loss_fn = lambdify_list(edge_args + frozen_args, [freeze_stop_gradient(loss.expr, frozen)])
+    # (compact user expressions: cse costs more to build than it saves in evaluation)
+    loss_fn = lambdify_list(edge_args, [loss.value()], cse=False)
+    frozen_loss_fn = lambdify_list(edge_args + frozen_args, [freeze_stop_gradient(loss.expr, frozen)],
+                                   cse=False)
     if kernels is not None:
         affine, moment, msyms = _kernels_from_sources(kernels)
     else:

@@ -204,7 +204,13 @@ class FlowSystem:
                 nb = make()
                 if not nb.shape[1]:
                     continue
-                nb = nb * (f * coef) if isinstance(coef, float) else nb @ (f * coef).T
+                if isinstance(coef, float):
+                    if cp.moment:  # P·Y is reused by the moments: keep it
+                        nb = nb * (f * coef)
+                    else:
+                        nb *= f * coef
+                else:
+                    nb = nb @ (f * coef).T
                 if filled:
                     buf += nb
                 else:
