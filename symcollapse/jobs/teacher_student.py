@@ -23,7 +23,11 @@ ORDER = 30
 # Instances: K = 2 has one class-separation mode, so Δ_min decays at a single slow rate.
 RATE_CASE = dict(K=2, n_inputs=40, D=400, d=2)
 HEAD_CASE = dict(K=2, n_inputs=20, D=200, d=4, n_test=200)
-FIG_CASE = dict(K=3, n_inputs=30, D=300, d=6, n_test=300)
+# Figure 8: clustered inputs (80% of E|g|^2 in the teacher's row space, full-rank noise) so the
+# student generalises; slow labels (eta_y = 0.1) keep the classes apart for eps = 0. Measured
+# final test accuracy over seeds 0-5: eps = 0 0.71-0.92, eps = 0.1 0.33-0.41 (chance 1/3),
+# eps = 0.1 with head + sg 0.65-0.79.
+FIG_CASE = dict(K=3, n_inputs=30, D=300, d=6, n_test=300, inputs="clustered", signal=0.8, eta_y=0.1)
 RATE_EPS = (0.05, 0.1)
 HEAD_SEEDS = (0, 1)
 
@@ -54,7 +58,7 @@ def head_run(stop_gradient: bool, seed: int):
 
 @lru_cache(maxsize=None)
 def figure_runs():
-    """ε = 0, ε = 0.1, and ε = 0.1 with head + sg (K = 3) for figure 8."""
+    """ε = 0, ε = 0.1, and ε = 0.1 with head + sg (K = 3, clustered inputs) for figure 8."""
     out = {}
     for key, kw in (("eps0", dict(eps=0.0)), ("eps", dict(eps=0.1)),
                     ("head_sg", dict(eps=0.1, head=True, stop_gradient=True))):
@@ -251,11 +255,14 @@ def write_figures(folder) -> list[Path]:
         ax.semilogx(t, tr.test_accuracy[1:], label="test accuracy")
         ax.semilogx(t, tr.d_min[1:] / tr.d_min[0], label=r"$\Delta_{\min}/\Delta_{\min}(0)$")
         ax.semilogx(t, tr.loss[1:] / tr.loss[0], label=r"$L/L(0)$")
-        ax.set_title(titles[key])
+        ax.set_title(f"{titles[key]}: final test accuracy {tr.test_accuracy[-1]:.2f}")
+        ax.axhline(1.0 / m.K, color="gray", ls=":", lw=0.8)  # chance level
         ax.set_xlabel("t")
         ax.set_ylim(-0.05, 1.1)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Teacher-student: K={FIG_CASE['K']}, N={FIG_CASE['n_inputs']}, D={FIG_CASE['D']}, d={FIG_CASE['d']}")
+    fig.suptitle(f"Teacher-student, clustered inputs (signal fraction {FIG_CASE['signal']:g}): "
+                 f"K={FIG_CASE['K']}, N={FIG_CASE['n_inputs']}, D={FIG_CASE['D']}, d={FIG_CASE['d']}, "
+                 rf"$\eta_y$={FIG_CASE['eta_y']:g}; chance = 1/K")
     fig.tight_layout()
     p8 = atomic_savefig(fig, folder / "fig8_teacher_student_time_course.png")
     plt.close(fig)

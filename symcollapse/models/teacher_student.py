@@ -1,7 +1,9 @@
 r"""Model (c): the linear teacher–student model (MODEL.md §4).
 
 Inputs u_i ∈ R^D (i = 1…N distinct inputs, unit norm, D ≥ N), a linear teacher T ∈ R^{K×D}
-labels u by argmax_c (T u)_c. A fraction ε of the inputs appears a second time with a wrong
+labels u by argmax_c (T u)_c. Inputs are isotropic (``inputs='gaussian'``) or carry
+low-dimensional class structure (``inputs='clustered'``: most of their norm lies in the K-dim row
+space of T, plus full-rank isotropic noise, so G stays full rank and the student can generalise). A fraction ε of the inputs appears a second time with a wrong
 label b ≠ c(i). Student x_i = S u_i, S ∈ R^{d×D} learned at rate η_S; labels y_c learned at η_y;
 edge loss ½‖x − y‖² (model (a)) or ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²) (model (b)).
 
@@ -70,10 +72,50 @@ def unit_inputs(rng: np.random.Generator, n: int, D: int) -> np.ndarray:
     return g / np.linalg.norm(g, axis=1, keepdims=True)
 
 
+INPUTS = ("gaussian", "clustered")
+
+
+def check_inputs(inputs, signal, D: int, K: int) -> tuple[str, float]:
+    """Validate the input distribution name and its signal fraction s ∈ [0, 1) (s < 1 keeps the
+    noise, hence G, full rank); 'clustered' needs D > K (a noise space beyond the signal space)."""
+    if not isinstance(inputs, str) or inputs not in INPUTS:
+        raise InvalidParameterError(f"inputs must be one of {', '.join(map(repr, INPUTS))}; got {inputs!r}")
+    signal = check_real("signal", signal, 0.0, 1.0, strict_max=True)
+    if inputs == "clustered" and D <= K:
+        raise InvalidParameterError(
+            f"D must be an integer > K = {K} for inputs='clustered' (signal space of dimension K "
+            f"plus noise); got {D}")
+    return inputs, signal
+
+
+def signal_basis(T: np.ndarray) -> np.ndarray:
+    """Q ∈ R^{D×K} with orthonormal columns spanning the rows of the teacher T (QᵀQ = I_K)."""
+    Q, _ = np.linalg.qr(np.asarray(T, dtype=float).T)
+    return Q
+
+
+def clustered_inputs(rng: np.random.Generator, n: int, Q: np.ndarray, signal: float) -> np.ndarray:
+    r"""n inputs u = g/‖g‖ with g = √(s/r)·Q z + √((1−s)/D)·ξ, z ~ N(0, I_r), ξ ~ N(0, I_D).
+
+    Q (D×r, orthonormal columns) spans the teacher-relevant directions; a fraction s of
+    E‖g‖² = 1 lies in that r-dim space, the rest is isotropic noise of full rank D (s < 1), so
+    G = UUᵀ has full rank for n ≤ D (almost surely). s = 0 gives the isotropic inputs."""
+    D, r = Q.shape
+    g = (np.sqrt(signal / r) * rng.normal(size=(n, r)) @ Q.T
+         + np.sqrt((1.0 - signal) / D) * rng.normal(size=(n, D)))
+    return g / np.linalg.norm(g, axis=1, keepdims=True)
+
+
 def teacher_data(D: int, n_inputs: int, K: int, eps: float, seed: int = 0,
-                 n_test: int = 500) -> TeacherStudentData:
-    """Draw inputs, teacher T ~ N(0, 1)^{K×D}, labels argmax_c (T u)_c, and duplicate
-    m = round(ε N) inputs (chosen at random) with a wrong label drawn uniformly from the others."""
+                 n_test: int = 500, inputs: str = "gaussian",
+                 signal: float = 0.8) -> TeacherStudentData:
+    r"""Draw inputs, teacher T ~ N(0, 1)^{K×D}, labels argmax_c (T u)_c, and duplicate
+    m = round(ε N) inputs (chosen at random) with a wrong label drawn uniformly from the others.
+
+    ``inputs='gaussian'``: u = g/‖g‖, g ~ N(0, I_D) (``signal`` unused).
+    ``inputs='clustered'``: u = g/‖g‖, g = √(s/K)·Q z + √((1−s)/D)·ξ with Q an orthonormal basis
+    of the row space of T, z ~ N(0, I_K), ξ ~ N(0, I_D), s = ``signal`` ∈ [0, 1) (see
+    :func:`clustered_inputs`); training and test inputs are drawn alike."""
     K = check_int("K", K, 2)
     n_inputs = check_int("n_inputs", n_inputs, K)
     D = check_int("D", D, 1)
@@ -83,9 +125,22 @@ def teacher_data(D: int, n_inputs: int, K: int, eps: float, seed: int = 0,
     eps = check_real("eps", eps, 0.0, 1.0, strict_max=True)
     seed = check_int("seed", seed, 0)
     n_test = check_int("n_test", n_test, 1)
+    inputs, signal = check_inputs(inputs, signal, D, K)
     rng = np.random.default_rng([seed, 0])
-    U = unit_inputs(rng, n_inputs, D)
-    T = rng.normal(size=(K, D))
+    if inputs == "gaussian":
+        U = unit_inputs(rng, n_inputs, D)
+        T = rng.normal(size=(K, D))
+
+        def draw(n):
+            return unit_inputs(rng, n, D)
+    else:
+        T = rng.normal(size=(K, D))
+        Q = signal_basis(T)
+
+        def draw(n):
+            return clustered_inputs(rng, n, Q, signal)
+
+        U = draw(n_inputs)
     labels = np.argmax(U @ T.T, axis=1)
     missing = sorted(set(range(K)) - set(labels.tolist()))
     if missing:
@@ -104,7 +159,7 @@ def teacher_data(D: int, n_inputs: int, K: int, eps: float, seed: int = 0,
     P = np.zeros((n_inputs, K))
     P[np.arange(n_inputs), labels] = 1.0
     P[dup, wrong[dup]] = 1.0
-    U_test = unit_inputs(rng, n_test, D)
+    U_test = draw(n_test)
     return TeacherStudentData(U, P, T, labels, wrong, U_test, np.argmax(U_test @ T.T, axis=1))
 
 
@@ -160,7 +215,11 @@ class TeacherStudentTrajectory(Trajectory):
 # --- the model -------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class TeacherStudentModel:
-    """Linear teacher–student model: x_i = S u_i, labels y_c, optional shared head W (± sg)."""
+    """Linear teacher–student model: x_i = S u_i, labels y_c, optional shared head W (± sg).
+
+    ``inputs``: 'gaussian' (isotropic unit inputs, the default) or 'clustered' (unit inputs
+    u ∝ √(s/K)·Q z + √((1−s)/D)·ξ, Q spanning the teacher's rows, s = ``signal`` ∈ [0, 1); see
+    :func:`teacher_data`). ``signal`` is used only by 'clustered'."""
 
     D: int = 200
     n_inputs: int = 120
@@ -174,6 +233,8 @@ class TeacherStudentModel:
     eta_W: float = 1.0
     seed: int = 0
     n_test: int = 500
+    inputs: str = "gaussian"
+    signal: float = 0.8
 
     def __post_init__(self):
         K = check_int("K", self.K, 2)
@@ -187,6 +248,9 @@ class TeacherStudentModel:
                           ("n_test", check_int("n_test", self.n_test, 1))):
             object.__setattr__(self, name, val)
         object.__setattr__(self, "eps", check_real("eps", self.eps, 0.0, 1.0, strict_max=True))
+        inputs, signal = check_inputs(self.inputs, self.signal, D, K)
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "signal", signal)
         for r in ("eta_S", "eta_y", "eta_W"):
             object.__setattr__(self, r, check_rate(r, getattr(self, r)))
         for b in ("head", "stop_gradient"):
@@ -196,7 +260,8 @@ class TeacherStudentModel:
     # --- derived objects ---------------------------------------------------------------
     @cached_property
     def data(self) -> TeacherStudentData:
-        return teacher_data(self.D, self.n_inputs, self.K, self.eps, self.seed, self.n_test)
+        return teacher_data(self.D, self.n_inputs, self.K, self.eps, self.seed, self.n_test,
+                            self.inputs, self.signal)
 
     @cached_property
     def loss(self) -> EdgeLoss:
