@@ -10,7 +10,11 @@ from ..validation import check_real
 def fit_exponential_rate(t, y, *, floor: float = 1e-6, fraction: float = 0.5,
                          t_min: float | None = None) -> float:
     """r in y(t) ≈ A e^{−r t}, by least squares on log y over the last ``fraction`` of the
-    points where y/y(0) > floor (and t ≥ t_min, if given: after the fast transients)."""
+    time span in which y/y(0) > floor (and t ≥ t_min, if given: after the fast transients).
+
+    The window is a fraction of *time*, not of points, so a log-spaced record is not fitted
+    over its early transients.
+    """
     floor = check_real("floor", floor, 0.0, 1.0, strict_min=True, strict_max=True)
     fraction = check_real("fraction", fraction, 0.0, 1.0, strict_min=True)
     t = np.asarray(t, dtype=float)
@@ -23,7 +27,8 @@ def fit_exponential_rate(t, y, *, floor: float = 1e-6, fraction: float = 0.5,
     idx = np.flatnonzero(ok)
     if len(idx) < 4:
         raise InvalidParameterError("too few points above the floor to fit a rate; lower 'floor' or t_end")
-    tail = idx[int(len(idx) * (1 - fraction)):]
+    t_lo, t_hi = t[idx[0]], t[idx[-1]]
+    tail = idx[t[idx] >= t_hi - fraction * (t_hi - t_lo)]
     if len(tail) < 3:
         tail = idx[-3:]
     slope = np.polyfit(t[tail], np.log(y[tail]), 1)[0]

@@ -31,7 +31,7 @@ class Trajectory:
     def fit_slow_rate(self, floor: float = 1e-6, fraction: float = 0.5, t_min: float | None = None) -> float:
         """r from log Δ_min(t) ≈ a − r t, least squares over the late part of the record.
 
-        Uses the last ``fraction`` of the times at which Δ_min/Δ_min(0) > ``floor`` (so the
+        Uses the last ``fraction`` of the time span in which Δ_min/Δ_min(0) > ``floor`` (so the
         solver's absolute error does not enter) and, if given, t ≥ ``t_min`` (after the fast modes).
         """
         from .fitting import fit_exponential_rate
