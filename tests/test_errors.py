@@ -451,3 +451,26 @@ def test_teacher_student_model_refuses_bad_parameters(kw, name, allowed):
 def test_teacher_student_simulate_refuses_bad_arguments(kw, name):
     with pytest.raises(InvalidParameterError, match=rf"^{name} must"):
         _teacher_student().simulate(**{"t_end": 1.0, **kw})
+
+
+# --- gaps found in review: rates container, unknown rate blocks, block names, empty y -------------
+def test_flowsystem_rates_must_be_a_dict_naming_known_blocks():
+    x, y = vector("x", 1), vector("y", 1)
+    cp = compile_loss(EdgeLoss(sp.Rational(1, 2) * sqnorm(x - y), x, y, name="rates-check"))
+    P = [[1.0, 0.0], [0.0, 1.0]]
+    with pytest.raises(InvalidParameterError, match="rates"):
+        FlowSystem(cp, P, rates=None)
+    with pytest.raises(InvalidParameterError, match=r"unknown blocks \['z'\]"):
+        FlowSystem(cp, P, rates={"x": 1.0, "y": 1.0, "z": 1.0})
+
+
+@pytest.mark.parametrize("name", ["", "W 1", "1W"])
+def test_edgeloss_shared_names_must_be_identifiers(name):
+    x, y, W = vector("x", 1), vector("y", 1), matrix("W", 1, 1)
+    with pytest.raises(InvalidParameterError, match="identifiers"):
+        EdgeLoss(sp.S.Zero, x, y, shared=((name, W),))
+
+
+def test_edgeloss_needs_a_label_vector():
+    with pytest.raises(InvalidParameterError, match="y must have at least one component"):
+        EdgeLoss(sp.S.Zero, vector("x", 1), sp.ImmutableMatrix(0, 1, []))

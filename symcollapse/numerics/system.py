@@ -26,6 +26,12 @@ class FlowSystem:
         self.compiled = compiled
         loss = compiled.loss
         self.graph = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
+        if not isinstance(rates, dict):
+            raise InvalidParameterError(f"rates must be a dict {{block: rate > 0}} over blocks {loss.blocks}; "
+                                        f"got {type(rates).__name__}")
+        unknown = sorted(set(rates) - set(loss.blocks))
+        if unknown:
+            raise InvalidParameterError(f"rates names unknown blocks {unknown}; blocks are {loss.blocks}")
         self.rates = {b: check_rate(f"eta_{b}", rates[b]) for b in loss.blocks if b in rates}
         for b in compiled.flow.learned:
             if b not in self.rates:

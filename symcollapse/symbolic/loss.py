@@ -53,7 +53,12 @@ class EdgeLoss:
         object.__setattr__(self, "shared", tuple((str(n), sp.ImmutableMatrix(m)) for n, m in self.shared))
         if self.data is not None:
             object.__setattr__(self, "data", sp.ImmutableMatrix(self.data))
+        if len(self.y) < 1:
+            raise InvalidParameterError("y must have at least one component (d >= 1)")
         names = [n for n, _ in self.shared]
+        bad = [n for n in names if not n.isidentifier()]
+        if bad:
+            raise InvalidParameterError(f"shared block names must be Python identifiers (e.g. 'W'); got {bad}")
         if len(set(names)) != len(names) or {SAMPLE, LABEL} & set(names):
             raise InvalidParameterError(f"shared block names must be unique and not 'x' or 'y'; got {names}")
         rates = dict(self.rates)
