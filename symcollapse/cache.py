@@ -18,12 +18,13 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import sympy as sp
 
+from .errors import SymcollapseError
+from .outputs.io import atomic_write_bytes
 from .symbolic import polydiff
 from .symbolic.flow import EdgeFlow, derive_flow
 from .symbolic.loss import EdgeLoss
@@ -263,21 +264,8 @@ def _write(loss: EdgeLoss, path: Path, payload: bytes) -> Path | None:
     header = json.dumps({"format": FORMAT, "key": loss_key(loss), "loss": loss.name,
                          "sha256": _checksum(payload)}).encode()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(header + b"\n" + payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-    except OSError:
+        atomic_write_bytes(path, header + b"\n" + payload)
+    except (OSError, SymcollapseError):
         return None  # a read-only or full disk only costs the cache, never the result
     return path
 
