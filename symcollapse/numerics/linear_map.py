@@ -15,6 +15,7 @@ import scipy.sparse as sps
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic.loss import LABEL, SAMPLE
 from ..validation import check_array, check_rate
+from .finite_differences import central_gradient, central_jacobian
 from .kernels import CompiledFlow, relative_error
 from .system import FlowSystem
 
@@ -162,22 +163,10 @@ class LinearMapSystem:
     def frozen_loss_gradient_fd(self, v: np.ndarray, h: float = 1e-5) -> np.ndarray:
         """∂L/∂θ in the (S, Y, θ) coordinates with every sg held at its value at v (central differences)."""
         vb0 = self.base_vector(v)
-        g = np.empty_like(v)
-        for k in range(len(v)):
-            e = np.zeros_like(v)
-            e[k] = h
-            g[k] = (self.base._frozen_loss(self.base_vector(v + e), vb0)
-                    - self.base._frozen_loss(self.base_vector(v - e), vb0)) / (2 * h)
-        return g
+        return central_gradient(lambda w: self.base._frozen_loss(self.base_vector(w), vb0), v, h)
 
     def flow_jacobian_fd(self, v: np.ndarray, h: float = 1e-6) -> np.ndarray:
-        J = np.empty((len(v), len(v)))
-        for k in range(len(v)):
-            e = np.zeros_like(v)
-            e[k] = h
-            J[:, k] = (self.flow_vector(v + e) - self.flow_vector(v - e)) / (2 * h)
-        return J
-
+        return central_jacobian(self.flow_vector, v, h)
 
 def verify_linear_map(compiled: CompiledFlow, seed: int = 2468, tol: float = 1e-6,
                       name: str = "S") -> dict:

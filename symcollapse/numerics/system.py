@@ -13,6 +13,7 @@ import scipy.sparse as sps
 from ..errors import InvalidParameterError
 from ..symbolic.loss import LABEL, SAMPLE
 from ..validation import check_array, check_rate, check_real
+from .finite_differences import central_jacobian
 from .graph import CouplingGraph
 from .kernels import CompiledFlow, _stack
 
@@ -348,12 +349,7 @@ class FlowSystem:
 
     def flow_jacobian_fd(self, v: np.ndarray, h: float = 1e-6) -> np.ndarray:
         """∂θ̇/∂θ by central differences of the compiled flow."""
-        J = np.empty((len(v), len(v)))
-        for k in range(len(v)):
-            e = np.zeros_like(v)
-            e[k] = h
-            J[:, k] = (self.flow_vector(v + e) - self.flow_vector(v - e)) / (2 * h)
-        return J
+        return central_jacobian(self.flow_vector, v, h)
 
     # --- Jacobian -----------------------------------------------------------------------
     def jacobian(self, v: np.ndarray) -> sps.csr_matrix:
