@@ -188,7 +188,9 @@ class HeadModel:
                  keep_states: bool = False, t_eval=None, rtol: float = 1e-8, atol: float = 1e-11,
                  method: str = "BDF", use_jacobian: bool = True) -> Trajectory:
         """Integrate from the default initial state (or Z0, W0) and record Δ_min, accuracy
-        (argmin_c ‖W x_i − y_c‖), loss; ``extra['invariant']`` holds I(t) when states are kept."""
+        (argmin_c ‖W x_i − y_c‖), loss; ``extra['invariant']`` holds I(t) when states are kept.
+        For large d, ``method="BDF-Schur"`` solves BDF's Newton systems by eliminating the dense
+        W columns of the sparse Jacobian (exact; much faster than a sparse LU of the whole)."""
         if Z0 is None:
             Z0, Wd = self.initial_state(seed)
             W0 = Wd if W0 is None else W0
