@@ -24,7 +24,8 @@ def dense_tail(J) -> int:
     """Number k of trailing columns of J that are dense (at least half of the rows nonzero)."""
     counts = np.diff(csc_matrix(J).indptr)
     dense = counts >= 0.5 * J.shape[0]
-    return len(dense) - int(np.flatnonzero(~dense)[-1]) - 1 if not dense.all() else len(dense)
+    sparse = np.flatnonzero(~dense)
+    return len(dense) - int(sparse[-1]) - 1 if len(sparse) else len(dense)
 
 
 class SchurLU:
