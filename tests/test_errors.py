@@ -402,8 +402,8 @@ def test_head_model_refuses_bad_P(P, allowed):
     (dict(t_end="long"), "t_end"), (dict(seed=-1), "seed"), (dict(n_points=2), "n_points"),
     (dict(rtol=0.0), "rtol"), (dict(method="Euler"), "method"),
     (dict(t_eval=[0.0, 1.0, 0.5]), "t_eval"), (dict(t_eval=[0.0, np.nan]), "t_eval"),
-    (dict(Z0=np.zeros((3, 2))), "Z"), (dict(Z0=np.zeros((7, 2)), W0=np.eye(3)), "W"),
-    (dict(Z0=np.zeros((7, 2)), W0=np.full((2, 2), np.nan)), "W"),
+    (dict(Z0=np.zeros((3, 2))), "Z0"), (dict(Z0=np.zeros((7, 2)), W0=np.eye(3)), "W0"),
+    (dict(Z0=np.zeros((7, 2)), W0=np.full((2, 2), np.nan)), "W0"),
 ])
 def test_head_simulate_refuses_bad_arguments(kw, name):
     with pytest.raises(InvalidParameterError, match=rf"^{name} must"):
@@ -474,3 +474,18 @@ def test_edgeloss_shared_names_must_be_identifiers(name):
 def test_edgeloss_needs_a_label_vector():
     with pytest.raises(InvalidParameterError, match="y must have at least one component"):
         EdgeLoss(sp.S.Zero, vector("x", 1), sp.ImmutableMatrix(0, 1, []))
+
+
+def test_head_model_refuses_one_label_and_names_missing_or_bad_states():
+    import symcollapse as sc
+
+    with pytest.raises(InvalidParameterError, match="K >= 2"):
+        sc.HeadModel(np.ones((3, 1)), d=2)
+    m = sc.HeadModel(balanced_couplings(2, 2, 1), d=2)
+    Z = np.zeros((m.N + m.K, 2))
+    with pytest.raises(InvalidParameterError, match="W must be given"):
+        m.flow(Z)
+    with pytest.raises(InvalidParameterError, match="Z0"):
+        m.simulate(t_end=1.0, Z0=np.zeros((m.N + m.K, 3)), W0=np.eye(2))
+    with pytest.raises(InvalidParameterError, match="W0"):
+        m.simulate(t_end=1.0, Z0=Z, W0=np.full((2, 2), np.nan))

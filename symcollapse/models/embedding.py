@@ -13,14 +13,13 @@ import sympy as sp
 
 from ..errors import InvalidParameterError
 from ..numerics import spectra
-from ..numerics.graph import CouplingGraph
 from ..numerics.kernels import compile_loss
 from ..numerics.system import FlowSystem
 from ..numerics.trajectory import Trajectory, simulate_system
 from ..symbolic.loss import EdgeLoss
 from ..symbolic.symbols import sqnorm, vector
 from ..validation import check_array, check_int, check_rate, check_real
-from .couplings import consistent_labels
+from .graph_model import OnGraph, coupling_graph
 
 
 @lru_cache(maxsize=None)
@@ -31,16 +30,14 @@ def embedding_loss(d: int) -> EdgeLoss:
     return EdgeLoss(sp.Rational(1, 2) * sqnorm(x - y), x, y, name=f"embedding_d{d}")
 
 
-class EmbeddingModel:
+class EmbeddingModel(OnGraph):
     """Embedding-only gradient flow on the coupling graph of P (N×K, non-negative, finite).
 
     scale multiplies the loss (scale = 1/N gives the mean loss): every rate is multiplied by it.
     """
 
     def __init__(self, P, d: int = 2, eta_x: float = 1.0, eta_y: float = 1.0, *, scale: float = 1.0):
-        self.graph = CouplingGraph.from_couplings(P)
-        if self.graph.K < 2:
-            raise InvalidParameterError(f"P must have K >= 2 label columns; got K = {self.graph.K}")
+        self.graph = coupling_graph(P)
         self.d = check_int("d", d, 1)
         self.eta_x = check_rate("eta_x", eta_x)
         self.eta_y = check_rate("eta_y", eta_y)
@@ -51,22 +48,6 @@ class EmbeddingModel:
                                  scale=self.scale)
 
     # --- sizes and state ---------------------------------------------------------------
-    @property
-    def P(self) -> np.ndarray:
-        return self.graph.P
-
-    @property
-    def N(self) -> int:
-        return self.graph.N
-
-    @property
-    def K(self) -> int:
-        return self.graph.K
-
-    @cached_property
-    def labels(self) -> np.ndarray:
-        """Own class of each consistent sample, −1 for frustrated ones."""
-        return consistent_labels(self.P)
 
     @cached_property
     def eta(self) -> np.ndarray:

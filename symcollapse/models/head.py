@@ -21,7 +21,7 @@ from ..symbolic.loss import EdgeLoss
 from ..symbolic.stopgrad import sg
 from ..symbolic.symbols import matrix, sqnorm, vector
 from ..validation import check_array, check_int, check_rate, check_real
-from .couplings import consistent_labels
+from .graph_model import OnGraph, coupling_graph
 
 #: stop-gradient variants: which target is held fixed in each half of the symmetrised loss
 SG_VARIANTS = {True: ("x", "y"), "both": ("x", "y"), False: (), "none": (),
@@ -99,13 +99,13 @@ def require_frustration(P) -> CouplingGraph:
     return g
 
 
-class HeadModel:
+class HeadModel(OnGraph):
     r"""Samples, labels and a shared head W on the graph of P, trained by gradient flow of
     ℓ = ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²) (sg optional), rates η_x, η_y, η_W."""
 
     def __init__(self, P, d: int = 8, eta_x: float = 1.0, eta_y: float = 1.0, eta_W: float = 1.0,
                  stop_gradient=True, learn_head: bool = True, W_frozen=None, scale: float = 1.0):
-        self.graph = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
+        self.graph = coupling_graph(P)
         self.d = check_int("d", d, 1)
         self.eta_x = check_rate("eta_x", eta_x)
         self.eta_y = check_rate("eta_y", eta_y)
@@ -130,27 +130,17 @@ class HeadModel:
         return FlowSystem(compile_loss(self.loss), self.graph, frozen=frozen, scale=self.scale,
                           rates={"x": self.eta_x, "y": self.eta_y, "W": self.eta_W})
 
-    @property
-    def N(self) -> int:
-        return self.graph.N
-
-    @property
-    def K(self) -> int:
-        return self.graph.K
-
-    @cached_property
-    def labels(self) -> np.ndarray:
-        return consistent_labels(self.graph.P)
-
     # --- states -----------------------------------------------------------------------
-    def _check_state(self, Z, W):
-        Z = check_array("Z", Z, ndim=2, shape=(self.N + self.K, self.d))
-        W = self.W_frozen if (W is None and not self.learn_head) else check_array("W", W, shape=(self.d, self.d))
+    def _check_state(self, Z, W, names=("Z", "W")):
+        Z = check_array(names[0], Z, ndim=2, shape=(self.N + self.K, self.d))
+        if W is None and self.learn_head:
+            raise InvalidParameterError(f"{names[1]} must be given (a {self.d}×{self.d} array) for a learned head")
+        W = self.W_frozen if (W is None and not self.learn_head) else check_array(names[1], W, shape=(self.d, self.d))
         return Z, np.asarray(W, dtype=float).reshape(self.d, self.d)
 
-    def pack(self, Z, W=None) -> np.ndarray:
+    def pack(self, Z, W=None, *, names=("Z", "W")) -> np.ndarray:
         """(Z, W) -> the engine's flat state (W omitted when the head is frozen)."""
-        Z, W = self._check_state(Z, W)
+        Z, W = self._check_state(Z, W, names)
         return self.system.pack({"x": Z[:self.N], "y": Z[self.N:], "W": W})
 
     def unpack(self, v) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +186,7 @@ class HeadModel:
             W0 = Wd if W0 is None else W0
         elif W0 is None:
             W0 = np.eye(self.d) if self.learn_head else self.W_frozen
-        v0 = self.pack(Z0, W0)
+        v0 = self.pack(Z0, W0, names=("Z0", "W0"))
         tr = simulate_system(self.system, v0, t_end, labels=self.labels, n_points=n_points, head="W",
                              keep_states=keep_states, t_eval=t_eval, rtol=rtol, atol=atol, method=method,
                              use_jacobian=use_jacobian)
