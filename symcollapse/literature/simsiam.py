@@ -119,7 +119,7 @@ def _system():
 def checks() -> tuple[Check, ...]:
     d = derive()
     rows = []
-    W, Wp, w, p, s = d["W"], d["Wp"], d["w"], d["p"], d["s"]
+    w, p, s = d["w"], d["p"], d["s"]
     off = [d["Wd"][0, 1], d["Wd"][1, 0], d["Pd"][0, 1], d["Pd"][1, 0]]
     rows.append(identity(MODEL, "aligned ansatz W, W_p diagonal is closed (off-diagonal flow ≡ 0)",
                          sp.Matrix(off), "derived matrix flow of J (n = 2)"))

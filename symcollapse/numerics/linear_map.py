@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sps
 
 from ..errors import DerivationCheckError, InvalidParameterError
-from ..symbolic.loss import LABEL, SAMPLE
+from ..symbolic.loss import SAMPLE
 from ..validation import check_array, check_rate
 from .finite_differences import central_gradient, central_jacobian
 from .kernels import CompiledFlow, relative_error

@@ -68,7 +68,6 @@ class FlowSystem:
     @cached_property
     def layout(self) -> dict:
         """block -> (offset, shape) in the state vector."""
-        loss = self.compiled.loss
         out, off = {}, 0
         for b in self.compiled.flow.learned:
             shape = self._shape(b)
