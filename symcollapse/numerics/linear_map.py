@@ -45,11 +45,17 @@ class LinearMapSystem:
         self.scale = self.base.scale
 
     # --- layout -------------------------------------------------------------------
+    @property
+    def _lead_block(self) -> tuple[str, tuple]:
+        """The block that replaces the samples x in the state: the map S (d×D)."""
+        return self.name, (self.d, self.D)
+
     @cached_property
     def layout(self) -> dict:
-        """block -> (offset, shape): the map S first, then the base blocks other than x."""
-        out = {self.name: (0, (self.d, self.D))}
-        off = self.d * self.D
+        """block -> (offset, shape): the lead block (the map S) first, then the base blocks other than x."""
+        lead, shape0 = self._lead_block
+        out = {lead: (0, shape0)}
+        off = int(np.prod(shape0))
         for b, (_, shape) in self.base.layout.items():
             if b == SAMPLE:
                 continue
@@ -232,16 +238,10 @@ class RowSpaceSystem(LinearMapSystem):
         self.S0 = check_array(f"{name}0", S0, ndim=2, shape=(self.d, self.D))
         self.X0 = self.U @ self.S0.T
 
-    @cached_property
-    def layout(self) -> dict:
-        out = {self.COORD: (0, (self.base.graph.N, self.d))}
-        off = self.base.graph.N * self.d
-        for b, (_, shape) in self.base.layout.items():
-            if b == SAMPLE:
-                continue
-            out[b] = (off, shape)
-            off += int(np.prod(shape))
-        return out
+    @property
+    def _lead_block(self) -> tuple[str, tuple]:
+        """The row-space coordinates A (N×d) with S = S₀ + Aᵀ U."""
+        return self.COORD, (self.base.graph.N, self.d)
 
     @cached_property
     def rate_vector(self) -> np.ndarray:
