@@ -119,3 +119,19 @@ def test_notebook_latex_reprs():
     var = make_variant(embedding_loss(1), balanced_couplings(2, 1, 1), mean=True)
     tex = var._repr_latex_()
     assert r"\frac{1}{3}" in tex and r"\mathbb{R}^{3\times2}" in tex
+
+
+def test_models_display_as_latex_with_their_derived_edge_loss():
+    import symcollapse as sc
+
+    P = sc.balanced_couplings(2, 3, 1)
+    emb = sc.EmbeddingModel(P, d=2)._repr_latex_()
+    head = sc.HeadModel(P, d=2)._repr_latex_()
+    ts = sc.TeacherStudentModel(D=20, n_inputs=10, K=2, d=2, eps=0.2, seed=0)._repr_latex_()
+    for text, title in ((emb, "EmbeddingModel"), (head, "HeadModel"), (ts, "TeacherStudentModel")):
+        assert text.startswith("$") and text.endswith("$") and title in text
+        assert text.count("{") == text.count("}")
+    assert r"\operatorname{sg}" in head          # the head loss carries its stop-gradient
+    assert r"\operatorname{sg}" not in emb
+    assert "N = 7" in emb and "K = 2" in emb    # N = Kn + mu K(K-1)/2 = 6 + 1
+    assert r"\eta_{W} = 1" in head

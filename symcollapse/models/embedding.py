@@ -19,7 +19,7 @@ from ..numerics.trajectory import Trajectory, simulate_system
 from ..symbolic.loss import EdgeLoss
 from ..symbolic.symbols import sqnorm, vector
 from ..validation import check_array, check_int, check_rate, check_real
-from .graph_model import OnGraph, coupling_graph
+from .graph_model import OnGraph, coupling_graph, model_latex
 
 
 @lru_cache(maxsize=None)
@@ -70,6 +70,10 @@ class EmbeddingModel(OnGraph):
         """dZ/dt = −s·H L_G Z at Z ((N+K)×d, samples first), from the compiled derived flow."""
         Z = self._check_state(Z)
         return self.system.flow_vector(Z.ravel()).reshape(Z.shape)
+
+    def _repr_latex_(self) -> str:
+        return model_latex("EmbeddingModel", self.loss_def, N=self.N, K=self.K, d=self.d,
+                           eta_x=self.eta_x, eta_y=self.eta_y)
 
     def loss(self, Z) -> float:
         """L = s·½ Σ P_ic ‖x_i − y_c‖²."""

@@ -39,3 +39,13 @@ class OnGraph:
     def labels(self) -> np.ndarray:
         """Own class of each consistent sample, −1 for frustrated ones."""
         return consistent_labels(self.graph.P)
+
+
+def model_latex(title: str, loss, **sizes) -> str:
+    r"""Notebook display of a model: L = s Σ_{i,c} P_ic ℓ(x_i, y_c) with its edge loss ℓ and sizes."""
+    import sympy as sp
+
+    items = r",\ ".join(f"{sp.latex(sp.Symbol(k))} = {v:g}" if isinstance(v, float)
+                          else f"{sp.latex(sp.Symbol(k))} = {v}" for k, v in sizes.items())
+    return (rf"$\mathrm{{{title}}}:\ L = \sum_{{i,c}} P_{{ic}}\,\ell(x_i, y_c),\quad "
+            rf"\ell = {sp.latex(loss.expr)};\quad {items}$")

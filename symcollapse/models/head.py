@@ -21,7 +21,7 @@ from ..symbolic.loss import EdgeLoss
 from ..symbolic.stopgrad import sg
 from ..symbolic.symbols import matrix, sqnorm, vector
 from ..validation import check_array, check_int, check_rate, check_real
-from .graph_model import OnGraph, coupling_graph
+from .graph_model import OnGraph, coupling_graph, model_latex
 
 #: stop-gradient variants: which target is held fixed in each half of the symmetrised loss
 SG_VARIANTS = {True: ("x", "y"), "both": ("x", "y"), False: (), "none": (),
@@ -123,6 +123,10 @@ class HeadModel(OnGraph):
     @property
     def loss(self) -> EdgeLoss:
         return head_loss(self.d, self.stop_gradient, self.learn_head)
+
+    def _repr_latex_(self) -> str:
+        return model_latex("HeadModel", self.loss, N=self.N, K=self.K, d=self.d, eta_x=self.eta_x,
+                           eta_y=self.eta_y, eta_W=self.eta_W)
 
     @cached_property
     def system(self) -> FlowSystem:

@@ -34,6 +34,7 @@ from ..symbolic.loss import EdgeLoss
 from ..symbolic.stopgrad import sg
 from ..symbolic.symbols import matrix, rate, sqnorm, vector
 from ..validation import check_int, check_rate, check_real
+from .graph_model import model_latex
 
 MAP = "S"
 
@@ -263,6 +264,10 @@ class TeacherStudentModel:
     def data(self) -> TeacherStudentData:
         return teacher_data(self.D, self.n_inputs, self.K, self.eps, self.seed, self.n_test,
                             self.inputs, self.signal)
+
+    def _repr_latex_(self) -> str:
+        return model_latex("TeacherStudentModel", self.loss, D=self.D, n_inputs=self.n_inputs,
+                           K=self.K, d=self.d, eta_S=self.eta_S, eta_y=self.eta_y)
 
     @cached_property
     def loss(self) -> EdgeLoss:
