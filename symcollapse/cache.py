@@ -164,20 +164,7 @@ class _Decoder:
                 const += c
                 continue
             out.append((c, fs))
-        rank = {f: r for r, f in enumerate(sorted(set(factors.values()), key=polydiff._CANONICAL))}
-        terms_ = []
-        for c, fs in out:
-            fs = sorted(fs, key=rank.__getitem__)
-            if c == 1:
-                terms_.append(fs[0] if len(fs) == 1 else sp.Mul._from_args(fs))
-            else:
-                terms_.append(sp.Mul._from_args([c] + fs))
-        if not terms_:
-            return const
-        terms_.sort(key=polydiff._CANONICAL)
-        if const != 0:
-            terms_.insert(0, const)
-        return terms_[0] if len(terms_) == 1 else sp.Add._from_args(terms_)
+        return polydiff.canonical_sum(out, const)
 
 
 def encode_flow(flow: EdgeFlow) -> dict:

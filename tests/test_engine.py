@@ -78,3 +78,22 @@ def test_moment_path_equals_edge_path_on_random_graph():
     b = FlowSystem(cp, P, rates=rates, path="edge")
     v = rng.normal(size=a.size)
     np.testing.assert_allclose(a.flow_vector(v), b.flow_vector(v), rtol=1e-12, atol=1e-12)
+
+
+def test_canonical_construction_equals_sympy_expression():
+    """polydiff.as_expr builds Add/Mul in canonical order by hand: it must equal SymPy's own."""
+    import random
+
+    from sympy import QQ
+    from sympy.polys.rings import ring
+
+    from symcollapse.symbolic import polydiff
+
+    x, y, z = sp.symbols("x y z")
+    R = ring([x, y, z], QQ)[0]
+    rnd = random.Random(0)
+    for _ in range(30):
+        e = sp.expand(sum(rnd.randint(-3, 3) * x**rnd.randint(0, 3) * y**rnd.randint(0, 2)
+                          * z**rnd.randint(0, 2) for _ in range(6)) + sp.Rational(rnd.randint(-2, 2), 3))
+        p = R.from_expr(e)
+        assert sp.srepr(polydiff.as_expr(p)) == sp.srepr(p.as_expr())

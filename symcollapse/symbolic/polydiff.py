@@ -50,25 +50,13 @@ def sparse_poly(expr, gens=None):
 _CANONICAL = cmp_to_key(Basic.compare)  # the order Mul and Add keep their arguments in
 
 
-def as_expr(p):
-    """A sparse ring element as the canonical SymPy expression (identical to ``p.as_expr()``),
-    built directly from its monomials in SymPy's canonical argument order (several times
-    faster than re-flattening every product)."""
-    syms = p.ring.symbols
-    factors = {}
-    for monom in p.keys():
-        for k, e in enumerate(monom):
-            if e and (k, e) not in factors:
-                factors[(k, e)] = syms[k] if e == 1 else sp.Pow(syms[k], e)
-    rank = {key: r for r, key in enumerate(sorted(factors, key=lambda q: _CANONICAL(factors[q])))}
-    terms, const = [], sp.S.Zero
-    for monom, c in p.items():
-        c = sp.Rational(int(c.numerator), int(c.denominator))
-        keys = sorted(((k, e) for k, e in enumerate(monom) if e), key=rank.__getitem__)
-        if not keys:
-            const = c
-            continue
-        fs = [factors[q] for q in keys]
+def canonical_sum(pairs, const=sp.S.Zero):
+    """const + Σ c·Π f for pairs (c, [f, …]), built directly in SymPy's canonical argument order
+    (identical to ``sp.Add(*…)``, several times faster than re-flattening every product)."""
+    rank = {f: r for r, f in enumerate(sorted({f for _, fs in pairs for f in fs}, key=_CANONICAL))}
+    terms = []
+    for c, fs in pairs:
+        fs = sorted(fs, key=rank.__getitem__)
         if c == 1:
             terms.append(fs[0] if len(fs) == 1 else sp.Mul._from_args(fs))
         else:
@@ -79,6 +67,26 @@ def as_expr(p):
     if const != 0:
         terms.insert(0, const)
     return terms[0] if len(terms) == 1 else sp.Add._from_args(terms)
+
+
+def as_expr(p):
+    """A sparse ring element as the canonical SymPy expression (identical to ``p.as_expr()``)."""
+    syms = p.ring.symbols
+    factors = {}
+    pairs, const = [], sp.S.Zero
+    for monom, c in p.items():
+        c = sp.Rational(int(c.numerator), int(c.denominator))
+        fs = []
+        for k, e in enumerate(monom):
+            if e:
+                if (k, e) not in factors:
+                    factors[(k, e)] = syms[k] if e == 1 else sp.Pow(syms[k], e)
+                fs.append(factors[(k, e)])
+        if fs:
+            pairs.append((c, fs))
+        else:
+            const = c
+    return canonical_sum(pairs, const)
 
 
 def expand(expr):
