@@ -79,15 +79,13 @@ def graph_modes(P) -> tuple[np.ndarray, np.ndarray]:
 def nu_sep(K: int, n: int, mu: int, omega: float = 2.0) -> float:
     r"""ν_sep of the balanced ensemble, from the derived sector matrix of D⁻¹A:
     ν_sep² = (n + ωμ(K−2)/4) / (n + ωμ(K−1)/2)."""
-    from ..symbolic.meanfield import separation_nu_squared
+    from ..numerics.phase import nu_sep_kernel
 
     K = check_int("K", K, 2)
     n = check_int("n", n, 1)
     mu = check_int("mu", mu, 0)
     omega = check_real("omega", omega, 0.0, None, strict_min=True)
-    expr, syms = separation_nu_squared()
-    val = float(expr.subs({syms["K"]: K, syms["n"]: n, syms["mu"]: mu, syms["omega"]: omega}))
-    return float(np.sqrt(val))
+    return float(nu_sep_kernel()(K, n, mu, omega))
 
 
 def require_frustration(P) -> CouplingGraph:

@@ -6,6 +6,8 @@ Collapse measure: ρ = Δ_min(T)/Δ_min(0), averaged over seeds.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import os
 from concurrent.futures import ProcessPoolExecutor
 
@@ -15,26 +17,36 @@ import sympy as sp
 from ..validation import check_int, check_real
 
 
-def nu_sep_grid(K, n, mu, omega=2.0) -> np.ndarray:
-    r"""ν_sep(K, n, μ, ω) on broadcast arrays, from the derived ν_sep² expression."""
+@lru_cache(maxsize=None)
+def nu_sep_kernel():
+    """ν_sep(K, n, μ, ω) lambdified once from the derived ν_sep² (array-valued)."""
     from ..symbolic.meanfield import separation_nu_squared
 
     expr, s = separation_nu_squared()
-    f = sp.lambdify((s["K"], s["n"], s["mu"], s["omega"]), sp.sqrt(expr), "numpy")
+    return sp.lambdify((s["K"], s["n"], s["mu"], s["omega"]), sp.sqrt(expr), "numpy")
+
+
+@lru_cache(maxsize=None)
+def _final_separation_kernels():
+    """(w*, Y_∞²) of the K = 2 reduction, lambdified once from the derived self-consistency."""
+    from ..symbolic import meanfield as mfm
+
+    sol = mfm.self_consistency(True)
+    args = (mfm.n_, mfm.m_, mfm.omega_, mfm.eta_x, mfm.eta_y, mfm.eta_W, sol["I0"])
+    return (sp.lambdify(args, sp.sqrt(sol["w2"]), "numpy"), sp.lambdify(args, sol["Yinf2"], "numpy"))
+
+
+def nu_sep_grid(K, n, mu, omega=2.0) -> np.ndarray:
+    r"""ν_sep(K, n, μ, ω) on broadcast arrays, from the derived ν_sep² expression."""
     K, n, mu, omega = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (K, n, mu, omega)))
-    return np.asarray(f(K, n, mu, omega), dtype=float)
+    return np.asarray(nu_sep_kernel()(K, n, mu, omega), dtype=float)
 
 
 def final_separation_grid(n, m, eta_x, eta_y, eta_W, I0, omega=2.0) -> tuple[np.ndarray, np.ndarray]:
     r"""(w*, |Y_∞|) of the K = 2 mean-field reduction on broadcast arrays, from the derived
     self-consistency w*² and the invariant-selected Y_∞²(I₀); Y_∞ = 0 where Y_∞² ≤ 0 (collapse)."""
-    from ..symbolic import meanfield as mfm
-
-    sol = mfm.self_consistency(True)
-    args = (mfm.n_, mfm.m_, mfm.omega_, mfm.eta_x, mfm.eta_y, mfm.eta_W, sol["I0"])
-    fw = sp.lambdify(args, sp.sqrt(sol["w2"]), "numpy")
+    fw, fy2 = _final_separation_kernels()
     vals = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (n, m, omega, eta_x, eta_y, eta_W, I0)))
-    fy2 = sp.lambdify(args, sol["Yinf2"], "numpy")
     Y2 = np.asarray(fy2(*vals), dtype=float)
     # Y_∞² ≤ 0: the invariant admits no separated end state; the labels collapse (Y_∞ = 0)
     Y = np.sqrt(np.clip(Y2, 0.0, None))
