@@ -169,7 +169,7 @@ class LinearMapSystem:
     def frozen_loss_gradient_fd(self, v: np.ndarray, h: float = 1e-5) -> np.ndarray:
         """∂L/∂θ in the (S, Y, θ) coordinates with every sg held at its value at v (central differences)."""
         vb0 = self.base_vector(v)
-        return central_gradient(lambda w: self.base._frozen_loss(self.base_vector(w), vb0), v, h)
+        return central_gradient(lambda w: self.base.frozen_loss(self.base_vector(w), vb0), v, h)
 
     def flow_jacobian_fd(self, v: np.ndarray, h: float = 1e-6) -> np.ndarray:
         return central_jacobian(self.flow_vector, v, h)

@@ -289,7 +289,8 @@ class FlowSystem:
     def loss_vector(self, v: np.ndarray) -> float:
         return self.loss(self.unpack(v))
 
-    def _frozen_loss(self, v, v0) -> float:
+    def frozen_loss(self, v, v0) -> float:
+        """L(θ; θ₀): the loss with every sg(a) evaluated at the state v0 (for gradient checks)."""
         st, st0 = self._node_state(self.unpack(v)), self._node_state(self.unpack(v0))
         loss = self.compiled.loss
         i, c, p = self.graph.edges
@@ -304,7 +305,7 @@ class FlowSystem:
         return float(self.scale * np.sum(p * np.broadcast_to(val, p.shape)))
 
     def _frozen_loss_batch(self, V: np.ndarray, v0: np.ndarray) -> np.ndarray:
-        """_frozen_loss(V[b], v0) for every row of V in one broadcast kernel call."""
+        """frozen_loss(V[b], v0) for every row of V in one broadcast kernel call."""
         loss = self.compiled.loss
         i, c, p = self.graph.edges
         B = V.shape[0]
