@@ -85,7 +85,7 @@ def _embedding_hand(Pc, eta_x, eta_y):
 
 
 def _head_hand(Pc, eta_x, eta_y, eta_W):
-    """MODEL.md §3 with stop-gradient: Ẋ = −η_x (D_s X Wᵀ − P Y) W, Ẏ = −η_y (D_y Y Wᵀ − Pᵀ X) W,
+    """docs/model.md §3 with stop-gradient: Ẋ = −η_x (D_s X Wᵀ − P Y) W, Ẏ = −η_y (D_y Y Wᵀ − Pᵀ X) W,
     Ẇ = −η_W (W ZᵀDZ − ZᵀAZ)."""
     Ds = np.asarray(Pc.sum(axis=1)).ravel()
     Dy = np.asarray(Pc.sum(axis=0)).ravel()
@@ -263,7 +263,7 @@ def bench_slow_rate(repeats: int = 3) -> list[Row]:
     r_small_s = spectra.slow_rate(small, method="schur")
     r_small_d = spectra.slow_rate(small, method="dense")
     assert abs(r_small_s - r_small_d) <= 1e-9 * r_small_d, (r_small_s, r_small_d)
-    # the big one against the smallest root of MODEL.md's sector cubic (η = 1)
+    # the big one against the smallest root of docs/model.md §2's sector cubic (η = 1)
     cub = [1.0, -(3 + n + (K - 1) * mu), 2 + 2 * n + (2 * K - 1) * mu, -K * mu]
     root = min(np.roots(cub).real)
     assert abs(r_big - root) <= 1e-8 * root, (r_big, root)
@@ -277,7 +277,7 @@ def bench_slow_rate(repeats: int = 3) -> list[Row]:
 
 # --- (5): 512×512 grid of the closed-form slow rate ------------------------------------------
 def bench_grid() -> list[Row]:
-    """The smallest root of the derived sector cubic (MODEL.md §2) by Viète's trigonometric
+    """The smallest root of the derived sector cubic (docs/model.md §2) by Viète's trigonometric
     closed form (three real roots), lambdified over a 512×512 grid of (μ/n, η_y/η_x)."""
     import sympy as sp
 
