@@ -130,7 +130,7 @@ def _embedding_hand(Pc, eta_x, eta_y):
 
 
 def _head_hand(Pc, eta_x, eta_y, eta_W):
-    """MODEL.md §3 with stop-gradient: Ẋ = −η_x (D_s X Wᵀ − P Y) W, Ẏ = −η_y (D_y Y Wᵀ − Pᵀ X) W,
+    """docs/model.md §3 with stop-gradient: Ẋ = −η_x (D_s X Wᵀ − P Y) W, Ẏ = −η_y (D_y Y Wᵀ − Pᵀ X) W,
     Ẇ = −η_W (W ZᵀDZ − ZᵀAZ)."""
     Ds = np.asarray(Pc.sum(axis=1)).ravel()
     Dy = np.asarray(Pc.sum(axis=0)).ravel()
@@ -312,7 +312,7 @@ def bench_slow_rate(*, N_big: int, N_small: int, repeats: int) -> list[Row]:
     r_small_s = spectra.slow_rate(small, method="schur")
     r_small_d = spectra.slow_rate(small, method="dense")
     agree("slow rate: Schur vs dense eigvalsh", abs(r_small_s - r_small_d) / r_small_d, 1e-9)
-    # the big one against the smallest root of MODEL.md's sector cubic (η = 1)
+    # the big one against the smallest root of docs/model.md §2's sector cubic (η = 1)
     cub = [1.0, -(3 + n + (K - 1) * mu), 2 + 2 * n + (2 * K - 1) * mu, -K * mu]
     root = min(np.roots(cub).real)
     agree("slow rate: Schur vs smallest root of the sector cubic", abs(r_big - root) / root, 1e-8)
@@ -327,7 +327,7 @@ def bench_slow_rate(*, N_big: int, N_small: int, repeats: int) -> list[Row]:
 # --- (5): 512×512 grid of the closed-form slow rate ------------------------------------------
 @benchmark(rows=(5,), full=dict(G=512, repeats=5, samples=300), smoke=dict(G=16, repeats=1, samples=20))
 def bench_grid(*, G: int, repeats: int, samples: int) -> list[Row]:
-    """The smallest root of the derived sector cubic (MODEL.md §2) by Viète's trigonometric
+    """The smallest root of the derived sector cubic (docs/model.md §2) by Viète's trigonometric
     closed form (three real roots), lambdified over a 512×512 grid of (μ/n, η_y/η_x)."""
     import sympy as sp
 

@@ -15,7 +15,7 @@ from symcollapse.numerics.sweeps import grid, parse_param, point_id, read_result
 
 def rate_point(mu: int, seed: int) -> dict:
     """Cheap but real: the slow rate of B(3, 4, μ) with η_y drawn from the seed, and the
-    smallest root of MODEL.md's sector cubic for the same rates (they must agree)."""
+    smallest root of docs/model.md §2's sector cubic for the same rates (they must agree)."""
     eta_y = float(np.random.default_rng(seed).uniform(0.5, 2.0))
     K, n = 3, 4
     rs = spectra.slow_rate(balanced_couplings(K, n, mu), 1.0, eta_y, method="dense")
