@@ -16,7 +16,7 @@ from ..errors import InvalidParameterError
 from ..numerics.graph import CouplingGraph
 from ..numerics.kernels import compile_loss
 from ..numerics.system import FlowSystem
-from ..numerics.trajectory import Trajectory, simulate_system
+from ..numerics.trajectory import Trajectory, check_method, simulate_system
 from ..symbolic.loss import EdgeLoss
 from ..symbolic.stopgrad import sg
 from ..symbolic.symbols import matrix, sqnorm, vector
@@ -178,11 +178,18 @@ class HeadModel(OnGraph):
 
     def simulate(self, t_end: float = 3000.0, seed: int = 0, *, n_points: int = 200, Z0=None, W0=None,
                  keep_states: bool = False, t_eval=None, rtol: float = 1e-8, atol: float = 1e-11,
-                 method: str = "BDF", use_jacobian: bool = True) -> Trajectory:
+                 method: str = "auto", use_jacobian: bool = True, stop_residual: float | None = None,
+                 lu_limit: int | None = None) -> Trajectory:
         """Integrate from the default initial state (or Z0, W0) and record Δ_min, accuracy
         (argmin_c ‖W x_i − y_c‖), loss; ``extra['invariant']`` holds I(t) when states are kept.
-        For large d, ``method="BDF-Schur"`` solves BDF's Newton systems by eliminating the dense
-        W columns of the sparse Jacobian (exact; much faster than a sparse LU of the whole)."""
+
+        ``method='auto'`` (default) measures the stiffness ρ(J)·t_end of the derived Jacobian and
+        takes DOP853 when it is small, else BDF with the analytic Jacobian — "BDF-Schur" (exact
+        elimination of the dense W columns, much faster than a sparse LU of the whole) when the
+        head is learned; ``extra['method']``/``['method_reason']`` record the choice. Any SciPy
+        method name forces that integrator. ``stop_residual``: end when ‖θ̇‖_∞ ≤ stop_residual
+        (``extra['stopped']``, ``['t_reached']``, ``['residual']``)."""
+        check_method(method)
         if Z0 is None:
             Z0, Wd = self.initial_state(seed)
             W0 = Wd if W0 is None else W0
@@ -191,7 +198,7 @@ class HeadModel(OnGraph):
         v0 = self.pack(Z0, W0, names=("Z0", "W0"))
         tr = simulate_system(self.system, v0, t_end, labels=self.labels, n_points=n_points, head="W",
                              keep_states=keep_states, t_eval=t_eval, rtol=rtol, atol=atol, method=method,
-                             use_jacobian=use_jacobian)
+                             use_jacobian=use_jacobian, stop_residual=stop_residual, lu_limit=lu_limit)
         if keep_states:
             inv = np.array([self.invariant(*self.unpack(v)) for v in tr.states])
             tr.extra["invariant"] = inv

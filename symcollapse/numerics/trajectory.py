@@ -7,14 +7,23 @@ import numpy as np
 
 from ..errors import InvalidParameterError
 from ..symbolic.loss import LABEL, SAMPLE
-from .integrate import integrate, time_grid
+from .integrate import METHODS, check_stop_residual, integrate, time_grid
 from .metrics import accuracy, d_min
 from .system import FlowSystem
+
+
+#: exact solutions of linear flows (see :mod:`.column_flow`)
+EXACT = ("exact-spectral", "exact-expm")
 
 
 @dataclass(frozen=True)
 class Trajectory:
     """Recorded metrics at times t; Z (N+K, d) and W (or None) are the final state.
+
+    ``extra`` records how the run was solved: ``method`` (what ran; 'auto' resolves to one of
+    'exact-spectral', 'exact-expm', 'DOP853', 'BDF-Schur', 'BDF'), ``method_reason``, the measured
+    quantities behind the choice, and the fixed-point test: ``stop_residual``, ``stopped``,
+    ``t_reached`` (last time), ``residual`` (‖θ̇‖_∞ at the final state).
 
     ``states`` holds the full flat states at every t when recorded (small systems only).
     """
@@ -39,29 +48,139 @@ class Trajectory:
         return fit_exponential_rate(self.t, self.d_min, floor=floor, fraction=fraction, t_min=t_min)
 
 
+def check_method(method) -> str:
+    """'auto', an exact linear solution or a SciPy method name, else InvalidParameterError."""
+    if method != "auto" and method not in EXACT and method not in METHODS:
+        raise InvalidParameterError(f"method must be 'auto', one of {EXACT} or {METHODS}; got {method!r}")
+    return method
+
+
+def _metrics(system, st: dict, labels, head):
+    X = st.get(SAMPLE)
+    Y = st[LABEL]
+    W = st.get(head) if head else None
+    acc = accuracy(X, Y, labels, W) if X is not None and X.shape[1] == Y.shape[1] else np.nan
+    return d_min(Y), acc, system.loss(st)
+
+
+def _record(extra: dict, choice, method: str, stop_residual, stopped: bool, t_reached: float,
+            residual: float) -> dict:
+    extra.update(method=method, method_reason=choice.reason if choice else "chosen by the caller",
+                 stop_residual=stop_residual, stopped=bool(stopped), t_reached=float(t_reached),
+                 residual=float(residual))
+    if choice is not None:
+        extra.update(choice.measured)
+    return extra
+
+
 def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels: np.ndarray,
                     n_points: int = 200, head: str | None = None, method: str = "BDF",
                     rtol: float = 1e-10, atol: float = 1e-12, use_jacobian: bool = True,
-                    keep_states: bool = False, t_eval: np.ndarray | None = None) -> Trajectory:
+                    keep_states: bool = False, t_eval: np.ndarray | None = None,
+                    stop_residual: float | None = None, lu_limit: int | None = None) -> Trajectory:
     """Integrate from v0 to t_end and record Δ_min, accuracy (nearest label, through the head
-    block named ``head`` if given) and the loss on a log-spaced time grid."""
+    block named ``head`` if given) and the loss on a log-spaced time grid.
+
+    ``method='auto'`` chooses by structure (:mod:`.method_choice`): the exact solution of a linear
+    flow, DOP853 when not stiff, BDF(-Schur) with the analytic Jacobian when stiff. ``extra``
+    records ``method``, ``method_reason`` and what was measured. ``stop_residual``: end at the first
+    time with ‖θ̇‖_∞ ≤ stop_residual (``extra['stopped']``, ``['t_reached']``, ``['residual']``).
+    """
+    from .method_choice import choose
+
     if t_eval is None:
         t_eval = time_grid(t_end, n_points)
     elif t_eval[-1] <= 0:
         raise InvalidParameterError("t_end must be > 0")
+    stop_residual = check_stop_residual(stop_residual)
+    choice = None
+    if method == "auto":
+        choice = choose(system, v0, float(t_eval[-1]), lu_limit=lu_limit)
+        method = choice.method
+    else:
+        check_method(method)
+    if method in EXACT:
+        if choice is None:
+            from .method_choice import linear_choice
+
+            choice = linear_choice(system, float(t_eval[-1]))
+            if choice is None:
+                raise InvalidParameterError(f"method={method!r} needs a linear flow Ż = A Z; use 'auto'")
+            if choice.method != method:
+                from .column_flow import column_propagator
+
+                g = system.graph
+                h = system.scale * np.concatenate([np.full(g.N, system.rates[SAMPLE]),
+                                                   np.full(g.K, system.rates[LABEL])])
+                prop = column_propagator(choice.propagator.A, g.N, g.K, method.split("-")[1], h=h)
+                choice = type(choice)(method, "exact, chosen by the caller", {}, prop)
+        return _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_residual)
     jac = system.jacobian if use_jacobian else None
-    sol = integrate(system.flow_vector, v0, t_eval, jac=jac, method=method, rtol=rtol, atol=atol)
+    sol = integrate(system.flow_vector, v0, t_eval, jac=jac, method=method, rtol=rtol, atol=atol,
+                    stop_residual=stop_residual, lu_limit=lu_limit)
     dm, acc, ls = [], [], []
     for v in sol.y:
-        st = system.unpack(v)
-        X = st.get(SAMPLE)
-        Y = st[LABEL]
-        W = st.get(head) if head else None
-        dm.append(d_min(Y))
-        acc.append(accuracy(X, Y, labels, W) if X is not None and X.shape[1] == Y.shape[1] else np.nan)
-        ls.append(system.loss(st))
+        a, b, c = _metrics(system, system.unpack(v), labels, head)
+        dm.append(a)
+        acc.append(b)
+        ls.append(c)
     final = system.unpack(sol.y[-1])
     X = final.get(SAMPLE)
     Z = np.vstack([X, final[LABEL]]) if X is not None and X.shape[1] == final[LABEL].shape[1] else final[LABEL]
+    extra = _record({"nfev": sol.nfev, "njev": sol.njev, "nsteps": sol.nsteps}, choice, method,
+                    stop_residual, sol.stopped, sol.t[-1], sol.residual)
     return Trajectory(sol.t, np.array(dm), np.array(acc), np.array(ls), Z,
-                      final.get(head) if head else None, sol.y if keep_states else None)
+                      final.get(head) if head else None, sol.y if keep_states else None, extra)
+
+
+def _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_residual) -> Trajectory:
+    """Trajectory of Ż = A Z from the exact propagator at every time of t_eval (or until
+    ‖A Z‖_∞ ≤ stop_residual, the crossing located by bisection to 1e-6 of its time)."""
+    prop = choice.propagator
+    A = prop.A
+    g = system.graph
+    d = system.layout[LABEL][1][1]
+    Z0 = np.asarray(v0, dtype=float).reshape(g.N + g.K, d)
+    dm, acc, ls, states, ts = [], [], [], [], []
+    stopped, residual, Z, t_prev, Z_prev = False, float("nan"), Z0, 0.0, Z0
+    seq = prop.states(Z0, t_eval)
+    for t, Z in zip(t_eval, seq):
+        residual = float(np.max(np.abs(A @ Z))) if Z.size else 0.0
+        if stop_residual is not None and residual <= stop_residual:
+            if t > 0:
+                t, Z, residual = _first_crossing(prop, seq, A, Z_prev, t_prev, float(t), stop_residual)
+            stopped = True
+        ts.append(float(t))
+        st = {SAMPLE: Z[:g.N], LABEL: Z[g.N:]}
+        a, b, c = _metrics(system, st, labels, None)
+        dm.append(a)
+        acc.append(b)
+        ls.append(c)
+        if keep_states:
+            states.append(Z.ravel().copy())
+        if stopped:
+            break
+        t_prev, Z_prev = float(t), Z
+    extra = _record({"nfev": 0, "njev": 0, "nsteps": 0}, choice, choice.method, stop_residual,
+                    stopped, ts[-1], residual)
+    return Trajectory(np.array(ts), np.array(dm), np.array(acc), np.array(ls), Z, None,
+                      np.array(states) if keep_states else None, extra)
+
+
+def _first_crossing(prop, seq, A, Z_lo, t_lo, t_hi, tol):
+    """Bisection on [t_lo, t_hi] for the first time with ‖A Z(t)‖_∞ ≤ tol (Z(t_hi) satisfies it)."""
+    from scipy.sparse.linalg import expm_multiply
+
+    def state(t):
+        return seq.at(t) if prop.method == "spectral" else expm_multiply(A * (t - t_lo), Z_lo)
+
+    lo, hi = t_lo, t_hi
+    Z_hi = state(hi)
+    while hi - lo > 1e-6 * hi:
+        mid = 0.5 * (lo + hi)
+        Zm = state(mid)
+        if np.max(np.abs(A @ Zm)) <= tol:
+            hi, Z_hi = mid, Zm
+        else:
+            lo = mid
+    return hi, Z_hi, float(np.max(np.abs(A @ Z_hi)))
