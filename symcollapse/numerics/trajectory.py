@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InvalidParameterError
+from ..validation import check_real
 from ..symbolic.loss import LABEL, SAMPLE
 from .integrate import METHODS, check_stop_residual, integrate, time_grid
 from .metrics import accuracy, d_min
@@ -93,6 +94,8 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
     elif t_eval[-1] <= 0:
         raise InvalidParameterError("t_end must be > 0")
     stop_residual = check_stop_residual(stop_residual)
+    rtol = check_real("rtol", rtol, 0.0, 1.0, strict_min=True)
+    atol = check_real("atol", atol, 0.0, None, strict_min=True)
     choice = None
     if method == "auto":
         choice = choose(system, v0, float(t_eval[-1]), lu_limit=lu_limit)
