@@ -16,7 +16,7 @@ from ..errors import InvalidParameterError
 from ..numerics.graph import CouplingGraph
 from ..numerics.kernels import compile_loss
 from ..numerics.system import FlowSystem
-from ..numerics.trajectory import Trajectory, check_method, simulate_system
+from ..numerics.trajectory import Trajectory, check_method, check_seeds, simulate_many_system, simulate_system
 from ..symbolic.loss import EdgeLoss
 from ..symbolic.stopgrad import sg
 from ..symbolic.symbols import matrix, sqnorm, vector
@@ -203,3 +203,34 @@ class HeadModel(OnGraph):
             inv = np.array([self.invariant(*self.unpack(v)) for v in tr.states])
             tr.extra["invariant"] = inv
         return tr
+
+    def simulate_many(self, seeds=(0,), t_end: float = 3000.0, *, Z0s=None, W0s=None,
+                      n_points: int = 200, keep_states: bool = False, t_eval=None, rtol: float = 1e-8,
+                      atol: float = 1e-11, method: str = "auto", use_jacobian: bool = True,
+                      stop_residual: float | None = None, lu_limit: int | None = None) -> list[Trajectory]:
+        """One trajectory per seed (or per (Z0s[i], W0s[i])), each equal to
+        ``simulate(t_end, seed, method=tr.extra['method'], ...)``: 'auto' is resolved once, from
+        the first state, and the choice (measured stiffness, method) is shared by the batch.
+
+        For phase sweeps: ``model.simulate_many(seeds=range(8), t_end=T, stop_residual=1e-9,
+        n_points=3)`` gives end states ``tr.Z``, ``tr.W`` with ``tr.extra['stopped']``,
+        ``['t_reached']`` and ``['residual']`` (‖θ̇‖_∞) per seed."""
+        check_method(method)
+        if Z0s is None:
+            states = [self.initial_state(s) for s in check_seeds(seeds)]
+        else:
+            W0s = [None] * len(Z0s) if W0s is None else list(W0s)
+            if not len(Z0s) or len(W0s) != len(Z0s):
+                raise InvalidParameterError(f"Z0s and W0s must be non-empty and of equal length; got "
+                                            f"{len(Z0s)} and {len(W0s)}")
+            states = [(Z, np.eye(self.d) if self.learn_head else self.W_frozen) if W is None else (Z, W)
+                      for Z, W in zip(Z0s, W0s)]
+        V0 = np.array([self.pack(Z, W, names=("Z0s[i]", "W0s[i]")) for Z, W in states])
+        trs = simulate_many_system(self.system, V0, t_end, labels=self.labels, n_points=n_points,
+                                   head="W", keep_states=keep_states, t_eval=t_eval, rtol=rtol,
+                                   atol=atol, method=method, use_jacobian=use_jacobian,
+                                   stop_residual=stop_residual, lu_limit=lu_limit)
+        if keep_states:
+            for tr in trs:
+                tr.extra["invariant"] = np.array([self.invariant(*self.unpack(v)) for v in tr.states])
+        return trs

@@ -56,6 +56,19 @@ def check_method(method) -> str:
     return method
 
 
+def check_seeds(seeds) -> list:
+    """A non-empty sequence of distinct integer seeds ≥ 0, else InvalidParameterError."""
+    from ..validation import check_int
+
+    try:
+        seeds = list(seeds)
+    except TypeError:
+        raise InvalidParameterError(f"seeds must be a sequence of integers >= 0; got {seeds!r}") from None
+    if not seeds:
+        raise InvalidParameterError("seeds must hold at least one seed")
+    return [check_int("seeds[i]", s, 0) for s in seeds]
+
+
 def _metrics(system, st: dict, labels, head):
     X = st.get(SAMPLE)
     Y = st[LABEL]
@@ -187,3 +200,99 @@ def _first_crossing(prop, seq, A, Z_lo, t_lo, t_hi, tol):
         else:
             lo = mid
     return hi, Z_hi, float(np.max(np.abs(A @ Z_hi)))
+
+
+def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.ndarray,
+                         n_points: int = 200, head: str | None = None, method: str = "auto",
+                         rtol: float = 1e-10, atol: float = 1e-12, use_jacobian: bool = True,
+                         keep_states: bool = False, t_eval: np.ndarray | None = None,
+                         stop_residual: float | None = None, lu_limit: int | None = None) -> list:
+    """One :class:`Trajectory` per initial state (rows of ``V0``), as :func:`simulate_system` gives.
+
+    A linear column flow (method 'auto' or 'exact-*') is solved for all seeds at once: their
+    d-column matrices are stacked into one (N+K)×(d·B) matrix and the exact propagator acts on it
+    (one reduced eigen-solution, batched products; each seed's fixed-point time is then located on
+    its own). Other flows: 'auto' is resolved once from the first state (``extra['method']`` the
+    same for every seed) and the seeds are integrated one after another with that method, each
+    exactly as its single run with ``method=extra['method']``.
+    """
+    V0 = np.asarray(V0, dtype=float)
+    if V0.ndim != 2 or V0.shape[1] != system.size or not len(V0):
+        raise InvalidParameterError(f"the initial states must be a (B, {system.size}) array, B ≥ 1; "
+                                    f"got shape {V0.shape}")
+    if not np.all(np.isfinite(V0)):
+        raise InvalidParameterError("the initial states must be finite (no NaN or inf)")
+    if t_eval is None:
+        t_eval = time_grid(t_end, n_points)
+    stop_residual = check_stop_residual(stop_residual)
+    rtol = check_real("rtol", rtol, 0.0, 1.0, strict_min=True)
+    atol = check_real("atol", atol, 0.0, None, strict_min=True)
+    check_method(method)
+    choice = None
+    if method == "auto" or method in EXACT:
+        from .method_choice import choose, linear_choice
+
+        choice = (choose(system, V0[0], float(t_eval[-1]), lu_limit=lu_limit) if method == "auto"
+                  else linear_choice(system, float(t_eval[-1])))
+        if method in EXACT and (choice is None or choice.method != method):
+            return [simulate_system(system, v, t_end, labels=labels, n_points=n_points, head=head,
+                                    method=method, keep_states=keep_states, t_eval=t_eval,
+                                    stop_residual=stop_residual) for v in V0]
+    if choice is not None and choice.method in EXACT:
+        return _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
+    run_method = choice.method if choice is not None else method
+    out = []
+    for v in V0:
+        tr = simulate_system(system, v, t_end, labels=labels, n_points=n_points, head=head,
+                             method=run_method, rtol=rtol, atol=atol, use_jacobian=use_jacobian,
+                             keep_states=keep_states, t_eval=t_eval, stop_residual=stop_residual,
+                             lu_limit=lu_limit)
+        if choice is not None:
+            tr.extra.update(choice.measured, method_reason=choice.reason + " (chosen from the first state)")
+        out.append(tr)
+    return out
+
+
+def _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual) -> list:
+    prop, A, g = choice.propagator, choice.propagator.A, system.graph
+    d = system.layout[LABEL][1][1]
+    B = len(V0)
+    Z0s = [v.reshape(g.N + g.K, d) for v in V0]
+    Zall = np.hstack(Z0s)
+    rec = [dict(t=[], dm=[], acc=[], ls=[], states=[], stopped=False, residual=np.nan, Z=None)
+           for _ in range(B)]
+    active = list(range(B))
+    t_prev, Z_prev = 0.0, Zall
+    for t, Z in zip(t_eval, prop.states(Zall, t_eval)):
+        R = np.abs(A @ Z)
+        still = []
+        for b in active:
+            cols = slice(b * d, (b + 1) * d)
+            Zb, res, tb = Z[:, cols], float(R[:, cols].max()) if Z.size else 0.0, float(t)
+            r = rec[b]
+            if stop_residual is not None and res <= stop_residual:
+                if tb > 0:
+                    seq = prop.states(Z0s[b], t_eval) if prop.method == "spectral" else None
+                    tb, Zb, res = _first_crossing(prop, seq, A, Z_prev[:, cols], t_prev, tb, stop_residual)
+                r["stopped"] = True
+            r["t"].append(tb)
+            a, c, e = _metrics(system, {SAMPLE: Zb[:g.N], LABEL: Zb[g.N:]}, labels, None)
+            r["dm"].append(a)
+            r["acc"].append(c)
+            r["ls"].append(e)
+            if keep_states:
+                r["states"].append(Zb.ravel().copy())
+            r["residual"], r["Z"] = res, Zb.copy()
+            if not r["stopped"]:
+                still.append(b)
+        active = still
+        if not active:
+            break
+        t_prev, Z_prev = float(t), Z
+    out = []
+    for r in rec:
+        extra = _record({"nfev": 0, "njev": 0, "nsteps": 0, "batch": B}, choice, choice.method,
+                        stop_residual, r["stopped"], r["t"][-1], r["residual"])
+        out.append(Trajectory(np.array(r["t"]), np.array(r["dm"]), np.array(r["acc"]), np.array(r["ls"]),
+                              r["Z"], None, np.array(r["states"]) if keep_states else None, extra))
+    return out
