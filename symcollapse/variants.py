@@ -33,12 +33,27 @@ def _check_sg(sg: str) -> str:
 
 def _rates(rates: dict | None, blocks) -> tuple:
     """Per-block learning-rate symbols: names -> positive symbols (strings are symbol names)."""
+    if rates is not None and not isinstance(rates, dict):
+        raise InvalidParameterError(f"rates must be a dict {{block: rate symbol name or expression}} over "
+                                    f"blocks {tuple(blocks)}; got {type(rates).__name__}")
     out = []
     for b, r in (rates or {}).items():
         if b not in blocks:
             raise InvalidParameterError(f"rates must name blocks among {tuple(blocks)}; got {b!r}")
-        out.append((b, rate(r) if isinstance(r, str) else sp.sympify(r)))
+        if isinstance(r, str):
+            out.append((b, rate(r)))
+        elif isinstance(r, (sp.Expr, int, float)) and not isinstance(r, bool):
+            out.append((b, sp.sympify(r)))  # EdgeLoss refuses a non-positive or non-finite rate
+        else:
+            raise InvalidParameterError(f"rates[{b!r}] must be a symbol name or a positive SymPy "
+                                        f"expression; got {r!r}")
     return tuple(out)
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidParameterError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
 
 
 def embedding_loss(d: int, *, rates: dict | None = None, name: str | None = None) -> EdgeLoss:
@@ -60,6 +75,7 @@ def head_loss(d: int, sg: str = "both", *, learn_head: bool = True, rates: dict 
     """
     d = check_int("d", d, 1)
     sg = _check_sg(sg)
+    learn_head = _check_bool("learn_head", learn_head)
     x, y, W = vector("x", d), vector("y", d), matrix("W", d, d)
     ty = _sg(y) if sg in ("both", "label") else y
     tx = _sg(x) if sg in ("both", "sample") else x
@@ -77,6 +93,7 @@ def student_loss(d: int, D: int, *, head: bool = False, sg: str = "both", rates:
     d = check_int("d", d, 1)
     D = check_int("D", D, 1)
     sg = _check_sg(sg)
+    head = _check_bool("head", head)
     u, y, S = vector("u", D), vector("y", d), matrix("S", d, D)
     xs = S * u
     shared = [("S", S)]
@@ -139,6 +156,20 @@ def make_variant(loss: EdgeLoss, P, *, mean: bool = False, rates: dict | None = 
     """
     from .numerics.graph import CouplingGraph
 
+    if not isinstance(loss, EdgeLoss):
+        raise InvalidParameterError(f"loss must be an EdgeLoss; got {type(loss).__name__}")
+    mean = _check_bool("mean", mean)
+    for what, given in (("rates", rates), ("frozen", frozen)):
+        if given is not None and not isinstance(given, dict):
+            raise InvalidParameterError(f"{what} must be a dict keyed by block name; got {type(given).__name__}")
+    unknown = sorted(map(str, set(rates or {}) - set(loss.blocks)))
+    if unknown:
+        raise InvalidParameterError(f"rates names unknown blocks {unknown}; blocks are {loss.blocks}")
+    frozen_blocks = tuple(b for b in loss.shared_names if b not in loss.learned)
+    unknown = sorted(map(str, set(frozen or {}) - set(frozen_blocks)))
+    if unknown:
+        raise InvalidParameterError(f"frozen names blocks {unknown} that are not frozen shared blocks; "
+                                    f"frozen blocks of this loss: {frozen_blocks}")
     g = CouplingGraph.from_couplings(P)
     rates = {b: check_rate(f"eta_{b}", v) for b, v in (rates or {}).items()}
     for b in loss.learned:

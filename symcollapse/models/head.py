@@ -46,6 +46,8 @@ def head_loss(d: int, stop_gradient=True, learn_head: bool = True) -> EdgeLoss:
     """
     d = check_int("d", d, 1)
     targets = _sg_targets(stop_gradient)
+    if not isinstance(learn_head, (bool, np.bool_)):
+        raise InvalidParameterError(f"learn_head must be True or False; got {learn_head!r}")
     x, y, W = vector("x", d), vector("y", d), matrix("W", d, d)
     ty = sg(y) if "y" in targets else y
     tx = sg(x) if "x" in targets else x
