@@ -94,3 +94,12 @@ def test_cli_report_exit_codes(tmp_path, monkeypatch, capsys):
 def test_pdf_is_built_when_pdflatex_exists(tmp_path):
     out = rep.write_report(tmp_path, [_fake_job("alpha", [GOOD])])
     assert out.pdf is not None and out.pdf.stat().st_size > 0
+
+
+@pytest.mark.skipif(__import__("shutil").which("pdflatex") is None, reason="needs pdflatex")
+def test_pdf_is_built_for_a_relative_out_folder(tmp_path, monkeypatch):
+    """`symcollapse report --out report` (relative): pdflatex must find the figures (TEXINPUTS was
+    relative to the folder pdflatex runs in, so the PDF failed with the README's own command)."""
+    monkeypatch.chdir(tmp_path)
+    out = rep.write_report("report", [_fake_job("alpha", [GOOD])])
+    assert out.pdf is not None and out.pdf.stat().st_size > 0, out.pdf_message

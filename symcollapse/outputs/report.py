@@ -222,7 +222,7 @@ def build_pdf(tex_path: Path, timeout: float = 120.0) -> tuple[Path | None, str]
     exe = shutil.which("pdflatex")
     if exe is None:
         return None, "pdflatex is not installed: report.pdf was not built (report.tex and report.md were)"
-    tex_path = Path(tex_path)
+    tex_path = Path(tex_path).resolve()  # TEXINPUTS must not be relative to pdflatex's cwd (--out report)
     with tempfile.TemporaryDirectory(dir=tex_path.parent, prefix=".pdf.") as tmp:
         cmd = [exe, "-interaction=nonstopmode", "-halt-on-error", f"-output-directory={tmp}", tex_path.name]
         try:
