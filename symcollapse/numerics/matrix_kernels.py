@@ -13,7 +13,7 @@ few dense products (docs/model.md §2–§4). A chain outside these forms raises
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import reduce
+from functools import lru_cache, reduce
 
 import numpy as np
 import sympy as sp
@@ -322,3 +322,12 @@ def _add(a, b):
     if isinstance(b, float):
         return a + b * np.eye(a.shape[0], a.shape[1])
     return a + b
+
+
+@lru_cache(maxsize=None)
+def compile_matrix_loss(loss, check: bool = True) -> MatrixCompiledFlow:
+    """Derive (cross-checked at d = 1, 2, 3 unless ``check=False``) and classify the kernels of a
+    :class:`~symcollapse.symbolic.matrix_flow.MatrixEdgeLoss`; once per loss, for every d and N."""
+    from ..symbolic.matrix_flow import derive_matrix_flow
+
+    return compile_matrix_flow(derive_matrix_flow(loss, check=check))

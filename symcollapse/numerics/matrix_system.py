@@ -203,29 +203,165 @@ class MatrixFlowSystem:
 
         return central_jacobian(self.flow_vector, v, h)
 
-    # --- the assembled Jacobian (component path, small d) --------------------------------------
+    # --- the assembled Jacobian, from the derived JVP chains ---------------------------------
+    @cached_property
+    def _sym_block(self) -> dict:
+        return {m: b for b, m in self._names.items()}
+
+    def jacobian(self, v: np.ndarray, *, max_dense: int = 2 * 10**7):
+        """The sparse Jacobian ∂θ̇/∂θ at v, assembled exactly from the derived δF chains:
+        node–node blocks deg ⊗ A and P ⊗ A (sparse), the shared columns and rows dense.
+        Refuses (InvalidParameterError) when the dense parts exceed ``max_dense`` entries:
+        use :meth:`linear_operator` there."""
+        import scipy.sparse as sps
+
+        st = self.unpack(np.asarray(v, dtype=float))
+        n_shared = sum(int(np.prod(s)) for b, (_, s) in self.layout.items() if b not in (SAMPLE, LABEL))
+        dense = n_shared * (self.size - n_shared) * 2 + n_shared ** 2
+        if dense > max_dense:
+            raise InvalidParameterError(
+                f"the assembled Jacobian would hold {dense} dense entries (> max_dense = {max_dense}); "
+                "use linear_operator(v) (matrix-free, from the derived JVP)")
+        ev = self._evaluator(st)
+        blocks = {}
+        for b in self.compiled.learned:
+            f = self.scale * self.rates[b]
+            for c, form, data in self.compiled.jvps[b].terms:
+                for (tb, M) in self._jac_term(ev, b, form, data, ev.coef(c) * f):
+                    key = (b, tb)
+                    blocks[key] = M if key not in blocks else blocks[key] + M
+        order = list(self.layout)
+        grid = [[blocks.get((r, c)) for c in order] for r in order]
+        for i, r in enumerate(order):  # bmat needs a shape in every block row and column
+            if all(g is None for g in grid[i]):
+                grid[i][i] = sps.csr_matrix((int(np.prod(self.layout[r][1])),) * 2)
+        for j, c in enumerate(order):
+            if all(grid[i][j] is None for i in range(len(order))):
+                grid[j][j] = sps.csr_matrix((int(np.prod(self.layout[c][1])),) * 2)
+        return sps.bmat(grid, format="csr")
+
+    def _jac_term(self, ev, b, form, data, c):
+        """[(tangent block, ∂(term)/∂(tangent block))] for one δF chain of output block b."""
+        import scipy.sparse as sps
+
+        g = self.graph
+        tb_of = self._sym_block
+        out_shape = self._shape(b)
+        if b in (SAMPLE, LABEL):
+            side = "sample" if b == SAMPLE else "label"
+            nrow, dout = out_shape
+            if form == "lin" and data[1][3] == "d":
+                prefix, L = data
+                A = ev.prod(prefix)
+                dn = self._shape(tb_of[L[1]])[1]
+                A = c * (A if A is not None else np.eye(dout, dn))
+                lside = ev.side(L)
+                if lside == side:
+                    deg = g.sample_degree if side == "sample" else g.label_degree
+                    pat = sps.diags(deg)
+                else:
+                    pat = g.csr if side == "sample" else g.csr_T
+                return [(tb_of[L[1]], sps.kron(pat, sps.csr_matrix(A), format="csr"))]
+            chain = data[0]
+            j = next(k for k, Lt in enumerate(chain) if Lt[0] == "s" and Lt[3] == "d")
+            Lt = chain[j]
+            Left, Right = ev.prod(chain[:j]), ev.prod(chain[j + 1:])
+            wshape = self._shape(tb_of[Lt[1]])
+            lrows = wshape[1] if Lt[2] else wshape[0]
+            Left = np.eye(dout, lrows) if Left is None else Left
+            if form == "lin":
+                nb = ev.neighbour_sum(data[1], side)
+                r = nb if Right is None else nb @ Right.T
+            else:
+                deg = g.sample_degree if side == "sample" else g.label_degree
+                r = np.outer(deg, np.ravel(Right) if Right is not None else np.ones(1))
+            spec = "ak,il->ialk" if Lt[2] else "ak,il->iakl"
+            M = c * np.einsum(spec, Left, r).reshape(nrow * dout, -1)
+            return [(tb_of[Lt[1]], M)]
+        R, C = out_shape
+        tangents = [L for part in data for L in (part if isinstance(part, tuple) and part and
+                                                isinstance(part[0], tuple) else (part,))
+                    if isinstance(L, tuple) and len(L) == 4 and L[0] == "s" and L[3] == "d"]
+        Lt = tangents[0]
+        tb = tb_of[Lt[1]]
+        if tb in (SAMPLE, LABEL):  # a tangent node vector inside a moment
+            tside = ev.side(Lt)
+            deg = g.sample_degree if tside == "sample" else g.label_degree
+            dn = self._shape(tb)[1]
+            if form == "m1r":
+                A = ev.prod(data[0])
+                A = np.eye(R, dn) if A is None else A
+                M = np.einsum("ak,j->ajk", A, deg).reshape(R * C, -1)
+            elif form == "m1l":
+                B = ev.prod(data[1])
+                B = np.eye(dn, C) if B is None else B
+                M = np.einsum("kb,j->bjk", B, deg).reshape(R * C, -1)
+            else:
+                A, Lp, Lq, B = ev.prod(data[0]), data[1], data[2], ev.prod(data[3])
+                if Lq[3] == "d":
+                    G = ev.neighbour_sum(("s", Lp[1], False, Lp[3]), tside)
+                    AG = G if A is None else G @ A.T
+                    B = np.eye(dn, C) if B is None else B
+                    M = np.einsum("ja,kb->abjk", AG, B).reshape(R * C, -1)
+                else:
+                    H = ev.neighbour_sum(("s", Lq[1], False, Lq[3]), tside)
+                    HB = H if B is None else H @ B
+                    A = np.eye(R, dn) if A is None else A
+                    M = np.einsum("ak,jb->abjk", A, HB).reshape(R * C, -1)
+            return [(tb, c * M)]
+        # a tangent shared letter: the term is Left · δW^(T) · Right with the moment folded in
+        if form == "m0":
+            chain, mid = data[0], float(g.sample_degree.sum())
+        elif form == "m1r":
+            chain, mid = data[0], ev.m1(data[1])
+        elif form == "m1l":
+            chain, mid = data[1], ev.m1(data[0]).T
+        else:
+            chain = data[0] if Lt in data[0] else data[3]
+        j = chain.index(Lt)
+        Lc, Rc = chain[:j], chain[j + 1:]
+        wshape = self._shape(tb)
+        tr, tc = (wshape[1], wshape[0]) if Lt[2] else wshape
+        Left, Right = ev.prod(Lc), ev.prod(Rc)
+        Left = np.eye(tr) if Left is None else Left
+        Right = np.eye(tc) if Right is None else Right
+        if form == "m0":
+            Right = mid * Right
+        elif form == "m1r":
+            Right = Right @ mid
+        elif form == "m1l":
+            Left = mid @ Left
+        else:
+            Mm = ev.m2(data[1], data[2])
+            if Lt in data[0]:
+                B = ev.prod(data[3])
+                Right = Right @ Mm if B is None else Right @ Mm @ B
+            else:
+                A = ev.prod(data[0])
+                Left = Mm @ Left if A is None else A @ Mm @ Left
+        K = np.kron(Left, Right.T)  # vec_row(Left X Right) = (Left ⊗ Rightᵀ) vec_row(X)
+        if Lt[2]:
+            K = K.reshape(R * C, tr, tc).transpose(0, 2, 1).reshape(R * C, -1)
+        return [(tb, c * K)]
+
     @cached_property
     def component(self):
-        """The component-level FlowSystem of the same loss at these sizes (small d only)."""
+        """The component-level FlowSystem of the same loss at these sizes (small d: the
+        cross-check path; its derivation cost grows with d)."""
         from .kernels import compile_loss
         from .system import FlowSystem
 
         d = max(self.dims.values())
         if d > SPARSE_JACOBIAN_MAX_D:
             raise InvalidParameterError(
-                f"the assembled Jacobian needs d <= {SPARSE_JACOBIAN_MAX_D} (component derivation); got "
-                f"sizes {self.dims}: use linear_operator(v) (matrix-free, from the derived JVP)")
+                f"the component path needs d <= {SPARSE_JACOBIAN_MAX_D}; got sizes {self.dims}")
         comp = compile_loss(self.compiled.loss.component(**self.dims))
         return FlowSystem(comp, self.graph, rates=self.rates, params=self.params,
                           data=self.data if self.compiled.loss.data is not None else None,
                           frozen=self.frozen or None, scale=self.scale)
 
-    def jacobian(self, v: np.ndarray):
-        """The sparse Jacobian ∂θ̇/∂θ (assembled from the component derivation at d ≤ 24)."""
-        return self.component.jacobian(v)
-
     def __getattr__(self, name):
-        if name.startswith("__") or name in ("component", "compiled"):
+        if name.startswith("_") or name in ("component", "compiled"):
             raise AttributeError(name)
         return getattr(self.component, name)
 

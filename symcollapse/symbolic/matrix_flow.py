@@ -132,10 +132,11 @@ class MatrixEdgeLoss:
             out.append(int(s))
         return tuple(out)
 
-    def component(self, **dims) -> EdgeLoss:
+    def component(self, name: str | None = None, **dims) -> EdgeLoss:
         """The same loss written in components at the sizes ``dims`` (e.g. d=3): a component
-        :class:`EdgeLoss` with the conventional symbol names (x_k, y_k, W_a_b, u_k, S_a_b)."""
-        return _component(self, tuple(sorted(dims.items())))
+        :class:`EdgeLoss` with the conventional symbol names (x_k, y_k, W_a_b, u_k, S_a_b),
+        named ``name`` (default: this loss's name and the sizes, e.g. head_sg-both_learned_d3)."""
+        return _component(self, tuple(sorted(dims.items())), name)
 
     def _repr_latex_(self) -> str:
         return rf"$\ell = {sp.latex(self.expr)}$"
@@ -147,7 +148,7 @@ def _explicit_symbols(name: str, shape: tuple):
 
 
 @lru_cache(maxsize=None)
-def _component(loss: MatrixEdgeLoss, dims: tuple) -> EdgeLoss:
+def _component(loss: MatrixEdgeLoss, dims: tuple, name: str | None = None) -> EdgeLoss:
     dims = dict(dims)
     values = {m.name: _explicit_symbols(m.name, loss.shape(b, dims)) for b, m in loss.symbols.items()}
     expr = mc.explicit(loss.expr, values)
@@ -157,9 +158,8 @@ def _component(loss: MatrixEdgeLoss, dims: tuple) -> EdgeLoss:
     x = values[loss.x.name] if loss.x is not None else None
     data = values[loss.data.name] if loss.data is not None else None
     shared = tuple((n, values[m.name]) for n, m in loss.shared)
-    return EdgeLoss(sp.expand(expr) if not expr.has(sp.Function) else expr, x, values[loss.y.name],
-                    shared=shared, data=data, rates=loss.rates, learned=loss.learned,
-                    name=f"{loss.name}_{tag}")
+    return EdgeLoss(expr, x, values[loss.y.name], shared=shared, data=data, rates=loss.rates,
+                    learned=loss.learned, name=name or f"{loss.name}_{tag}")
 
 
 @dataclass(frozen=True, eq=False)
