@@ -144,10 +144,15 @@ class MatrixCompiledFlow:
     jvps: dict     # block -> Plan
     loss_plan: Plan
     frozen_plan: Plan
+    default_dims: tuple = ()  # sizes used when a system is built without ``dims``
 
     @property
     def loss(self):
         return self.flow.loss
+
+    def at(self, **dims) -> "MatrixCompiledFlow":
+        """The same kernels with default sizes (e.g. ``at(d=8)``), for callers that pass no dims."""
+        return _at(self, tuple(sorted(dims.items())))
 
     @property
     def learned(self) -> tuple:
@@ -312,6 +317,13 @@ class Evaluator:
                 M = self.m2(("s", Lq[1], False, Lq[3]), ("s", Lp[1], False, Lp[3]))  # Σ n_q n_pᵀ
                 total += c * float(np.trace(B @ M) if B is not None else np.trace(M))
         return total
+
+
+@lru_cache(maxsize=None)
+def _at(compiled: MatrixCompiledFlow, dims: tuple) -> MatrixCompiledFlow:
+    from dataclasses import replace
+
+    return replace(compiled, default_dims=dims)
 
 
 def _add(a, b):

@@ -48,7 +48,7 @@ class MatrixFlowSystem:
             raise InvalidParameterError(f"loss parameters {missing} need numeric values (params=...)")
         self.params = {p.name: check_real(p.name, params[p.name]) for p in loss.parameters}
         self.scale = check_real("scale", scale, 0.0, None, strict_min=True)
-        dims = {str(k): v for k, v in (dims or {}).items()}
+        dims = {str(k): v for k, v in (dims or dict(compiled.default_dims)).items()}
         if loss.data is not None:
             if data is None:
                 raise InvalidParameterError("data must be an (N, D) array of per-sample inputs")
