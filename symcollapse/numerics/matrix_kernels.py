@@ -338,8 +338,13 @@ def _add(a, b):
 
 @lru_cache(maxsize=None)
 def compile_matrix_loss(loss, check: bool = True) -> MatrixCompiledFlow:
-    """Derive (cross-checked at d = 1, 2, 3 unless ``check=False``) and classify the kernels of a
+    """Derive (cross-checked at d = 1, 2, 3 unless ``check=False``; a passed check is recorded in
+    the on-disk cache) and classify the kernels of a
     :class:`~symcollapse.symbolic.matrix_flow.MatrixEdgeLoss`; once per loss, for every d and N."""
-    from ..symbolic.matrix_flow import derive_matrix_flow
+    from .. import cache
+    from ..symbolic.matrix_flow import cross_check, derive_matrix_flow
 
-    return compile_matrix_flow(derive_matrix_flow(loss, check=check))
+    flow = derive_matrix_flow(loss, check=False)
+    if check and not cache.matrix_check_passed(loss):
+        cache.store_matrix_check(loss, cross_check(flow))
+    return compile_matrix_flow(flow)

@@ -231,7 +231,7 @@ class MatrixFlowSystem:
                     key = (b, tb)
                     blocks[key] = M if key not in blocks else blocks[key] + M
         order = list(self.layout)
-        grid = [[blocks.get((r, c)) for c in order] for r in order]
+        grid = [[_structural(blocks.get((r, c))) for c in order] for r in order]
         for i, r in enumerate(order):  # bmat needs a shape in every block row and column
             if all(g is None for g in grid[i]):
                 grid[i][i] = sps.csr_matrix((int(np.prod(self.layout[r][1])),) * 2)
@@ -364,6 +364,18 @@ class MatrixFlowSystem:
         if name.startswith("_") or name in ("component", "compiled"):
             raise AttributeError(name)
         return getattr(self.component, name)
+
+
+def _structural(M):
+    """A dense block as CSR with every entry stored (exact zeros too: the structure of a block
+    must not depend on the state, e.g. W = I, for the solvers that inspect it); sparse as is."""
+    import scipy.sparse as sps
+
+    if M is None or sps.issparse(M):
+        return M
+    r, c = M.shape
+    return sps.csr_matrix((np.ascontiguousarray(M).ravel(), np.tile(np.arange(c), r), np.arange(0, r * c + 1, c)),
+                          shape=(r, c))
 
 
 def sp_free(expr) -> list:

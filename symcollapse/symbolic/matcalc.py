@@ -78,6 +78,12 @@ def t_chain(chain: tuple) -> tuple:
     return tuple(t_letter(L) for L in reversed(chain))
 
 
+def sg_letter(inner: dict) -> tuple:
+    """The letter sg(a) in a canonical orientation: sg(a) and sg(aᵀ)ᵀ are the same letter."""
+    k1, k2 = _key(inner), _key(transpose(inner))
+    return ("g", k2, True) if repr(k2) < repr(k1) else ("g", k1, False)
+
+
 def _key(sum_: dict) -> tuple:
     """A hashable, order-independent form of a chain sum (for sg atoms)."""
     return tuple(sorted(((c, sp.sympify(k)) for c, k in sum_.items()), key=lambda t: (repr(t[0]), sp.srepr(t[1]))))
@@ -134,7 +140,7 @@ def expand(expr) -> dict:
     """
     expr = sp.sympify(expr)
     if isinstance(expr, MatrixStopGradient):
-        return {(("g", _key(expand(expr.arg)), False),): sp.S.One}
+        return {(sg_letter(expand(expr.arg)),): sp.S.One}
     if isinstance(expr, MatrixSymbol):
         return {(sym_letter(expr.name),): sp.S.One}
     if isinstance(expr, Identity):

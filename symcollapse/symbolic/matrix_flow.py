@@ -225,11 +225,11 @@ def _derive(loss: MatrixEdgeLoss, check: bool) -> MatrixFlow:
 
 
 def _dim_sets(loss: MatrixEdgeLoss, sizes=CHECK_DIMS):
-    dims = loss.dims
-    out = [{s.name: k for s in dims} for k in sizes]
-    if len(dims) > 1:  # also unequal sizes, so a transposition error between d and D shows
-        out.append({s.name: 2 + k for k, s in enumerate(dims)})
-    return out
+    """Sizes of the cross-check: d = 1, 2, 3; a second size (D) cycles through the others so
+    that it always differs from d (a transposition error between d and D cannot pass)."""
+    dims = sorted(loss.dims, key=lambda s: (s.name != "d", s.name))
+    n = len(sizes)
+    return [{s.name: sizes[(j + i) % n] for i, s in enumerate(dims)} for j in range(n)]
 
 
 def cross_check(flow: MatrixFlow, sizes=CHECK_DIMS) -> dict:
