@@ -1,4 +1,4 @@
-r"""The model variants of MODEL.md §5, built as edge losses for the one engine.
+r"""The model variants of docs/model.md §5, built as edge losses for the one engine.
 
 Each builder returns an :class:`~symcollapse.symbolic.loss.EdgeLoss`; the choices that are
 not part of the edge loss (ω and the frustration pattern live in P, sum or mean in the loss
