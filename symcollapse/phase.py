@@ -165,3 +165,31 @@ def write_summary(cells: dict, path) -> Path:
 
     rows = [{"eps": k[0], "d": k[1], "eta_W": k[2], **v} for k, v in sorted(cells.items())]
     return atomic_write_text(Path(path), json.dumps(rows, indent=1, sort_keys=True) + "\n")
+
+
+def write_outputs(K: int, eps, d, seeds: int, out, *, eta_W=(1.0,), eta_x: float = 1.0, eta_y: float = 0.1,
+                  workers: int = 1, t_max: float = 2e4, figures: bool = True, progress=None) -> list[Path]:
+    r"""Run (or resume) the sweep, then write ``phase_K{K}_summary.json`` (per cell: basins, ρ, the
+    derived stable families) and, with ``figures``, ``phase_K{K}_eps_d.png`` (η_W fixed) and/or
+    ``phase_K{K}_eps_etaW.png`` (d fixed)."""
+    K, eps, d, seeds, eta_W = check_phase_args(K, eps, d, seeds, eta_W)
+    out = Path(out)
+    recs = run_phase(K, eps, d, seeds, out, eta_W=eta_W, eta_x=eta_x, eta_y=eta_y, workers=workers,
+                     backend="serial" if workers == 1 else "processes", t_max=t_max, progress=progress)
+    cells = summarise(recs)
+    for (e, dd, ew), c in cells.items():
+        der = derived_cell(K, e, dd, eta_x, eta_y, ew)
+        c["derived_stable_separated"] = der["stable_separated"]
+        c["derived_stable_collapsed"] = der["stable_collapsed"]
+        # every reached family must be one the derivation classifies stable (at some member)
+        c["reached_not_derived_stable"] = [f for f in c["families"]
+                                           if f not in der["stable_separated"] + der["stable_collapsed"]]
+    paths = [write_summary(cells, out / f"phase_K{K}_summary.json")]
+    if figures:
+        from .outputs.phase_figures import phase_figure
+
+        if len(eta_W) == 1:
+            paths.append(phase_figure(cells, K, "d", out / f"phase_K{K}_eps_d.png"))
+        if len(d) == 1 and len(eta_W) > 1:
+            paths.append(phase_figure(cells, K, "eta_W", out / f"phase_K{K}_eps_etaW.png"))
+    return paths

@@ -186,30 +186,41 @@ def _orth(A: np.ndarray, tol: float) -> np.ndarray:
 
 
 def symmetry_tangent(model, Z, W, *, rel_tol: float = 1e-6) -> np.ndarray:
-    r"""Orthonormal basis of T = gauge ⊕ free head on R⊥ ⊕ level swaps at the fixed point (Z, W)."""
+    r"""Orthonormal basis of T = gauge ⊕ free head on R⊥ ⊕ level swaps at the fixed point (Z, W).
+
+    Built at the cleaned state Z_c = Σ_ℓ Φ_ℓ [C_ℓ]_{r_ℓ} (each level truncated to its rank: amplitudes
+    below rel_tol of the largest are decaying remnants, not kept modes), so the three sets are exactly
+    consistent and overlaps are removed without picking up remnant directions."""
     d = model.d
     P = model.graph
+    levels = nu_levels(P)
+    C = level_amplitudes(P, Z)
+    top = max((float(np.linalg.norm(c, 2)) for c in C if c.size), default=0.0)
+    Zc = np.zeros_like(np.asarray(Z, float))
+    kept = []
+    for lv, c in zip(levels, C):
+        Ul, sl, Vl = np.linalg.svd(c, full_matrices=False)
+        rl = int(np.sum(sl > rel_tol * max(top, 1e-300)))
+        kept.append((lv, Vl[:rl]))
+        if rl:
+            Zc += lv.phi @ ((Ul[:, :rl] * sl[:rl]) @ Vl[:rl])
     vecs = []
     E = np.eye(d)
     for p in range(d):
         for q in range(d):
             M = np.outer(E[p], E[q])
-            vecs.append(model.pack(Z @ M.T, M @ W - W @ M))
-    U, s, Vt = np.linalg.svd(Z, full_matrices=True)
-    r = int(np.sum(s > rel_tol * max(s[0] if len(s) else 0.0, 1e-300)))
+            vecs.append(model.pack(Zc @ M.T, M @ W - W @ M))
+    rows = np.vstack([V for _, V in kept if len(V)]) if any(len(V) for _, V in kept) else np.zeros((0, d))
+    r = int(np.linalg.matrix_rank(rows)) if len(rows) else 0
+    _, _, Vt = np.linalg.svd(rows if len(rows) else np.zeros((1, d)), full_matrices=True)
     perp = Vt[r:]  # orthonormal basis of R⊥ (rows)
-    zero = np.zeros_like(Z)
+    zero = np.zeros_like(Zc)
     for v in perp:
         for u in E:
             vecs.append(model.pack(zero, np.outer(u, v)))
-    levels = nu_levels(P)
-    C = level_amplitudes(P, Z)
-    top = max((float(np.linalg.norm(c, 2)) for c in C if c.size), default=0.0)
-    for lv, c in zip(levels, C):
-        _, sl, Vl = np.linalg.svd(c, full_matrices=False)
-        rl = int(np.sum(sl > rel_tol * max(top, 1e-300)))
+    for lv, V in kept:
         for j in range(lv.m):
-            for v in Vl[:rl]:
+            for v in V:
                 vecs.append(model.pack(np.outer(lv.phi[:, j], v), np.zeros((d, d))))
     return _orth(np.array(vecs).T, 1e-9)
 
