@@ -416,7 +416,8 @@ def figure_phase_d(path) -> Path:
 
 
 def figure_phase_etaW(path) -> Path:
-    """Final separation |Y_∞|/|Y_0| over ε and η_W/η_x (theory, mean-field end state), simulations overlaid."""
+    """Final separation |Y_∞|/|Y_0| over ε and η_W/η_x of the mean-field end state (map; a saddle of the
+    full model), the ansatz runs (circles) and the stable end states of the same runs nudged by 1e-8 (squares)."""
     from ..numerics.phase import final_separation_grid
     from ..outputs.figures import label_axes, new_figure, save_figure
 
@@ -436,16 +437,30 @@ def figure_phase_etaW(path) -> Path:
     cs = ax.contour(eps, etaW, (Yinf / Y0).T, levels=[0.1, 0.2, 0.3], colors="w", linewidths=0.8)
     ax.clabel(cs, fontsize=6)
     ax.set_yscale("log")
+    from ..numerics import families as fm
+    from ..numerics.basins import run_to_fixed_point
+
     for m in (2, 20):
         for eW in (0.1, 1.0, 10.0):
             model = HeadModel(balanced_couplings(2, n, m), d=1, eta_x=ex, eta_y=ey, eta_W=eW)
             Z0, W0 = mfm.ansatz_state(n, m, X0, Y0, np.zeros(n), np.zeros(m), w0, 1)
             tr = model.simulate(t_eval=np.array([0.0, 60.0]), Z0=Z0, W0=W0)
             r = abs(tr.Z[-1, 0]) / Y0
-            ax.scatter([m / (2 * n + m)], [eW], c=[r], cmap="viridis", vmin=im.norm.vmin, vmax=im.norm.vmax,
+            e = m / (2 * n + m)
+            ax.scatter([e], [eW], c=[r], cmap="viridis", vmin=im.norm.vmin, vmax=im.norm.vmax,
                        edgecolors="r", s=40, zorder=3)
-    fig.colorbar(im, ax=ax, label="|Y_∞|/|Y_0|: theory (map), simulation (dots)")
-    label_axes(ax, "frustration ε", "η_W / η_x", f"K=2, n={n}, η_y/η_x={ey}", legend=False)
+            # the same run nudged off the ansatz by 1e-8, continued to its fixed point: a stable end state
+            nudge = 1e-8 * np.random.default_rng(0).normal(size=Z0.shape)
+            Zs, Ws, _, res = run_to_fixed_point(model, Z0 + nudge, W0, tol=1e-9, t_max=2e4)
+            kind = fm.classify_state(model, Zs, Ws).kind if res <= 1e-7 else "unconverged"
+            rs = abs(Zs[-1, 0] - Zs[-2, 0]) / (2 * Y0)
+            ax.scatter([e * 1.06 + 0.01], [eW], c=[rs], cmap="viridis", vmin=im.norm.vmin, vmax=im.norm.vmax,
+                       marker="s", edgecolors="k" if kind == "stable" else "m", s=28, zorder=3)
+    ax.scatter([], [], c="none", edgecolors="r", s=40, label="mean-field end state (t = 60): saddle")
+    ax.scatter([], [], c="none", marker="s", edgecolors="k", s=28, label="nudged 1e-8, end state: stable")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.2), frameon=False, ncol=1)
+    fig.colorbar(im, ax=ax, label=r"$|Y_\infty|/|Y_0|$")
+    label_axes(ax, "frustration ε", r"$\eta_W/\eta_x$", f"K=2, n={n}: map = mean field (a saddle)", legend=False)
     return save_figure(fig, path)
 
 
