@@ -3,10 +3,17 @@
     python benchmarks/run.py                 # all benchmarks, prints the table
     python benchmarks/run.py --only 1 --only 3
     python benchmarks/run.py --markdown benchmarks/RESULTS.md   # also record table + machine
+    python benchmarks/run.py --smoke         # tiny sizes, seconds: same code, agreement only
 
 Every ratio is measured in one run: the two sides are timed alternately, several repeats,
 and the median of the per-repeat ratios is reported. Each benchmark first asserts that both
 sides compute the same thing (a benchmark of a wrong result is meaningless).
+
+Adding a benchmark: write ``def bench_x(*, size..., repeats) -> list[Row]`` that asserts
+agreement with :func:`agree` and returns its rows, and register it with
+``@benchmark(rows=(8,), full=dict(...), smoke=dict(...))`` — ``full`` are the keyword
+arguments of the recorded run, ``smoke`` tiny ones that run in seconds (the test suite runs
+``--smoke``, so every registered benchmark is exercised on every test run).
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +73,43 @@ def median_ratio(fa, fb, repeats: int = 7, warmup: int = 1) -> tuple[float, floa
             statistics.median(tb))
 
 
+@dataclass(frozen=True)
+class Benchmark:
+    """One registered benchmark: ``fn(**full)`` is the recorded run, ``fn(**smoke)`` the smoke run."""
+    name: str
+    rows: tuple[int, ...]
+    fn: Callable[..., list[Row]]
+    full: dict
+    smoke: dict
+
+
+REGISTRY: dict[str, Benchmark] = {}
+
+
+def benchmark(*, rows: tuple[int, ...], full: dict, smoke: dict):
+    """Register ``fn`` as producing table rows ``rows``, with full-run and smoke-run keywords."""
+    def deco(fn):
+        name = fn.__name__.removeprefix("bench_")
+        if name in REGISTRY or any(set(rows) & set(b.rows) for b in REGISTRY.values()):
+            raise ValueError(f"benchmark {name} rows {rows}: name or row number already registered")
+        REGISTRY[name] = Benchmark(name, tuple(rows), fn, dict(full), dict(smoke))
+        return fn
+    return deco
+
+
+def agree(what: str, err: float, tol: float) -> None:
+    """Both sides of a comparison compute the same thing: ``err ≤ tol`` (NaN/inf fail)."""
+    err = float(err)
+    if not err <= tol:
+        raise AssertionError(f"{what}: the two sides disagree (error {err:.3e} > {tol:.0e})")
+
+
+def max_rel(a, b) -> float:
+    """max|a − b| / max|b| with NaN propagated (np.max, not Python's max, which drops NaN)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
 def balanced(K: int, N_target: int, eps: float, omega: float = 2.0):
     """Balanced couplings with K classes, about N_target samples and frustration ≈ eps."""
     pairs = K * (K - 1) // 2
@@ -85,7 +130,7 @@ def _embedding_hand(Pc, eta_x, eta_y):
 
 
 def _head_hand(Pc, eta_x, eta_y, eta_W):
-    """MODEL.md §3 with stop-gradient: Ẋ = −η_x (D_s X Wᵀ − P Y) W, Ẏ = −η_y (D_y Y Wᵀ − Pᵀ X) W,
+    """docs/model.md §3 with stop-gradient: Ẋ = −η_x (D_s X Wᵀ − P Y) W, Ẏ = −η_y (D_y Y Wᵀ − Pᵀ X) W,
     Ẇ = −η_W (W ZᵀDZ − ZᵀAZ)."""
     Ds = np.asarray(Pc.sum(axis=1)).ravel()
     Dy = np.asarray(Pc.sum(axis=0)).ravel()
@@ -128,12 +173,13 @@ def _torch_flows(P, eta, head: bool):
     return flow
 
 
-def bench_flow(repeats: int = 15) -> list[Row]:
+@benchmark(rows=(1, 2), full=dict(N=100_000, d=16, repeats=15), smoke=dict(N=400, d=2, repeats=2))
+def bench_flow(*, N: int, d: int, repeats: int) -> list[Row]:
     from symcollapse.models.embedding import embedding_loss
     from symcollapse.models.head import head_loss
 
-    K, d, eps = 10, 16, 0.05
-    P, n, mu = balanced(K, 100_000, eps)
+    K, eps = 10, 0.05
+    P, n, mu = balanced(K, N, eps)
     N = P.shape[0]
     Pc = sps.csr_matrix(P)
     rng = np.random.default_rng(0)
@@ -147,7 +193,9 @@ def bench_flow(repeats: int = 15) -> list[Row]:
     where = f"N={N}, d={d}, K={K}, ε={frustration_fraction(K, n, mu):.3f}"
     for model in ("embedding", "head"):
         loss = embedding_loss(d) if model == "embedding" else head_loss(d)
-        sysm = FlowSystem(compile_loss(loss), P, rates=eta, path="moment")
+        cl = compile_loss(loss)
+        rates = {b: eta[b] for b in cl.flow.loss.blocks}  # the embedding loss has no head block W
+        sysm = FlowSystem(cl, P, rates=rates, path="moment")
         X, Y = 0.1 * rng.normal(size=(N, d)), rng.normal(size=(K, d))
         W = np.eye(d) + 0.1 * rng.normal(size=(d, d))
         st = {"x": X, "y": Y} if model == "embedding" else {"x": X, "y": Y, "W": W}
@@ -160,8 +208,7 @@ def bench_flow(repeats: int = 15) -> list[Row]:
             args = (X, Y, W)
         ref = np.concatenate([a.ravel() for a in hand(*args)])
         got = sysm.flow_vector(v)
-        err = relative_error(got, ref)
-        assert err < 1e-12, f"{model}: compiled flow ≠ hand-written flow ({err:.2e})"
+        agree(f"{model}: compiled flow vs hand-written flow", relative_error(got, ref), 1e-12)
         r, ta, tb = median_ratio(lambda: sysm.flow_vector(v), lambda: hand(*args), repeats)
         rows.append(Row("1", f"compiled flow, {model} ({ta*1e3:.1f} ms)",
                         f"hand NumPy ({tb*1e3:.1f} ms)", r, "≤ 1.2", r <= 1.2, where))
@@ -172,8 +219,7 @@ def bench_flow(repeats: int = 15) -> list[Row]:
         targs = [torch.as_tensor(a) for a in args]
         tflow = _torch_flows(P, eta, model == "head")
         tref = np.concatenate([g.detach().numpy().ravel() for g in tflow(*targs)])
-        err = relative_error(got, tref)
-        assert err < 1e-10, f"{model}: compiled flow ≠ torch autograd flow ({err:.2e})"
+        agree(f"{model}: compiled flow vs torch autograd flow", relative_error(got, tref), 1e-10)
         r, ta, tb = median_ratio(lambda: sysm.flow_vector(v), lambda: tflow(*targs), repeats)
         rows.append(Row("2", f"compiled flow, {model} ({ta*1e3:.1f} ms)",
                         f"torch {torch.__version__} autograd CPU ({tb*1e3:.1f} ms)", r, "≤ 1.0",
@@ -182,7 +228,8 @@ def bench_flow(repeats: int = 15) -> list[Row]:
 
 
 # --- (3): integration ------------------------------------------------------------------------
-def bench_integration(repeats: int = 3, full_rk45: bool = False) -> list[Row]:
+@benchmark(rows=(3,), full=dict(N=10_000, eps=0.01, repeats=3), smoke=dict(N=1000, eps=0.05, repeats=1))
+def bench_integration(*, N: int, eps: float, repeats: int, full_rk45: bool = False) -> list[Row]:
     """BDF + analytic Jacobian and the exact propagators vs RK45 to t = 5/r_s.
 
     RK45's step is stability-limited (h ≈ 3/λ_max) and expm_multiply's work grows with
@@ -195,8 +242,8 @@ def bench_integration(repeats: int = 3, full_rk45: bool = False) -> list[Row]:
     from symcollapse.numerics.integrate import integrate
     from symcollapse.numerics.propagator import linear_propagator, spectral_propagator
 
-    K, d, eps = 10, 2, 0.01
-    P, n, mu = balanced(K, 10_000, eps)
+    K, d = 10, 2
+    P, n, mu = balanced(K, N, eps)
     model = EmbeddingModel(P, d=d)
     sysm = model.system
     rs = model.slow_rate()
@@ -231,12 +278,12 @@ def bench_integration(repeats: int = 3, full_rk45: bool = False) -> list[Row]:
     t_bdf = statistics.median(timer(run_bdf) for _ in range(repeats))
     t_sp = statistics.median(timer(run_spectral) for _ in range(repeats))
 
-    def rel(a, b):
-        return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-    e_bdf = rel(out["bdf"], out["spec"])
-    e_ex = rel(out["expm"], bdf(f_ex * t_end))
-    e_rk = rel(out["rk45"], bdf(f_rk * t_end) if f_rk < 1 else out["spec"])
-    assert max(e_bdf, e_ex, e_rk) < 1e-5, f"states disagree: BDF {e_bdf:.1e}, expm {e_ex:.1e}, RK45 {e_rk:.1e}"
+    e_bdf = max_rel(out["bdf"], out["spec"])
+    e_ex = max_rel(out["expm"], bdf(f_ex * t_end))
+    e_rk = max_rel(out["rk45"], bdf(f_rk * t_end) if f_rk < 1 else out["spec"])
+    agree("BDF vs spectral propagator at t", e_bdf, 1e-5)
+    agree("expm_multiply vs BDF", e_ex, 1e-5)
+    agree("RK45 vs BDF", e_rk, 1e-5)
     lam = float(abs(sps.linalg.eigsh(-jac, k=1, which="LA", return_eigenvectors=False)[0]))
     where = (f"N={P.shape[0]}, d={d}, K={K}, ε={frustration_fraction(K, n, mu):.3f}, "
              f"t=5/r_s={t_end:.0f}, λ_max={lam:.0f}")
@@ -253,31 +300,34 @@ def bench_integration(repeats: int = 3, full_rk45: bool = False) -> list[Row]:
 
 
 # --- (4): slow rate at N = 10⁶ ----------------------------------------------------------------
-def bench_slow_rate(repeats: int = 3) -> list[Row]:
+@benchmark(rows=(4,), full=dict(N_big=1_000_000, N_small=2000, repeats=3),
+           smoke=dict(N_big=20_000, N_small=200, repeats=1))
+def bench_slow_rate(*, N_big: int, N_small: int, repeats: int) -> list[Row]:
     from symcollapse.numerics import spectra
 
     K = 10
-    big, n, mu = balanced(K, 1_000_000, 0.05)
-    small, n2, mu2 = balanced(K, 2000, 0.05)
+    big, n, mu = balanced(K, N_big, 0.05)
+    small, n2, mu2 = balanced(K, N_small, 0.05)
     r_big = spectra.slow_rate(big, method="schur")
     r_small_s = spectra.slow_rate(small, method="schur")
     r_small_d = spectra.slow_rate(small, method="dense")
-    assert abs(r_small_s - r_small_d) <= 1e-9 * r_small_d, (r_small_s, r_small_d)
-    # the big one against the smallest root of MODEL.md's sector cubic (η = 1)
+    agree("slow rate: Schur vs dense eigvalsh", abs(r_small_s - r_small_d) / r_small_d, 1e-9)
+    # the big one against the smallest root of docs/model.md §2's sector cubic (η = 1)
     cub = [1.0, -(3 + n + (K - 1) * mu), 2 + 2 * n + (2 * K - 1) * mu, -K * mu]
     root = min(np.roots(cub).real)
-    assert abs(r_big - root) <= 1e-8 * root, (r_big, root)
+    agree("slow rate: Schur vs smallest root of the sector cubic", abs(r_big - root) / root, 1e-8)
     t_big = statistics.median(timer(lambda: spectra.slow_rate(big, method="schur")) for _ in range(repeats))
     t_dense = statistics.median(timer(lambda: spectra.slow_rate(small, method="dense")) for _ in range(repeats))
     return [Row("4", f"slow rate, Schur complement, N={big.shape[0]} ({t_big:.2f} s)",
                 f"dense eigvalsh, N={small.shape[0]} ({t_dense:.2f} s)", t_big / t_dense, "≤ 1",
                 t_big / t_dense <= 1,
-                f"r_s={r_big:.6g} = cubic root to {abs(r_big - root) / root:.0e}; N=2000: Schur = dense")]
+                f"r_s={r_big:.6g} = cubic root to {abs(r_big - root) / root:.0e}; N={small.shape[0]}: Schur = dense")]
 
 
 # --- (5): 512×512 grid of the closed-form slow rate ------------------------------------------
-def bench_grid() -> list[Row]:
-    """The smallest root of the derived sector cubic (MODEL.md §2) by Viète's trigonometric
+@benchmark(rows=(5,), full=dict(G=512, repeats=5, samples=300), smoke=dict(G=16, repeats=1, samples=20))
+def bench_grid(*, G: int, repeats: int, samples: int) -> list[Row]:
+    """The smallest root of the derived sector cubic (docs/model.md §2) by Viète's trigonometric
     closed form (three real roots), lambdified over a 512×512 grid of (μ/n, η_y/η_x)."""
     import sympy as sp
 
@@ -298,7 +348,6 @@ def bench_grid() -> list[Row]:
     syms = sorted(smallest.free_symbols, key=lambda s: s.name)
     fn = sp.lambdify(syms, smallest, "numpy")
     names = [s.name for s in syms]
-    G = 512
     mu_over_n = np.geomspace(1e-4, 1.0, G)[:, None]
     eta_y = np.geomspace(1e-2, 1e2, G)[None, :]
     vals = {"K": 10.0, "n": 100.0, "eta_x": 1.0}
@@ -315,56 +364,60 @@ def bench_grid() -> list[Row]:
         # one vectorised Newton step polishes the acos round-off near a double root
         return r0 - (((r0 + B) * r0 + C) * r0 + D) / ((3 * r0 + 2 * B) * r0 + C)
 
-    t = statistics.median(timer(run) for _ in range(5))
+    t = statistics.median(timer(run) for _ in range(repeats))
     grid = run()
     # check against batched companion-matrix roots on a sample of the grid
     rng = np.random.default_rng(1)
-    ii, jj = rng.integers(0, G, 300), rng.integers(0, G, 300)
-    worst = 0.0
+    ii, jj = rng.integers(0, G, samples), rng.integers(0, G, samples)
+    errs = []
     for i, j in zip(ii, jj):
         kw = dict(vals, mu=100.0 * mu_over_n[i, 0], eta_y=eta_y[0, j])
         bb, cc, d0 = (float(v) for v in fc(*[kw[nm] for nm in names]))
         ref = min(np.roots([1.0, bb, cc, d0]).real)
-        worst = max(worst, abs(grid[i, j] - ref) / ref)
-    assert worst < 1e-6, worst
-    return [Row("5", f"512×512 closed-form slow rate ({t*1e3:.0f} ms)", "target 1 s", t / 1.0,
+        errs.append(abs(grid[i, j] - ref) / ref)
+    worst = float(np.max(errs))  # NaN propagates
+    agree("closed-form grid vs companion-matrix roots", worst, 1e-6)
+    return [Row("5", f"{G}×{G} closed-form slow rate ({t*1e3:.0f} ms)", "target 1 s", t / 1.0,
                 "< 1 s", t < 1.0, f"Viète form of the derived cubic + 1 Newton step; = companion roots to {worst:.0e} "
                 "(no closed-form r_s exported by models.embedding)")]
 
 
 # --- (6): derivation + compilation, cold and warm --------------------------------------------
 _ALL_MODELS = textwrap.dedent("""
-    import time
+    import sys, time
     t, c = time.perf_counter(), time.process_time()
     from symcollapse.numerics.kernels import compile_loss
     from symcollapse.models.embedding import embedding_loss
     from symcollapse.models.head import head_loss
     from symcollapse.models.teacher_student import student_loss
-    losses = [embedding_loss(2)] + [head_loss(8, sg, learn) for sg in (True, False, "labels")
-              for learn in (True, False)] + [student_loss(2), student_loss(2, head=True)]
+    d_head, every = int(sys.argv[1]), sys.argv[2] == "all"
+    variants = [(sg, learn) for sg in (True, False, "labels") for learn in (True, False)]
+    losses = [embedding_loss(2)] + [head_loss(d_head, sg, learn) for sg, learn in
+              (variants if every else variants[:1])] + [student_loss(2), student_loss(2, head=True)][:2 if every else 0]
     for l in losses:
         compile_loss(l)
     print(time.perf_counter() - t, len(losses), time.process_time() - c)
 """)
 
 
-def bench_cache() -> list[Row]:
+@benchmark(rows=(6,), full=dict(d_head=8, every=True, warm_runs=3), smoke=dict(d_head=2, every=False, warm_runs=1))
+def bench_cache(*, d_head: int, every: bool, warm_runs: int) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, SYMCOLLAPSE_CACHE_DIR=tmp, PYTHONPATH=str(ROOT))
         env.pop("SYMCOLLAPSE_CACHE", None)
 
         def run():
-            out = subprocess.run([sys.executable, "-c", _ALL_MODELS], env=env, capture_output=True,
-                                 text=True, check=True).stdout.split()
+            out = subprocess.run([sys.executable, "-c", _ALL_MODELS, str(d_head), "all" if every else "one"],
+                                 env=env, capture_output=True, text=True, check=True).stdout.split()
             return float(out[0]), int(out[1]), float(out[2])
         cold, n, cold_cpu = run()
-        warms = [run() for _ in range(3)]
+        warms = [run() for _ in range(warm_runs)]
         warm = statistics.median(w[0] for w in warms)
         warm_cpu = statistics.median(w[2] for w in warms)
     return [Row("6", f"derive+compile {n} model losses, warm cache ({warm:.2f} s wall, {warm_cpu:.2f} s CPU)",
                 f"cold, no cache ({cold:.2f} s wall, {cold_cpu:.2f} s CPU)", cold / warm,
                 "warm ≤ 2 s", warm_cpu <= 2.0,
-                "fresh process each, incl. imports; head d=8 (HeadModel default); 'met' judged on "
+                f"fresh process each, incl. imports; head d={d_head}{' (HeadModel default)' if d_head == 8 else ''}; 'met' judged on "
                 "CPU time since wall time includes waiting for the shared cores")]
 
 
@@ -376,7 +429,7 @@ _MEMORY = textwrap.dedent("""
     from symcollapse.models.couplings import balanced_couplings
     from symcollapse.numerics.kernels import compile_loss
     from symcollapse.numerics.system import FlowSystem
-    K, d, n, mu = 10, 16, 97778, 222
+    K, d, n, mu = 10, int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     P = balanced_couplings(K, n, mu)
     cp = compile_loss(head_loss(d))
     sysm = FlowSystem(cp, P, rates={"x": 1.0, "y": 1.0, "W": 1.0})
@@ -385,32 +438,35 @@ _MEMORY = textwrap.dedent("""
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     which = sys.argv[1]
     if which == "flow":
-        sysm.flow_vector(v)
+        out = sysm.flow_vector(v)
     else:
         s = RK45(lambda t, y: sysm.flow_vector(y), 0.0, v, 1.0, rtol=1e-6, atol=1e-9)
         s.step()
+        out = s.y
+    assert np.all(np.isfinite(out)), "non-finite flow"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(peak * 1024, base * 1024, P.shape[0], v.size)
 """)
 
 
-def bench_memory() -> list[Row]:
+@benchmark(rows=(7,), full=dict(d=16, n=97778, mu=222), smoke=dict(d=2, n=50, mu=1))
+def bench_memory(*, d: int, n: int, mu: int) -> list[Row]:
     rows = []
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for which, label in (("flow", "one flow evaluation"), ("step", "one RK45 integration step")):
-        out = subprocess.run([sys.executable, "-c", _MEMORY, which], env=env, capture_output=True,
+        out = subprocess.run([sys.executable, "-c", _MEMORY, which, str(d), str(n), str(mu)], env=env, capture_output=True,
                              text=True, check=True).stdout.split()
         peak, base, N, size = int(out[0]), int(out[1]), int(out[2]), int(out[3])
         gb = peak / 2**30
         rows.append(Row("7", f"peak RSS, head model, {label} ({gb:.2f} GB)", "target 3 GB", gb / 3.0,
                         "< 3 GB", gb < 3.0,
-                        f"N={N}, d=16, state {size} floats; whole process incl. P and setup "
+                        f"N={N}, d={d}, state {size} floats; whole process incl. P and setup "
                         f"({base / 2**30:.2f} GB before)"))
     return rows
 
 
-BENCHES = {1: bench_flow, 2: bench_flow, 3: bench_integration, 4: bench_slow_rate, 5: bench_grid,
-           6: bench_cache, 7: bench_memory}
+def _rows_to_bench() -> dict[int, Benchmark]:
+    return {r: b for b in REGISTRY.values() for r in b.rows}
 
 
 def machine() -> str:
@@ -433,37 +489,60 @@ def machine() -> str:
             f"SciPy {scipy.__version__}, SymPy {sympy.__version__}, torch {tv}")
 
 
-def table(rows: list[Row]) -> str:
+def table(rows: list[Row], smoke: bool = False) -> str:
+    """Markdown table; a smoke run has no verdicts (its sizes are too small to mean anything)."""
     head = "| # | timed | alternative | median ratio | target | met | notes |\n|---|---|---|---|---|---|---|"
     lines = [head]
     for r in rows:
         ratio = "—" if r.ratio != r.ratio else f"{r.ratio:.3g}"
         lines.append(f"| {r.bench} | {r.timed} | {r.alternative} | {ratio} | {r.target} | "
-                     f"{'yes' if r.ok else 'NO'} | {r.note} |")
+                     f"{'—' if smoke else 'yes' if r.ok else 'NO'} | {r.note} |")
     return "\n".join(lines)
 
 
+def run(chosen: list[int], *, smoke: bool = False, full_rk45: bool = False) -> list[Row]:
+    """Run the registered benchmarks producing rows ``chosen`` (each benchmark once)."""
+    by_row = _rows_to_bench()
+    rows, done = [], set()
+    for k in chosen:
+        b = by_row[k]
+        if b.name in done:
+            continue
+        done.add(b.name)
+        kw = dict(b.smoke if smoke else b.full)
+        if full_rk45 and "full_rk45" in b.fn.__code__.co_varnames:
+            kw["full_rk45"] = True
+        print(f"[benchmark {'/'.join(map(str, b.rows))}] {b.name}{' (smoke)' if smoke else ''} {kw} …",
+              file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        res = b.fn(**kw)
+        print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        rows.extend(r for r in res if int(r.bench) in chosen)
+    rows.sort(key=lambda r: int(r.bench))
+    return rows
+
+
 def main(argv=None) -> int:
+    by_row = _rows_to_bench()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", type=int, action="append", choices=sorted(BENCHES),
+    ap.add_argument("--only", type=int, action="append", choices=sorted(by_row),
                     help="run only this benchmark (repeatable)")
     ap.add_argument("--markdown", help="also write the table and the machine to this Markdown file")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny sizes (seconds): run every code path and check that both sides agree; "
+                         "the ratios and 'met' column mean nothing at these sizes")
     ap.add_argument("--full-rk45", action="store_true",
                     help="benchmark 3: integrate RK45 over the whole interval (tens of minutes) instead of t/100")
     args = ap.parse_args(argv)
-    chosen = sorted(set(args.only or BENCHES))
-    rows, done = [], set()
-    for k in chosen:
-        fn = BENCHES[k]
-        if fn in done:
-            continue
-        done.add(fn)
-        print(f"[benchmark {k}] {fn.__name__} …", file=sys.stderr, flush=True)
-        res = fn(full_rk45=True) if (fn is bench_integration and args.full_rk45) else fn()
-        rows.extend(r for r in res if int(r.bench) in chosen)
-    rows.sort(key=lambda r: int(r.bench))
-    text = table(rows)
+    if args.smoke and args.markdown:
+        ap.error("--smoke results are not benchmark results: do not record them with --markdown")
+    chosen = sorted(set(args.only or by_row))
+    rows = run(chosen, smoke=args.smoke, full_rk45=args.full_rk45)
+    text = table(rows, smoke=args.smoke)
     print(text)
+    if args.smoke:
+        print(f"\nsmoke run: {len(rows)} rows, every comparison agreed (timings not meaningful)")
+        return 0
     print(f"\nmachine: {machine()}")
     if args.markdown:
         from symcollapse.outputs.io import atomic_write_text

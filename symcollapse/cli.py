@@ -1,6 +1,12 @@
 """Command line: ``symcollapse reproduce`` (main job), ``symcollapse check`` (verification only),
 ``symcollapse report`` (one LaTeX + Markdown report of every job's checks and figures),
-``symcollapse phase`` (stability phase diagram of the head model: derived + simulated, resumable)."""
+``symcollapse sweep`` (simulation grids), ``symcollapse phase`` (stability phase diagram of the head
+model: derived families + simulated basins, resumable).
+
+Every argument is validated before any derivation or simulation starts, and before SymPy,
+SciPy or matplotlib are imported: a bad argument exits with status 2 and one line on stderr
+within a fraction of a second. Heavy modules are imported inside the command functions.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import __version__
 from .errors import DerivationCheckError, IntegrationError, InvalidParameterError, SymcollapseError
 
 
@@ -21,15 +28,30 @@ def _progress(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _select(only):
-    from .jobs import job_modules
+def _out_path(text: str) -> str:
+    """argparse type of --out: a non-empty path (an empty one would silently mean '.')."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a non-empty path (to write here, say --out .)")
+    return text
 
-    mods = job_modules()
+
+def _check_models(only) -> None:
+    """--model values must name jobs; checked from the job sources, before any heavy import."""
+    from .jobs import job_names
+
     if only:
-        names = [m.MODEL for m in mods]
+        names = job_names()
         unknown = [o for o in only if o not in names]
         if unknown:
             raise InvalidParameterError(f"--model must be among {names}; got {unknown}")
+
+
+def _select(only):
+    from .jobs import job_modules
+
+    _check_models(only)
+    mods = job_modules()
+    if only:
         mods = [m for m in mods if m.MODEL in only]
     return mods
 
@@ -57,13 +79,14 @@ def cmd_check(args) -> int:
 def cmd_reproduce(args) -> int:
     from .outputs.io import ensure_writable_dir
 
-    mods = _select(args.model)  # refuse unknown models before creating any folder
+    _check_models(args.model)  # refuse unknown models before creating any folder
     out = Path(args.out)
     try:
         tex_dir = ensure_writable_dir(out / "derivations")
         fig_dir = ensure_writable_dir(out / "figures")
     except InvalidParameterError as exc:
         raise InvalidParameterError(f"--out: {exc}") from exc
+    mods = _select(args.model)
     rows = run_checks(mods)
     for m in mods:
         _progress(f"writing LaTeX: {m.MODEL}")
@@ -79,13 +102,15 @@ def cmd_reproduce(args) -> int:
 
 def cmd_report(args) -> int:
     from .outputs.io import ensure_writable_dir
-    from .outputs.report import write_report
 
-    mods = _select(args.model)
+    _check_models(args.model)
     try:
         out = ensure_writable_dir(Path(args.out))
     except InvalidParameterError as exc:
         raise InvalidParameterError(f"--out: {exc}") from exc
+    from .outputs.report import write_report
+
+    mods = _select(args.model)
     _progress("deriving, verifying and writing the report: " + ", ".join(m.MODEL for m in mods))
     rep = write_report(out, mods)
     print(f"wrote {rep.tex} and {rep.md}; {rep.pdf_message}")
@@ -105,6 +130,8 @@ def cmd_sweep(args) -> int:
         params[name] = values
     if not params:
         raise InvalidParameterError("give at least one --param name=v1,v2,…")
+    # run_sweep validates every grid point (fn.validate), the backend, workers, scheduler and
+    # --out before it starts any worker or touches the results file
     recs = run_sweep(fn, params, args.out, scheduler=args.scheduler, workers=args.workers,
                      backend=args.backend,
                      progress=lambda k, n, rec: _progress(f"  {k}/{n} {rec['params']}"))
@@ -158,22 +185,23 @@ def cmd_phase(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="symcollapse", description="Derive, verify and plot the dynamics of representation collapse.")
+    p.add_argument("--version", action="version", version=f"symcollapse {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     r = sub.add_parser("reproduce", help="derive every model, verify, write LaTeX and figures")
-    r.add_argument("--out", default=".", help="folder for derivations/*.tex and figures/*.png (default: .)")
+    r.add_argument("--out", default=".", type=_out_path, help="folder for derivations/*.tex and figures/*.png (default: .)")
     r.add_argument("--model", action="append", help="only this model (repeatable)")
     r.set_defaults(func=cmd_reproduce)
     c = sub.add_parser("check", help="run the verification table only")
     c.add_argument("--model", action="append", help="only this model (repeatable)")
     c.set_defaults(func=cmd_check)
     rp = sub.add_parser("report", help="write report.tex / report.md (and the PDF if pdflatex exists)")
-    rp.add_argument("--out", default="report", help="folder for the report (default: report)")
+    rp.add_argument("--out", default="report", type=_out_path, help="folder for the report (default: report)")
     rp.add_argument("--model", action="append", help="only this model (repeatable)")
     rp.set_defaults(func=cmd_report)
     s = sub.add_parser("sweep", help="run a grid of simulations (Dask if installed), streamed to JSON lines")
     s.add_argument("--model", required=True, help="built-in sweep model (embedding)")
     s.add_argument("--param", action="append", help="name=v1,v2,… (repeatable; the grid is their product)")
-    s.add_argument("--out", required=True, help="JSON-lines results file; finished points are skipped on rerun")
+    s.add_argument("--out", required=True, type=_out_path, help="JSON-lines results file; finished points are skipped on rerun")
     s.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (default: local processes)")
     s.add_argument("--workers", type=int, help="local worker processes (default: CPU count)")
     s.add_argument("--backend", default="auto", choices=["auto", "dask", "processes", "serial"])
@@ -188,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--t-max", dest="t_max", type=float, default=2e4, help="longest integration time (default 2e4)")
     ph.add_argument("--workers", type=int, help="worker processes (default 1)")
     ph.add_argument("--no-figures", action="store_true", help="data only")
-    ph.add_argument("--out", required=True, help="folder for phase_K*.jsonl, the summary JSON and figures")
+    ph.add_argument("--out", required=True, type=_out_path, help="folder for phase_K*.jsonl, the summary JSON and figures")
     ph.set_defaults(func=cmd_phase)
     return p
 

@@ -1,4 +1,4 @@
-r"""The model variants of MODEL.md §5, built as edge losses for the one engine.
+r"""The model variants of docs/model.md §5, built as edge losses for the one engine.
 
 Each builder returns an :class:`~symcollapse.symbolic.loss.EdgeLoss`; the choices that are
 not part of the edge loss (ω and the frustration pattern live in P, sum or mean in the loss
@@ -53,7 +53,7 @@ def head_loss(d: int, sg: str = "both", *, learn_head: bool = True, rates: dict 
               name: str | None = None) -> EdgeLoss:
     """Model (b): ℓ = ½(‖W x − t_y‖² + ‖W y − t_x‖²), W ∈ R^{d×d} shared by both branches.
 
-    sg = "both": t_y = sg(y), t_x = sg(x) (MODEL.md §3); "label": only the label targets are
+    sg = "both": t_y = sg(y), t_x = sg(x) (docs/model.md §3); "label": only the label targets are
     detached (t_y = sg(y), t_x = x); "sample": only the sample targets (t_x = sg(x), t_y = y);
     "none": the full gradient. ``learn_head=False`` freezes W (give its value to FlowSystem).
     The head dimension is the embedding dimension d.

@@ -1,4 +1,4 @@
-"""Embedding-only model (MODEL.md §1–§2): the engine-built flow, its spectrum, the slow collapse rate,
+"""Embedding-only model (docs/model.md §1–§2): the engine-built flow, its spectrum, the slow collapse rate,
 the end states, invariants and input validation."""
 import itertools
 

@@ -19,7 +19,7 @@ def _system(loss, P=PATH):
 
 
 def _model_md_invariant(S):
-    """MODEL.md §3: I = Σ_k ‖z_k‖²/η_k − ‖W‖_F²/η_W, written from the blocks."""
+    """docs/model.md §3: I = Σ_k ‖z_k‖²/η_k − ‖W‖_F²/η_W, written from the blocks."""
     r = S.rates
     return sp.expand(sum(e**2 for e in S.blocks["x"]) / r["x"] + sum(e**2 for e in S.blocks["y"]) / r["y"]
                      - sum(e**2 for e in S.blocks["W"]) / r["W"])
@@ -43,7 +43,7 @@ def test_no_quadratic_invariant_without_full_stop_gradient(sg):
 
 
 def test_head_d2_gram_invariants_contain_model_md_trace():
-    """d = 2: the whole matrix Σ z zᵀ/η − WᵀW/η_W is conserved; its trace is MODEL.md's I."""
+    """d = 2: the whole matrix Σ z zᵀ/η − WᵀW/η_W is conserved; its trace is docs/model.md §3's I."""
     S = _system(head_loss(2, "both"))
     found = quadratic_invariants(S, "block")
     assert len(found) == 3

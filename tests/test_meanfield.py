@@ -1,4 +1,4 @@
-"""Mean-field reduction of the head model: closure, MODEL.md's equations, self-consistency,
+"""Mean-field reduction of the head model: closure, docs/model.md §3's equations, self-consistency,
 invariant-selected end state, and agreement with the full simulation."""
 import mpmath
 import numpy as np

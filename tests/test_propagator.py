@@ -1,5 +1,5 @@
 """The exact propagator exp(J t) v0 of a linear flow: equals dense expm, a stiff integration
-and MODEL.md's end state (η-weighted component means); non-linear flows are refused."""
+and docs/model.md §2's end state (η-weighted component means); non-linear flows are refused."""
 import numpy as np
 import pytest
 import scipy.linalg

@@ -1,7 +1,7 @@
 """Property-based tests over random coupling graphs, and the 30-digit mpmath re-checks.
 
 Every property is compared with an independent computation (a union-find over P written
-here, the symmetric matrix H^{1/2} L_G H^{1/2}, MODEL.md's closed forms), never with the
+here, the symmetric matrix H^{1/2} L_G H^{1/2}, docs/model.md's closed forms (§2, §3)), never with the
 engine's own bookkeeping.
 """
 from functools import cache
@@ -148,7 +148,7 @@ def test_labels_collapse_iff_the_graph_connects_them(g):
     Z0, Z = v0.reshape(N + K, d), sol.y[-1].reshape(N + K, d)
     comp = components(P)
     eta = node_rates(P, eta_x, eta_y)
-    # MODEL.md: each component ends at its η-weighted mean Σ z_k(0)/η_k / Σ 1/η_k
+    # docs/model.md §2: each component ends at its η-weighted mean Σ z_k(0)/η_k / Σ 1/η_k
     for c in range(comp.max() + 1):
         m = comp == c
         R = (Z0[m] / eta[m, None]).sum(axis=0) / (1 / eta[m]).sum()
@@ -180,7 +180,7 @@ def test_mean_loss_is_the_sum_loss_with_every_rate_divided_by_N(g):
 @given(st.integers(2, 4), st.integers(1, 3), st.integers(1, 3), st.floats(0.1, 10.0),
        st.floats(0.1, 10.0))
 def test_balanced_slow_rate_is_smallest_root_of_sector_cubic(K, n, mu, eta_x, eta_y):
-    """MODEL.md §2: the smallest nonzero eigenvalue of H L_G is the smallest root of the cubic."""
+    """docs/model.md §2: the smallest nonzero eigenvalue of H L_G is the smallest root of the cubic."""
     r = sp.Symbol("r")
     claimed = balanced_slow_rate_engine(K, n, mu, eta_x, eta_y)
     cubic = balanced_sector_cubic(r, K, n, mu, sp.Rational(eta_x), sp.Rational(eta_y))
@@ -238,7 +238,7 @@ def test_loss_decreases_along_gradient_flows(g, kind):
 @settings(max_examples=10, deadline=None)
 @given(graphs(max_n=6, max_k=3))
 def test_stop_gradient_quadratic_invariant_along_trajectory(g):
-    """I = Σ‖z_k‖²/η_k − ‖W‖²/η_W is conserved by the sg flow (MODEL.md §3)."""
+    """I = Σ‖z_k‖²/η_k − ‖W‖²/η_W is conserved by the sg flow (docs/model.md §3)."""
     P, eta_x, eta_y, d, seed = g
     rng = np.random.default_rng(seed)
     rates = {"x": eta_x, "y": eta_y, "W": 0.7}

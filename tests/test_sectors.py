@@ -1,6 +1,6 @@
-"""Sector reduction, slow-rate series and fixed points of the embedding-only model (MODEL.md §2).
+"""Sector reduction, slow-rate series and fixed points of the embedding-only model (docs/model.md §2).
 
-MODEL.md's closed forms are typed in HERE only, as the reference the derived objects must equal.
+docs/model.md §2's closed forms are typed in HERE only, as the reference the derived objects must equal.
 """
 import itertools
 
@@ -188,7 +188,7 @@ def test_path_graph_invariant_and_end_state(path_system):
 
 
 def test_unfrustrated_end_state_is_R_c():
-    """ε = 0, two samples per class: every node of class c ends at R_c (MODEL.md §2)."""
+    """ε = 0, two samples per class: every node of class c ends at R_c (docs/model.md §2)."""
     P = sc.balanced_couplings(2, 2, 0).astype(int)
     sysm = assemble_symbolic(sc.derive_flow(embedding_loss(1)), P)
     ex, ey = embedding_loss(1).rate("x"), embedding_loss(1).rate("y")
@@ -212,7 +212,7 @@ def test_sector_slow_root_is_the_smallest_nonzero_eigenvalue(sector2, K, n, mu):
                                                 (5, 2, 2, 0.5, 1.0, 1.0)])
 def test_sectors_account_for_the_whole_spectrum(sector_omega, K, n, mu, omega, ex, ey):
     """K ≥ 3: separation sector ×(K−1), centre sector ×1, within-class deviations at η_x ×K(n−1),
-    frustrated modes that do not touch the labels at ωη_x ×(m−K) (MODEL.md §2) = all N+K rates."""
+    frustrated modes that do not touch the labels at ωη_x ×(m−K) (docs/model.md §2) = all N+K rates."""
     from symcollapse.symbolic.sectors import balanced_centre_sector
 
     centre = balanced_centre_sector(embedding_loss(1))

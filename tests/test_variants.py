@@ -1,4 +1,4 @@
-"""MODEL.md §5 variants through the public builders: each derived by the same engine."""
+"""docs/model.md §5 variants through the public builders: each derived by the same engine."""
 import numpy as np
 import pytest
 import sympy as sp
@@ -33,7 +33,7 @@ def test_stop_gradient_placements_give_the_expected_forces(sg):
 
 
 def test_frozen_identity_head_is_the_embedding_model():
-    """MODEL.md §3: with W frozen at I the stop-gradient head flow is model (a)."""
+    """docs/model.md §3: with W frozen at I the stop-gradient head flow is model (a)."""
     P = balanced_couplings(3, 2, 1)
     rates = {"x": 1.0, "y": 0.3}
     a = make_variant(head_loss(2, "both", learn_head=False), P, rates=rates).system()
@@ -57,7 +57,7 @@ def test_mean_loss_divides_every_rate_by_N():
 
 @pytest.mark.parametrize("omega", [1.0, 2.0])
 def test_embedding_jacobian_is_minus_H_laplacian(omega):
-    """Any ω, per-block rates: Jacobian = −(H L_G) ⊗ I_d (MODEL.md §2), assembled from the loss."""
+    """Any ω, per-block rates: Jacobian = −(H L_G) ⊗ I_d (docs/model.md §2), assembled from the loss."""
     P = balanced_couplings(3, 2, 1, omega=omega)
     rates = {"x": 0.7, "y": 1.9}
     sysm = make_variant(embedding_loss(1), P, rates=rates).system()
@@ -72,7 +72,7 @@ def test_embedding_jacobian_is_minus_H_laplacian(omega):
 
 
 def test_student_slow_rate_is_the_weighted_laplacian_eigenvalue():
-    """MODEL.md §4: spectrum of the student flow = −spec(blockdiag(η_S G, η_y I)·L_G)."""
+    """docs/model.md §4: spectrum of the student flow = −spec(blockdiag(η_S G, η_y I)·L_G)."""
     P = balanced_couplings(2, 2, 1)
     N, K = P.shape
     rng = np.random.default_rng(4)

@@ -1,4 +1,4 @@
-r"""Job: the embedding-only model (MODEL.md §1–§2) — derive, verify, write LaTeX and figures.
+r"""Job: the embedding-only model (docs/model.md §1–§2) — derive, verify, write LaTeX and figures.
 
 Derivation chain: loss ½‖x − y‖² → engine forces → class-separation sector of B(K, n, μ, ω)
 (closure proved with symbolic neighbour sums) → det(r I + M) → slow root (series in μ, fast-label
@@ -75,7 +75,7 @@ def fitted_slow_rate(model: EmbeddingModel, rates: np.ndarray, seed: int = 1):
     return tr.fit_slow_rate(t_min=t_fit, fraction=1.0), tr
 
 
-# --- MODEL.md reference forms (the spec the derived objects are compared with) --------------------
+# --- docs/model.md §2 reference forms (the spec the derived objects are compared with) --------------------
 def _reference(S: dict) -> dict:
     ex, ey, n, mu, K, r = (S[k] for k in ("eta_x", "eta_y", "n", "mu", "K", "r"))
     return {
@@ -98,12 +98,12 @@ def checks() -> list[Check]:
     s2, s = sector(2), sector()
     S = s2.symbols
     ref = _reference(S)
-    rows.append(identity(MODEL, "sector matrix (ω=2) = MODEL.md", sp.Matrix(s2.matrix) - ref["matrix"],
-                         "MODEL.md §2 matrix"))
+    rows.append(identity(MODEL, "sector matrix (ω=2) = docs/model.md §2", sp.Matrix(s2.matrix) - ref["matrix"],
+                         "docs/model.md §2 matrix"))
     rows.append(identity(MODEL, "sector closure (Σ_b v_b = 0)",
                          sp.Matrix([p.residual for p in s.closure]), "κ·pattern, symbolic ω, K"))
-    rows.append(identity(MODEL, "det(rI+M) (ω=2) = MODEL.md cubic", s2.charpoly - ref["cubic"],
-                         "MODEL.md §2 cubic"))
+    rows.append(identity(MODEL, "det(rI+M) (ω=2) = docs/model.md §2 cubic", s2.charpoly - ref["cubic"],
+                         "docs/model.md §2 cubic"))
     # sector matrix (general ω) against the full compiled flow on the ansatz
     rng = np.random.default_rng(0)
     K, n, mu, om = 4, 3, 2, 1.0
@@ -138,19 +138,19 @@ def checks() -> list[Check]:
     # series
     ser = series()
     ex, ey, nn, mus, KK = (S[k] for k in ("eta_x", "eta_y", "n", "mu", "K"))
-    rows.append(identity(MODEL, "leading order in μ = MODEL.md", ser.leading_mu - ref["leading"], "MODEL.md §2"))
+    rows.append(identity(MODEL, "leading order in μ = docs/model.md §2", ser.leading_mu - ref["leading"], "docs/model.md §2"))
     small = 1e-4
     lead = float(ser.leading_mu.subs({ex: 1.0, ey: 0.5, nn: 40, KK: 3, mus: small}))
     rows.append(close(MODEL, "leading order vs exact root, μ=1e-4", lead, sector_rates(3, 40, small, 1.0, 0.5)[0],
                       1e-3))
     e = ser.eps
     closed_ref, series_ref = _reference_fast(S["eta_x"], KK, e)
-    rows.append(identity(MODEL, "fast-label closed form = MODEL.md", ser.fast_closed_form - closed_ref,
-                         "MODEL.md §2"))
-    rows.append(identity(MODEL, "fast-label series to O(ε²) = MODEL.md",
-                         ser.fast_series - ser.fast_series.coeff(e, 3) * e**3 - series_ref, "MODEL.md §2"))
+    rows.append(identity(MODEL, "fast-label closed form = docs/model.md §2", ser.fast_closed_form - closed_ref,
+                         "docs/model.md §2"))
+    rows.append(identity(MODEL, "fast-label series to O(ε²) = docs/model.md §2",
+                         ser.fast_series - ser.fast_series.coeff(e, 3) * e**3 - series_ref, "docs/model.md §2"))
     rows.append(identity(MODEL, "K=2: r_s = 2η_xε/(1+ε)",
-                         ser.fast_closed_form.subs(KK, 2) - 2 * ex * e / (1 + e), "MODEL.md §2"))
+                         ser.fast_closed_form.subs(KK, 2) - 2 * ex * e / (1 + e), "docs/model.md §2"))
     Kn, nv, mv = 4, 30, 3
     eps_v = frustration_fraction(Kn, nv, mv)
     closed = float(ser.fast_closed_form.subs({ex: 1.0, KK: Kn, e: eps_v}))

@@ -1,4 +1,4 @@
-r"""Job: the projection-head model with stop-gradient (MODEL.md §3) — derive, verify, write
+r"""Job: the projection-head model with stop-gradient (docs/model.md §3) — derive, verify, write
 LaTeX and figures.
 
 Derivation chain: loss ½(‖Wx − sg(y)‖² + ‖Wy − sg(x)‖²) → engine forces (with and without sg)
@@ -94,9 +94,9 @@ def checks() -> list[Check]:
         fl = flow(2, with_sg)
         fx, fy, fW = model_md_forces(2, with_sg)
         tag = "with sg" if with_sg else "without sg"
-        rows.append(identity(M, f"derived forces {tag} = MODEL.md §3 (d = 2)",
+        rows.append(identity(M, f"derived forces {tag} = docs/model.md §3 (d = 2)",
                              sp.Matrix.vstack(fl.force("x") - fx, fl.force("y") - fy, (fl.force("W") - fW).reshape(4, 1)),
-                             "MODEL.md equations"))
+                             "docs/model.md §3"))
     frozen = flow(2, True, False)
     loss = frozen.loss
     I_sub = {s: (1 if s.name.split("_")[1] == s.name.split("_")[2] else 0) for s in loss.block("W")}
@@ -127,7 +127,7 @@ def checks() -> list[Check]:
     # ν_sep
     expr, syms = mfm.separation_nu_squared()
     K, n, mu, om = syms["K"], syms["n"], syms["mu"], syms["omega"]
-    rows.append(identity(M, "ν_sep² from D⁻¹A sector = MODEL.md", expr - (n + om * mu * (K - 2) / 4) / (n + om * mu * (K - 1) / 2),
+    rows.append(identity(M, "ν_sep² from D⁻¹A sector = docs/model.md §3", expr - (n + om * mu * (K - 2) / 4) / (n + om * mu * (K - 1) / 2),
                          "(n + ωμ(K−2)/4)/(n + ωμ(K−1)/2)"))
     for (Kv, nv, muv, omv) in ((2, 6, 2, 2.0), (4, 3, 1, 1.0)):
         vals, _ = graph_modes(balanced_couplings(Kv, nv, muv, omv))
@@ -138,7 +138,7 @@ def checks() -> list[Check]:
     nk2 = expr.subs({K: 2, om: 2})
     # K = 2: ε = μ/(2n + μ) -> μ = 2nε/(1 − ε)
     rows.append(identity(M, "K = 2, ω = 2: ν_sep² = (1−ε)/(1+ε)", nk2.subs(mu, 2 * n * eps / (1 - eps)) - (1 - eps) / (1 + eps),
-                         "MODEL.md"))
+                         "docs/model.md §3"))
     # fixed points at the end of simulations
     model, tr = sim_k2(True)
     ev = np.sort(np.linalg.eigvals(tr.W).real)
@@ -162,16 +162,16 @@ def checks() -> list[Check]:
     mf = mfm.derive_meanfield(True)
     rows.append(identity(M, "ansatz closed (mirror, linear deviations, frustrated centre)",
                          sp.Matrix([r for _, r in mf.closure]), "substitution into the derived flow"))
-    rows.append(identity(M, "reduced equations (ω = 2) = MODEL.md §3", mf.rhs.subs(mfm.omega_, 2) - mfm.model_md_reduced(),
-                         "MODEL.md"))
+    rows.append(identity(M, "reduced equations (ω = 2) = docs/model.md §3", mf.rhs.subs(mfm.omega_, 2) - mfm.model_md_reduced(),
+                         "docs/model.md §3"))
     rows.append(identity(M, "reduced invariant conserved", mfm.reduced_time_derivative(mf, mfm.reduced_invariant()),
                          "reduced flow"))
     sol = mfm.self_consistency(True)
     w2 = sol["w2"].subs(mfm.omega_, 2)
-    rows.append(identity(M, "w*² = n/(n+m)", w2 - mfm.n_ / (mfm.n_ + mfm.m_), "MODEL.md"))
-    rows.append(identity(M, "X* = Y*/w*", sol["Y_over_X"].subs(mfm.omega_, 2) - sp.sqrt(w2), "MODEL.md"))
+    rows.append(identity(M, "w*² = n/(n+m)", w2 - mfm.n_ / (mfm.n_ + mfm.m_), "docs/model.md §3"))
+    rows.append(identity(M, "X* = Y*/w*", sol["Y_over_X"].subs(mfm.omega_, 2) - sp.sqrt(w2), "docs/model.md §3"))
     ref = (sol["I0"] + w2 / mfm.eta_W) / (2 * (mfm.n_ + mfm.m_) / mfm.eta_x + 2 / mfm.eta_y)
-    rows.append(identity(M, "Y_∞² from the invariant", sol["Yinf2"].subs(mfm.omega_, 2) - ref, "MODEL.md"))
+    rows.append(identity(M, "Y_∞² from the invariant", sol["Yinf2"].subs(mfm.omega_, 2) - ref, "docs/model.md §3"))
     rows.append(Check(M, "no sg: no reduced fixed point with w > 0, Y ≠ 0", "none found", "sp.solve",
                       0.0 if mfm.self_consistency(False)["w2"] is None else float("inf"), 0.0))
     t, proj, red = meanfield_vs_full()

@@ -1,4 +1,4 @@
-r"""Job: the linear teacher–student model (MODEL.md §4) — derive, verify, write LaTeX and figures.
+r"""Job: the linear teacher–student model (docs/model.md §4) — derive, verify, write LaTeX and figures.
 
 Derivation chain: edge loss in x → engine forces → linear sample map x = S u (map Jacobian
 δ_mk u_j, chain rule F_S = F_x uᵀ, checked against the composite loss) → induced flow
@@ -100,7 +100,7 @@ def symbolic_checks() -> list[Check]:
     rows.append(identity(MODEL, "induced flow with head + sg (path graph, symbolic U)",
                          ts.induced_flow_difference(head=True), "assembled composite flow vs base flow"))
     rows.append(identity(MODEL, "Jacobian of (X', Y') = -blockdiag(eta_S G, eta_y I) L_G",
-                         ts.induced_jacobian_difference(), "MODEL.md §4"))
+                         ts.induced_jacobian_difference(), "docs/model.md §4"))
     for name, P in (("path graph", ts.PATH_P), ("eps = 0 (two components)", ts.SPLIT_P)):
         system, basis, proposed = ts.component_invariants(P)
         C = sp.Matrix([[sp.diff(I, s) for s in system.state] for I in proposed])

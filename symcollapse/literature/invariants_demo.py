@@ -1,9 +1,9 @@
-r"""Invariant discovery on the head model (MODEL.md §3): the quadratic invariants of the
+r"""Invariant discovery on the head model (docs/model.md §3): the quadratic invariants of the
 assembled flow on the path graph x₀–y₀–f–y₁–x₂, found (not supplied) for each sg placement.
 
 With sg on both branches the engine finds I = Σ‖z_k‖²/η_k − ‖W‖_F²/η_W (d = 1) and, for
 d = 2, the whole matrix Σ z zᵀ/η − WᵀW/η_W; without it (or with sg on one branch) none.
-For the teacher–student variant (x = S u, MODEL.md §4, with the head) it finds
+For the teacher–student variant (x = S u, docs/model.md §4, with the head) it finds
 I = ‖S‖_F²/η_S + Σ‖y_c‖²/η_y − ‖W‖_F²/η_W: the same law with the student in place of x.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def discovered() -> tuple:
 
 
 def model_md_invariant(S) -> sp.Expr:
-    """Σ‖z‖²/η − ‖W‖²/η_W written from the blocks of S (the reference, MODEL.md §3); for the
+    """Σ‖z‖²/η − ‖W‖²/η_W written from the blocks of S (the reference, docs/model.md §3); for the
     student the sample term is ‖S‖_F²/η_S."""
     r = S.rates
     first = "x" if "x" in S.blocks else "S"
@@ -57,7 +57,7 @@ def checks() -> tuple[Check, ...]:
         ref = model_md_invariant(S)
         if sg == "both":
             expected = 3 if "d = 2" in label else 1
-            # MODEL.md's I must lie in the span of what was found, and each must be conserved
+            # docs/model.md §3's I must lie in the span of what was found, and each must be conserved
             coeffs = sp.symbols(f"c0:{len(inv)}")
             resid = sp.expand(ref - sum(c * i.expr for c, i in zip(coeffs, inv)))
             in_span = bool(inv) and bool(sp.solve(sp.Poly(resid, *S.state).coeffs(), coeffs, dict=True))

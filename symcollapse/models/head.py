@@ -1,4 +1,4 @@
-r"""Model (b): a shared projection head W, with or without stop-gradient (MODEL.md §3).
+r"""Model (b): a shared projection head W, with or without stop-gradient (docs/model.md §3).
 
 Edge loss ℓ = ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²), total L = Σ_{i,c} P_ic ℓ(x_i, y_c).
 The flow is derived by the engine from this loss; nothing here is a hand-written

@@ -1,4 +1,4 @@
-r"""Model (c): the linear teacher–student model (MODEL.md §4).
+r"""Model (c): the linear teacher–student model (docs/model.md §4).
 
 Inputs u_i ∈ R^D (i = 1…N distinct inputs, unit norm, D ≥ N), a linear teacher T ∈ R^{K×D}
 labels u by argmax_c (T u)_c. Inputs are isotropic (``inputs='gaussian'``) or carry
@@ -7,7 +7,7 @@ space of T, plus full-rank isotropic noise, so G stays full rank and the student
 label b ≠ c(i). Student x_i = S u_i, S ∈ R^{d×D} learned at rate η_S; labels y_c learned at η_y;
 edge loss ½‖x − y‖² (model (a)) or ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²) (model (b)).
 
-Convention for duplicated inputs (MODEL.md ω = 2): both training pairs (u_i, c(i)) and
+Convention for duplicated inputs (docs/model.md §1, ω = 2): both training pairs (u_i, c(i)) and
 (u_i, b) share one student output x_i = S u_i, so the input is ONE row of P with P_ic(i) = P_ib = 1;
 its two edge losses add exactly as the two pairs do. Hence ε = m/N with m duplicated inputs.
 
@@ -46,7 +46,7 @@ class TeacherStudentData:
 
     labels[i] = c(i) = argmax_c (T u_i)_c; wrong[i] = the second (wrong) label of a duplicated
     input, −1 otherwise; train_labels = c(i) for single inputs, −1 for duplicated ones (the
-    samples whose accuracy is measured, as in MODEL.md §1).
+    samples whose accuracy is measured, as in docs/model.md §1).
     """
 
     U: np.ndarray

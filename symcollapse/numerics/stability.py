@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidParameterError
+from ..tolerance import within
 from ..validation import check_int, check_real
 
 
@@ -105,7 +106,7 @@ def classify(model, Z, W, T=None, n_rotation: int = 0, tol: float = 1e-7) -> Sta
     v = model.pack(Z, W)
     f = model.system.flow_vector(v)
     scale = max(1.0, float(np.max(np.abs(v))))
-    if np.max(np.abs(f)) > 1e-8 * scale:
+    if not within(np.max(np.abs(f)), 1e-8 * scale):
         raise InvalidParameterError(f"(Z, W) is not a fixed point: max |flow| = {np.max(np.abs(f)):.2e}")
     J = model.system.jacobian(v).toarray()
     n = J.shape[0]
@@ -113,7 +114,7 @@ def classify(model, Z, W, T=None, n_rotation: int = 0, tol: float = 1e-7) -> Sta
         Q = np.eye(n)
         nT = 0
     else:
-        if np.max(np.abs(J @ T)) > 1e-6 * max(1.0, np.max(np.abs(J))):
+        if not within(np.max(np.abs(J @ T)), 1e-6 * max(1.0, np.max(np.abs(J)))):
             raise InvalidParameterError("the family tangent is not in the kernel of the Jacobian")
         U, _, _ = np.linalg.svd(T, full_matrices=True)
         Q = U[:, T.shape[1]:]

@@ -1,4 +1,4 @@
-r"""Reductions of the head model by ansatz substitution into the DERIVED flow (MODEL.md §3).
+r"""Reductions of the head model by ansatz substitution into the DERIVED flow (docs/model.md §3).
 
 1. Class-separation sector of D⁻¹A on the balanced ensemble (symbolic K, n, μ, ω):
    consistent samples X·v_c, frustrated samples of pair (a, b) F·(v_a + v_b), labels Y·v_c,
@@ -159,7 +159,7 @@ def derive_meanfield(stop_gradient=True, omega=None) -> MeanField:
 
 
 def model_md_reduced(omega=2) -> sp.ImmutableMatrix:
-    r"""MODEL.md §3's reduced equations (ω = 2), typed only to compare the derivation with."""
+    r"""docs/model.md §3's reduced equations (ω = 2), typed only to compare the derivation with."""
     n, m = n_, m_
     return sp.ImmutableMatrix([
         -eta_x * w_ * (w_ * X_ - Y_),

@@ -359,5 +359,5 @@ def engine_checks(seed: int = 0) -> list[Check]:
         rows.append(check_root(
             "engine", f"slow rate r_s, B(K={K}, n={n}, mu={mu}), eta=({ex},{ey})",
             balanced_sector_cubic(r, K, n, mu, ex, ey), r, claimed, which="smallest_positive",
-            compared_with="smallest root of the MODEL.md sector cubic, 30 digits", tol=1e-9))
+            compared_with="smallest root of the docs/model.md §2 sector cubic, 30 digits", tol=1e-9))
     return rows

@@ -1,0 +1,61 @@
+"""The benchmark script runs (``--smoke``: tiny sizes, every registered benchmark, both sides of
+each comparison checked to agree), so it cannot rot between recorded runs."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "run.py"
+
+
+def _load():
+    if "bench_run" in sys.modules:
+        return sys.modules["bench_run"]
+    spec = importlib.util.spec_from_file_location("bench_run", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = mod  # dataclasses look their module up while the script executes
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_smoke_runs_every_registered_benchmark():
+    bench = _load()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    res = subprocess.run([sys.executable, str(SCRIPT), "--smoke"], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [line for line in res.stdout.splitlines() if line.startswith("| ") and not line.startswith("| #")]
+    got = {int(line.split("|")[1]) for line in rows}
+    want = {r for b in bench.REGISTRY.values() for r in b.rows}
+    assert got == want, (got, want)
+    assert "every comparison agreed" in res.stdout
+    for b in bench.REGISTRY.values():  # every benchmark has both sizes, with the same keywords
+        assert set(b.smoke) == set(b.full), b.name
+
+
+def test_agreement_check_rejects_disagreement_and_nan():
+    bench = _load()
+    bench.agree("equal", 1e-13, 1e-12)
+    for bad in (1e-3, math.nan, math.inf):
+        with pytest.raises(AssertionError, match="disagree"):
+            bench.agree("x", bad, 1e-12)
+    assert math.isnan(bench.max_rel([1.0, math.nan], [1.0, 1.0]))
+
+
+def test_registry_refuses_a_duplicate_row():
+    bench = _load()
+    with pytest.raises(ValueError, match="already registered"):
+        bench.benchmark(rows=(1,), full={}, smoke={})(lambda: [])
+
+
+def test_smoke_results_are_not_recorded(tmp_path):
+    res = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--markdown", str(tmp_path / "r.md")],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    assert res.returncode == 2 and not (tmp_path / "r.md").exists()
