@@ -14,6 +14,7 @@ import scipy.sparse as sps
 
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic.loss import SAMPLE
+from ..tolerance import within
 from ..validation import check_array, check_rate
 from .finite_differences import central_gradient, central_jacobian
 from .kernels import CompiledFlow, relative_error
@@ -234,7 +235,7 @@ def _verify_cached(compiled, seed, tol, name, dims=()):
     errs["row-space Jacobian vs central differences of the flow"] = relative_error(
         rs.jacobian(w).toarray(), rs.flow_jacobian_fd(w))
     for what, err in errs.items():
-        if not err <= tol:
+        if not within(err, tol):
             raise DerivationCheckError(f"{loss.name}: {what}: relative error {err:.3e} > {tol:g}")
     return tuple(errs.items())
 
