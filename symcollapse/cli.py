@@ -1,6 +1,7 @@
 """Command line: ``symcollapse reproduce`` (main job), ``symcollapse check`` (verification only),
 ``symcollapse report`` (one LaTeX + Markdown report of every job's checks and figures),
-``symcollapse sweep`` (simulation grids).
+``symcollapse sweep`` (simulation grids), ``symcollapse phase`` (stability phase diagram of the head
+model: derived families + simulated basins, resumable).
 
 Every argument is validated before any derivation or simulation starts, and before SymPy,
 SciPy or matplotlib are imported: a bad argument exits with status 2 and one line on stderr
@@ -138,6 +139,50 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _floats(name, text):
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InvalidParameterError(f"--{name} must be comma-separated numbers; got {text!r}") from None
+
+
+def _ints(name, text):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InvalidParameterError(f"--{name} must be comma-separated integers; got {text!r}") from None
+
+
+def cmd_phase(args) -> int:
+    import os
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # many small eigenproblems: one thread each
+    from .outputs.io import ensure_writable_dir
+    from .phase import check_phase_args
+
+    if args.model != "head":
+        raise InvalidParameterError(f"--model must be 'head' (the only model with a phase diagram); got {args.model!r}")
+    K, eps, d, seeds, eta_W = check_phase_args(args.K, _floats("eps", args.eps), _ints("d", args.d), args.seeds,
+                                               _floats("eta-W", args.eta_W))
+    workers = 1 if args.workers is None else args.workers
+    if workers < 1:
+        raise InvalidParameterError(f"--workers must be >= 1; got {workers}")
+    if not args.t_max > 0:
+        raise InvalidParameterError(f"--t-max must be > 0; got {args.t_max}")
+    try:
+        out = ensure_writable_dir(Path(args.out))
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(f"--out: {exc}") from exc
+    from .phase import write_outputs
+
+    paths = write_outputs(K, eps, d, seeds, out, eta_W=eta_W, workers=workers, t_max=args.t_max,
+                          figures=not args.no_figures,
+                          progress=lambda k, n, rec: _progress(f"  {k}/{n} {rec['params']}"))
+    for p_ in paths:
+        print(f"wrote {p_}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="symcollapse", description="Derive, verify and plot the dynamics of representation collapse.")
     p.add_argument("--version", action="version", version=f"symcollapse {__version__}")
@@ -161,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, help="local worker processes (default: CPU count)")
     s.add_argument("--backend", default="auto", choices=["auto", "dask", "processes", "serial"])
     s.set_defaults(func=cmd_sweep)
+    ph = sub.add_parser("phase", help="stability phase diagram: derived families + seeded basins (resumable)")
+    ph.add_argument("--model", default="head", help="model (head)")
+    ph.add_argument("--K", type=int, required=True, help="number of classes (>= 2)")
+    ph.add_argument("--eps", required=True, help="frustration fractions, comma-separated, in [0, 1)")
+    ph.add_argument("--d", required=True, help="head dimensions, comma-separated, >= 1")
+    ph.add_argument("--seeds", type=int, default=8, help="seeds per cell (default 8)")
+    ph.add_argument("--eta-W", dest="eta_W", default="1", help="head rates eta_W/eta_x, comma-separated (default 1)")
+    ph.add_argument("--t-max", dest="t_max", type=float, default=2e4, help="longest integration time (default 2e4)")
+    ph.add_argument("--workers", type=int, help="worker processes (default 1)")
+    ph.add_argument("--no-figures", action="store_true", help="data only")
+    ph.add_argument("--out", required=True, type=_out_path, help="folder for phase_K*.jsonl, the summary JSON and figures")
+    ph.set_defaults(func=cmd_phase)
     return p
 
 

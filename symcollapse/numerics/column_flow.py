@@ -37,7 +37,8 @@ def node_operator(system, *, seed: int = 0, tol: float = 1e-11) -> sps.csr_matri
     a flow that is not this column-wise linear map raises DerivationCheckError.
     """
     cp = system.compiled
-    if set(cp.flow.learned) != {SAMPLE, LABEL} or system.layout[SAMPLE][1][1] != system.layout[LABEL][1][1]:
+    learned = getattr(cp, "learned", None) or cp.flow.learned
+    if set(learned) != {SAMPLE, LABEL} or system.layout[SAMPLE][1][1] != system.layout[LABEL][1][1]:
         raise DerivationCheckError("the flow has blocks other than samples and labels of one "
                                    "dimension: it is not a column-wise node flow")
     g = system.graph
