@@ -159,6 +159,17 @@ def summarise(records: list[dict]) -> dict:
     return cells
 
 
+def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1) -> dict:
+    """Add each cell's derived stable families and the reached families that are not among them."""
+    for (e, d, ew), c in cells.items():
+        der = derived_cell(K, e, d, eta_x, eta_y, ew)
+        c["derived_stable_separated"] = der["stable_separated"]
+        c["derived_stable_collapsed"] = der["stable_collapsed"]
+        c["reached_not_derived_stable"] = [f for f in c["families"]
+                                           if f not in der["stable_separated"] + der["stable_collapsed"]]
+    return cells
+
+
 def write_summary(cells: dict, path) -> Path:
     """The per-cell summary as JSON (atomic)."""
     from .outputs.io import atomic_write_text
@@ -176,14 +187,7 @@ def write_outputs(K: int, eps, d, seeds: int, out, *, eta_W=(1.0,), eta_x: float
     out = Path(out)
     recs = run_phase(K, eps, d, seeds, out, eta_W=eta_W, eta_x=eta_x, eta_y=eta_y, workers=workers,
                      backend="serial" if workers == 1 else "processes", t_max=t_max, progress=progress)
-    cells = summarise(recs)
-    for (e, dd, ew), c in cells.items():
-        der = derived_cell(K, e, dd, eta_x, eta_y, ew)
-        c["derived_stable_separated"] = der["stable_separated"]
-        c["derived_stable_collapsed"] = der["stable_collapsed"]
-        # every reached family must be one the derivation classifies stable (at some member)
-        c["reached_not_derived_stable"] = [f for f in c["families"]
-                                           if f not in der["stable_separated"] + der["stable_collapsed"]]
+    cells = attach_derived(summarise(recs), K, eta_x, eta_y)
     paths = [write_summary(cells, out / f"phase_K{K}_summary.json")]
     if figures:
         from .outputs.phase_figures import phase_figure
@@ -192,4 +196,29 @@ def write_outputs(K: int, eps, d, seeds: int, out, *, eta_W=(1.0,), eta_x: float
             paths.append(phase_figure(cells, K, "d", out / f"phase_K{K}_eps_d.png"))
         if len(d) == 1 and len(eta_W) > 1:
             paths.append(phase_figure(cells, K, "eta_W", out / f"phase_K{K}_eps_etaW.png"))
+    return paths
+
+
+#: The default (committed-figure) grids of the issue: ≥ 20 ε × ≥ 10 rows × 8 seeds per K. Slow:
+#: see :func:`regenerate` (a few hours per K on 2 cores; README states the cost).
+DEFAULT_EPS = tuple(round(0.02 * k, 2) for k in range(1, 21))
+DEFAULT_ETA_W = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+
+
+def default_grid(K: int) -> dict:
+    """ε × d (d = 1 … max(10, 2K + 4)) and ε × η_W (d = K + 1) with 8 seeds per cell."""
+    return {"eps": DEFAULT_EPS, "d": tuple(range(1, max(10, 2 * K + 4) + 1)), "eta_W": DEFAULT_ETA_W,
+            "d_etaW": K + 1, "seeds": 8}
+
+
+def regenerate(out, Ks=(2, 3, 4), *, workers: int = 2, grids: dict | None = None, progress=None) -> list[Path]:
+    r"""The slow target: run (or resume) the default grids of every K and write their figures into
+    ``out/K{K}/`` and ``out/K{K}_etaW/``; ``grids`` {K: dict like :func:`default_grid`} overrides."""
+    paths = []
+    for K in Ks:
+        g = (grids or {}).get(K, default_grid(K))
+        paths += write_outputs(K, g["eps"], g["d"], g["seeds"], Path(out) / f"K{K}", workers=workers,
+                               progress=progress)
+        paths += write_outputs(K, g["eps"], [g["d_etaW"]], g["seeds"], Path(out) / f"K{K}_etaW",
+                               eta_W=g["eta_W"], workers=workers, progress=progress)
     return paths

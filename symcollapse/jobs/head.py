@@ -16,7 +16,6 @@ import sympy as sp
 
 from ..models.couplings import balanced_couplings, frustration_fraction
 from ..models.head import HeadModel, graph_modes, head_loss, nu_sep, self_consistent_head
-from ..numerics import stability as st
 from ..symbolic import meanfield as mfm
 from ..symbolic.assemble import assemble_symbolic
 from ..symbolic.flow import derive_flow
@@ -224,10 +223,9 @@ def phase_records():
     with tempfile.TemporaryDirectory() as tmp:
         for K, (e, ds) in PHASE_GRID.items():
             recs = ph.run_phase(K, [e], list(ds), PHASE_SEEDS, tmp, eta_x=RATES[0], eta_y=RATES[1], backend="serial")
-            cells = ph.summarise(recs)
-            for (ee, dd, ew), c in cells.items():
-                der = ph.derived_cell(K, ee, dd, RATES[0], RATES[1], ew)
-                c["derived"] = der["stable_separated"] + der["stable_collapsed"]
+            cells = ph.attach_derived(ph.summarise(recs), K, RATES[0], RATES[1])
+            for c in cells.values():
+                c["derived"] = c["derived_stable_separated"] + c["derived_stable_collapsed"]
             out[K] = (recs, cells)
     return out
 
@@ -393,26 +391,24 @@ def figure_variants(path) -> Path:
     return save_figure(fig, path)
 
 
-def figure_phase_d(path) -> Path:
-    """ρ = Δ_min(T)/Δ_min(0) over ε (x) and head dimension d (y), K = 2, with the derived boundaries."""
-    from ..numerics.phase import collapse_grid
-    from ..outputs.figures import label_axes, new_figure, save_figure
+FIG5_GRID = {"K": 2, "eps": (0.1, 0.25), "d": (1, 2, 3, 4), "seeds": 2}  # small: it runs in reproduce
 
-    K, n = 2, 6
-    mus, ds = [0, 1, 3, 8], [1, 2, 3, 4, 5]
-    rho = collapse_grid(K, n, mus, ds, seeds=(0,), t_end=300.0, eta=RATES)
-    eps = np.array([frustration_fraction(K, n, m) for m in mus])
-    fig, axes = new_figure(1, 1, width=4.4, height=3.2)
-    ax = axes[0, 0]
-    im = ax.pcolormesh(np.arange(len(mus) + 1) - 0.5, np.array(ds + [ds[-1] + 1]) - 0.5, rho.T,
-                       vmin=0, vmax=1, cmap="viridis", shading="flat")
-    ax.set_xticks(range(len(mus)), [f"{e:.2f}" for e in eps])
-    b = st.phase_boundary(K, nu_sep(K, n, max(mus)), max(ds))
-    ax.axhline(b["d_collapse"] + 0.5, color="w", ls="--", label="d ≤ 2: collapsed fixed point stable")
-    ax.axhline(b["d_full"] - 0.5, color="r", ls=":", label="d ≥ 2K: all 2K modes kept")
-    fig.colorbar(im, ax=ax, label="Δ_min(T)/Δ_min(0)")
-    label_axes(ax, "frustration ε", "head dimension d", f"K={K}, n={n}, T=300")
-    return save_figure(fig, path)
+
+def figure_phase_d(path) -> Path:
+    """(ε, d) for K = 2 on :data:`FIG5_GRID`: simulated fraction of separated end states (colour), mean ρ
+    (contours), derived stability (hatched: no stable separated family; circles: a stable collapsed one).
+    The larger committed diagrams come from :func:`symcollapse.phase.regenerate`."""
+    import tempfile
+
+    from .. import phase as ph
+    from ..outputs.phase_figures import phase_figure
+
+    g = FIG5_GRID
+    with tempfile.TemporaryDirectory() as tmp:
+        recs = ph.run_phase(g["K"], list(g["eps"]), list(g["d"]), g["seeds"], tmp, eta_x=RATES[0], eta_y=RATES[1],
+                            backend="serial")
+    cells = ph.attach_derived(ph.summarise(recs), g["K"], RATES[0], RATES[1])
+    return phase_figure(cells, g["K"], "d", path)
 
 
 def figure_phase_etaW(path) -> Path:

@@ -46,9 +46,24 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None) -> Path | No
     ax.plot([], [], "o", mfc="none", mec="orange", label="stable collapsed family (derived)")
     ax.add_patch(Rectangle((0, 0), 0, 0, fill=False, hatch="///", ec="0.6", label="no stable separated family"))
     ylabel = "head dimension d" if yname == "d" else "η_W / η_x"
-    label_axes(ax, "frustration ε", ylabel, f"K={K}, {n} seeds per cell")
+    label_axes(ax, "frustration ε", ylabel, f"K={K}, {n} seeds/cell; contours: mean ρ", legend=False)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.22), ncol=2, frameon=False)
     if own:
         fig.colorbar(im, ax=ax, label="fraction separated")
         return save_figure(fig, path)
     return None
+
+
+def phase_panels(cell_sets: dict, yname: str, path) -> Path:
+    """One panel per K ({K: cells}) side by side, shared colour scale (fraction separated)."""
+    import matplotlib.pyplot as plt
+
+    from .figures import new_figure, save_figure
+
+    Ks = sorted(cell_sets)
+    fig, axes = new_figure(1, len(Ks), width=3.5, height=3.4)
+    for ax, K in zip(axes[0], Ks):
+        phase_figure(cell_sets[K], K, yname, None, ax=ax)
+    sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 1))
+    fig.colorbar(sm, ax=list(axes[0]), label="fraction of seeds separated (simulated)")
+    return save_figure(fig, path)
