@@ -29,7 +29,14 @@ class stop_gradient(sp.Function):  # noqa: N801  (reads like the math: sg(x))
 
 
 def sg(expr):
-    """Apply stop-gradient to a scalar expression or elementwise to a matrix."""
+    """Apply stop-gradient to a scalar expression, elementwise to an explicit matrix, or as one
+    node sg(A) to a symbolic matrix expression (MatrixSymbol products of any size)."""
+    from sympy.matrices.expressions import MatrixExpr
+
+    if isinstance(expr, MatrixExpr) and not isinstance(expr, sp.MatrixBase):
+        from .matcalc import MatrixStopGradient
+
+        return MatrixStopGradient(expr)
     if isinstance(expr, sp.MatrixBase):
         return sp.ImmutableMatrix(expr.applyfunc(stop_gradient))
     return stop_gradient(expr)
