@@ -65,3 +65,14 @@ def test_balanced_for_eps_picks_the_closest_small_ensemble():
     n, mu, e = ph.balanced_for_eps(2, 0.25, 8)
     assert e == mu / (2 * n + mu) and abs(e - 0.25) < 1e-12
     assert ph.balanced_for_eps(3, 0.0) == (1, 0, 0.0)
+
+
+@pytest.mark.slow
+def test_default_grids_regenerate(tmp_path):
+    """The slow target: the default grids of K = 2, 3, 4 (20 eps x >= 10 rows x 8 seeds) and the
+    acceptance checks on every cell (hours on two cores)."""
+    paths = ph.regenerate(tmp_path, workers=2)
+    assert paths
+    for summ in tmp_path.glob("*/phase_K*_summary.json"):
+        for c in json.loads(summ.read_text()):
+            assert c["residual"] <= 1e-9 and c["unstable"] == 0 and c["reached_not_derived_stable"] == []
