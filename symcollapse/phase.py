@@ -170,6 +170,16 @@ def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1) 
     return cells
 
 
+def cells_from_results(path, K: int, eta_x: float = 1.0, eta_y: float = 0.1) -> dict:
+    """Cells (with the derived families attached) from a phase results file, finished points only."""
+    from .numerics.sweeps import read_results
+
+    recs = [r for r in read_results(path).values() if r["params"]["K"] == K]
+    if not recs:
+        raise InvalidParameterError(f"no K = {K} results in {str(path)!r}")
+    return attach_derived(summarise(recs), K, eta_x, eta_y)
+
+
 def write_summary(cells: dict, path) -> Path:
     """The per-cell summary as JSON (atomic)."""
     from .outputs.io import atomic_write_text

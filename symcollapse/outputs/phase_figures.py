@@ -42,7 +42,8 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None) -> Path | No
             ax.plot(j, i, "x", color="r", ms=6)
     ax.set_xticks(range(len(eps)), [f"{e:.2f}" for e in ex], rotation=60 if len(eps) > 8 else 0)
     ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
-    n = max(c["n"] for c in cells.values())
+    n_lo, n_hi = min(c["n"] for c in cells.values()), max(c["n"] for c in cells.values())
+    n = f"{n_lo}" if n_lo == n_hi else f"{n_lo}–{n_hi}"
     ax.plot([], [], "o", mfc="none", mec="orange", label="stable collapsed family (derived)")
     ax.add_patch(Rectangle((0, 0), 0, 0, fill=False, hatch="///", ec="0.6", label="no stable separated family"))
     ylabel = "head dimension d" if yname == "d" else "η_W / η_x"
