@@ -19,7 +19,7 @@ import numpy as np
 from .errors import InvalidParameterError
 from .validation import check_int, check_real
 
-SPARES = (0.5, -0.5)  # spare head eigenvalues at which rank-deficient representatives are classified
+SPARES = (0.5, -0.5)  # spare head eigenvalues of the LaTeX family table (rank-deficient families)
 KIND_CODE = {"stable": 1.0, "degenerate": 0.0}  # saddles: −n_unstable; unclassified: −99
 
 
@@ -84,22 +84,30 @@ def phase_point(K: int = 3, eps: float = 0.1, d: int = 4, seed: int = 0, eta_W: 
 @lru_cache(maxsize=None)
 def derived_cell(K: int, eps: float, d: int, eta_x: float = 1.0, eta_y: float = 0.1, eta_W: float = 1.0,
                  n_max: int = 4) -> dict:
-    r"""Derived stability over all families of the cell: the families stable at their representative
-    (for some spare s), split into separated (keep a level 0 < |ν| < 1) and collapsed."""
+    r"""Derived stability over all families of the cell: the families with a stable member among the
+    scanned ones (:func:`~symcollapse.numerics.families.scan_family`), split into separated (keep a
+    level 0 < |ν| < 1) and collapsed."""
     from .numerics import families as fm
 
     model, n, mu, e = _model(K, eps, d, eta_x, eta_y, eta_W, n_max)
-    stable, kinds = [], {}
+    stable, bounded, kinds = [], [], {}
     for fam in fm.enumerate_families(model.graph, d):
-        labels = []
-        for s in (SPARES if fam.rank < d else (0.0,)):
-            labels.append(fm.classify_family(model, fam, spare=s).label)
+        verdict, verdict_b, labels = fm.scan_family(model, fam)
         kinds[fam.key] = labels
-        if "stable" in labels:
+        if verdict == "stable":
             stable.append(fam)
-    sep = [f.key for f in stable if any(0 < abs(nu) < 1 - 1e-9 and r for nu, r in zip(f.nus, f.ranks))]
-    col = [f.key for f in stable if f.key not in sep]
-    return {"n": n, "mu": mu, "eps_real": e, "stable_separated": sep, "stable_collapsed": col, "kinds": kinds}
+        if verdict_b == "stable":
+            bounded.append(fam.key)
+
+    def separated(f):
+        return any(0 < abs(nu) < 1 - 1e-9 and r for nu, r in zip(f.nus, f.ranks))
+
+    sep = [f.key for f in stable if separated(f)]
+    col = [f.key for f in stable if not separated(f)]
+    col_b = [k for k in col if k in bounded]
+    sep_b = [k for k in sep if k in bounded]
+    return {"n": n, "mu": mu, "eps_real": e, "stable_separated": sep, "stable_collapsed": col,
+            "stable_separated_bounded": sep_b, "stable_collapsed_bounded": col_b, "kinds": kinds}
 
 
 # --- runs ------------------------------------------------------------------------------------------
@@ -165,6 +173,8 @@ def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1) 
         der = derived_cell(K, e, d, eta_x, eta_y, ew)
         c["derived_stable_separated"] = der["stable_separated"]
         c["derived_stable_collapsed"] = der["stable_collapsed"]
+        c["derived_bounded_separated"] = der["stable_separated_bounded"]
+        c["derived_bounded_collapsed"] = der["stable_collapsed_bounded"]
         c["reached_not_derived_stable"] = [f for f in c["families"]
                                            if f not in der["stable_separated"] + der["stable_collapsed"]]
     return cells
