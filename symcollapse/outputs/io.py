@@ -49,11 +49,55 @@ def atomic_write_text(path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+_SUBSCRIPT = None
+
+
+def mathtext_label(text: str) -> str:
+    """Literal subscripts as mathtext: 'Δ_min' -> '$Δ_{\\mathrm{min}}$', 'r_s' -> '$r_{s}$',
+    'η_x=η_y=1' -> '$η_{x}$=$η_{y}$=1' (text already between $…$ is left alone)."""
+    global _SUBSCRIPT
+    import re
+
+    if _SUBSCRIPT is None:
+        _SUBSCRIPT = re.compile(r"(?<![\w\\])([^\W\d_]|∞)_(\{[^}$]*\}|[^\W_]+|∞)")
+
+    def sub(m):
+        base, idx = m.group(1), m.group(2).strip("{}")
+        idx = rf"\mathrm{{{idx}}}" if len(idx) > 1 and idx.isalpha() else idx
+        return f"${base}_{{{idx}}}$"
+
+    parts = text.split("$")
+    if len(parts) % 2 == 0:  # an unmatched $: not mathtext, leave as is
+        return text
+    return "$".join(_SUBSCRIPT.sub(sub, seg) if k % 2 == 0 else seg for k, seg in enumerate(parts))
+
+
+def _mathtext_labels(fig) -> None:
+    from matplotlib.text import Text
+
+    for t in fig.findobj(Text):
+        txt = t.get_text()
+        if "_" in txt:
+            new = mathtext_label(txt)
+            if new != txt:
+                t.set_text(new)
+
+
 def atomic_savefig(fig, path, **kwargs) -> Path:
-    """Save a matplotlib figure as PNG atomically with fixed metadata (byte-reproducible)."""
+    """Save a matplotlib figure as PNG atomically with fixed metadata (byte-reproducible), and
+    the same figure as a vector PDF beside it (``x.png`` -> ``x.pdf``, no dates or software
+    metadata). Literal subscripts in every text ('r_s') are written as mathtext first."""
     import io
 
+    path = Path(path)
+    _mathtext_labels(fig)
     buf = io.BytesIO()
     kwargs.setdefault("dpi", 120)
     fig.savefig(buf, format="png", metadata={"Software": None}, **kwargs)
+    if path.suffix.lower() == ".png":
+        vec = io.BytesIO()
+        pdf_kw = {k: v for k, v in kwargs.items() if k != "dpi"}
+        fig.savefig(vec, format="pdf", metadata={"Creator": None, "Producer": None, "CreationDate": None},
+                    **pdf_kw)
+        atomic_write_bytes(path.with_suffix(".pdf"), vec.getvalue())
     return atomic_write_bytes(path, buf.getvalue())
