@@ -83,8 +83,9 @@ def phase_point(K: int = 3, eps: float = 0.1, d: int = 4, seed: int = 0, eta_W: 
 
 @lru_cache(maxsize=None)
 def derived_cell(K: int, eps: float, d: int, eta_x: float = 1.0, eta_y: float = 0.1, eta_W: float = 1.0,
-                 n_max: int = 4) -> dict:
-    r"""Derived stability over all families of the cell: the families with a stable member among the
+                 n_max: int = 4, quick: bool = False) -> dict:
+    r"""Derived stability over all families of the cell (``quick``: fewer members scanned, for figures):
+    the families with a stable member among the
     scanned ones (:func:`~symcollapse.numerics.families.scan_family`), split into separated (keep a
     level 0 < |ν| < 1) and collapsed."""
     from .numerics import families as fm
@@ -92,7 +93,11 @@ def derived_cell(K: int, eps: float, d: int, eta_x: float = 1.0, eta_y: float = 
     model, n, mu, e = _model(K, eps, d, eta_x, eta_y, eta_W, n_max)
     stable, bounded, kinds = [], [], {}
     for fam in fm.enumerate_families(model.graph, d):
-        verdict, verdict_b, labels = fm.scan_family(model, fam)
+        if quick:  # figures: one member (equal lengths), spare head eigenvalues ±0.5 only
+            verdict, verdict_b, labels = fm.scan_family(model, fam, spares=(-0.5, 0.5),
+                                                        members=lambda f: [dict(lengths=np.ones(f.rank))])
+        else:
+            verdict, verdict_b, labels = fm.scan_family(model, fam)
         kinds[fam.key] = labels
         if verdict == "stable":
             stable.append(fam)
@@ -167,27 +172,34 @@ def summarise(records: list[dict]) -> dict:
     return cells
 
 
-def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1) -> dict:
+def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False) -> dict:
     """Add each cell's derived stable families and the reached families that are not among them."""
     for (e, d, ew), c in cells.items():
-        der = derived_cell(K, e, d, eta_x, eta_y, ew)
+        der = derived_cell(K, e, d, eta_x, eta_y, ew, quick=quick)
         c["derived_stable_separated"] = der["stable_separated"]
         c["derived_stable_collapsed"] = der["stable_collapsed"]
         c["derived_bounded_separated"] = der["stable_separated_bounded"]
         c["derived_bounded_collapsed"] = der["stable_collapsed_bounded"]
         c["reached_not_derived_stable"] = [f for f in c["families"]
                                            if f not in der["stable_separated"] + der["stable_collapsed"]]
+        if quick and c["reached_not_derived_stable"]:  # the full member scan, for reached families only
+            from .numerics import families as fm
+
+            model, *_ = _model(K, e, d, eta_x, eta_y, ew, 4)
+            by_key = {f.key: f for f in fm.enumerate_families(model.graph, d)}
+            c["reached_not_derived_stable"] = [k for k in c["reached_not_derived_stable"]
+                                               if k not in by_key or fm.scan_family(model, by_key[k])[0] != "stable"]
     return cells
 
 
-def cells_from_results(path, K: int, eta_x: float = 1.0, eta_y: float = 0.1) -> dict:
+def cells_from_results(path, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False, keep=None) -> dict:
     """Cells (with the derived families attached) from a phase results file, finished points only."""
     from .numerics.sweeps import read_results
 
-    recs = [r for r in read_results(path).values() if r["params"]["K"] == K]
+    recs = [r for r in read_results(path).values() if r["params"]["K"] == K and (keep is None or keep(r["params"]))]
     if not recs:
         raise InvalidParameterError(f"no K = {K} results in {str(path)!r}")
-    return attach_derived(summarise(recs), K, eta_x, eta_y)
+    return attach_derived(summarise(recs), K, eta_x, eta_y, quick=quick)
 
 
 def write_summary(cells: dict, path) -> Path:

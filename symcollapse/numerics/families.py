@@ -276,7 +276,8 @@ def classify_family(model, family: Family, *, seed: int = 0, spare: float = 0.0,
 MEMBER_SPARES = (-0.5, 0.5, -1.5, 1.5)  # spare head eigenvalues tried for rank-deficient families
 
 
-def scan_family(model, family: Family, *, spares=MEMBER_SPARES, tol: float = 1e-6) -> tuple[str, str, list]:
+def scan_family(model, family: Family, *, spares=MEMBER_SPARES, members=None,
+                tol: float = 1e-6) -> tuple[str, str, list]:
     r"""Classify several members (equal amplitude lengths; random lengths of seed 1; each spare head
     eigenvalue s for a rank-deficient family) and summarise: 'stable' if some member is stable (the
     family has an attracting part), 'saddle' if every member is a saddle, else 'degenerate'. Returns
@@ -284,7 +285,7 @@ def scan_family(model, family: Family, *, spares=MEMBER_SPARES, tol: float = 1e-
 
     With |s| > 1 even Z = 0 attracts (Ż = −sH(sD − A)Z for W = sI, sD − A ≻ 0): collapsed families
     always have an attracting part with a large spare head spectrum."""
-    members = [dict(lengths=np.ones(family.rank)), dict(seed=1)]
+    members = [dict(lengths=np.ones(family.rank)), dict(seed=1)] if members is None else members(family)
     labels, bounded, any_ = [], False, False
     for mem in members:
         for s in (spares if family.rank < model.d else (0.0,)):
