@@ -139,6 +139,10 @@ def _gradient(expr: sp.Expr, symbols: sp.ImmutableMatrix, keep_sg: bool = False)
 
 def derive_flow(loss: EdgeLoss) -> EdgeFlow:
     """Derive F_b = −∂ℓ/∂θ_b for every learned block b (one edge; cost independent of N)."""
+    if not isinstance(loss, EdgeLoss):
+        from ..errors import InvalidParameterError
+
+        raise InvalidParameterError(f"loss must be an EdgeLoss; got {type(loss).__name__}")
     names = [b for b in loss.blocks if b in loss.learned and len(loss.block(b))]
     fast = _ring_gradients(loss.expr, [loss.block(b) for b in names])
     if fast is not None:
