@@ -23,7 +23,7 @@ __all__ = [
     "slow_rate_k2_fast_labels", "class_end_point", "weighted_mean",
     "head_edge_forces", "head_invariant", "nu_sep_squared", "nu_sep_squared_k2",
     "meanfield_reduced_rhs", "meanfield_w_star_squared", "meanfield_y_over_x", "meanfield_y_inf_squared",
-    "ema_sector_blocks", "ema_sector_polynomial", "ema_sector_rates", "ema_invariants", "ema_end_state",
+    "ema_edge_forces", "ema_component_end_value", "ema_sector_blocks", "ema_sector_polynomial", "ema_sector_rates", "ema_invariants", "ema_end_state",
 ]
 
 
@@ -168,6 +168,21 @@ def meanfield_y_inf_squared(I0, n, m, eta_x, eta_y, eta_W):
 
 
 # --- §6 EMA target ------------------------------------------------------------------------------
+def ema_edge_forces(x, y, xi_x, xi_y):
+    r"""−∂ℓ/∂(x, y, ξ_x, ξ_y) of ℓ = ½(‖x − sg(ξ_y)‖² + ‖y − sg(ξ_x)‖²) (docs/model.md §6):
+    F_x = ξ_y − x, F_y = ξ_x − y, and no force on the targets."""
+    x, y, xi_x, xi_y = (sp.Matrix(a) for a in (x, y, xi_x, xi_y))
+    return xi_y - x, xi_x - y, sp.zeros(*xi_x.shape), sp.zeros(*xi_y.shape)
+
+
+def ema_component_end_value(z0, xi0, etas, degrees, tau):
+    r"""R_C = Σ_k (z_k(0)/η_k + D_kk ξ_k(0)/τ) / Σ_k (1/η_k + D_kk/τ) over the nodes of one component
+    (docs/model.md §6); sequences of equal length, numbers or SymPy expressions."""
+    num = sum(z / e + D * xi / tau for z, xi, e, D in zip(z0, xi0, etas, degrees))
+    den = sum(1 / e + D / tau for e, D in zip(etas, degrees))
+    return num / den
+
+
 def ema_sector_blocks(K, n, mu, eta_x, eta_y) -> tuple:
     r"""(HD_s, HA_s): the diagonal and coupling parts of the §2 sector matrix, M = −HD_s + HA_s
     (docs/model.md §6): HD_s = diag(η_x, 2η_x, η_y(n + (K−1)μ)),
