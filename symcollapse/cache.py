@@ -32,7 +32,8 @@ from .symbolic.stopgrad import stop_gradient
 
 FORMAT = 1
 _ENGINE_FILES = ("symbolic/flow.py", "symbolic/loss.py", "symbolic/polydiff.py",
-                 "symbolic/stopgrad.py", "symbolic/symbols.py", "numerics/kernels.py", "cache.py")
+                 "symbolic/stopgrad.py", "symbolic/symbols.py", "numerics/kernels.py", "cache.py",
+                 "symbolic/matcalc.py", "symbolic/matrix_flow.py", "numerics/matrix_kernels.py")
 
 
 class NotEncodable(Exception):
@@ -287,10 +288,54 @@ def discard(loss: EdgeLoss) -> None:
 def clear() -> int:
     """Delete every cache entry; returns the number removed."""
     n = 0
-    for p in [*cache_dir().glob("flow-*.json"), *cache_dir().glob("kern-*.json")]:
+    for p in [*cache_dir().glob("flow-*.json"), *cache_dir().glob("kern-*.json"),
+              *cache_dir().glob("mcheck-*.json")]:
         try:
             p.unlink()
             n += 1
         except FileNotFoundError:
             pass
     return n
+
+
+# --- matrix-level derivations: the cross-check record -------------------------------------------
+def _matrix_digest(loss) -> str:
+    """sha256 of a MatrixEdgeLoss (srepr of ℓ, its symbols, learned set and rates)."""
+    parts = [sp.srepr(loss.expr), repr([(b, sp.srepr(m)) for b, m in loss.symbols.items()]),
+             repr(sorted(loss.learned)), repr([(b, sp.srepr(r)) for b, r in loss.rates])]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def matrix_check_path(loss) -> Path:
+    key = hashlib.sha256(f"{engine_fingerprint()}:{_matrix_digest(loss)}".encode()).hexdigest()
+    return cache_dir() / f"mcheck-{key[:40]}.json"
+
+
+def matrix_check_passed(loss) -> bool:
+    """True if the component cross-check of this matrix-level derivation passed before with this
+    engine (the derivation itself is redone, in milliseconds; the kernels are re-checked numerically)."""
+    if not enabled():
+        return False
+    path = matrix_check_path(loss)
+    try:
+        raw = path.read_bytes()
+        head, payload = raw.split(b"\n", 1)
+        header = json.loads(head)
+        return (header.get("key") == path.stem[len("mcheck-"):] and header.get("sha256") == _checksum(payload)
+                and json.loads(payload).get("passed") is True)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def store_matrix_check(loss, report: dict) -> Path | None:
+    """Record that the cross-check passed (atomic write; no-op when the cache is disabled)."""
+    if not enabled():
+        return None
+    path = matrix_check_path(loss)
+    payload = json.dumps({"passed": True, "loss": loss.name, "checked": report}, separators=(",", ":")).encode()
+    header = json.dumps({"format": FORMAT, "key": path.stem[len("mcheck-"):], "sha256": _checksum(payload)}).encode()
+    try:
+        atomic_write_bytes(path, header + b"\n" + payload)
+    except (OSError, SymcollapseError):
+        return None
+    return path

@@ -17,80 +17,40 @@ import numpy as np
 import sympy as sp
 
 from .errors import InvalidParameterError
+from .symbolic import losses as _losses
 from .symbolic.loss import EdgeLoss
-from .symbolic.stopgrad import sg as _sg
-from .symbolic.symbols import matrix, rate, sqnorm, vector
-from .validation import check_int, check_rate
+from .validation import check_rate
 
-SG_CHOICES = ("both", "label", "sample", "none")
-
-
-def _check_sg(sg: str) -> str:
-    if sg not in SG_CHOICES:
-        raise InvalidParameterError(f"sg must be one of {SG_CHOICES}; got {sg!r}")
-    return sg
+#: the one stop-gradient vocabulary (symbolic/losses.py); "label"/"sample" still work and warn
+SG_CHOICES = _losses.SG_CHOICES
 
 
-def _rates(rates: dict | None, blocks) -> tuple:
-    """Per-block learning-rate symbols: names -> positive symbols (strings are symbol names)."""
-    out = []
-    for b, r in (rates or {}).items():
-        if b not in blocks:
-            raise InvalidParameterError(f"rates must name blocks among {tuple(blocks)}; got {b!r}")
-        out.append((b, rate(r) if isinstance(r, str) else sp.sympify(r)))
-    return tuple(out)
+def _check_sg(sg) -> str:
+    return _losses.canonical_sg(sg, "sg")
 
 
 def embedding_loss(d: int, *, rates: dict | None = None, name: str | None = None) -> EdgeLoss:
     """Model (a): ℓ(x, y) = ½‖x − y‖² in d dimensions."""
-    d = check_int("d", d, 1)
-    x, y = vector("x", d), vector("y", d)
-    return EdgeLoss(sp.Rational(1, 2) * sqnorm(x - y), x, y, rates=_rates(rates, ("x", "y")),
-                    name=name or f"embedding_d{d}")
+    return _losses.embedding_loss(d, rates=rates, name=name)
 
 
 def head_loss(d: int, sg: str = "both", *, learn_head: bool = True, rates: dict | None = None,
               name: str | None = None) -> EdgeLoss:
     """Model (b): ℓ = ½(‖W x − t_y‖² + ‖W y − t_x‖²), W ∈ R^{d×d} shared by both branches.
 
-    sg = "both": t_y = sg(y), t_x = sg(x) (docs/model.md §3); "label": only the label targets are
-    detached (t_y = sg(y), t_x = x); "sample": only the sample targets (t_x = sg(x), t_y = y);
-    "none": the full gradient. ``learn_head=False`` freezes W (give its value to FlowSystem).
-    The head dimension is the embedding dimension d.
+    sg = "both": t_y = sg(y), t_x = sg(x) (docs/model.md §3); "labels": only the label targets
+    are detached (t_y = sg(y), t_x = x); "samples": only the sample targets; "none": the full
+    gradient. ``learn_head=False`` freezes W (give its value to FlowSystem). The same object as
+    ``HeadModel(P, d).loss`` for the same choices.
     """
-    d = check_int("d", d, 1)
-    sg = _check_sg(sg)
-    x, y, W = vector("x", d), vector("y", d), matrix("W", d, d)
-    ty = _sg(y) if sg in ("both", "label") else y
-    tx = _sg(x) if sg in ("both", "sample") else x
-    expr = sp.Rational(1, 2) * (sqnorm(W * x - ty) + sqnorm(W * y - tx))
-    learned = {"x", "y", "W"} if learn_head else {"x", "y"}
-    return EdgeLoss(expr, x, y, shared=(("W", W),), rates=_rates(rates, ("x", "y", "W")),
-                    learned=frozenset(learned),
-                    name=name or f"head_d{d}_sg{sg}{'' if learn_head else '_frozen'}")
+    return _losses.head_loss(d, sg, learn_head, rates=rates, name=name, param="sg")
 
 
 def student_loss(d: int, D: int, *, head: bool = False, sg: str = "both", rates: dict | None = None,
                  name: str | None = None) -> EdgeLoss:
     """Model (c): x = S u with fixed input u ∈ R^D and learned S ∈ R^{d×D};
     ℓ = ½‖S u − y‖² (head=False) or the head loss of :func:`head_loss` with x = S u."""
-    d = check_int("d", d, 1)
-    D = check_int("D", D, 1)
-    sg = _check_sg(sg)
-    u, y, S = vector("u", D), vector("y", d), matrix("S", d, D)
-    xs = S * u
-    shared = [("S", S)]
-    if head:
-        W = matrix("W", d, d)
-        ty = _sg(y) if sg in ("both", "label") else y
-        tx = _sg(xs) if sg in ("both", "sample") else xs
-        expr = sp.Rational(1, 2) * (sqnorm(W * xs - ty) + sqnorm(W * y - tx))
-        shared.append(("W", W))
-    else:
-        expr = sp.Rational(1, 2) * sqnorm(xs - y)
-    blocks = ("x", "y", *[n for n, _ in shared])
-    return EdgeLoss(expr, sp.ImmutableMatrix(0, 1, []), y, shared=tuple(shared), data=u,
-                    rates=_rates(rates, blocks), name=name or f"student_d{d}_D{D}{'_head_sg' + sg if head else ''}")
+    return _losses.student_loss(d, D, head=head, stop_gradient=sg, rates=rates, name=name, param="sg")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from .tolerance import within
+
 
 @dataclass(frozen=True)
 class Check:
@@ -20,7 +22,7 @@ class Check:
 
     @property
     def passed(self) -> bool:
-        return bool(np.isfinite(self.rel_error)) and self.rel_error <= self.tol
+        return within(self.rel_error, self.tol)
 
 
 def rel_error(derived, reference) -> float:

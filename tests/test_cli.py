@@ -150,3 +150,92 @@ def test_parser_errors_exit_2_in_process(argv, capsys):
         cli.main(argv)
     assert info.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+# --- every bad argument: exit 2, one line naming it, before any work ---------------------------
+# (argv, a piece of the message). Each is run in ONE fresh interpreter (below), which also reports
+# whether SymPy / SciPy / matplotlib / Dask were imported before the refusal (they must not be:
+# validation comes first) and how long each refusal took (measured and printed, not asserted).
+BAD_ARGUMENTS = [
+    (["check", "--model", "nope"], "--model"),
+    (["reproduce", "--model", "nope", "--out", "{tmp}/r"], "--model"),
+    (["report", "--model", "nope", "--out", "{tmp}/p"], "--model"),
+    (["reproduce", "--out", ""], "--out"),
+    (["reproduce", "--out", "  "], "--out"),
+    (["report", "--out", ""], "--out"),
+    (["sweep", "--model", "embedding", "--param", "eps=0.1", "--out", ""], "--out"),
+    (["sweep", "--model", "nope", "--param", "eps=0.1", "--out", "{tmp}/s.jsonl"], "--model"),
+    (["sweep", "--model", "embedding", "--param", "eps=abc", "--out", "{tmp}/s.jsonl"], "eps"),
+    (["sweep", "--model", "embedding", "--param", "seed=-1", "--out", "{tmp}/s.jsonl"], "seed"),
+    (["sweep", "--model", "embedding", "--param", "K=1", "--out", "{tmp}/s.jsonl"], "K must be"),
+    (["sweep", "--model", "embedding", "--param", "t_end=-1", "--out", "{tmp}/s.jsonl"], "t_end"),
+    (["sweep", "--model", "embedding", "--param", "eps=0.01", "--out", "{tmp}/s.jsonl"], "eps = 0.01 is too small"),
+    (["sweep", "--model", "embedding", "--param", "eta_x=1e-300", "--out", "{tmp}/s.jsonl"], "eta_y/eta_x"),
+    (["sweep", "--model", "embedding", "--param", "eps=0.1,0.2,1.5", "--out", "{tmp}/s.jsonl"], "eps"),
+    (["sweep", "--model", "embedding", "--param", "d=0", "--out", "{tmp}/s.jsonl"], "d must be"),
+    (["sweep", "--model", "embedding", "--param", "eps=0.1", "--workers", "0", "--out", "{tmp}/s.jsonl"], "workers"),
+    (["sweep", "--model", "embedding", "--param", "eps=0.1", "--scheduler", "host", "--out", "{tmp}/s.jsonl"], "scheduler"),
+    (["sweep", "--model", "embedding", "--param", "eps=0.1", "--out", "{tmp}"], "folder"),
+    (["sweep", "--model", "embedding", "--param", "eps=0.1", "--workers", "two", "--out", "{tmp}/s.jsonl"], "--workers"),
+]
+
+_PROBE = r"""
+import contextlib, io, json, sys, time
+from symcollapse.cli import main
+out = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    t = time.perf_counter()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    heavy = sorted(m for m in ("sympy", "scipy", "matplotlib", "dask", "distributed") if m in sys.modules)
+    out.append({"code": code, "err": err.getvalue(), "heavy": heavy, "s": time.perf_counter() - t})
+print(json.dumps(out))
+"""
+
+
+def test_every_bad_argument_exits_2_before_any_work(tmp_path):
+    import json
+
+    argvs = [[a.replace("{tmp}", str(tmp_path)) for a in argv] for argv, _ in BAD_ARGUMENTS]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(argvs)], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    for (argv, piece), res in zip(BAD_ARGUMENTS, results):
+        assert res["code"] == 2, (argv, res)
+        lines = [ln for ln in res["err"].splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("symcollapse: error: "), (argv, res["err"])
+        assert piece in lines[0], (argv, lines[0])
+        assert res["heavy"] == [], (argv, f"imported {res['heavy']} before refusing")
+    assert list(tmp_path.iterdir()) == []  # nothing written: no folder, no results file, nothing in cwd
+    print("refusal times (s): " + ", ".join(f"{r['s']:.3f}" for r in results))
+
+
+def test_bad_argument_exit_status_of_the_real_command(tmp_path):
+    import time
+
+    t = time.perf_counter()
+    proc = run("sweep", "--model", "embedding", "--param", "eps=abc", "--out", str(tmp_path / "s.jsonl"))
+    elapsed = time.perf_counter() - t
+    assert_one_line_error(proc, "eps must be a real number")
+    assert not (tmp_path / "s.jsonl").exists()
+    print(f"fresh interpreter, bad sweep value refused in {elapsed:.2f} s")
+
+
+def test_version():
+    import tomllib
+
+    proc = run("--version")
+    want = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert proc.returncode == 0 and proc.stdout.strip() == f"symcollapse {want}", proc
+
+
+def test_job_names_read_without_import_equal_the_modules():
+    from symcollapse.jobs import job_modules, job_names
+
+    assert job_names() == [m.MODEL for m in job_modules()]

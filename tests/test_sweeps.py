@@ -156,3 +156,45 @@ def test_cli_sweep_runs_resumes_and_refuses_bad_input(tmp_path, capsys):
         assert main(["sweep", *bad, "--out", str(tmp_path / "e.jsonl")]) == 2
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_builtin_point_is_validated_on_every_grid_point_before_any_work(tmp_path):
+    """A bad value anywhere in the grid is refused before the first point runs (it used to
+    be found by the worker that reached it, after the earlier points were computed)."""
+    from symcollapse.numerics.sweeps import embedding_point
+
+    out = tmp_path / "v.jsonl"
+    for params, msg in (({"eps": [0.2, "abc"]}, "eps must be a real number"),
+                        ({"eps": [0.2], "seed": [0, -1]}, "seed must be an integer >= 0"),
+                        ({"K": [2, 1]}, "K must be an integer >= 2"),
+                        ({"t_end": [1, -1]}, "t_end must be > 0"),
+                        ({"eta_x": [1e-300]}, r"eta_y/eta_x must be in \[1e-12, 1e12\]"),
+                        ({"eps": [0.01]}, r"too small for K = 3, n = 20.*eps >= 0.0244")):
+        with pytest.raises(InvalidParameterError, match=msg):
+            run_sweep(embedding_point, params, out, backend="serial")
+        assert not out.exists()
+    # the smallest eps the message names does give a frustrated sample (and the next lower one not)
+    from symcollapse.numerics.sweeps import embedding_arguments
+    assert embedding_arguments(eps=0.0244)["mu"] == 1
+    with pytest.raises(InvalidParameterError):
+        embedding_arguments(eps=0.0243)
+
+
+def test_dask_failure_is_one_error_without_worker_tracebacks(tmp_path):
+    """A point that fails on a Dask worker is raised once with its parameters; the workers do
+    not print 'Compute Failed' tracebacks (the README sweep printed them)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys; sys.path.insert(0, 'tests'); from test_sweeps import failing_point, GRID; "
+            "from symcollapse.numerics.sweeps import run_sweep; "
+            f"run_sweep(failing_point, {{'mu': [3], 'seed': [0]}}, {str(tmp_path / 'd.jsonl')!r}, backend='dask', workers=1)")
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                          env=env, timeout=300)
+    assert proc.returncode != 0
+    assert "sweep point {'mu': 3, 'seed': 0} failed: RuntimeError: solver blew up" in proc.stderr
+    assert "Compute Failed" not in proc.stderr, proc.stderr

@@ -11,11 +11,12 @@ A job module defines
 """
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
-import warnings
+from pathlib import Path
 
-from ..models.registry import registered_jobs
+from ..models.registry import MODELS, registered_jobs
 
 
 def job_modules() -> list:
@@ -28,9 +29,39 @@ def job_modules() -> list:
     return sorted(found.values(), key=lambda m: (getattr(m, "ORDER", 100), m.MODEL))
 
 
+def _constants(path: Path) -> dict:
+    """The module-level ``MODEL`` / ``ORDER`` literals of a job module's source (no import)."""
+    out = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name in ("MODEL", "ORDER"):
+                try:
+                    out[name] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
+    return out
+
+
 def job_names() -> list[str]:
-    """Deprecated: the names of the jobs; use ``[m.MODEL for m in job_modules()]``, or
-    :func:`symcollapse.models.registry.model_names` for the models."""
-    warnings.warn("symcollapse.jobs.job_names is deprecated; use [m.MODEL for m in job_modules()] "
-                  "or symcollapse.models.registry.model_names()", DeprecationWarning, stacklevel=2)
-    return [m.MODEL for m in job_modules()]
+    """The job names in ORDER, read from the modules' sources without importing them (the
+    command line validates ``--model`` before SymPy, SciPy or matplotlib are loaded).
+    A module whose MODEL is not a literal is imported to find it."""
+    found = []
+    for m in pkgutil.iter_modules(__path__):
+        if m.name.startswith("_"):
+            continue
+        c = _constants(Path(__path__[0]) / f"{m.name}.py") if not m.ispkg else {}
+        if "MODEL" not in c:
+            mod = importlib.import_module(f"{__name__}.{m.name}")
+            c = {"MODEL": mod.MODEL, "ORDER": getattr(mod, "ORDER", 100)}
+        found.append((c.get("ORDER", 100), c["MODEL"]))
+    pkg_root = Path(__path__[0]).parent
+    for entry in MODELS.values():
+        if entry.job and not entry.job.startswith(f"{__name__}."):
+            c = _constants(pkg_root.joinpath(*entry.job.split(".")[1:]).with_suffix(".py"))
+            if "MODEL" not in c:
+                mod = entry.load_job()
+                c = {"MODEL": mod.MODEL, "ORDER": getattr(mod, "ORDER", 100)}
+            found.append((c.get("ORDER", 100), c["MODEL"]))
+    return [name for _, name in sorted(found)]

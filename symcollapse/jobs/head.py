@@ -179,20 +179,95 @@ def checks() -> list[Check]:
     vals, _ = graph_modes(Pu)
     rows.append(close(M, "unbalanced graph: ν by findroot (30 digits) vs eigh", [float(r) for r in roots],
                       np.unique(np.round(vals[vals > 1e-9], 12)), 1e-12))
-    # stability
-    P2 = balanced_couplings(2, 3, 1)
-    v2, _ = graph_modes(P2)
-    L = len(v2)
-    agree = 0
-    cases = [(1, [L - 1]), (1, [L - 2]), (2, [0, L - 1]), (2, [1, L - 2]), (3, [0, 1, L - 1]), (4, [0, 1, L - 2, L - 1])]
-    for d, keep in cases:
-        res, _ = st.analyse_fixed_point(P2, d, keep, eta=(1.0, 0.5, 1.0))
-        agree += res.kind == st.predicted_kind(v2, keep)
-    rows.append(Check(M, "Jacobian class (family removed) = mode-competition rule", f"{agree}/{len(cases)} agree",
-                      "engine Jacobian", float(len(cases) - agree), 0.0))
-    b = st.phase_boundary(4, nu_sep(4, 40, 3), 12)
-    rows.append(Check(M, "stability boundary K=4: d_collapse = 2, d_full = 2K", str(b), "mode counting",
-                      0.0 if b == {"d_collapse": 2, "d_full": 8} else float("inf"), 0.0))
+    # stability: derived fixed-point families, their stability, and simulated basins
+    rows.extend(phase_checks())
+    return rows
+
+
+PHASE_GRID = {2: (0.25, (2, 4)), 3: (0.2, (3, 6)), 4: (0.2, (4, 8))}  # K: (ε, d values) of the table
+PHASE_SEEDS = 2
+
+
+def meanfield_saddle(n: int = 5, m: int = 2, eta=(1.0, 0.5, 1.0)):
+    r"""The K = 2 mean-field end state (X*, Y* = w*X*, σ² = τ² = 0, w*) as a full d = 1 state: the
+    symbolic (X, Y, w)-block eigenvalues of the reduced Jacobian, the full Jacobian's spectrum and
+    the derived classification."""
+    from ..numerics import families as fm
+
+    sol = mfm.self_consistency(True)
+    X0 = sp.Symbol("X_0", positive=True)
+    at = {mfm.X_: X0, mfm.Y_: sol["Y_over_X"] * X0, mfm.s2_: 0, mfm.t2_: 0, mfm.w_: sp.sqrt(sol["w2"])}
+    vals = {mfm.n_: n, mfm.m_: m, mfm.omega_: 2, mfm.eta_x: sp.nsimplify(eta[0]), mfm.eta_y: sp.nsimplify(eta[1]),
+            mfm.eta_W: sp.nsimplify(eta[2]), X0: 1}
+    Jr = mfm.reduced_jacobian(True).subs(at).subs(vals)
+    blk = [0, 1, 4]  # X, Y, w: the mirror-symmetric subspace (σ² = τ² = 0) is invariant
+    sym_ev = np.array([complex(v) for v in sp.Matrix(Jr.extract(blk, blk)).eigenvals(multiple=True)])
+    w = float(sp.sqrt(sol["w2"]).subs(vals))
+    Yv = float((sol["Y_over_X"] * X0).subs(vals))
+    model = HeadModel(balanced_couplings(2, n, m), d=1, eta_x=eta[0], eta_y=eta[1], eta_W=eta[2])
+    Z, W = mfm.ansatz_state(n, m, 1.0, Yv, np.zeros(n), np.zeros(m), w, 1)
+    full = np.linalg.eigvals(model.system.jacobian(model.pack(Z, W)).toarray())
+    return sym_ev, full, fm.classify_state(model, Z, W)
+
+
+@lru_cache(maxsize=None)
+def phase_records():
+    """The verification grid of :data:`PHASE_GRID` (K = 2, 3, 4) run through the phase sweep."""
+    import tempfile
+
+    from .. import phase as ph
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for K, (e, ds) in PHASE_GRID.items():
+            recs = ph.run_phase(K, [e], list(ds), PHASE_SEEDS, tmp, eta_x=RATES[0], eta_y=RATES[1], backend="serial")
+            cells = ph.summarise(recs)
+            for (ee, dd, ew), c in cells.items():
+                der = ph.derived_cell(K, ee, dd, RATES[0], RATES[1], ew)
+                c["derived"] = der["stable_separated"] + der["stable_collapsed"]
+            out[K] = (recs, cells)
+    return out
+
+
+def phase_checks() -> list[Check]:
+    """Rows: families and stability (derived) against spectra and simulations (independent)."""
+    from ..numerics import families as fm
+
+    M = MODEL
+    rows = []
+    P = balanced_couplings(2, 5, 2)
+    m4 = HeadModel(P, d=4, eta_x=RATES[0], eta_y=RATES[1], eta_W=RATES[2])
+    fams = fm.enumerate_families(P, 4)
+    worst, inv = 0.0, 0.0
+    for f in fams:
+        Z, W = fm.representative(P, 4, f, spare=0.5)
+        worst = max(worst, float(np.max(np.abs(m4.system.flow_vector(m4.pack(Z, W))))))
+        inv = max(inv, fm.classify_state(m4, Z, W).invariant_residual)
+    rows.append(Check(M, f"all {len(fams)} families of B(2,5,2), d = 4 (rank-deficient incl.) are fixed points",
+                      f"max |flow| = {worst:.1e}", "derived flow at representatives", worst, 1e-12))
+    rows.append(Check(M, "∇I is a left null vector of J at every family representative", f"{inv:.1e}",
+                      "engine Jacobian", inv, 1e-12))
+    sym_ev, full, st_mf = meanfield_saddle()
+    miss = max(float(np.min(np.abs(full - v))) for v in sym_ev)
+    rows.append(Check(M, "reduced (X, Y, w) Jacobian eigenvalues (symbolic) ⊂ spec J (full, d = 1)",
+                      ", ".join(f"{v.real:.4g}" for v in sym_ev), "eig of the assembled Jacobian", miss, 1e-9))
+    rows.append(Check(M, "mean-field end state (fig 6) is a saddle of the full model", st_mf.label,
+                      f"Re λ_max = {st_mf.max_real:.3g} > 0", 0.0 if st_mf.kind == "saddle" else float("inf"), 0.0))
+    total = {}
+    for K, (recs, cells) in phase_records().items():
+        res = max(r["result"]["residual"] for r in recs)
+        rows.append(Check(M, f"K={K}: every simulated end state is a fixed point of a family ({len(recs)} runs)",
+                          f"max residual {res:.1e}", "flow residual ≤ 1e-9", res, 1e-9))
+        drift = max(r["result"]["invariant_drift"] for r in recs)
+        rows.append(Check(M, f"K={K}: invariant I(T) = I(0) at every end state", f"{drift:.1e}",
+                          "conserved (derived)", drift, 1e-6))
+        for (e, d, _), c in sorted(cells.items()):
+            for fam, cnt in sorted(c["families"].items()):
+                total[fam] = total.get(fam, 0) + cnt
+                ok = fam in c["derived"] and c["unstable"] == 0 and c["unclassified"] == 0
+                rows.append(Check(M, f"K={K}, ε={c['eps_real']:.3f}, d={d}: {cnt}/{c['n']} runs end in {fam}",
+                                  "derived stable" if ok else "NOT derived stable", "end-state Jacobian + family table",
+                                  0.0 if ok else float("inf"), 0.0))
     return rows
 
 
@@ -246,26 +321,31 @@ def latex_document() -> str:
 
 
 def stability_table() -> str:
-    """Classes of exact fixed points (engine Jacobian, family tangent removed) vs the mode rule."""
-    P2 = balanced_couplings(2, 3, 1)
-    v2, _ = graph_modes(P2)
-    L = len(v2)
-    lines = ["Fixed points $Z = \\sum_{k\\in S}\\phi_k a_k^T$ of $B(2, 3, 1)$ with orthogonal $a_k$; "
-             "the Jacobian is taken on the complement of the fixed-point family "
-             "($\\delta Z = Z M^T$, $\\delta W = MW - WM$, and swaps of degenerate modes).",
-             "", "\\begin{tabular}{llllr}", "$d$ & kept $\\nu$ & Jacobian & rule & $\\max\\operatorname{Re}\\lambda$\\\\",
+    """Derived stability of every fixed-point family of B(2, 5, 2) for d = 1…4 (stable ones listed)."""
+    from ..numerics import families as fm
+    from ..phase import SPARES
+
+    P = balanced_couplings(2, 5, 2)
+    lines = ["Fixed-point families $Z = \\sum_\\ell \\Phi_\\ell C_\\ell$ (rank $r_\\ell$ per $\\nu$-level) of $B(2, 5, 2)$, "
+             "$\\eta = (1, 0.1, 1)$; stability from the engine Jacobian with the gauge, free-head and "
+             "level-swap zero modes removed; rank-deficient families at spare head eigenvalue $s = \\pm 0.5$.",
+             "", "\\begin{tabular}{rlll}", "$d$ & kept $\\nu$ (rank) & class & families (stable/saddle/degenerate)\\\\",
              "\\hline"]
-    for d, keep in ((1, [L - 1]), (1, [L - 2]), (2, [0, L - 1]), (2, [1, L - 2]), (3, [0, 1, L - 1]),
-                    (4, [0, 1, L - 2, L - 1])):
-        res, _ = st.analyse_fixed_point(P2, d, keep, eta=(1.0, 0.5, 1.0))
-        nus = ", ".join(f"{v:.3f}" for v in v2[keep])
-        lines.append(f"{d} & {nus} & {res.kind} & {st.predicted_kind(v2, keep)} & {res.max_real:.3g}\\\\")
+    for d in (1, 2, 3, 4):
+        m = HeadModel(P, d=d, eta_x=RATES[0], eta_y=RATES[1], eta_W=RATES[2])
+        counts = {"stable": 0, "saddle": 0, "degenerate": 0}
+        stable = []
+        for f in fm.enumerate_families(P, d):
+            kinds = [fm.classify_family(m, f, spare=sp_).kind for sp_ in (SPARES if f.rank < d else (0.0,))]
+            k = "stable" if "stable" in kinds else ("saddle" if all(x == "saddle" for x in kinds) else "degenerate")
+            counts[k] += 1
+            if k == "stable":
+                stable.append(f)
+        summary = "/".join(str(counts[k]) for k in ("stable", "saddle", "degenerate"))
+        for i, f in enumerate(stable):
+            nus = ", ".join(f"{nu:+.3f}" + (f"$\\times{r}$" if r > 1 else "") for nu, r in zip(f.nus, f.ranks) if r)
+            lines.append(f"{d if i == 0 else ''} & {nus} & stable & {summary if i == 0 else ''}\\\\")
     lines.append("\\end{tabular}")
-    b = {K: st.phase_boundary(K, nu_sep(K, 40, 3), 3 * K) for K in (2, 3, 4)}
-    lines += ["", "Mode-competition rule: an absent mode $j$ grows iff a kept mode $k$ has "
-              "$\\nu_k\\nu_j > 0$ and $|\\nu_k| < |\\nu_j|$. Boundaries from it: "
-              + "; ".join(f"$K={K}$: $d_{{\\rm collapse}} = {v['d_collapse']}$, $d_{{\\rm full}} = {v['d_full']}$"
-                          for K, v in b.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -333,7 +413,8 @@ def figure_phase_d(path) -> Path:
 
 
 def figure_phase_etaW(path) -> Path:
-    """Final separation |Y_∞|/|Y_0| over ε and η_W/η_x (theory, mean-field end state), simulations overlaid."""
+    """Final separation |Y_∞|/|Y_0| over ε and η_W/η_x of the mean-field end state (map; a saddle of the
+    full model), the ansatz runs (circles) and the stable end states of the same runs nudged by 1e-8 (squares)."""
     from ..numerics.phase import final_separation_grid
     from ..outputs.figures import label_axes, new_figure, save_figure
 
@@ -353,16 +434,30 @@ def figure_phase_etaW(path) -> Path:
     cs = ax.contour(eps, etaW, (Yinf / Y0).T, levels=[0.1, 0.2, 0.3], colors="w", linewidths=0.8)
     ax.clabel(cs, fontsize=6)
     ax.set_yscale("log")
+    from ..numerics import families as fm
+    from ..numerics.basins import run_to_fixed_point
+
     for m in (2, 20):
         for eW in (0.1, 1.0, 10.0):
             model = HeadModel(balanced_couplings(2, n, m), d=1, eta_x=ex, eta_y=ey, eta_W=eW)
             Z0, W0 = mfm.ansatz_state(n, m, X0, Y0, np.zeros(n), np.zeros(m), w0, 1)
             tr = model.simulate(t_eval=np.array([0.0, 60.0]), Z0=Z0, W0=W0)
             r = abs(tr.Z[-1, 0]) / Y0
-            ax.scatter([m / (2 * n + m)], [eW], c=[r], cmap="viridis", vmin=im.norm.vmin, vmax=im.norm.vmax,
+            e = m / (2 * n + m)
+            ax.scatter([e], [eW], c=[r], cmap="viridis", vmin=im.norm.vmin, vmax=im.norm.vmax,
                        edgecolors="r", s=40, zorder=3)
-    fig.colorbar(im, ax=ax, label="|Y_∞|/|Y_0|: theory (map), simulation (dots)")
-    label_axes(ax, "frustration ε", "η_W / η_x", f"K=2, n={n}, η_y/η_x={ey}", legend=False)
+            # the same run nudged off the ansatz by 1e-8, continued to its fixed point: a stable end state
+            nudge = 1e-8 * np.random.default_rng(0).normal(size=Z0.shape)
+            Zs, Ws, _, res = run_to_fixed_point(model, Z0 + nudge, W0, tol=1e-9, t_max=2e4)
+            kind = fm.classify_state(model, Zs, Ws).kind if res <= 1e-7 else "unconverged"
+            rs = abs(Zs[-1, 0] - Zs[-2, 0]) / (2 * Y0)
+            ax.scatter([e * 1.06 + 0.01], [eW], c=[rs], cmap="viridis", vmin=im.norm.vmin, vmax=im.norm.vmax,
+                       marker="s", edgecolors="k" if kind == "stable" else "m", s=28, zorder=3)
+    ax.scatter([], [], c="none", edgecolors="r", s=40, label="mean-field end state (t = 60): saddle")
+    ax.scatter([], [], c="none", marker="s", edgecolors="k", s=28, label="nudged 1e-8, end state: stable")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.2), frameon=False, ncol=1)
+    fig.colorbar(im, ax=ax, label=r"$|Y_\infty|/|Y_0|$")
+    label_axes(ax, "frustration ε", r"$\eta_W/\eta_x$", f"K=2, n={n}: map = mean field (a saddle)", legend=False)
     return save_figure(fig, path)
 
 

@@ -6,30 +6,27 @@ class-separation sector from :mod:`symcollapse.symbolic.sectors`.
 """
 from __future__ import annotations
 
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 import numpy as np
-import sympy as sp
 
 from ..errors import InvalidParameterError
 from ..numerics import spectra
-from ..numerics.kernels import compile_loss
-from ..numerics.system import FlowSystem
+from ..numerics.matrix_kernels import compile_matrix_loss
+from ..numerics.matrix_system import MatrixFlowSystem
 from ..numerics.trajectory import Trajectory, simulate_system
+from ..symbolic import losses
 from ..symbolic.loss import EdgeLoss
-from ..symbolic.symbols import sqnorm, vector
 from ..validation import check_array, check_int, check_rate, check_real
 from .base import Model
 from .couplings import balanced_couplings
 from .graph_model import OnGraph, coupling_graph, model_latex
 
 
-@lru_cache(maxsize=None)
 def embedding_loss(d: int) -> EdgeLoss:
-    """ℓ(x, y) = ½‖x − y‖² in d dimensions (rates η_x, η_y)."""
-    d = check_int("d", d, 1)
-    x, y = vector("x", d), vector("y", d)
-    return EdgeLoss(sp.Rational(1, 2) * sqnorm(x - y), x, y, name=f"embedding_d{d}")
+    """ℓ(x, y) = ½‖x − y‖² in components at dimension d (rates η_x, η_y); the one embedding
+    loss of :mod:`symcollapse.symbolic.losses`."""
+    return losses.embedding_loss(d)
 
 
 class EmbeddingModel(OnGraph, Model):
@@ -47,9 +44,10 @@ class EmbeddingModel(OnGraph, Model):
         self.eta_y = check_rate("eta_y", eta_y)
         self.scale = check_real("scale", scale, 0.0, None, strict_min=True)
         self.loss_def = embedding_loss(self.d)
-        self.compiled = compile_loss(self.loss_def)
-        self.system = FlowSystem(self.compiled, self.graph, rates={"x": self.eta_x, "y": self.eta_y},
-                                 scale=self.scale)
+        #: the matrix-level derivation (x, y ∈ R^d for every d), compiled to matrix products
+        self.compiled = compile_matrix_loss(losses.embedding_matrix_loss())
+        self.system = MatrixFlowSystem(self.compiled, self.graph, rates={"x": self.eta_x, "y": self.eta_y},
+                                       scale=self.scale, dims={"d": self.d})
 
     @classmethod
     def example(cls) -> "EmbeddingModel":

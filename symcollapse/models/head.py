@@ -7,19 +7,20 @@ Aφ_k = ν_k Dφ_k, with the self-consistent head W = (ZᵀAZ)(ZᵀDZ)⁺, W a_k
 """
 from __future__ import annotations
 
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 import numpy as np
-import sympy as sp
 
 from ..errors import InvalidParameterError
 from ..numerics.graph import CouplingGraph
 from ..numerics.kernels import compile_loss
+from ..numerics.matrix_kernels import StructureError, compile_matrix_loss
+from ..numerics.matrix_system import MatrixFlowSystem
 from ..numerics.system import FlowSystem
 from ..numerics.trajectory import Trajectory, simulate_system
+from ..symbolic import losses
 from ..symbolic.loss import EdgeLoss
-from ..symbolic.stopgrad import sg
-from ..symbolic.symbols import matrix, sqnorm, vector
+from ..symbolic.matrix_flow import MatrixEdgeLoss
 from ..validation import check_array, check_int, check_rate, check_real
 from .base import Model
 from .couplings import balanced_couplings
@@ -31,31 +32,22 @@ SG_VARIANTS = {True: ("x", "y"), "both": ("x", "y"), False: (), "none": (),
 
 
 def _sg_targets(stop_gradient) -> tuple:
-    try:
-        return SG_VARIANTS[stop_gradient]
-    except (KeyError, TypeError):
-        raise InvalidParameterError(
-            "stop_gradient must be True/'both', False/'none', 'labels' (sg on y only) or "
-            f"'samples' (sg on x only); got {stop_gradient!r}") from None
+    return losses.sg_targets(stop_gradient)
 
 
-@lru_cache(maxsize=None)
 def head_loss(d: int, stop_gradient=True, learn_head: bool = True) -> EdgeLoss:
-    """ℓ = ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²) as an EdgeLoss with shared block W (d×d).
+    """ℓ = ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²) in components at dimension d (shared block W, d×d);
+    the one head loss of :mod:`symcollapse.symbolic.losses` (``sc.head_loss`` is the same object).
 
-    ``stop_gradient`` chooses which targets carry sg (True: both; False: none; 'labels': y;
+    ``stop_gradient`` chooses which targets carry sg (True/'both', False/'none', 'labels': y,
     'samples': x); ``learn_head=False`` freezes W (its value is given to the FlowSystem).
     """
-    d = check_int("d", d, 1)
-    targets = _sg_targets(stop_gradient)
-    x, y, W = vector("x", d), vector("y", d), matrix("W", d, d)
-    ty = sg(y) if "y" in targets else y
-    tx = sg(x) if "x" in targets else x
-    expr = sp.Rational(1, 2) * (sqnorm(W * x - ty) + sqnorm(W * y - tx))
-    learned = {"x", "y", "W"} if learn_head else {"x", "y"}
-    tag = "-".join(targets) or "none"
-    return EdgeLoss(expr, x, y, shared=(("W", W),), learned=frozenset(learned),
-                    name=f"head_d{d}_sg-{tag}_{'learned' if learn_head else 'frozen'}")
+    return losses.head_loss(d, stop_gradient, learn_head)
+
+
+def head_matrix_loss(stop_gradient=True, learn_head: bool = True) -> MatrixEdgeLoss:
+    """The same loss in matrix form, x, y ∈ R^d, W ∈ R^{d×d} for every d (docs/model.md §3)."""
+    return losses.head_matrix_loss(losses.canonical_sg(stop_gradient), learn_head)
 
 
 def self_consistent_head(P, Z) -> np.ndarray:
@@ -132,6 +124,7 @@ class HeadModel(OnGraph, Model):
     # --- engine objects ------------------------------------------------------------------
     @property
     def loss(self) -> EdgeLoss:
+        """The edge loss in components at this d (built on first use; the flow does not need it)."""
         return head_loss(self.d, self.stop_gradient, self.learn_head)
 
     @property
@@ -169,15 +162,26 @@ class HeadModel(OnGraph, Model):
             return np.array([self.invariant(np.vstack([st["x"], st["y"]]), st["W"])])
         return np.zeros(0)
 
+    @property
+    def matrix_loss(self) -> MatrixEdgeLoss:
+        """The edge loss in matrix form (the one the flow is derived from, for every d)."""
+        return head_matrix_loss(self.stop_gradient, self.learn_head)
+
     def _repr_latex_(self) -> str:
-        return model_latex("HeadModel", self.loss, N=self.N, K=self.K, d=self.d, eta_x=self.eta_x,
+        return model_latex("HeadModel", self.matrix_loss, N=self.N, K=self.K, d=self.d, eta_x=self.eta_x,
                            eta_y=self.eta_y, eta_W=self.eta_W)
 
     @cached_property
-    def system(self) -> FlowSystem:
+    def system(self) -> MatrixFlowSystem:
+        """The assembled flow, from the matrix-level derivation (cost independent of d and N)."""
         frozen = None if self.learn_head else {"W": self.W_frozen}
-        return FlowSystem(compile_loss(self.loss), self.graph, frozen=frozen, scale=self.scale,
-                          rates={"x": self.eta_x, "y": self.eta_y, "W": self.eta_W})
+        rates = {"x": self.eta_x, "y": self.eta_y, "W": self.eta_W}
+        try:
+            compiled = compile_matrix_loss(self.matrix_loss)
+        except StructureError:  # pragma: no cover - the head loss is always of moment form
+            return FlowSystem(compile_loss(self.loss), self.graph, frozen=frozen, scale=self.scale, rates=rates)
+        return MatrixFlowSystem(compiled, self.graph, frozen=frozen, scale=self.scale, rates=rates,
+                                dims={"d": self.d})
 
     # --- states -----------------------------------------------------------------------
     def _check_state(self, Z, W, names=("Z", "W")):

@@ -26,12 +26,14 @@ import sympy as sp
 from ..errors import InvalidParameterError
 from ..numerics.graph import CouplingGraph
 from ..numerics.integrate import integrate, time_grid
-from ..numerics.kernels import compile_loss
+from ..numerics.matrix_kernels import compile_matrix_loss
+from ..numerics.matrix_system import MatrixFlowSystem
 from ..numerics.linear_map import LinearMapSystem, RowSpaceSystem, verify_linear_map
 from ..numerics.metrics import accuracy, d_min
 from ..numerics.trajectory import Trajectory
 from ..symbolic.assemble import assemble_symbolic
 from ..symbolic.invariants import linear_invariants
+from ..symbolic import losses
 from ..symbolic.loss import EdgeLoss
 from ..symbolic.reparam import derive_linear_map
 from ..symbolic.stopgrad import sg
@@ -188,6 +190,16 @@ def student_loss(d: int, head: bool = False, stop_gradient: bool = True) -> Edge
                     name=f"teacher_student_head_{tag}_d{d}")
 
 
+@lru_cache(maxsize=None)
+def student_matrix_loss_in_x(head: bool = False, stop_gradient: bool = True):
+    """:func:`student_loss` in matrix form (rates η_S for x, η_y, η_W): for every d at once."""
+    rates = (("x", "eta_S"), ("y", "eta_y"))
+    if not head:
+        return losses.embedding_matrix_loss(rates, "teacher_student")
+    return losses.head_matrix_loss("both" if stop_gradient else "none", True, rates + (("W", "eta_W"),),
+                                   f"teacher_student_head_{'sg' if stop_gradient else 'nosg'}")
+
+
 # --- spectra ------------------------------------------------------------------------------
 def rate_spectrum(P, G, eta_S: float, eta_y: float) -> np.ndarray:
     """Eigenvalues (ascending) of blockdiag(η_S G, η_y I)·L_G, computed from the similar
@@ -299,11 +311,26 @@ class TeacherStudentModel(Model):
         return self.data.train_labels
 
     @cached_property
+    def matrix_loss(self):
+        """The edge loss in x in matrix form (x, y ∈ R^d, W ∈ R^{d×d} for every d)."""
+        return student_matrix_loss_in_x(self.head, self.stop_gradient)
+
+    @cached_property
     def compiled(self):
-        """The engine's compiled flow of the loss in x, checked, and its composition with x = S u, checked."""
-        compiled = compile_loss(self.loss)
-        verify_linear_map(compiled, name=MAP)
+        """The matrix-level compiled flow of the loss in x (derived once for every d, checked) and
+        its composition with x = S u, checked."""
+        compiled = compile_matrix_loss(self.matrix_loss).at(d=self.d)
+        verify_linear_map(compiled, name=MAP, dims={"d": min(self.d, 3)})
         return compiled
+
+    @cached_property
+    def direct_system(self) -> MatrixFlowSystem:
+        """The flow of (S, Y[, W]) derived from ℓ(S u, y) with S ∈ R^{d×D} as a block of its own
+        (the student derived once for every d and D); equal to :attr:`system`."""
+        ml = losses.student_matrix_loss(self.head, "both" if self.stop_gradient else "none",
+                                        (("S", "eta_S"), ("y", "eta_y")) + ((("W", "eta_W"),) if self.head else ()))
+        return MatrixFlowSystem(compile_matrix_loss(ml), self.data.P, rates=self.rates, data=self.data.U,
+                                dims={"d": self.d, "D": self.D})
 
     @property
     def rates(self) -> dict:
@@ -315,11 +342,13 @@ class TeacherStudentModel(Model):
     @cached_property
     def system(self) -> LinearMapSystem:
         """The flow of (S, Y[, W]) in the direct coordinates (state: S row-major, Y, W)."""
-        return LinearMapSystem(self.compiled, self.data.P, self.data.U, rates=self.rates, name=MAP)
+        return LinearMapSystem(self.compiled, self.data.P, self.data.U, rates=self.rates, name=MAP,
+                               dims={"d": self.d})
 
     def rowspace_system(self, S0) -> RowSpaceSystem:
         """The same flow with S = S₀ + Aᵀ U (N·d unknowns instead of D·d)."""
-        return RowSpaceSystem(self.compiled, self.data.P, self.data.U, S0, rates=self.rates, name=MAP)
+        return RowSpaceSystem(self.compiled, self.data.P, self.data.U, S0, rates=self.rates, name=MAP,
+                              dims={"d": self.d})
 
     @cached_property
     def graph(self) -> CouplingGraph:

@@ -22,6 +22,7 @@ import numpy as np
 import sympy as sp
 
 from ..errors import DerivationCheckError
+from ..tolerance import within
 from ..symbolic import polydiff
 from ..symbolic.flow import EdgeFlow, derive_flow
 from ..symbolic.loss import LABEL, SAMPLE, EdgeLoss
@@ -383,16 +384,21 @@ def verify_flow(compiled: CompiledFlow, seed: int = 12345, tol: float = 1e-6,
         f = sysm.flow_vector(v)
         if not np.all(np.isfinite(f)):
             raise DerivationCheckError(f"{name}: the compiled flow is not finite at a random point")
-        err = relative_error(f, -sysm.rate_vector * sysm.frozen_loss_gradient_fd(v))
+        fd = -sysm.rate_vector * sysm.frozen_loss_gradient_fd(v)
+        if not np.all(np.isfinite(fd)):
+            raise DerivationCheckError(
+                f"{name}: the loss is not finite near a random real point, so the compiled flow "
+                "cannot be checked (is the loss defined for all real x, y and parameters?)")
+        err = relative_error(f, fd)
         errors[f"flow ({path} path) vs central differences of the loss"] = err
-        if err > tol:
+        if not within(err, tol):
             raise DerivationCheckError(
                 f"{name}: compiled flow ({path} path) disagrees with finite differences of the "
                 f"loss: relative error {err:.3e} > {tol:g}")
         if ref is not None:
             err = relative_error(f, ref)
             errors["moment path vs edge path"] = err
-            if err > 1e-10:
+            if not within(err, 1e-10):
                 raise DerivationCheckError(
                     f"{name}: moment path and edge path disagree: relative error {err:.3e}")
         ref = f
@@ -407,7 +413,7 @@ def verify_jacobian(compiled: CompiledFlow, seed: int = 54321, tol: float = 1e-6
     sysm = FlowSystem(compiled, P, **kw)
     v = rng.normal(size=sysm.size)
     err = relative_error(sysm.jacobian(v).toarray(), sysm.flow_jacobian_fd(v))
-    if err > tol:
+    if not within(err, tol):
         raise DerivationCheckError(
             f"{compiled.loss.name}: compiled Jacobian disagrees with finite differences of the "
             f"flow: relative error {err:.3e} > {tol:g}")

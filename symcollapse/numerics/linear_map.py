@@ -14,19 +14,26 @@ import scipy.sparse as sps
 
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic.loss import SAMPLE
+from ..tolerance import within
 from ..validation import check_array, check_rate
 from .finite_differences import central_gradient, central_jacobian
 from .kernels import CompiledFlow, relative_error
+from .matrix_kernels import MatrixCompiledFlow
+from .matrix_system import MatrixFlowSystem
 from .system import FlowSystem
 
 
 class LinearMapSystem:
     """Assembled dynamics of (S, Y, θ) for the loss of ``compiled`` with x = S u."""
 
-    def __init__(self, compiled: CompiledFlow, P, U, *, rates: dict, params: dict | None = None,
-                 frozen: dict | None = None, scale: float = 1.0, path: str = "auto", name: str = "S"):
+    def __init__(self, compiled, P, U, *, rates: dict, params: dict | None = None,
+                 frozen: dict | None = None, scale: float = 1.0, path: str = "auto", name: str = "S",
+                 dims: dict | None = None):
         loss = compiled.loss
-        if not len(loss.x) or SAMPLE not in compiled.flow.learned:
+        matrix = isinstance(compiled, MatrixCompiledFlow)
+        has_x = (loss.x is not None) if matrix else bool(len(loss.x))
+        learned = compiled.learned if matrix else compiled.flow.learned
+        if not has_x or SAMPLE not in learned:
             raise InvalidParameterError("a linear sample map needs a loss with a learned sample block 'x'")
         if name in loss.blocks:
             raise InvalidParameterError(f"the map name must differ from the loss blocks {loss.blocks}; got {name!r}")
@@ -36,11 +43,15 @@ class LinearMapSystem:
         self.eta = check_rate(f"eta_{name}", rates[name])
         base_rates = {b: r for b, r in rates.items() if b != name}
         base_rates[SAMPLE] = self.eta
-        self.base = FlowSystem(compiled, P, rates=base_rates, params=params, frozen=frozen,
-                               scale=scale, path=path)
+        if matrix:  # the matrix-level flow at the sizes ``dims`` (d)
+            self.base = MatrixFlowSystem(compiled, P, rates=base_rates, params=params, frozen=frozen,
+                                         scale=scale, dims=dims)
+        else:
+            self.base = FlowSystem(compiled, P, rates=base_rates, params=params, frozen=frozen,
+                                   scale=scale, path=path)
         N = self.base.graph.N
         self.U = check_array("U", U, ndim=2, shape=(N, None))
-        self.d = len(loss.x)
+        self.d = self.base.layout[SAMPLE][1][1]
         self.D = self.U.shape[1]
         self.scale = self.base.scale
 
@@ -174,8 +185,8 @@ class LinearMapSystem:
     def flow_jacobian_fd(self, v: np.ndarray, h: float = 1e-6) -> np.ndarray:
         return central_jacobian(self.flow_vector, v, h)
 
-def verify_linear_map(compiled: CompiledFlow, seed: int = 2468, tol: float = 1e-6,
-                      name: str = "S") -> dict:
+def verify_linear_map(compiled, seed: int = 2468, tol: float = 1e-6,
+                      name: str = "S", dims: dict | None = None) -> dict:
     """Check the composed S-flow and its Jacobian on a small random instance; raise on failure.
 
     Ṡ = −η_S ∂L/∂S and θ̇ = −η ∂L/∂θ by central differences of the compiled loss in the
@@ -183,23 +194,30 @@ def verify_linear_map(compiled: CompiledFlow, seed: int = 2468, tol: float = 1e-
     differences of the flow; the row-space system (S = S₀ + Aᵀ U) against the direct flow
     (Ȧᵀ U = Ṡ) and its Jacobian against differences. Returns the relative errors.
     """
-    return dict(_verify_cached(compiled, seed, tol, name))
+    if isinstance(compiled, MatrixCompiledFlow) and dims is None:
+        dims = {s.name: 2 for s in compiled.loss.dims}  # the composition is d-generic NumPy
+    return dict(_verify_cached(compiled, seed, tol, name, tuple(sorted((dims or {}).items()))))
 
 
 @lru_cache(maxsize=None)
-def _verify_cached(compiled, seed, tol, name):
+def _verify_cached(compiled, seed, tol, name, dims=()):
     rng = np.random.default_rng(seed)
     loss = compiled.loss
+    dims = dict(dims) or None
+    matrix = isinstance(compiled, MatrixCompiledFlow)
+    learned = compiled.learned if matrix else compiled.flow.learned
+
+    def shape(b):
+        return loss.shape(b, dims) if matrix else loss.block(b).shape
     N, K, D = 5, 3, 4
     P = rng.uniform(0.2, 1.0, size=(N, K)) * (rng.uniform(size=(N, K)) < 0.6)
     P[np.arange(N), np.arange(N) % K] += 1.0
     rates = {b: float(rng.uniform(0.5, 1.5)) for b in loss.blocks if b != SAMPLE}
     rates[name] = float(rng.uniform(0.5, 1.5))
-    frozen = {b: rng.normal(size=loss.block(b).shape) for b in loss.shared_names
-              if b not in compiled.flow.learned}
+    frozen = {b: rng.normal(size=shape(b)) for b in loss.shared_names if b not in learned}
     params = {p.name: float(rng.uniform(0.5, 1.5)) for p in loss.parameters}
     sysm = LinearMapSystem(compiled, P, rng.normal(size=(N, D)), rates=rates, params=params,
-                           frozen=frozen, name=name)
+                           frozen=frozen, name=name, dims=dims)
     v = rng.normal(size=sysm.size)
     f = sysm.flow_vector(v)
     errs = {"map flow vs central differences of the loss in S":
@@ -207,7 +225,8 @@ def _verify_cached(compiled, seed, tol, name):
             "map Jacobian vs central differences of the flow":
             relative_error(sysm.jacobian(v).toarray(), sysm.flow_jacobian_fd(v))}
     S0 = rng.normal(size=(sysm.d, sysm.D))
-    rs = RowSpaceSystem(compiled, P, sysm.U, S0, rates=rates, params=params, frozen=frozen, name=name)
+    rs = RowSpaceSystem(compiled, P, sysm.U, S0, rates=rates, params=params, frozen=frozen, name=name,
+                        dims=dims)
     w = rng.normal(size=rs.size)
     st = rs.unpack(w)
     direct = sysm.flow_blocks({b: a for b, a in st.items() if b != rs.COORD})
@@ -216,7 +235,7 @@ def _verify_cached(compiled, seed, tol, name):
     errs["row-space Jacobian vs central differences of the flow"] = relative_error(
         rs.jacobian(w).toarray(), rs.flow_jacobian_fd(w))
     for what, err in errs.items():
-        if not err <= tol:
+        if not within(err, tol):
             raise DerivationCheckError(f"{loss.name}: {what}: relative error {err:.3e} > {tol:g}")
     return tuple(errs.items())
 
@@ -231,10 +250,11 @@ class RowSpaceSystem(LinearMapSystem):
 
     COORD = "A"
 
-    def __init__(self, compiled: CompiledFlow, P, U, S0, *, rates: dict, params: dict | None = None,
-                 frozen: dict | None = None, scale: float = 1.0, path: str = "auto", name: str = "S"):
+    def __init__(self, compiled, P, U, S0, *, rates: dict, params: dict | None = None,
+                 frozen: dict | None = None, scale: float = 1.0, path: str = "auto", name: str = "S",
+                 dims: dict | None = None):
         super().__init__(compiled, P, U, rates=rates, params=params, frozen=frozen, scale=scale,
-                         path=path, name=name)
+                         path=path, name=name, dims=dims)
         self.S0 = check_array(f"{name}0", S0, ndim=2, shape=(self.d, self.D))
         self.X0 = self.U @ self.S0.T
 

@@ -20,9 +20,51 @@ def nearest_label(X: np.ndarray, Y: np.ndarray, W: np.ndarray | None = None) -> 
     return np.argmin(d2, axis=1)
 
 
-def accuracy(X: np.ndarray, Y: np.ndarray, labels: np.ndarray, W: np.ndarray | None = None) -> float:
-    """Fraction of samples with labels[i] ≥ 0 whose nearest label is labels[i]."""
+TIE_RTOL = 1e-9
+
+
+def label_distances(X: np.ndarray, Y: np.ndarray, W: np.ndarray | None = None) -> np.ndarray:
+    """D_ic = ‖W x_i − y_c‖, from the differences (no ‖q‖² − 2q·y + ‖y‖² cancellation)."""
+    Q = np.asarray(X, dtype=float) if W is None else np.asarray(X, dtype=float) @ np.asarray(W, dtype=float).T
+    Y = np.asarray(Y, dtype=float)
+    D = np.empty((Q.shape[0], Y.shape[0]))
+    for c in range(Y.shape[0]):  # one N×d difference at a time: memory O(N d), not O(N K d)
+        diff = Q - Y[c]
+        D[:, c] = np.sqrt(np.einsum("ik,ik->i", diff, diff))
+    return D
+
+
+def accuracy(X: np.ndarray, Y: np.ndarray, labels: np.ndarray, W: np.ndarray | None = None,
+             *, rtol: float = TIE_RTOL) -> float:
+    r"""Mean credit over samples with labels[i] ≥ 0: credit_i = [c(i) ∈ T_i] / |T_i| (docs/model.md §1).
+
+    T_i = {c : ‖q_i − y_c‖ ≤ min_b ‖q_i − y_b‖ + rtol·s_i}, q_i = W x_i, s_i = ‖q_i‖ + max_b ‖y_b‖,
+    is the set of labels tied for nearest to within round-off. Without ties this is the fraction
+    of samples whose nearest label is their own; labels that coincide (complete collapse, Δ_min
+    at round-off) share the credit, so a fully collapsed model scores 1/K (chance), not whatever
+    the round-off in argmin happens to pick. Squared distances ‖q‖² − 2q·y + ‖y‖² (one matrix
+    product) decide the rows whose two nearest labels are clearly apart; the others are
+    recomputed from the differences q_i − y_c, which resolve distances down to round-off.
+    """
+    labels = np.asarray(labels)
     mask = labels >= 0
     if not np.any(mask):
         return float("nan")
-    return float(np.mean(nearest_label(X[mask], Y, W) == labels[mask]))
+    X, lab = np.asarray(X, dtype=float)[mask], labels[mask].astype(int)
+    Y = np.asarray(Y, dtype=float)
+    Q = X if W is None else X @ np.asarray(W, dtype=float).T
+    qq = np.einsum("ik,ik->i", Q, Q)
+    d2 = qq[:, None] - 2 * Q @ Y.T + np.einsum("ck,ck->c", Y, Y)[None, :]
+    s = np.sqrt(qq) + float(np.max(np.linalg.norm(Y, axis=1)))
+    credit = (np.argmin(d2, axis=1) == lab).astype(float)
+    if Y.shape[0] > 1:
+        two = np.partition(d2, 1, axis=1)[:, :2]
+        # a tie within rtol·s in distance is a gap ≤ rtol·s·(2 d_min + rtol·s) ≤ 3 rtol s² in d²;
+        # the expansion's own round-off is ≤ 64 ε s²: such rows are decided from the differences
+        close = two[:, 1] - two[:, 0] <= (3 * rtol + 64 * np.finfo(float).eps) * s * s
+        if np.any(close):
+            D = label_distances(Q[close], Y)
+            tied = D <= D.min(axis=1, keepdims=True) + rtol * s[close, None]
+            own = tied[np.arange(int(close.sum())), lab[close]]
+            credit[close] = own / tied.sum(axis=1)
+    return float(np.mean(credit))

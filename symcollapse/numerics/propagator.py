@@ -13,6 +13,7 @@ import scipy.sparse as sps
 from scipy.sparse.linalg import expm_multiply
 
 from ..errors import DerivationCheckError, InvalidParameterError
+from ..tolerance import within
 from ..validation import check_array, check_real
 from .kernels import relative_error
 
@@ -50,7 +51,7 @@ def linear_propagator(system, *, seed: int = 0, tol: float = 1e-10) -> LinearPro
     for _ in range(2):
         v = rng.normal(size=n)
         err = relative_error(J @ v, system.flow_vector(v))
-        if err > tol:
+        if not within(err, tol):
             raise DerivationCheckError(
                 f"the flow is not linear (f(v) ≠ J v, relative error {err:.3e}); "
                 "use a numerical integrator instead of the exact propagator")
@@ -95,7 +96,7 @@ def spectral_propagator(system, t_min: float, *, tol: float = 1e-12, k0: int = 1
     S = sps.csr_matrix(S)
     asym = abs(S - S.T).max() if S.nnz else 0.0
     scale = abs(S).max() if S.nnz else 1.0
-    if asym > 1e-12 * scale:
+    if not within(asym, 1e-12 * scale):
         raise DerivationCheckError(f"the Jacobian is not symmetrisable by the rates "
                                    f"(asymmetry {asym:.2e}); use linear_propagator")
     S = (S + S.T) * 0.5

@@ -7,16 +7,22 @@ the orthogonal part is the rotation symmetry of the loss), and a kept mode may b
 any mode of the same ν (tangent δZ = φ_j a_kᵀ). With T an orthonormal basis of these tangents,
 J T = 0 and spec J = {0}^{dim T} ∪ spec(Qᵀ J Q), Q ⊥ T: the classification uses spec(QᵀJQ).
 
+The typed-in rules below (predicted_kind, stable_mode_counts, phase_boundary) are deprecated:
+the derived classification of every family, rank-deficient ones included, is in
+:mod:`symcollapse.numerics.families` (docs/model.md §3).
+
 Mode-competition rule (from the linearised sample flow ḃᵀ ∝ −bᵀ(WᵀW − ν_j W) of an absent
 mode j): an absent mode grows iff some kept mode k has ν_k ν_j > 0 and |ν_k| < |ν_j|.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InvalidParameterError
+from ..tolerance import within
 from ..validation import check_int, check_real
 
 
@@ -100,7 +106,7 @@ def classify(model, Z, W, T=None, n_rotation: int = 0, tol: float = 1e-7) -> Sta
     v = model.pack(Z, W)
     f = model.system.flow_vector(v)
     scale = max(1.0, float(np.max(np.abs(v))))
-    if np.max(np.abs(f)) > 1e-8 * scale:
+    if not within(np.max(np.abs(f)), 1e-8 * scale):
         raise InvalidParameterError(f"(Z, W) is not a fixed point: max |flow| = {np.max(np.abs(f)):.2e}")
     J = model.system.jacobian(v).toarray()
     n = J.shape[0]
@@ -108,7 +114,7 @@ def classify(model, Z, W, T=None, n_rotation: int = 0, tol: float = 1e-7) -> Sta
         Q = np.eye(n)
         nT = 0
     else:
-        if np.max(np.abs(J @ T)) > 1e-6 * max(1.0, np.max(np.abs(J))):
+        if not within(np.max(np.abs(J @ T)), 1e-6 * max(1.0, np.max(np.abs(J)))):
             raise InvalidParameterError("the family tangent is not in the kernel of the Jacobian")
         U, _, _ = np.linalg.svd(T, full_matrices=True)
         Q = U[:, T.shape[1]:]
@@ -139,7 +145,20 @@ def analyse_fixed_point(P, d: int, keep, *, eta=(1.0, 1.0, 1.0), seed: int = 0, 
     return classify(model, Z, W, T, nrot, tol), vals
 
 
+def _deprecated(name: str) -> None:
+    warnings.warn(f"stability.{name} is a typed-in rule for full-rank fixed points with symmetric heads; "
+                  "use the derived classification in symcollapse.numerics.families (enumerate_families, "
+                  "classify_family, classify_state), which includes rank-deficient families",
+                  DeprecationWarning, stacklevel=3)
+
+
 def predicted_kind(vals, keep, zero_tol: float = 1e-9) -> str:
+    """Deprecated: the typed-in mode-competition rule (see :func:`_predicted_kind`)."""
+    _deprecated("predicted_kind")
+    return _predicted_kind(vals, keep, zero_tol)
+
+
+def _predicted_kind(vals, keep, zero_tol: float = 1e-9) -> str:
     r"""The mode-competition rule: 'saddle' if an absent mode j has a kept k with ν_kν_j > 0 and
     |ν_k| < |ν_j|; else 'marginal' if a kept mode has ν = 0 while a mode with ν ≠ 0 is absent
     (W has a kernel: that mode neither grows nor decays); else 'stable'."""
@@ -157,6 +176,12 @@ def predicted_kind(vals, keep, zero_tol: float = 1e-9) -> str:
 
 
 def stable_mode_counts(K: int, d: int, nu: float) -> list[tuple[int, int, int, int]]:
+    """Deprecated (typed-in balanced spectrum, full rank only): see :func:`_stable_mode_counts`."""
+    _deprecated("stable_mode_counts")
+    return _stable_mode_counts(K, d, nu)
+
+
+def _stable_mode_counts(K: int, d: int, nu: float) -> list[tuple[int, int, int, int]]:
     r"""All (#(+1), #(−1), #(+ν_sep), #(−ν_sep)) kept by a stable full-rank fixed point of the
     balanced spectrum {±1, ±ν_sep^{(K−1)}, 0…}, by the mode-competition rule (ν_sep < 1)."""
     K = check_int("K", K, 2)
@@ -171,18 +196,24 @@ def stable_mode_counts(K: int, d: int, nu: float) -> list[tuple[int, int, int, i
                         continue
                     keep = ([0] if a else []) + ([1] if b else []) + list(range(2, 2 + p)) \
                         + list(range(K + 1, K + 1 + q))
-                    if predicted_kind(vals, keep) == "stable" or (d > 2 * K and a + b + p + q == 2 * K):
+                    if _predicted_kind(vals, keep) == "stable" or (d > 2 * K and a + b + p + q == 2 * K):
                         out.append((a, b, p, q))
     return out
 
 
 def phase_boundary(K: int, nu: float, d_max: int) -> dict:
+    """Deprecated (counts full-rank fixed points only): see :func:`_phase_boundary`."""
+    _deprecated("phase_boundary")
+    return _phase_boundary(K, nu, d_max)
+
+
+def _phase_boundary(K: int, nu: float, d_max: int) -> dict:
     r"""From the stable mode counts: d_collapse = largest d with a stable fixed point keeping no
     separation mode (Δ_min → 0 possible); d_full = smallest d where every stable fixed point keeps
     all 2K non-zero modes (head spectrum ±1, ±ν_sep)."""
     d_collapse, d_full = 0, None
     for d in range(1, d_max + 1):
-        counts = stable_mode_counts(K, d, nu)
+        counts = _stable_mode_counts(K, d, nu)
         if any(p + q == 0 for _, _, p, q in counts):
             d_collapse = d
         if d_full is None and counts and all(a + b + p + q == 2 * K for a, b, p, q in counts):

@@ -14,7 +14,7 @@ from sympy.core.sorting import default_sort_key
 
 from . import polydiff
 from .loss import EdgeLoss
-from .stopgrad import has_stop_gradient, stop_gradient
+from .stopgrad import has_stop_gradient, normalize_stop_gradient, stop_gradient
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def _hold_stop_gradients(expr):
         held[d] = e
         return d
 
-    body = sp.sympify(expr).replace(lambda e: isinstance(e, stop_gradient), hold)
+    body = normalize_stop_gradient(expr).replace(lambda e: isinstance(e, stop_gradient), hold)
     return body, held
 
 

@@ -9,13 +9,104 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import sympy as sp
 
 from ..errors import InvalidParameterError
-from .stopgrad import strip_stop_gradient
+from .stopgrad import normalize_stop_gradient, stop_gradient, strip_stop_gradient
 from .symbols import rate as _rate
 
 SAMPLE, LABEL = "x", "y"
+
+#: Largest total polynomial degree of ℓ in its symbols (x, y, shared blocks, data) that is
+#: derived; higher powers are refused before any expansion (their expanded form explodes).
+MAX_DEGREE = 12
+#: Largest number of terms the expansion of one power (a + b + …)^k may produce.
+MAX_POWER_TERMS = 200_000
+
+
+def _scalar_expr(value) -> sp.Expr:
+    """The edge loss as a real scalar SymPy expression, or InvalidParameterError."""
+    if isinstance(value, (bool, str, list, tuple, set, dict)) or value is None:
+        raise InvalidParameterError(
+            f"expr must be a scalar SymPy expression (the edge loss); got {type(value).__name__} {value!r}")
+    try:
+        expr = sp.sympify(value, strict=True) if not isinstance(value, sp.Basic) else value
+    except (sp.SympifyError, TypeError, ValueError) as exc:
+        raise InvalidParameterError(f"expr must be a scalar SymPy expression; got {value!r}") from exc
+    if isinstance(expr, sp.MatrixBase):
+        if expr.shape != (1, 1):
+            raise InvalidParameterError(f"expr must be a scalar edge loss; got a {expr.shape} matrix")
+        expr = expr[0, 0]
+    if not isinstance(expr, sp.Expr):
+        raise InvalidParameterError(
+            f"expr must be a scalar SymPy expression (the edge loss), not a {type(expr).__name__} "
+            f"(equations, inequalities and booleans are not losses); got {expr}")
+    bad = [a for a in (sp.nan, sp.zoo, sp.oo, -sp.oo) if expr.has(a)]
+    if bad:
+        raise InvalidParameterError(f"expr must be finite: it contains {', '.join(map(str, bad))}")
+    if expr.has(sp.I) or any(n.is_real is False for n in expr.atoms(sp.Number)):
+        raise InvalidParameterError("expr must be real: complex coefficients (I) are not allowed in a loss")
+    return expr
+
+
+def _symbols(name: str, value, *, allow_empty: bool = False) -> sp.ImmutableMatrix:
+    """A matrix of plain SymPy symbols (e.g. from symbols.vector), or InvalidParameterError."""
+    if value is None and allow_empty:
+        return sp.ImmutableMatrix(0, 1, [])
+    if isinstance(value, sp.Symbol):
+        value = [value]
+    if isinstance(value, (str, bytes, dict, set)) or value is None:
+        raise InvalidParameterError(f"{name} must be a column of SymPy symbols (symbols.vector); got {value!r}")
+    try:
+        m = sp.ImmutableMatrix(value)
+    except Exception as exc:  # noqa: BLE001  (SymPy raises many kinds on odd input)
+        raise InvalidParameterError(f"{name} must be a matrix of SymPy symbols; got {value!r}") from exc
+    if not len(m):
+        if allow_empty:
+            return sp.ImmutableMatrix(0, 1, [])
+        raise InvalidParameterError(f"{name} must have at least one component (d >= 1)")
+    bad = [e for e in m if not isinstance(e, sp.Symbol)]
+    if bad:
+        raise InvalidParameterError(
+            f"{name} must contain only SymPy symbols (symbols.vector / symbols.matrix); got {bad[:3]}")
+    return m
+
+
+def _degree(expr, syms, memo) -> int:
+    """An upper bound of the total degree of ``expr`` in ``syms`` without expanding it
+    (non-polynomial functions count as degree 0 in their arguments' place)."""
+    hit = memo.get(expr)
+    if hit is not None:
+        return hit
+    if expr.is_Atom:
+        d = 1 if expr in syms else 0
+    elif expr.is_Add:
+        d = max(_degree(a, syms, memo) for a in expr.args)
+    elif expr.is_Mul:
+        d = sum(_degree(a, syms, memo) for a in expr.args)
+    elif expr.is_Pow and expr.exp.is_Integer:
+        d = abs(int(expr.exp)) * _degree(expr.base, syms, memo)
+        n_terms = len(sp.Add.make_args(expr.base))
+        if expr.exp > 1 and n_terms > 1 and d and math.comb(int(expr.exp) + n_terms - 1, n_terms - 1) > MAX_POWER_TERMS:
+            raise InvalidParameterError(
+                f"expr: the power ({expr.base})**{expr.exp} expands to more than {MAX_POWER_TERMS} "
+                "terms; write the loss with fewer or lower powers")
+    elif isinstance(expr, stop_gradient):
+        d = _degree(expr.args[0], syms, memo)
+    else:
+        d = max([_degree(a, syms, memo) for a in expr.args] + [0]) if expr.is_Pow else 0
+    memo[expr] = d
+    return d
+
+
+def _check_size(expr, symbols) -> None:
+    """Refuse a loss whose polynomial degree is above MAX_DEGREE (before any expansion)."""
+    deg = _degree(expr, set(symbols), {})
+    if deg > MAX_DEGREE:
+        raise InvalidParameterError(
+            f"expr has polynomial degree {deg} in its symbols; at most MAX_DEGREE = {MAX_DEGREE} is derived")
 
 
 @dataclass(frozen=True)
@@ -42,17 +133,24 @@ class EdgeLoss:
     name: str = "loss"
 
     def __post_init__(self):
-        expr = sp.sympify(self.expr)
-        if isinstance(expr, sp.MatrixBase):
-            if expr.shape != (1, 1):
-                raise InvalidParameterError(f"expr must be a scalar edge loss; got a {expr.shape} matrix")
-            expr = expr[0, 0]
+        expr = _scalar_expr(self.expr)
+        expr = normalize_stop_gradient(expr)
         object.__setattr__(self, "expr", expr)
-        object.__setattr__(self, "x", sp.ImmutableMatrix(self.x) if self.x is not None and len(self.x) else sp.ImmutableMatrix(0, 1, []))
-        object.__setattr__(self, "y", sp.ImmutableMatrix(self.y))
-        object.__setattr__(self, "shared", tuple((str(n), sp.ImmutableMatrix(m)) for n, m in self.shared))
+        object.__setattr__(self, "x", _symbols("x", self.x, allow_empty=True))
+        object.__setattr__(self, "y", _symbols("y", self.y))
+        if not isinstance(self.shared, (tuple, list)):
+            raise InvalidParameterError(
+                f"shared must be a tuple of (name, symbol matrix) pairs; got {type(self.shared).__name__}")
+        pairs = []
+        for item in self.shared:
+            if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
+                raise InvalidParameterError(f"shared must hold (name, symbol matrix) pairs; got {item!r}")
+            pairs.append((item[0], _symbols(f"shared block {item[0]!r}", item[1])))
+        object.__setattr__(self, "shared", tuple(pairs))
         if self.data is not None:
-            object.__setattr__(self, "data", sp.ImmutableMatrix(self.data))
+            object.__setattr__(self, "data", _symbols("data", self.data))
+        if not isinstance(self.name, str) or not self.name:
+            raise InvalidParameterError(f"name must be a non-empty string; got {self.name!r}")
         if len(self.y) < 1:
             raise InvalidParameterError("y must have at least one component (d >= 1)")
         names = [n for n, _ in self.shared]
@@ -61,16 +159,43 @@ class EdgeLoss:
             raise InvalidParameterError(f"shared block names must be Python identifiers (e.g. 'W'); got {bad}")
         if len(set(names)) != len(names) or {SAMPLE, LABEL} & set(names):
             raise InvalidParameterError(f"shared block names must be unique and not 'x' or 'y'; got {names}")
-        rates = dict(self.rates)
+        try:
+            rates = dict(self.rates)
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameterError(
+                f"rates must map block names {self.blocks} to rate symbols; got {self.rates!r}") from exc
+        unknown = sorted(map(str, set(rates) - set(self.blocks)))
+        if unknown:
+            raise InvalidParameterError(f"rates names unknown blocks {unknown}; blocks are {self.blocks}")
+        for b, r in rates.items():
+            ok = isinstance(r, (sp.Expr, int, float)) and not isinstance(r, bool)
+            r = sp.sympify(r) if ok else r
+            if not ok or not isinstance(r, sp.Expr) or r.has(sp.nan, sp.zoo, sp.oo, -sp.oo, sp.I) \
+                    or r.is_positive is False:
+                raise InvalidParameterError(
+                    f"rates[{b!r}] must be a positive SymPy expression (e.g. symbols.rate('eta_{b}')); got {r!r}")
+            rates[b] = r
         for b in self.blocks:
             rates.setdefault(b, _rate(f"eta_{b}"))
         object.__setattr__(self, "rates", tuple((b, rates[b]) for b in self.blocks))
+        if isinstance(self.learned, str):
+            object.__setattr__(self, "learned", (self.learned,))
         learned = frozenset(self.learned) if self.learned else frozenset(
             b for b in self.blocks if len(self.block(b)))
         unknown = learned - set(self.blocks)
         if unknown:
             raise InvalidParameterError(f"learned must name blocks among {self.blocks}; got {sorted(unknown)}")
         object.__setattr__(self, "learned", learned)
+        symbols = list(self.variables) + list(self.data_symbols)
+        if len(set(symbols)) != len(symbols):
+            seen, dup = set(), []
+            for v in symbols:
+                if v in seen and v not in dup:
+                    dup.append(v)
+                seen.add(v)
+            raise InvalidParameterError(
+                f"x, y, shared blocks and data must use distinct symbols; repeated: {[str(v) for v in dup]}")
+        _check_size(expr, symbols)
         free = strip_stop_gradient(expr).free_symbols | expr.free_symbols
         known = set(self.variables) | set(self.data_symbols)
         stray = {s for s in free if s not in known}

@@ -9,6 +9,13 @@ class stop_gradient(sp.Function):  # noqa: N801  (reads like the math: sg(x))
 
     nargs = 1
 
+    @classmethod
+    def eval(cls, arg):
+        """sg(sg(a)) = sg(a): the outer operator already blocks every derivative."""
+        if isinstance(arg, stop_gradient):
+            return arg
+        return None
+
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return sp.S.Zero
 
@@ -22,7 +29,14 @@ class stop_gradient(sp.Function):  # noqa: N801  (reads like the math: sg(x))
 
 
 def sg(expr):
-    """Apply stop-gradient to a scalar expression or elementwise to a matrix."""
+    """Apply stop-gradient to a scalar expression, elementwise to an explicit matrix, or as one
+    node sg(A) to a symbolic matrix expression (MatrixSymbol products of any size)."""
+    from sympy.matrices.expressions import MatrixExpr
+
+    if isinstance(expr, MatrixExpr) and not isinstance(expr, sp.MatrixBase):
+        from .matcalc import MatrixStopGradient
+
+        return MatrixStopGradient(expr)
     if isinstance(expr, sp.MatrixBase):
         return sp.ImmutableMatrix(expr.applyfunc(stop_gradient))
     return stop_gradient(expr)
@@ -33,6 +47,16 @@ def strip_stop_gradient(expr):
     if isinstance(expr, sp.MatrixBase):
         return sp.ImmutableMatrix(expr.applyfunc(strip_stop_gradient))
     return sp.sympify(expr).replace(lambda e: isinstance(e, stop_gradient), lambda e: e.args[0])
+
+
+def normalize_stop_gradient(expr):
+    """sg(f(sg(a), b)) -> sg(f(a, b)): an sg inside an sg changes neither the value nor the
+    derivative (the outer one already blocks it), so only outermost sg's are kept."""
+    if isinstance(expr, sp.MatrixBase):
+        return sp.ImmutableMatrix(expr.applyfunc(normalize_stop_gradient))
+    return sp.sympify(expr).replace(
+        lambda e: isinstance(e, stop_gradient) and e.args[0].has(stop_gradient),
+        lambda e: stop_gradient(strip_stop_gradient(e.args[0])))
 
 
 def freeze_stop_gradient(expr, frozen: dict):

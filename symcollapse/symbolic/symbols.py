@@ -3,16 +3,35 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..errors import InvalidParameterError
+from ..validation import check_int
+
+#: Largest number of component symbols one vector or matrix may have.
+MAX_COMPONENTS = 1_000_000
+
+
+def _name(name) -> str:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise InvalidParameterError(f"name must be a Python identifier string such as 'x'; got {name!r}")
+    return name
+
 
 def vector(name: str, d: int) -> sp.ImmutableMatrix:
-    """A d×1 column of real symbols ``name_0 … name_{d-1}`` (LaTeX ``name_{k}``)."""
+    """A d×1 column of real symbols ``name_0 … name_{d-1}`` (LaTeX ``name_{k}``), d ≥ 1."""
+    name = _name(name)
+    d = check_int("d", d, 1, MAX_COMPONENTS)
     if d == 1:
         return sp.ImmutableMatrix([sp.Symbol(name, real=True)])
     return sp.ImmutableMatrix([sp.Symbol(f"{name}_{k}", real=True) for k in range(d)])
 
 
 def matrix(name: str, rows: int, cols: int) -> sp.ImmutableMatrix:
-    """A rows×cols matrix of real symbols ``name_a_b``."""
+    """A rows×cols matrix of real symbols ``name_a_b`` (rows, cols ≥ 1)."""
+    name = _name(name)
+    rows = check_int("rows", rows, 1, MAX_COMPONENTS)
+    cols = check_int("cols", cols, 1, MAX_COMPONENTS)
+    if rows * cols > MAX_COMPONENTS:
+        raise InvalidParameterError(f"rows*cols must be <= {MAX_COMPONENTS}; got {rows}*{cols}")
     if rows == 1 and cols == 1:
         return sp.ImmutableMatrix([[sp.Symbol(name, real=True)]])
     return sp.ImmutableMatrix(rows, cols,
@@ -21,6 +40,7 @@ def matrix(name: str, rows: int, cols: int) -> sp.ImmutableMatrix:
 
 def rate(name: str) -> sp.Symbol:
     """A positive learning-rate symbol, e.g. ``eta_x``."""
+    name = _name(name)
     return sp.Symbol(name, positive=True)
 
 

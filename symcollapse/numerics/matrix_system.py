@@ -1,0 +1,440 @@
+r"""A matrix-level flow on a concrete graph: θ̇_b = s·η_b Σ_e p_e F_b(e), its JVP and its loss.
+
+Same state layout and interface as :class:`~symcollapse.numerics.system.FlowSystem` (X (N×d),
+Y (K×d), then the shared blocks, row-major), evaluated by the matrix-product kernels of
+:mod:`symcollapse.numerics.matrix_kernels`: building it costs the same for every d and N. The
+Jacobian is available matrix-free as a ``scipy.sparse.linalg.LinearOperator`` from the derived
+Jacobian-vector product; the assembled sparse Jacobian comes from the component path at small d.
+"""
+from __future__ import annotations
+
+from functools import cached_property, lru_cache
+
+import numpy as np
+
+from ..errors import DerivationCheckError, InvalidParameterError
+from ..symbolic import matcalc as mc
+from ..symbolic.loss import LABEL, SAMPLE
+from ..validation import check_array, check_int, check_rate, check_real
+from .graph import CouplingGraph
+from .matrix_kernels import Evaluator, MatrixCompiledFlow
+
+#: the largest d at which :meth:`MatrixFlowSystem.jacobian` assembles the sparse Jacobian (from
+#: the component derivation, whose cost grows with d); above it use ``linear_operator``
+SPARSE_JACOBIAN_MAX_D = 24
+
+
+class MatrixFlowSystem:
+    """Assembled dynamics of a matrix-level compiled flow on the graph of ``P`` at sizes ``dims``."""
+
+    def __init__(self, compiled: MatrixCompiledFlow, P, *, rates: dict, dims: dict | None = None,
+                 params: dict | None = None, data=None, frozen: dict | None = None,
+                 scale: float = 1.0, check: bool = True):
+        self.compiled = compiled
+        loss = compiled.loss
+        self.graph = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
+        if not isinstance(rates, dict):
+            raise InvalidParameterError(f"rates must be a dict {{block: rate > 0}} over blocks {loss.blocks}")
+        unknown = sorted(set(rates) - set(loss.blocks))
+        if unknown:
+            raise InvalidParameterError(f"rates names unknown blocks {unknown}; blocks are {loss.blocks}")
+        self.rates = {b: check_rate(f"eta_{b}", rates[b]) for b in loss.blocks if b in rates}
+        for b in compiled.learned:
+            if b not in self.rates:
+                raise InvalidParameterError(f"eta_{b} must be given (a rate > 0) for learned block {b!r}")
+        params = dict(params or {})
+        missing = [p.name for p in loss.parameters if p.name not in params]
+        if missing:
+            raise InvalidParameterError(f"loss parameters {missing} need numeric values (params=...)")
+        self.params = {p.name: check_real(p.name, params[p.name]) for p in loss.parameters}
+        self.scale = check_real("scale", scale, 0.0, None, strict_min=True)
+        dims = {str(k): v for k, v in (dims or dict(compiled.default_dims)).items()}
+        if loss.data is not None:
+            if data is None:
+                raise InvalidParameterError("data must be an (N, D) array of per-sample inputs")
+            data = check_array("data", data, ndim=2, shape=(self.graph.N, None))
+            for s in sp_free(loss.data.shape[0]):
+                dims.setdefault(s, data.shape[1])
+        self.dims = {s.name: check_int(s.name, dims.get(s.name), 1) if s.name in dims else None
+                     for s in loss.dims}
+        if any(v is None for v in self.dims.values()):
+            raise InvalidParameterError(f"dims must give the sizes {[s.name for s in loss.dims]}; got {dims}")
+        self.data = data if data is not None else np.zeros((self.graph.N, 0))
+        if loss.data is not None:
+            check_array("data", self.data, shape=(self.graph.N, loss.shape("u", self.dims)[0]))
+        self.frozen = {}
+        for b in loss.shared_names:
+            if b not in compiled.learned:
+                shape = loss.shape(b, self.dims)
+                val = (frozen or {}).get(b)
+                if val is None:
+                    raise InvalidParameterError(f"frozen block {b!r} needs a value of shape {shape}")
+                self.frozen[b] = check_array(b, val, shape=shape).reshape(shape)
+        self.path = "matrix"
+        if check:
+            verify_matrix_flow(compiled, tuple(sorted(self.dims.items())))
+
+    # --- layout ----------------------------------------------------------------------------
+    def _shape(self, b):
+        loss = self.compiled.loss
+        if b == SAMPLE:
+            return (self.graph.N, loss.shape(SAMPLE, self.dims)[0])
+        if b == LABEL:
+            return (self.graph.K, loss.shape(LABEL, self.dims)[0])
+        return loss.shape(b, self.dims)
+
+    @cached_property
+    def layout(self) -> dict:
+        out, off = {}, 0
+        for b in self.compiled.learned:
+            shape = self._shape(b)
+            out[b] = (off, shape)
+            off += int(np.prod(shape))
+        return out
+
+    @property
+    def size(self) -> int:
+        return sum(int(np.prod(s)) for _, s in self.layout.values())
+
+    def unpack(self, v) -> dict:
+        out = {b: v[o:o + int(np.prod(s))].reshape(s) for b, (o, s) in self.layout.items()}
+        out.update(self.frozen)
+        return out
+
+    def pack(self, blocks: dict) -> np.ndarray:
+        return np.concatenate([np.asarray(blocks[b], dtype=float).ravel() for b in self.layout])
+
+    @cached_property
+    def rate_vector(self) -> np.ndarray:
+        return np.concatenate([np.full(int(np.prod(s)), self.rates[b]) for b, (_, s) in self.layout.items()])
+
+    # --- evaluation ------------------------------------------------------------------------
+    @cached_property
+    def _names(self) -> dict:
+        """block (and 'u') -> MatrixSymbol name."""
+        return {b: m.name for b, m in self.compiled.loss.symbols.items()}
+
+    def _evaluator(self, st: dict, tangent: dict | None = None, st0: dict | None = None) -> Evaluator:
+        loss = self.compiled.loss
+        nm = self._names
+        nodes, shared = {}, {}
+        X = st.get(SAMPLE)
+        if loss.x is not None:
+            nodes[(nm[SAMPLE], "")] = X if X is not None else np.zeros(self._shape(SAMPLE))
+        nodes[(nm[LABEL], "")] = st[LABEL]
+        if loss.data is not None:
+            nodes[(nm["u"], "")] = nodes[(nm["u"], "0")] = self.data
+        for b in loss.shared_names:
+            shared[(nm[b], "")] = np.asarray(st[b], dtype=float)
+        if tangent is not None:
+            for b in self.compiled.learned:
+                key = (nm[b], "d")
+                (nodes if b in (SAMPLE, LABEL) else shared)[key] = tangent[b]
+        if st0 is not None:
+            if loss.x is not None:
+                nodes[(nm[SAMPLE], "0")] = st0.get(SAMPLE, nodes[(nm[SAMPLE], "")])
+            nodes[(nm[LABEL], "0")] = st0[LABEL]
+            for b in loss.shared_names:
+                shared[(nm[b], "0")] = np.asarray(st0[b], dtype=float)
+        pv = tuple(self.params[p.name] for p in loss.parameters)
+        return Evaluator(self.graph, nodes, shared, self.compiled.roles, pv)
+
+    def _blocks_from(self, ev: Evaluator, plans: dict) -> dict:
+        out = {}
+        for b in self.compiled.learned:
+            shape = self._shape(b)
+            if b == SAMPLE:
+                out[b] = ev.node_force(plans[b], "sample", shape)
+            elif b == LABEL:
+                out[b] = ev.node_force(plans[b], "label", shape)
+            else:
+                out[b] = ev.shared_force(plans[b], shape)
+        return out
+
+    def forces(self, st: dict) -> dict:
+        """{block: Σ_e p_e F_b(e)} (without rates and scale)."""
+        return self._blocks_from(self._evaluator(st), self.compiled.forces)
+
+    def flow_blocks(self, st: dict) -> dict:
+        """{block: θ̇_b} = s·η_b·(assembled force)."""
+        F = self.forces(st)
+        return {b: self.scale * self.rates[b] * F[b] for b in F}
+
+    def flow_vector(self, v: np.ndarray) -> np.ndarray:
+        return self.pack(self.flow_blocks(self.unpack(np.asarray(v, dtype=float))))
+
+    def jvp(self, v: np.ndarray, dv: np.ndarray) -> np.ndarray:
+        """J(v)·dv from the derived directional derivative δF_b (no finite differences)."""
+        st = self.unpack(np.asarray(v, dtype=float))
+        tan = {b: a for b, a in self.unpack(np.asarray(dv, dtype=float)).items() if b in self.layout}
+        F = self._blocks_from(self._evaluator(st, tangent=tan), self.compiled.jvps)
+        return self.pack({b: self.scale * self.rates[b] * F[b] for b in F})
+
+    def linear_operator(self, v: np.ndarray):
+        """The Jacobian ∂θ̇/∂θ at v as a ``scipy.sparse.linalg.LinearOperator`` (matvec = JVP)."""
+        from scipy.sparse.linalg import LinearOperator
+
+        v = np.array(v, dtype=float)
+        n = self.size
+        return LinearOperator((n, n), matvec=lambda w: self.jvp(v, np.ravel(w)), dtype=float)
+
+    # --- loss --------------------------------------------------------------------------------
+    def loss(self, st: dict) -> float:
+        """L = s Σ_e p_e ℓ(e)."""
+        return self.scale * self._evaluator(st).loss(self.compiled.loss_plan)
+
+    def loss_vector(self, v: np.ndarray) -> float:
+        return self.loss(self.unpack(np.asarray(v, dtype=float)))
+
+    def frozen_loss(self, v, v0) -> float:
+        """L(θ; θ₀): every sg(a) evaluated at the state v0."""
+        st, st0 = self.unpack(np.asarray(v, dtype=float)), self.unpack(np.asarray(v0, dtype=float))
+        return self.scale * self._evaluator(st, st0=st0).loss(self.compiled.frozen_plan)
+
+    def frozen_loss_gradient_fd(self, v: np.ndarray, h: float = 1e-5) -> np.ndarray:
+        """∂L/∂θ with sg held at v, by central differences (n loss evaluations: small systems)."""
+        from .finite_differences import central_gradient
+
+        v = np.asarray(v, dtype=float)
+        return central_gradient(lambda w: self.frozen_loss(w, v), v, h)
+
+    def flow_jacobian_fd(self, v: np.ndarray, h: float = 1e-6) -> np.ndarray:
+        from .finite_differences import central_jacobian
+
+        return central_jacobian(self.flow_vector, v, h)
+
+    # --- the assembled Jacobian, from the derived JVP chains ---------------------------------
+    @cached_property
+    def _sym_block(self) -> dict:
+        return {m: b for b, m in self._names.items()}
+
+    def jacobian(self, v: np.ndarray, *, max_dense: int = 2 * 10**7):
+        """The sparse Jacobian ∂θ̇/∂θ at v, assembled exactly from the derived δF chains:
+        node–node blocks deg ⊗ A and P ⊗ A (sparse), the shared columns and rows dense.
+        Refuses (InvalidParameterError) when the dense parts exceed ``max_dense`` entries:
+        use :meth:`linear_operator` there."""
+        import scipy.sparse as sps
+
+        st = self.unpack(np.asarray(v, dtype=float))
+        n_shared = sum(int(np.prod(s)) for b, (_, s) in self.layout.items() if b not in (SAMPLE, LABEL))
+        dense = n_shared * (self.size - n_shared) * 2 + n_shared ** 2
+        if dense > max_dense:
+            raise InvalidParameterError(
+                f"the assembled Jacobian would hold {dense} dense entries (> max_dense = {max_dense}); "
+                "use linear_operator(v) (matrix-free, from the derived JVP)")
+        ev = self._evaluator(st)
+        blocks = {}
+        for b in self.compiled.learned:
+            f = self.scale * self.rates[b]
+            for c, form, data in self.compiled.jvps[b].terms:
+                for (tb, M) in self._jac_term(ev, b, form, data, ev.coef(c) * f):
+                    key = (b, tb)
+                    blocks[key] = M if key not in blocks else blocks[key] + M
+        order = list(self.layout)
+        grid = [[_structural(blocks.get((r, c))) for c in order] for r in order]
+        for i, r in enumerate(order):  # bmat needs a shape in every block row and column
+            if all(g is None for g in grid[i]):
+                grid[i][i] = sps.csr_matrix((int(np.prod(self.layout[r][1])),) * 2)
+        for j, c in enumerate(order):
+            if all(grid[i][j] is None for i in range(len(order))):
+                grid[j][j] = sps.csr_matrix((int(np.prod(self.layout[c][1])),) * 2)
+        return sps.bmat(grid, format="csr")
+
+    def _jac_term(self, ev, b, form, data, c):
+        """[(tangent block, ∂(term)/∂(tangent block))] for one δF chain of output block b."""
+        import scipy.sparse as sps
+
+        g = self.graph
+        tb_of = self._sym_block
+        out_shape = self._shape(b)
+        if b in (SAMPLE, LABEL):
+            side = "sample" if b == SAMPLE else "label"
+            nrow, dout = out_shape
+            if form == "lin" and data[1][3] == "d":
+                prefix, L = data
+                A = ev.prod(prefix)
+                dn = self._shape(tb_of[L[1]])[1]
+                A = c * (A if A is not None else np.eye(dout, dn))
+                lside = ev.side(L)
+                if lside == side:
+                    deg = g.sample_degree if side == "sample" else g.label_degree
+                    pat = sps.diags(deg)
+                else:
+                    pat = g.csr if side == "sample" else g.csr_T
+                return [(tb_of[L[1]], sps.kron(pat, sps.csr_matrix(A), format="csr"))]
+            chain = data[0]
+            j = next(k for k, Lt in enumerate(chain) if Lt[0] == "s" and Lt[3] == "d")
+            Lt = chain[j]
+            Left, Right = ev.prod(chain[:j]), ev.prod(chain[j + 1:])
+            wshape = self._shape(tb_of[Lt[1]])
+            lrows = wshape[1] if Lt[2] else wshape[0]
+            Left = np.eye(dout, lrows) if Left is None else Left
+            if form == "lin":
+                nb = ev.neighbour_sum(data[1], side)
+                r = nb if Right is None else nb @ Right.T
+            else:
+                deg = g.sample_degree if side == "sample" else g.label_degree
+                r = np.outer(deg, np.ravel(Right) if Right is not None else np.ones(1))
+            spec = "ak,il->ialk" if Lt[2] else "ak,il->iakl"
+            M = c * np.einsum(spec, Left, r).reshape(nrow * dout, -1)
+            return [(tb_of[Lt[1]], M)]
+        R, C = out_shape
+        tangents = [L for part in data for L in (part if isinstance(part, tuple) and part and
+                                                isinstance(part[0], tuple) else (part,))
+                    if isinstance(L, tuple) and len(L) == 4 and L[0] == "s" and L[3] == "d"]
+        Lt = tangents[0]
+        tb = tb_of[Lt[1]]
+        if tb in (SAMPLE, LABEL):  # a tangent node vector inside a moment
+            tside = ev.side(Lt)
+            deg = g.sample_degree if tside == "sample" else g.label_degree
+            dn = self._shape(tb)[1]
+            if form == "m1r":
+                A = ev.prod(data[0])
+                A = np.eye(R, dn) if A is None else A
+                M = np.einsum("ak,j->ajk", A, deg).reshape(R * C, -1)
+            elif form == "m1l":
+                B = ev.prod(data[1])
+                B = np.eye(dn, C) if B is None else B
+                M = np.einsum("kb,j->bjk", B, deg).reshape(R * C, -1)
+            else:
+                A, Lp, Lq, B = ev.prod(data[0]), data[1], data[2], ev.prod(data[3])
+                if Lq[3] == "d":
+                    G = ev.neighbour_sum(("s", Lp[1], False, Lp[3]), tside)
+                    AG = G if A is None else G @ A.T
+                    B = np.eye(dn, C) if B is None else B
+                    M = np.einsum("ja,kb->abjk", AG, B).reshape(R * C, -1)
+                else:
+                    H = ev.neighbour_sum(("s", Lq[1], False, Lq[3]), tside)
+                    HB = H if B is None else H @ B
+                    A = np.eye(R, dn) if A is None else A
+                    M = np.einsum("ak,jb->abjk", A, HB).reshape(R * C, -1)
+            return [(tb, c * M)]
+        # a tangent shared letter: the term is Left · δW^(T) · Right with the moment folded in
+        if form == "m0":
+            chain, mid = data[0], float(g.sample_degree.sum())
+        elif form == "m1r":
+            chain, mid = data[0], ev.m1(data[1])
+        elif form == "m1l":
+            chain, mid = data[1], ev.m1(data[0]).T
+        else:
+            chain = data[0] if Lt in data[0] else data[3]
+        j = chain.index(Lt)
+        Lc, Rc = chain[:j], chain[j + 1:]
+        wshape = self._shape(tb)
+        tr, tc = (wshape[1], wshape[0]) if Lt[2] else wshape
+        Left, Right = ev.prod(Lc), ev.prod(Rc)
+        Left = np.eye(tr) if Left is None else Left
+        Right = np.eye(tc) if Right is None else Right
+        if form == "m0":
+            Right = mid * Right
+        elif form == "m1r":
+            Right = Right @ mid
+        elif form == "m1l":
+            Left = mid @ Left
+        else:
+            Mm = ev.m2(data[1], data[2])
+            if Lt in data[0]:
+                B = ev.prod(data[3])
+                Right = Right @ Mm if B is None else Right @ Mm @ B
+            else:
+                A = ev.prod(data[0])
+                Left = Mm @ Left if A is None else A @ Mm @ Left
+        K = np.kron(Left, Right.T)  # vec_row(Left X Right) = (Left ⊗ Rightᵀ) vec_row(X)
+        if Lt[2]:
+            K = K.reshape(R * C, tr, tc).transpose(0, 2, 1).reshape(R * C, -1)
+        return [(tb, c * K)]
+
+    @cached_property
+    def component(self):
+        """The component-level FlowSystem of the same loss at these sizes (small d: the
+        cross-check path; its derivation cost grows with d)."""
+        from .kernels import compile_loss
+        from .system import FlowSystem
+
+        d = max(self.dims.values())
+        if d > SPARSE_JACOBIAN_MAX_D:
+            raise InvalidParameterError(
+                f"the component path needs d <= {SPARSE_JACOBIAN_MAX_D}; got sizes {self.dims}")
+        comp = compile_loss(self.compiled.loss.component(**self.dims))
+        return FlowSystem(comp, self.graph, rates=self.rates, params=self.params,
+                          data=self.data if self.compiled.loss.data is not None else None,
+                          frozen=self.frozen or None, scale=self.scale)
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name in ("component", "compiled"):
+            raise AttributeError(name)
+        return getattr(self.component, name)
+
+
+def _structural(M):
+    """A dense block as CSR with every entry stored (exact zeros too: the structure of a block
+    must not depend on the state, e.g. W = I, for the solvers that inspect it); sparse as is."""
+    import scipy.sparse as sps
+
+    if M is None or sps.issparse(M):
+        return M
+    r, c = M.shape
+    return sps.csr_matrix((np.ascontiguousarray(M).ravel(), np.tile(np.arange(c), r), np.arange(0, r * c + 1, c)),
+                          shape=(r, c))
+
+
+def sp_free(expr) -> list:
+    import sympy as sp
+
+    return [s.name for s in sp.sympify(expr).free_symbols]
+
+
+def relative_error(a, b) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    scale = max(float(np.max(np.abs(b))) if b.size else 0.0, 1e-300)
+    return float(np.max(np.abs(a - b))) / scale if a.size else 0.0
+
+
+@lru_cache(maxsize=None)
+def verify_matrix_flow(compiled: MatrixCompiledFlow, dims: tuple, seed: int = 13579,
+                       tol: float = 1e-6, n_dir: int = 3) -> dict:
+    """Numerical self-check of the kernels at the working sizes on a small random graph, with a
+    few random directions (cost independent of the number of state entries):
+
+        (L(θ + h v; θ) − L(θ − h v; θ)) / 2h = −Σ_b ⟨θ̇_b/(s η_b), v_b⟩,
+        (θ̇(θ + h v) − θ̇(θ − h v)) / 2h = J v   (the derived JVP).
+
+    Raises :class:`DerivationCheckError`; returns the relative errors.
+    """
+    rng = np.random.default_rng(seed)
+    loss = compiled.loss
+    dims = dict(dims)
+    N, K = 5, 3
+    P = rng.uniform(0.2, 1.0, size=(N, K)) * (rng.uniform(size=(N, K)) < 0.7)
+    P[np.arange(N), np.arange(N) % K] += 1.0
+    rates = {b: float(rng.uniform(0.5, 1.5)) for b in loss.blocks}
+    params = {p.name: float(rng.uniform(0.5, 1.5)) for p in loss.parameters}
+    data = rng.normal(size=(N, loss.shape("u", dims)[0])) if loss.data is not None else None
+    frozen = {b: rng.normal(size=loss.shape(b, dims)) for b in loss.shared_names if b not in compiled.learned}
+    sysm = MatrixFlowSystem(compiled, P, rates=rates, dims=dims, params=params, data=data,
+                            frozen=frozen, check=False)
+    v = rng.normal(size=sysm.size)
+    f = sysm.flow_vector(v)
+    if not np.all(np.isfinite(f)):
+        raise DerivationCheckError(f"{loss.name}: the matrix-level flow is not finite at a random point")
+    errs = {}
+    h = 1e-5
+    lin = []
+    ref_l, ref_j = [], []
+    for _ in range(n_dir):
+        w = rng.normal(size=sysm.size)
+        w /= np.linalg.norm(w)
+        fd = (sysm.frozen_loss(v + h * w, v) - sysm.frozen_loss(v - h * w, v)) / (2 * h)
+        lin.append(-np.dot(f / sysm.rate_vector, w))
+        ref_l.append(fd)
+        ref_j.append((sysm.flow_vector(v + h * w) - sysm.flow_vector(v - h * w)) / (2 * h))
+        errs.setdefault("jvp", []).append(sysm.jvp(v, w))
+    errs_out = {"flow vs directional differences of the loss": relative_error(lin, ref_l),
+                "JVP vs directional differences of the flow": relative_error(errs["jvp"], ref_j)}
+    for what, err in errs_out.items():
+        if not err <= tol:
+            raise DerivationCheckError(f"{loss.name}: matrix kernels: {what}: relative error {err:.3e} > {tol:g}")
+    return errs_out
+
+
+__all__ = ["MatrixFlowSystem", "verify_matrix_flow", "SPARSE_JACOBIAN_MAX_D", "mc"]

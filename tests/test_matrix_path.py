@@ -1,0 +1,156 @@
+"""The dimension-free (matrix-level) derivation path against the component path and numerics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+from sympy import MatrixSymbol, Rational, Trace
+
+import symcollapse as sc
+from symcollapse.errors import DerivationCheckError
+from symcollapse.numerics.kernels import compile_loss, relative_error
+from symcollapse.numerics.matrix_kernels import compile_matrix_loss
+from symcollapse.numerics.matrix_system import MatrixFlowSystem
+from symcollapse.numerics.system import FlowSystem
+from symcollapse.symbolic import losses, matcalc
+from symcollapse.symbolic.matrix_flow import MatrixEdgeLoss, derive_matrix_flow
+
+k = sp.Symbol("k", integer=True, positive=True)
+
+
+def _explicit(name, n):
+    return sp.Matrix(n, n, lambda i, j: sp.Symbol(f"{name}{i}{j}", real=True))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_sympy_sum_of_traces_bug_case_is_differentiated_correctly(n):
+    """sympy issue 27406: diff(tr(AᵀA) + tr(BᵀB), A) returns 0 in SymPy; the engine gives 2A,
+    equal to differentiating the explicit n×n matrices entry by entry."""
+    A, B = MatrixSymbol("A", k, k), MatrixSymbol("B", k, k)
+    expr = Trace(A.T * A) + Trace(B.T * B)
+    ours = matcalc.to_expr(matcalc.gradient(matcalc.expand(expr), "A"), {"A": A, "B": B}, (k, k))
+    vals = {"A": _explicit("a", n), "B": _explicit("b", n)}
+    ref = matcalc.explicit(expr, vals)
+    grad_ref = vals["A"].applyfunc(lambda s: sp.diff(ref, s))
+    assert sp.expand(matcalc.explicit(ours, vals) - grad_ref) == sp.zeros(n, n)
+    assert grad_ref == 2 * vals["A"]
+    sympy_says = sp.diff(expr, A)
+    if sympy_says == 0:  # the known bug is present in this SymPy: the engine must not share it
+        assert sp.expand(matcalc.explicit(ours, vals)) != sp.zeros(n, n)
+
+
+def test_sympy_sum_of_norms_bug_case_26585():
+    """sympy issue 26585: d/dU [½‖A − UV‖² + ½‖U‖²] (SymPy: 0) = −(A − UV)Vᵀ + U."""
+    m, n, r = sp.symbols("m n r", integer=True, positive=True)
+    A, U, V = MatrixSymbol("A", n, m), MatrixSymbol("U", n, r), MatrixSymbol("V", r, m)
+    nrm2 = lambda e: Trace(e.T * e)  # noqa: E731
+    expr = Rational(1, 2) * nrm2(A - U * V) + Rational(1, 2) * nrm2(U)
+    g = matcalc.gradient(matcalc.expand(expr), "U")
+    want = matcalc.expand(-(A - U * V) * V.T + U)
+    assert g == want
+
+
+def test_cross_check_rejects_a_wrong_matrix_derivative(monkeypatch):
+    d = losses.d
+    x, y, W = MatrixSymbol("x", d, 1), MatrixSymbol("y", d, 1), MatrixSymbol("W", d, d)
+    r = W * x - y
+    loss = MatrixEdgeLoss(Rational(1, 2) * (r.T * r), x, y, shared=(("W", W),), name="wrong_check_probe")
+    real = matcalc.gradient
+
+    def wrong(traces, name):  # drops the first term of every gradient
+        g = dict(real(traces, name))
+        if g:
+            g.pop(sorted(g, key=repr)[0])
+        return g
+
+    monkeypatch.setattr(matcalc, "gradient", wrong)
+    with pytest.raises(DerivationCheckError, match="component"):
+        derive_matrix_flow(loss)
+
+
+def test_matrix_forces_and_jvp_print_in_matrix_form():
+    f = derive_matrix_flow(losses.head_matrix_loss("both"))
+    assert f.force_latex("x") == r"- W^{T}\left(W x - y\right)"
+    assert f.force_latex("x", with_sg=True) == r"- W^{T}\left(W x - \operatorname{sg}\left(y\right)\right)"
+    assert r"\delta W" in f.jvp_latex("x")
+
+
+def test_head_loss_is_one_object_and_sg_vocabulary_is_one():
+    assert sc.head_loss(3) is sc.HeadModel(sc.balanced_couplings(2, 2, 1), d=3).loss
+    assert sc.head_loss(2, "labels") is sc.HeadModel(sc.balanced_couplings(2, 2, 1), d=2, stop_gradient="labels").loss
+    with pytest.warns(DeprecationWarning):
+        old = sc.head_loss(2, "label")
+    assert old is sc.head_loss(2, "labels")
+
+
+# --- acceptance: matrix path = component path = finite differences of the compiled loss ------
+CASES = ([("head", sg, lh) for sg in losses.SG_CHOICES for lh in (True, False)]
+         + [("embedding", None, None), ("student", "both", False), ("student", "both", True),
+            ("student", "none", True)])
+
+
+def _systems(case, dd, rng, P):
+    kind, sg, flag = case
+    dims, kw = {"d": dd}, {}
+    if kind == "head":
+        ml = losses.head_matrix_loss(sg, flag)
+        rates = {"x": 1.1, "y": 0.6, "W": 0.8}
+    elif kind == "embedding":
+        ml = losses.embedding_matrix_loss()
+        rates = {"x": 1.1, "y": 0.6}
+    else:
+        ml = losses.student_matrix_loss(flag, sg)
+        rates = {"y": 0.6, "S": 0.9, "W": 0.8} if flag else {"y": 0.6, "S": 0.9}
+        dims["D"] = dd + 2
+        kw["data"] = rng.normal(size=(P.shape[0], dd + 2))
+    frozen = {b: rng.normal(size=ml.shape(b, dims)) for b in ml.shared_names if b not in ml.learned}
+    ms = MatrixFlowSystem(compile_matrix_loss(ml), P, rates=rates, dims=dims, frozen=frozen, **kw)
+    cs = FlowSystem(compile_loss(ml.component(**dims)), P, rates=rates, frozen=frozen or None, **kw)
+    return ms, cs
+
+
+def _compare(case, dd):
+    rng = np.random.default_rng(dd)
+    P = sc.balanced_couplings(3, 2, 1)
+    ms, cs = _systems(case, dd, rng, P)
+    v, w = rng.normal(size=ms.size), rng.normal(size=ms.size)
+    f = ms.flow_vector(v)
+    assert relative_error(f, cs.flow_vector(v)) <= 1e-12
+    Jc = cs.jacobian(v)
+    assert relative_error(ms.jvp(v, w), Jc @ w) <= 1e-12
+    assert relative_error(ms.jacobian(v).toarray(), Jc.toarray()) <= 1e-12
+    assert relative_error(ms.loss_vector(v), cs.loss_vector(v)) <= 1e-12
+    # central differences of the compiled loss (sg held at v) and of the compiled flow
+    assert relative_error(f, -cs.rate_vector * cs.frozen_loss_gradient_fd(v)) <= 1e-6
+    h = 1e-6
+    assert relative_error(ms.jvp(v, w), (ms.flow_vector(v + h * w) - ms.flow_vector(v - h * w)) / (2 * h)) <= 1e-6
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(p) for p in c))
+def test_matrix_path_equals_component_path(case):
+    for dd in ((1, 2) if case[0] == "student" and case[2] else (1, 3)):
+        _compare(case, dd)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(p) for p in c))
+@pytest.mark.parametrize("dd", [2, 4, 5, 6])
+def test_matrix_path_equals_component_path_up_to_d6(case, dd):
+    _compare(case, dd)
+
+
+def test_linear_operator_and_large_d_build_is_dimension_free():
+    """At d = 64 the flow is built without any component derivation; the LinearOperator's
+    matvec is the derived JVP, equal to directional differences of the flow."""
+    from scipy.sparse.linalg import LinearOperator
+
+    m = sc.HeadModel(sc.balanced_couplings(3, 4, 1), d=64, eta_y=0.5)
+    Z, W = m.initial_state(0)
+    v = m.pack(Z, W)
+    op = m.system.linear_operator(v)
+    assert isinstance(op, LinearOperator) and op.shape == (m.system.size,) * 2
+    w = np.random.default_rng(1).normal(size=m.system.size)
+    h = 1e-6
+    fd = (m.system.flow_vector(v + h * w) - m.system.flow_vector(v - h * w)) / (2 * h)
+    assert relative_error(op @ w, fd) <= 1e-6
+    assert "component" not in m.system.__dict__  # no component path was built
