@@ -63,7 +63,9 @@ KNOWN_DEFERRED = {
                                        "symcollapse.numerics.system", "symcollapse.models.couplings"},
     "symcollapse.numerics.sweeps": {"symcollapse.models.couplings", "symcollapse.models.embedding",
                                     "symcollapse.validation"},
-    "symcollapse.numerics.trajectory": {"symcollapse.numerics.fitting"},
+    "symcollapse.numerics.trajectory": {"symcollapse.numerics.fitting", "symcollapse.numerics.method_choice",
+                                        "symcollapse.numerics.column_flow", "symcollapse.validation"},  # i12
+    "symcollapse.numerics.method_choice": {"symcollapse.numerics.column_flow"},  # i12
     "symcollapse.symbolic.meanfield": {"symcollapse.models.head"},
     "symcollapse.symbolic.mpcheck": {"symcollapse.models.couplings", "symcollapse.numerics.kernels",
                                      "symcollapse.numerics.system", "symcollapse.symbolic.stopgrad",
@@ -81,7 +83,8 @@ KNOWN_DEFERRED = {
                               "symcollapse.outputs.figures", "symcollapse.numerics.phase",
                               "symcollapse.numerics.graph", "symcollapse.numerics.integrate",
                               "symcollapse.models.embedding", "symcollapse.numerics.basins",
-                              "symcollapse.numerics.families", "symcollapse.phase"},
+                              "symcollapse.numerics.families", "symcollapse.phase",
+                              "symcollapse.outputs.phase_figures"},
     "symcollapse.jobs.teacher_student": {"symcollapse.outputs.latex", "symcollapse.outputs.io",
                                          "symcollapse.outputs.figures", "symcollapse.models.embedding",
                                          "symcollapse.numerics.linear_map", "symcollapse.numerics.kernels",
