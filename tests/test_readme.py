@@ -49,6 +49,7 @@ HOW = {
     "symcollapse report": "test_report_as_written (slow; default: test_report_of_real_jobs)",
     "symcollapse report --out report": "test_report_as_written (slow; default: test_report_of_real_jobs)",
     "symcollapse sweep": "test_sweep_commands",
+    "symcollapse --version": "tests/test_cli.py::test_version",
     "python derivations/embedding.py": "test_derivation_scripts",
     "python derivations/variant_example.py": "test_derivation_scripts",
     "python benchmarks/run.py": "tests/test_benchmarks.py (--smoke: the same code at tiny sizes)",
