@@ -295,3 +295,22 @@ def test_derivation_scripts(tmp_path):
         if PDFLATEX is not None:
             rc, log, _ = compile_tex(tex, tmp_path / "build" / name)
             assert rc == 0 and not problems(log), (name, problems(log)[:5])
+
+
+def test_committed_figures_have_vector_pdfs():
+    pngs = sorted((ROOT / "figures").glob("*.png"))
+    assert pngs
+    for png in pngs:
+        assert png.with_suffix(".pdf").read_bytes().startswith(b"%PDF"), png.name
+
+
+@needs_pdflatex
+def test_committed_latex_compiles_cleanly(tmp_path):
+    """The LaTeX documents in derivations/ (linked from the README) compile without errors or
+    overfull boxes wider than 10 pt."""
+    bad = {}
+    for tex in sorted((ROOT / "derivations").glob("*.tex")):
+        rc, log, pdf = compile_tex(tex, tmp_path / tex.stem)
+        if rc != 0 or problems(log) or not pdf.exists():
+            bad[tex.name] = (rc, problems(log)[:5])
+    assert not bad, bad
