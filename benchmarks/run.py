@@ -438,10 +438,12 @@ _HEAD_BUILD = textwrap.dedent("""
     P = balanced_couplings(K, n, mu)
     t, c = time.perf_counter(), time.process_time()
     m = sc.HeadModel(P, d=d, eta_y=0.5)
+    m.system  # derive (matrix level, cross-checked at d = 1, 2, 3), classify, self-check at d
+    tb, cb = time.perf_counter(), time.process_time()
     Z, W = m.initial_state(0)
     dZ, dW = m.flow(Z, W)
     assert np.all(np.isfinite(dZ)) and np.all(np.isfinite(dW))
-    print(time.perf_counter() - t, time.process_time() - c, P.shape[0])
+    print(time.perf_counter() - t, time.process_time() - c, P.shape[0], cb - c)
 """)
 
 
@@ -457,17 +459,22 @@ def bench_dimension_free(*, dims: tuple, n: int, mu: int, d_kernel: int, repeats
     for d in dims:
         out = subprocess.run([sys.executable, "-c", _HEAD_BUILD, str(n), str(mu), str(d)], env=env,
                              capture_output=True, text=True, check=True).stdout.split()
-        times[d] = (float(out[0]), float(out[1]))
+        times[d] = (float(out[0]), float(out[1]), float(out[3]))
         N = int(out[2])
     rows = []
     where = f"K=10, N={N}, cache off, fresh process (imports excluded)"
     for d in dims:
-        wall, cpu = times[d]
-        rows.append(Row("8", f"HeadModel build + first flow, d={d} ({wall:.2f} s wall, {cpu:.2f} s CPU)",
-                        "target 2 s", cpu / 2.0, "≤ 2 s", cpu <= 2.0, where + "; 'met' on CPU time"))
+        wall, cpu, build = times[d]
+        rows.append(Row("8", f"HeadModel build + first flow, d={d} ({wall:.2f} s wall, {cpu:.2f} s CPU; "
+                        f"build alone {build:.2f} s CPU)", "target 2 s", cpu / 2.0, "≤ 2 s", cpu <= 2.0,
+                        where + "; 'met' on CPU time"))
     lo, hi = dims[0], dims[-1]
     r = times[hi][1] / times[lo][1]
-    rows.append(Row("8", f"build time ratio t(d={hi})/t(d={lo}) (CPU)", f"d={lo}", r, "≤ 1.5", r <= 1.5, where))
+    rows.append(Row("8", f"build + first flow ratio t(d={hi})/t(d={lo}) (CPU)", f"d={lo}", r, "≤ 1.5", r <= 1.5,
+                    where + "; the first flow itself costs O(N d²)"))
+    rb = times[hi][2] / times[lo][2]
+    rows.append(Row("8", f"build alone (derive + check + compile) ratio t(d={hi})/t(d={lo}) (CPU)", f"d={lo}", rb,
+                    "≤ 1.5", rb <= 1.5, where + "; includes the directional self-check at the working d"))
     # the flow kernel at d_kernel vs the hand-written flow of the same equations
     import symcollapse as sc
 
