@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic import matcalc as mc
 from ..symbolic.loss import LABEL, SAMPLE
+from ..tolerance import within
 from ..validation import check_array, check_int, check_rate, check_real
 from .graph import CouplingGraph
 from .matrix_kernels import Evaluator, MatrixCompiledFlow
@@ -348,7 +349,7 @@ class MatrixFlowSystem:
     def component(self):
         """The component-level FlowSystem of the same loss at these sizes (small d: the
         cross-check path; its derivation cost grows with d)."""
-        from .kernels import compile_loss
+        from .compile import compile_loss
         from .system import FlowSystem
 
         d = max(self.dims.values())
@@ -432,7 +433,7 @@ def verify_matrix_flow(compiled: MatrixCompiledFlow, dims: tuple, seed: int = 13
     errs_out = {"flow vs directional differences of the loss": relative_error(lin, ref_l),
                 "JVP vs directional differences of the flow": relative_error(errs["jvp"], ref_j)}
     for what, err in errs_out.items():
-        if not err <= tol:
+        if not within(err, tol):
             raise DerivationCheckError(f"{loss.name}: matrix kernels: {what}: relative error {err:.3e} > {tol:g}")
     return errs_out
 
