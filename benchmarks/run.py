@@ -433,6 +433,7 @@ _HEAD_BUILD = textwrap.dedent("""
     import sys, time
     import numpy as np
     import symcollapse as sc
+    import symcollapse.models.head, symcollapse.symbolic.matrix_flow  # noqa: F401  (imports not timed)
     from symcollapse.models.couplings import balanced_couplings
     K, n, mu, d = 10, int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     P = balanced_couplings(K, n, mu)
