@@ -59,11 +59,43 @@ def _fmt(x) -> str:
     return f"array{a.shape}"
 
 
-def format_table(checks: list[Check]) -> str:
-    """A plain-text table, one row per check."""
-    head = ("model", "claim", "derived", "compared with", "rel. error", "tol", "result")
-    rows = [(c.model, c.claim, c.derived, c.compared_with, f"{c.rel_error:.2e}", f"{c.tol:.0e}",
-             "pass" if c.passed else "FAIL") for c in checks]
-    widths = [max(len(str(r[k])) for r in [head, *rows]) for k in range(len(head))]
-    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
-    return "\n".join([line(head), line(tuple("-" * w for w in widths)), *map(line, rows)])
+TABLE_WIDTH = 100
+
+
+def format_table(checks: list[Check], width: int = TABLE_WIDTH) -> str:
+    """A plain-text table at most ``width`` columns wide: one section per model, one row per
+    check (result, relative error, tolerance, then claim / derived / compared-with wrapped in
+    columns that share the remaining width in proportion 45 : 20 : 35)."""
+    import textwrap
+
+    head = ("result", "rel.err", "tol", "claim", "derived", "compared with")
+    fixed = [max(len(head[0]), 4), max(len(head[1]), 8), max(len(head[2]), 5)]
+    cells = [(c.claim, c.derived, c.compared_with) for c in checks]
+    natural = [max([len(head[3 + k])] + [len(r[k]) for r in cells]) for k in range(3)]
+    room = max(width - 2 - sum(fixed) - 2 * 5, 30)  # indent 2, five 2-space gaps
+    share = [room * 45 // 100, room * 20 // 100, room * 35 // 100]
+    text_w = [min(n, s) for n, s in zip(natural, share)]
+    spare = room - sum(text_w)  # give what a narrow column does not need to the others
+    for k in range(3):
+        extra = min(spare, natural[k] - text_w[k])
+        text_w[k] += extra
+        spare -= extra
+    widths = fixed + text_w
+
+    def lines_of(row):
+        cols = [textwrap.wrap(str(v), w, break_long_words=True, break_on_hyphens=False) or [""]
+                for v, w in zip(row, widths)]
+        n = max(map(len, cols))
+        return ["  " + "  ".join((col[j] if j < len(col) else "").ljust(w) for col, w in zip(cols, widths)).rstrip()
+                for j in range(n)]
+
+    out, model = [], None
+    for c in checks:
+        if c.model != model:
+            model = c.model
+            n = sum(1 for x in checks if x.model == model)
+            out += ([""] if out else []) + [f"{model} ({n} check{'s' if n != 1 else ''})"]
+            out += lines_of(head) + ["  " + "  ".join("-" * w for w in widths)]
+        out += lines_of(("pass" if c.passed else "FAIL", f"{c.rel_error:.2e}", f"{c.tol:.0e}",
+                         c.claim, c.derived, c.compared_with))
+    return "\n".join(out)

@@ -87,8 +87,11 @@ def test_check_engine_passes_and_prints_table():
     proc = run("check", "--model", "engine")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("engine ")]
-    assert len(rows) >= 10 and all(ln.rstrip().endswith("pass") for ln in rows)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("engine (")
+    rows = [ln for ln in lines if ln.startswith(("  pass ", "  FAIL "))]
+    assert len(rows) >= 10 and all(ln.startswith("  pass ") for ln in rows)
+    assert max(map(len, lines)) <= 100  # the table fits 100 columns (it was 240 wide)
     assert f"{len(rows)} passed, 0 failed" in proc.stdout
 
 

@@ -47,7 +47,10 @@ def test_report_contains_rows_errors_and_figures(tmp_path, monkeypatch):
     assert out.pdf is None and "pdflatex is not installed" in out.pdf_message
     assert "3.20e-11" in md and "3.20e-11" in tex
     assert "![alpha_fig](figures/alpha_fig.png)" in md
-    assert "\\includegraphics[width=0.6\\textwidth]{figures/alpha_fig.png}" in tex
+    # the vector PDF written beside the PNG is the one the LaTeX report includes, with a caption
+    assert (tmp_path / "figures" / "alpha_fig.pdf").read_bytes().startswith(b"%PDF")
+    assert "\\includegraphics[width=0.8\\textwidth]{figures/alpha_fig.pdf}" in tex
+    assert "\\caption{alpha: alpha fig}" in tex and "alpha_fig.png}" not in tex
     assert (tmp_path / "figures" / "alpha_fig.png").stat().st_size > 0
     assert "[alpha.tex](derivations/alpha.tex)" in md
     assert "**FAIL**" in md and "\\textbf{FAIL}" in tex
@@ -73,6 +76,7 @@ def test_cli_report_exit_codes(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(rep.shutil, "which", lambda name: None)
     monkeypatch.setattr(jobs, "job_modules", lambda: [_fake_job("alpha", [GOOD]), _fake_job("beta", [BAD], False)])
+    monkeypatch.setattr(jobs, "job_names", lambda: ["alpha", "beta"])  # --model is checked against these
     assert cli.main(["report", "--out", str(tmp_path / "r1"), "--model", "alpha"]) == 0
     assert (tmp_path / "r1" / "report.md").exists() and (tmp_path / "r1" / "report.tex").exists()
     assert "beta" not in (tmp_path / "r1" / "report.md").read_text()
@@ -90,3 +94,12 @@ def test_cli_report_exit_codes(tmp_path, monkeypatch, capsys):
 def test_pdf_is_built_when_pdflatex_exists(tmp_path):
     out = rep.write_report(tmp_path, [_fake_job("alpha", [GOOD])])
     assert out.pdf is not None and out.pdf.stat().st_size > 0
+
+
+@pytest.mark.skipif(__import__("shutil").which("pdflatex") is None, reason="needs pdflatex")
+def test_pdf_is_built_for_a_relative_out_folder(tmp_path, monkeypatch):
+    """`symcollapse report --out report` (relative): pdflatex must find the figures (TEXINPUTS was
+    relative to the folder pdflatex runs in, so the PDF failed with the README's own command)."""
+    monkeypatch.chdir(tmp_path)
+    out = rep.write_report("report", [_fake_job("alpha", [GOOD])])
+    assert out.pdf is not None and out.pdf.stat().st_size > 0, out.pdf_message

@@ -200,3 +200,24 @@ def test_verification_table_text_deterministic_for_a_fixed_seed():
     assert first == again
     assert first != other  # the seed does choose the points (errors at round-off differ)
     assert hashlib.sha256(first.encode()).hexdigest() == hashlib.sha256(again.encode()).hexdigest()
+
+
+def test_verification_table_fits_100_columns_and_keeps_every_cell():
+    """Long claims and references are wrapped, not cut: every word of every cell is in the table."""
+    from symcollapse.verification import Check
+
+    rows = [Check("embedding", "slow rate r_s " * 12, "0.123456789012345678", "smallest root of the sector cubic " * 5,
+                  1.5e-16, 1e-9),
+            Check("embedding", "short", "s", "t", float("nan"), 1e-9),
+            Check("head", "x" * 150, "y", "z", 0.0, 0.0)]
+    text = format_table(rows)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 100
+    tokens = text.split()
+    for word in set(" ".join(r.claim + " " + r.compared_with for r in rows[:2]).split()):
+        assert tokens.count(word) == sum(f"{r.claim} {r.compared_with}".split().count(word) for r in rows), word
+    assert text.count("x") == 150  # a word longer than its column is broken across lines, not cut
+    start = lines[1].index("derived")  # the derived column, read top to bottom, holds the value
+    width = len(lines[2].split()[4])
+    assert "0.123456789012345678" in "".join(ln[start:start + width].strip() for ln in lines[3:])
+    assert [ln for ln in lines if ln.startswith("  FAIL ")] and "embedding (2 checks)" in lines and "head (1 check)" in lines

@@ -25,6 +25,16 @@ from ..verification import Check, close, identity
 
 MODEL = "embedding"
 ORDER = 10
+CAPTIONS = {  # report captions, by figure file stem
+    "fig1_time_course": r"Embedding model: accuracy, minimum class distance $\Delta_{\min}$ and loss against time "
+                        r"(log axis), without frustration ($\varepsilon = 0$) and with it. With frustrated samples the "
+                        r"accuracy saturates on the fast scale while $\Delta_{\min}$ decays at the slow rate $r_s$.",
+    "fig2_slow_rate": r"The collapse rate $r_s$ against the frustration fraction $\varepsilon$: smallest root of the "
+                      r"derived sector cubic, smallest nonzero eigenvalue of $H L_G$, fitted decay of $\Delta_{\min}$, "
+                      r"and the leading order in $\mu$.",
+    "fig3_snapshots": "Sample and label embeddings ($d = 2$) at $t = 0$, after the fast alignment, at $t = 1/r_s$ "
+                      "and at $t = 5/r_s$: the classes merge on the slow time scale.",
+}
 
 N_PER_CLASS = 40  # n of the balanced ensembles used in checks and figures
 

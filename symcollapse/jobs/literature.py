@@ -10,6 +10,13 @@ import sympy as sp
 
 MODEL = "literature"
 ORDER = 40
+CAPTIONS = {  # report captions, by figure file stem
+    "literature_saxe": r"Saxe et al.\ (2014): the mode strength $u(t)$ integrated from the derived flow and the "
+                       "published closed form.",
+    "literature_simsiam": r"SimSiam-style linear predictor with stop-gradient (after Tian et al.\ 2021): "
+                          r"trajectories in the $(p, w)$ plane from the derived mode flow.",
+    "literature_ufm": r"Unconstrained-features model: the collapsed norm $\|w_c\|^2$ against $\lambda_H$, derived and published.",
+}
 
 
 def _cases():
@@ -26,6 +33,32 @@ def checks() -> list:
     return rows
 
 
+def _edge_names(invariants, loss=None) -> list:
+    """Invariants of an assembled system with readable names. The state of node i, component k
+    is named x{i}_{k} / y{i}_{k}, which prints as x₀₀: on one edge the loss's own variables are
+    used (τa² − τb², not τx₀₀² − τy₀₀²); otherwise x_i (d = 1) or x_{i,k}."""
+    import re
+
+    names = {}
+    if loss is not None:
+        names = {f"x0_{k}": v for k, v in enumerate(loss.x)} | {f"y0_{k}": v for k, v in enumerate(loss.y)}
+    exprs = [getattr(inv, "expr", inv) for inv in invariants]
+    node = [(q, re.fullmatch(r"([xy])(\d+)_(\d+)", q.name)) for e in exprs for q in e.free_symbols]
+    node = [(q, m) for q, m in node if m]
+    one_d = all(m.group(3) == "0" for _, m in node)  # over the whole set: one naming for all
+    out = []
+    for e in exprs:
+        sub = {}
+        for q, m in node:
+            if q.name in names:
+                sub[q] = names[q.name]
+            else:
+                b, i, k = m.groups()
+                sub[q] = sp.Symbol(f"{b}_{{{i}}}" if one_d else f"{b}_{{{i},{k}}}", real=True)
+        out.append(e.xreplace(sub))
+    return out
+
+
 def write_latex(folder) -> list[Path]:
     """derivations/literature.tex: the losses, derived equations and the verification rows."""
     from ..literature import invariants_demo, saxe, simsiam, ufm
@@ -35,14 +68,13 @@ def write_latex(folder) -> list[Path]:
     from ..symbolic.invariants import invariants_latex
 
     ds = saxe.derive()
-    a, b = ds["system"].state
     s1 = section(
         "Saxe, McClelland \\& Ganguli (2014): one mode of a two-layer linear network",
         "Edge loss (one edge, $a$ as the sample block, $b$ as the label block, rates $1/\\tau$):",
         equation(r"\ell", ds["loss"].expr),
         "Derived flow and the balanced-mode equation ($a=b=\\sqrt{u}$):",
         equation(r"\dot a", ds["adot"]), equation(r"\dot b", ds["bdot"]), equation(r"\dot u", ds["udot"]),
-        "Quadratic invariant found by the engine:", invariants_latex(ds["invariants"]),
+        "Quadratic invariant found by the engine:", invariants_latex(_edge_names(ds["invariants"], ds["loss"])),
         "Published solution and learning time, checked against the derived equation:",
         equation("u(t)", saxe.published_u()), equation("t_f", saxe.published_learning_time()),
         "Learning time derived as $\\int_{u_0}^{u_f} du/\\dot u$:", equation("t_f", ds["t_learn"]),
@@ -55,7 +87,8 @@ def write_latex(folder) -> list[Path]:
         "Derived mode flow:", equation(r"\dot w", dm["wdot"]), equation(r"\dot p", dm["pdot"]),
         "Published fixed points:",
         *[equation(f"(w, p)_{{{k}}}", sp.Tuple(*fp)) for k, fp in enumerate(simsiam.paper_fixed_points())],
-        "Invariant discovered at $\\eta = 0$:", invariants_latex(dm["inv_eta0"]),
+        "Invariant discovered at $\\eta = 0$:",
+        invariants_latex(_edge_names(dm["inv_eta0"], simsiam._mode_loss_eta0())),
         checks_table_latex(simsiam.checks(), long=False))
     du = ufm.derive()
     s3 = section(
@@ -69,7 +102,8 @@ def write_latex(folder) -> list[Path]:
         checks_table_latex(ufm.checks(), long=False))
     parts = []
     for label, sg, ansatz, S, inv in invariants_demo.discovered():
-        parts.append(f"\\paragraph{{{latex_text(label)}, sg = {sg} ({ansatz} ansatz).}}\n" + invariants_latex(inv))
+        parts.append(f"\\paragraph{{{latex_text(label)}, sg = {sg} ({ansatz} ansatz).}}\n"
+                     + invariants_latex(_edge_names(inv)))
     s4 = section("Quadratic invariants discovered on the head and student models (path graph)", *parts,
                  checks_table_latex(invariants_demo.checks(), long=False))
     text = document("Literature cases derived with symcollapse", s1, s2, s3, s4)

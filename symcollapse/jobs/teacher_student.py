@@ -19,6 +19,13 @@ from ..verification import Check, close, identity
 
 MODEL = "teacher_student"
 ORDER = 30
+CAPTIONS = {  # report captions, by figure file stem
+    "fig8_teacher_student_time_course": r"Linear teacher--student model ($K = 3$, clustered inputs): $\Delta_{\min}$, "
+                                        "training and test accuracy against time without frustration, with "
+                                        r"$\varepsilon = 0.1$, and with $\varepsilon = 0.1$ and a head with stop-gradient.",
+    "fig9_teacher_student_slow_rate": r"Teacher--student slow rate against $\varepsilon$: the smallest nonzero eigenvalue "
+                                      r"of $\mathrm{blockdiag}(\eta_S G, \eta_y I)\, L_G$ and the fitted decay of $\Delta_{\min}$.",
+}
 
 # Instances: K = 2 has one class-separation mode, so Δ_min decays at a single slow rate.
 RATE_CASE = dict(K=2, n_inputs=40, D=400, d=2)

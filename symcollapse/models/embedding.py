@@ -14,7 +14,7 @@ from ..errors import InvalidParameterError
 from ..numerics import spectra
 from ..numerics.matrix_kernels import compile_matrix_loss
 from ..numerics.matrix_system import MatrixFlowSystem
-from ..numerics.trajectory import Trajectory, simulate_system
+from ..numerics.trajectory import Trajectory, check_method, check_seeds, simulate_many_system, simulate_system
 from ..symbolic import losses
 from ..symbolic.loss import EdgeLoss
 from ..validation import check_array, check_int, check_rate, check_real
@@ -112,8 +112,14 @@ class EmbeddingModel(OnGraph):
     # --- simulation -------------------------------------------------------------------
     def simulate(self, t_end: float = 300.0, seed: int = 0, *, Z0=None, n_points: int = 200,
                  t_eval=None, rtol: float = 1e-10, atol: float = 1e-12,
-                 keep_states: bool = False) -> Trajectory:
-        """Integrate the derived flow from Z0 (default: :meth:`initial_state` (seed)) to t_end."""
+                 keep_states: bool = False, method: str = "auto", stop_residual: float | None = None,
+                 lu_limit: int | None = None) -> Trajectory:
+        """Solve the derived flow from Z0 (default: :meth:`initial_state` (seed)) to t_end.
+
+        ``method='auto'`` (default) solves Ż = −s·H L_G Z exactly (no time steps, no sparse LU;
+        'exact-spectral' or 'exact-expm', see numerics/column_flow.py); a SciPy method name
+        ('BDF', 'DOP853', …) integrates step by step. ``stop_residual``: end when ‖Ż‖_∞ ≤ it.
+        ``trajectory.extra['method']`` / ``['method_reason']`` say what ran and why."""
         t_end = check_real("t_end", t_end, 0.0, None, strict_min=True)
         n_points = check_int("n_points", n_points, 3)
         Z0 = self.initial_state(seed) if Z0 is None else self._check_state(Z0, "Z0")
@@ -121,8 +127,35 @@ class EmbeddingModel(OnGraph):
             t_eval = check_array("t_eval", t_eval, ndim=1)
             if t_eval[0] != 0.0 or np.any(np.diff(t_eval) <= 0) or abs(t_eval[-1] - t_end) > 1e-12 * t_end:
                 raise InvalidParameterError("t_eval must increase from 0 to t_end")
+        check_method(method)
         return simulate_system(self.system, Z0.ravel(), t_end, labels=self.labels, n_points=n_points,
-                               rtol=rtol, atol=atol, keep_states=keep_states, t_eval=t_eval)
+                               rtol=rtol, atol=atol, keep_states=keep_states, t_eval=t_eval,
+                               method=method, stop_residual=stop_residual, lu_limit=lu_limit)
+
+    def simulate_many(self, seeds=(0,), t_end: float = 300.0, *, Z0s=None, n_points: int = 200,
+                      t_eval=None, rtol: float = 1e-10, atol: float = 1e-12, keep_states: bool = False,
+                      method: str = "auto", stop_residual: float | None = None,
+                      lu_limit: int | None = None) -> list[Trajectory]:
+        """One trajectory per seed (or per initial state in ``Z0s``), each equal to
+        ``simulate(t_end, seed, ...)``; the exact solution acts on all seeds' columns at once
+        (Z's of B seeds stacked into one (N+K)×(d·B) matrix: one propagator, batched products)."""
+        t_end = check_real("t_end", t_end, 0.0, None, strict_min=True)
+        n_points = check_int("n_points", n_points, 3)
+        check_method(method)
+        if Z0s is None:
+            Z0s = [self.initial_state(s) for s in check_seeds(seeds)]
+        else:
+            Z0s = [self._check_state(Z, "Z0s[i]") for Z in Z0s]
+            if not Z0s:
+                raise InvalidParameterError("Z0s must hold at least one initial state")
+        if t_eval is not None:
+            t_eval = check_array("t_eval", t_eval, ndim=1)
+            if t_eval[0] != 0.0 or np.any(np.diff(t_eval) <= 0) or abs(t_eval[-1] - t_end) > 1e-12 * t_end:
+                raise InvalidParameterError("t_eval must increase from 0 to t_end")
+        return simulate_many_system(self.system, np.array([Z.ravel() for Z in Z0s]), t_end,
+                                    labels=self.labels, n_points=n_points, rtol=rtol, atol=atol,
+                                    keep_states=keep_states, t_eval=t_eval, method=method,
+                                    stop_residual=stop_residual, lu_limit=lu_limit)
 
 
 def embedding_sector(omega=None):

@@ -17,7 +17,7 @@ from ..numerics.kernels import compile_loss
 from ..numerics.matrix_kernels import StructureError, compile_matrix_loss
 from ..numerics.matrix_system import MatrixFlowSystem
 from ..numerics.system import FlowSystem
-from ..numerics.trajectory import Trajectory, simulate_system
+from ..numerics.trajectory import Trajectory, check_method, check_seeds, simulate_many_system, simulate_system
 from ..symbolic import losses
 from ..symbolic.loss import EdgeLoss
 from ..symbolic.matrix_flow import MatrixEdgeLoss
@@ -182,11 +182,18 @@ class HeadModel(OnGraph):
 
     def simulate(self, t_end: float = 3000.0, seed: int = 0, *, n_points: int = 200, Z0=None, W0=None,
                  keep_states: bool = False, t_eval=None, rtol: float = 1e-8, atol: float = 1e-11,
-                 method: str = "BDF", use_jacobian: bool = True) -> Trajectory:
+                 method: str = "auto", use_jacobian: bool = True, stop_residual: float | None = None,
+                 lu_limit: int | None = None) -> Trajectory:
         """Integrate from the default initial state (or Z0, W0) and record Δ_min, accuracy
         (argmin_c ‖W x_i − y_c‖), loss; ``extra['invariant']`` holds I(t) when states are kept.
-        For large d, ``method="BDF-Schur"`` solves BDF's Newton systems by eliminating the dense
-        W columns of the sparse Jacobian (exact; much faster than a sparse LU of the whole)."""
+
+        ``method='auto'`` (default) measures the stiffness ρ(J)·t_end of the derived Jacobian and
+        takes DOP853 when it is small, else BDF with the analytic Jacobian — "BDF-Schur" (exact
+        elimination of the dense W columns, much faster than a sparse LU of the whole) when the
+        head is learned; ``extra['method']``/``['method_reason']`` record the choice. Any SciPy
+        method name forces that integrator. ``stop_residual``: end when ‖θ̇‖_∞ ≤ stop_residual
+        (``extra['stopped']``, ``['t_reached']``, ``['residual']``)."""
+        check_method(method)
         if Z0 is None:
             Z0, Wd = self.initial_state(seed)
             W0 = Wd if W0 is None else W0
@@ -195,8 +202,39 @@ class HeadModel(OnGraph):
         v0 = self.pack(Z0, W0, names=("Z0", "W0"))
         tr = simulate_system(self.system, v0, t_end, labels=self.labels, n_points=n_points, head="W",
                              keep_states=keep_states, t_eval=t_eval, rtol=rtol, atol=atol, method=method,
-                             use_jacobian=use_jacobian)
+                             use_jacobian=use_jacobian, stop_residual=stop_residual, lu_limit=lu_limit)
         if keep_states:
             inv = np.array([self.invariant(*self.unpack(v)) for v in tr.states])
             tr.extra["invariant"] = inv
         return tr
+
+    def simulate_many(self, seeds=(0,), t_end: float = 3000.0, *, Z0s=None, W0s=None,
+                      n_points: int = 200, keep_states: bool = False, t_eval=None, rtol: float = 1e-8,
+                      atol: float = 1e-11, method: str = "auto", use_jacobian: bool = True,
+                      stop_residual: float | None = None, lu_limit: int | None = None) -> list[Trajectory]:
+        """One trajectory per seed (or per (Z0s[i], W0s[i])), each equal to
+        ``simulate(t_end, seed, method=tr.extra['method'], ...)``: 'auto' is resolved once, from
+        the first state, and the choice (measured stiffness, method) is shared by the batch.
+
+        For phase sweeps: ``model.simulate_many(seeds=range(8), t_end=T, stop_residual=1e-9,
+        n_points=3)`` gives end states ``tr.Z``, ``tr.W`` with ``tr.extra['stopped']``,
+        ``['t_reached']`` and ``['residual']`` (‖θ̇‖_∞) per seed."""
+        check_method(method)
+        if Z0s is None:
+            states = [self.initial_state(s) for s in check_seeds(seeds)]
+        else:
+            W0s = [None] * len(Z0s) if W0s is None else list(W0s)
+            if not len(Z0s) or len(W0s) != len(Z0s):
+                raise InvalidParameterError(f"Z0s and W0s must be non-empty and of equal length; got "
+                                            f"{len(Z0s)} and {len(W0s)}")
+            states = [(Z, np.eye(self.d) if self.learn_head else self.W_frozen) if W is None else (Z, W)
+                      for Z, W in zip(Z0s, W0s)]
+        V0 = np.array([self.pack(Z, W, names=("Z0s[i]", "W0s[i]")) for Z, W in states])
+        trs = simulate_many_system(self.system, V0, t_end, labels=self.labels, n_points=n_points,
+                                   head="W", keep_states=keep_states, t_eval=t_eval, rtol=rtol,
+                                   atol=atol, method=method, use_jacobian=use_jacobian,
+                                   stop_residual=stop_residual, lu_limit=lu_limit)
+        if keep_states:
+            for tr in trs:
+                tr.extra["invariant"] = np.array([self.invariant(*self.unpack(v)) for v in tr.states])
+        return trs

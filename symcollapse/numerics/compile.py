@@ -64,9 +64,13 @@ class CompiledFlow:
         if self.check:
             try:
                 verify_jacobian(self)
-            except DerivationCheckError:
+            except DerivationCheckError as exc:
                 del self.__dict__["edge_jac"]
-                raise
+                recover = self.__dict__.get("_recover")  # set for a flow read from the cache
+                if recover is None:
+                    raise
+                recover(exc)
+                return self.edge_jac
         return out
 
     @property
@@ -89,19 +93,62 @@ def compile_loss(loss: EdgeLoss, check: bool = True) -> CompiledFlow:
     kernels = cache.load_kernels(loss) if from_cache else None
     try:
         compiled = compile_flow(flow, check=check, kernels=kernels)
-    except DerivationCheckError:
+    except (DerivationCheckError, SyntaxError, NameError, KeyError, TypeError, ValueError,
+            IndexError, AttributeError) as exc:
         if not from_cache:
             raise
-        cache.discard(loss)  # a cached entry that fails the check is rebuilt, never used
+        # a cached entry that fails to load or its check is discarded and rebuilt, once
+        cache.warn_discarded(loss, f"failed its check ({type(exc).__name__}: {exc})")
+        cache.discard(loss)
         flow = derive_flow(loss)
         compiled = compile_flow(flow, check=check)
         cache.store(loss, flow)
         kernels = None
+    else:
+        if from_cache and check:
+            _rederive_on_deferred_failure(compiled)
     if kernels is None and check:
         src = kernel_sources(compiled)
         if src is not None:
             cache.store_kernels(loss, src)
     return compiled
+
+
+def _rederive_on_deferred_failure(compiled: CompiledFlow) -> None:
+    """A cached flow whose deferred checks (edge kernels, Jacobian) fail is discarded, derived
+    afresh and swapped into ``compiled`` once, with a warning; a second failure raises."""
+    from .. import cache
+
+    loss = compiled.loss
+    state = {"done": False}
+
+    def recover(exc):
+        if state["done"]:
+            raise exc
+        state["done"] = True
+        cache.warn_discarded(loss, f"failed a deferred check ({exc})")
+        cache.discard(loss)
+        fresh = derive_flow(loss)
+        object.__setattr__(compiled, "flow", fresh)
+        ef = compiled.edge_force
+        ef._builder = lambda b: lambdify_list(compiled.edge_args, list(fresh.force(b)))
+        ef._on_first = None
+        ef._built.clear()
+        for b in ef:
+            ef._built[b] = ef._builder(b)
+        compiled.__dict__.pop("edge_jac", None)
+        verify_flow(compiled)
+        cache.store(loss, fresh)
+
+    hook = compiled.edge_force._on_first
+    if hook is not None:
+        def first():
+            try:
+                hook()
+            except DerivationCheckError as exc:
+                recover(exc)
+        compiled.edge_force._on_first = first
+    compiled.__dict__["_recover"] = recover
 
 
 def compile_flow(flow: EdgeFlow, check: bool = True, kernels: dict | None = None) -> CompiledFlow:

@@ -6,10 +6,19 @@ import sympy as sp
 from ..symbolic.stopgrad import stop_gradient  # noqa: F401  (its _latex prints \operatorname{sg})
 
 PREAMBLE = r"""\documentclass[11pt]{article}
-\usepackage{amsmath,amssymb}
+\usepackage[T1]{fontenc}
+\IfFileExists{lmodern.sty}{\usepackage{lmodern}}{}
+\usepackage{amsmath,amssymb,graphicx,array}
 \usepackage[margin=2.2cm]{geometry}
 \allowdisplaybreaks
+\newsavebox{\fitbox}
+\newcommand{\fitmath}[1]{\sbox{\fitbox}{$\displaystyle #1$}%
+\ifdim\wd\fitbox>\dimexpr\linewidth-3em\relax\resizebox{\dimexpr\linewidth-3em\relax}{!}{\usebox{\fitbox}}%
+\else\usebox{\fitbox}\fi}
 """
+# T1: <, >, | in text print as themselves (OT1 gave ¡, ¿, —). \fitmath: a display formula at its
+# natural size, or scaled down to the line width (less the equation number) when it is wider,
+# so no derived equation runs off the page.
 
 
 def tex(expr) -> str:
@@ -59,7 +68,8 @@ def split_lines(terms: list, width: int = LINE_CHARS) -> list:
 
 def equation(lhs, rhs=None, *, label: str | None = None) -> str:
     """A display equation ``lhs = rhs`` (strings are used verbatim, other objects via SymPy); a
-    long scalar SymPy sum (or a fraction whose numerator is one) is broken over several lines."""
+    long scalar SymPy sum (or a fraction whose numerator is one) is broken over several lines,
+    any other equation is shrunk to the line width if it is wider (``\\fitmath`` of :data:`PREAMBLE`)."""
     left = lhs if isinstance(lhs, str) else tex(lhs)
     lab = f"\\label{{{label}}}" if label else ""
     if rhs is not None and not isinstance(rhs, (str, sp.MatrixBase)) and isinstance(rhs, sp.Expr):
@@ -76,7 +86,7 @@ def equation(lhs, rhs=None, *, label: str | None = None) -> str:
                 joined = (" \\\\\n").join([f"{left} = {lines[0]}"] + lines[1:])
                 return f"\\begin{{multline}}{lab}\n{joined}\n\\end{{multline}}\n"
     body = left if rhs is None else f"{left} = {rhs if isinstance(rhs, str) else tex(rhs)}"
-    return f"\\begin{{equation}}{lab}\n{body}\n\\end{{equation}}\n"
+    return f"\\begin{{equation}}{lab}\n\\fitmath{{{body}}}\n\\end{{equation}}\n"
 
 
 def section(title: str, *parts: str) -> str:
@@ -98,7 +108,7 @@ def _long_equation(lhs: str, prefix: str, terms: list, per_line: int = 4) -> str
     if len(terms) <= per_line:
         body = " ".join([first] + rest)
         inner = body if not prefix else prefix + r"\left[" + body + r"\right]"
-        return f"\\begin{{equation*}}\n{lhs} = {inner}\n\\end{{equation*}}\n"
+        return f"\\begin{{equation*}}\n\\fitmath{{{lhs} = {inner}}}\n\\end{{equation*}}\n"
     lines, cur = [], [first]
     for t in rest:
         if len(cur) >= per_line:
@@ -130,7 +140,8 @@ def matrix_flow_latex(mflow, *, jvp: bool = True) -> str:
     plain = {m.name: m for m in sym.values()}
     out = [equation(r"\ell(" + ", ".join(tex(sym[b]) for b in ("x", "y") if b in sym) + ")", loss.expr)]
     for b in mflow.learned:
-        out.append(f"\\begin{{equation*}}\nF_{{{b}}} = {mc.factored_latex(mflow.forces_with_sg[b], plain)}\n\\end{{equation*}}\n")
+        out.append(f"\\begin{{equation*}}\n\\fitmath{{F_{{{b}}} = {mc.factored_latex(mflow.forces_with_sg[b], plain)}}}\n"
+                   "\\end{equation*}\n")
     for b in mflow.learned:
         eta = tex(loss.rate(b))
         m = sym[b]

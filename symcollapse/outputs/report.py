@@ -73,7 +73,8 @@ def checks_table_latex(rows, *, long: bool = True) -> str:
         res = "pass" if c.passed else r"\textbf{FAIL}"
         body.append(f"{latex_text(c.claim)} & {latex_text(c.compared_with)} & {c.rel_error:.2e} & "
                     f"{c.tol:.0e} & {res} \\\\")
-    cols = "{p{0.47\\textwidth}p{0.25\\textwidth}rrl}"
+    cols = ("{>{\\raggedright\\arraybackslash}p{0.45\\textwidth}"
+            ">{\\raggedright\\arraybackslash}p{0.24\\textwidth}rrl}")  # ragged: no stretched words
     head = "claim & verified against & rel.\\ error & tol & \\\\ \\hline\n"
     if long:
         return ("{\\small\n\\begin{longtable}" + cols + "\n" + head + "\\endhead\n"
@@ -104,6 +105,7 @@ class ModelSection:
     rows: tuple
     figures: tuple  # paths relative to the report folder
     documents: tuple  # LaTeX derivation documents, relative paths
+    captions: tuple = ()  # one per figure (the job's CAPTIONS[stem]); None where it has none
 
 
 @dataclass(frozen=True)
@@ -134,15 +136,42 @@ def collect(modules, out: Path, *, figures: bool = True, documents: bool = True)
         rows = tuple(m.checks())
         figs = tuple(Path(p).relative_to(out) for p in m.write_figures(fig_dir)) if figures else ()
         docs = tuple(Path(p).relative_to(out) for p in m.write_latex(tex_dir)) if documents else ()
-        sections.append(ModelSection(m.MODEL, rows, figs, docs))
+        caps = getattr(m, "CAPTIONS", {}) or {}
+        sections.append(ModelSection(m.MODEL, rows, figs, docs, tuple(caps.get(p.stem) for p in figs)))
     return tuple(sections)
 
 
-def report_latex(sections) -> str:
-    """The report as one LaTeX document (tables and \\includegraphics of the figures)."""
+def document_body(text: str) -> str:
+    """The body of a standalone derivation document, to be included in the report: what lies
+    between \\maketitle and \\end{document}, with sections demoted one level and the abstract
+    kept as a paragraph."""
+    start = text.find("\\maketitle")
+    start = text.find("\\begin{document}") + len("\\begin{document}") if start < 0 else start + len("\\maketitle")
+    end = text.rfind("\\end{document}")
+    body = text[start:end if end >= 0 else len(text)]
+    body = body.replace("\\begin{abstract}", "").replace("\\end{abstract}", "")
+    for a, b in (("\\subsubsection", "\\paragraph"), ("\\subsection", "\\subsubsection"),
+                 ("\\section", "\\subsection")):
+        body = body.replace(a + "{", b + "{").replace(a + "*{", b + "*{")
+    return body.strip() + "\n"
+
+
+def _caption(s, k: int, *, tex: bool) -> str:
+    """The job's caption (LaTeX text with $…$ math, also readable in Markdown), else a plain one."""
+    cap = s.captions[k] if k < len(s.captions) else None
+    if cap:
+        return cap
+    plain = f"{s.model}: {s.figures[k].stem.replace('_', ' ')}"
+    return latex_text(plain) if tex else plain
+
+
+def report_latex(sections, folder: Path | None = None) -> str:
+    """The report as one LaTeX document: per model, its derivation documents (the equations
+    SymPy derived, included from ``folder``), its verification table and its figures (the
+    vector PDF beside each PNG when there is one) with captions."""
     total = sum(len(s.rows) for s in sections)
     failed = sum(1 for s in sections for r in s.rows if not r.passed)
-    parts = [PREAMBLE, "\\usepackage{graphicx,longtable}\n",
+    parts = [PREAMBLE, "\\usepackage{longtable}\n",
              "\\title{symcollapse: verified derivation report}\n\\date{}\n\\begin{document}\n\\maketitle\n",
              f"Every derived statement below was compared with an independent number or a published "
              f"closed form: {total} checks, {total - failed} passed, {failed} failed. A symbolic row "
@@ -152,10 +181,19 @@ def report_latex(sections) -> str:
         if s.documents:
             parts.append("Derivation documents: " + ", ".join(
                 f"\\texttt{{{latex_text(str(p))}}}" for p in s.documents) + ".\n\n")
+            for p in s.documents:
+                src = (folder / p) if folder is not None else None
+                if src is not None and src.exists():
+                    parts.append(f"\\subsection{{Derivation: {latex_text(p.stem)}}}\n"
+                                 + document_body(src.read_text(encoding="utf-8")))
+        parts.append("\\subsection{Verification}\n")
         parts.append(checks_table_latex(s.rows) if s.rows else "No checks.\n")
-        for p in s.figures:
-            parts.append("\\begin{center}\\includegraphics[width=0.6\\textwidth]{"
-                         f"{p.as_posix()}}}\\\\\\texttt{{{latex_text(p.name)}}}\\end{{center}}\n")
+        for k, p in enumerate(s.figures):
+            vec = p.with_suffix(".pdf")
+            use = vec if folder is not None and p.suffix == ".png" and (folder / vec).exists() else p
+            parts.append("\\begin{figure}[htbp]\\centering\n\\includegraphics[width=0.8\\textwidth]{"
+                         f"{use.as_posix()}}}\n\\caption{{{_caption(s, k, tex=True)}}}\n\\end{{figure}}\n")
+        parts.append("\\clearpage\n")
     parts.append("\\end{document}\n")
     return "".join(parts)
 
@@ -173,8 +211,8 @@ def report_markdown(sections) -> str:
         if s.documents:
             parts.append("Derivations: " + ", ".join(f"[{p.name}]({p.as_posix()})" for p in s.documents) + "\n")
         parts.append("\n" + (checks_table_markdown(s.rows) if s.rows else "No checks.\n"))
-        for p in s.figures:
-            parts.append(f"\n![{p.stem}]({p.as_posix()})\n")
+        for k, p in enumerate(s.figures):
+            parts.append(f"\n![{p.stem}]({p.as_posix()})\n\n*Figure: {_md_cell(_caption(s, k, tex=False))}*\n")
     return "".join(parts)
 
 
@@ -184,7 +222,7 @@ def build_pdf(tex_path: Path, timeout: float = 120.0) -> tuple[Path | None, str]
     exe = shutil.which("pdflatex")
     if exe is None:
         return None, "pdflatex is not installed: report.pdf was not built (report.tex and report.md were)"
-    tex_path = Path(tex_path)
+    tex_path = Path(tex_path).resolve()  # TEXINPUTS must not be relative to pdflatex's cwd (--out report)
     with tempfile.TemporaryDirectory(dir=tex_path.parent, prefix=".pdf.") as tmp:
         cmd = [exe, "-interaction=nonstopmode", "-halt-on-error", f"-output-directory={tmp}", tex_path.name]
         try:
@@ -210,7 +248,7 @@ def write_report(out, modules=None, *, figures: bool = True, documents: bool = T
         modules = job_modules()
     out = ensure_writable_dir(out)
     sections = collect(modules, out, figures=figures, documents=documents)
-    tex = atomic_write_text(out / "report.tex", report_latex(sections))
+    tex = atomic_write_text(out / "report.tex", report_latex(sections, out))
     md = atomic_write_text(out / "report.md", report_markdown(sections))
     pdf_path, msg = build_pdf(tex) if pdf else (None, "PDF not requested")
     return Report(tex, md, pdf_path, msg, sections)
