@@ -22,6 +22,8 @@ from ..symbolic.flow import derive_flow
 from ..symbolic.invariants import linear_invariants
 from ..symbolic.sectors import balanced_ansatz, balanced_centre_sector
 from ..symbolic.series import slow_rate_series
+from ..symbolic.losses import embedding_matrix_loss
+from ..symbolic.matrix_flow import derive_matrix_flow
 from ..verification import Check, close, identity
 
 MODEL = "embedding"
@@ -227,8 +229,6 @@ def latex_document() -> str:
     on_edge = {x: sp.Symbol("x_i"), y: sp.Symbol("y_c")}
     edge = {b: flow.force(b)[0].subs(on_edge) for b in ("x", "y")}
     from ..outputs.latex import matrix_flow_latex
-    from ..symbolic.losses import embedding_matrix_loss
-    from ..symbolic.matrix_flow import derive_matrix_flow
 
     parts = []
     parts.append(section(

@@ -21,6 +21,8 @@ from ..symbolic import meanfield as mfm
 from ..symbolic.assemble import assemble_symbolic
 from ..symbolic.flow import derive_flow
 from ..symbolic.symbols import sqnorm
+from ..symbolic.losses import head_matrix_loss
+from ..symbolic.matrix_flow import derive_matrix_flow
 from ..verification import Check, close, identity
 
 MODEL = "head"
@@ -307,8 +309,6 @@ def latex_document() -> str:
     reduced = "".join(equation(nm, e) for nm, e in zip(names, mf.rhs))
     reduced0 = "".join(equation(nm, e) for nm, e in zip(names, mf0.rhs))
     from ..outputs.latex import matrix_flow_latex
-    from ..symbolic.losses import head_matrix_loss
-    from ..symbolic.matrix_flow import derive_matrix_flow
 
     msg, mno = derive_matrix_flow(head_matrix_loss("both")), derive_matrix_flow(head_matrix_loss("none"))
     secs = [

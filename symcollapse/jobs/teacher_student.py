@@ -15,6 +15,8 @@ import sympy as sp
 
 from ..models import teacher_student as ts
 from ..models.teacher_student import MAP, TeacherStudentModel
+from ..symbolic.losses import student_matrix_loss
+from ..symbolic.matrix_flow import derive_matrix_flow
 from ..verification import Check, close, identity
 
 MODEL = "teacher_student"
@@ -204,8 +206,6 @@ def latex_document() -> str:
         equation(r"F_S^{\mathrm{head}}", lmh.force_S),
     )
     from ..outputs.latex import matrix_flow_latex
-    from ..symbolic.losses import student_matrix_loss
-    from ..symbolic.matrix_flow import derive_matrix_flow
 
     s_mat = section(
         "The student derived once for every $d$ and $D$",

@@ -18,7 +18,9 @@ from ..symbolic.loss import LABEL, SAMPLE
 from ..tolerance import within
 from ..validation import check_array, check_int, check_rate, check_real
 from .graph import CouplingGraph
+from .compile import compile_loss
 from .matrix_kernels import Evaluator, MatrixCompiledFlow
+from .system import FlowSystem
 
 #: the largest d at which :meth:`MatrixFlowSystem.jacobian` assembles the sparse Jacobian (from
 #: the component derivation, whose cost grows with d); above it use ``linear_operator``
@@ -349,9 +351,6 @@ class MatrixFlowSystem:
     def component(self):
         """The component-level FlowSystem of the same loss at these sizes (small d: the
         cross-check path; its derivation cost grows with d)."""
-        from .compile import compile_loss
-        from .system import FlowSystem
-
         d = max(self.dims.values())
         if d > SPARSE_JACOBIAN_MAX_D:
             raise InvalidParameterError(

@@ -6,7 +6,6 @@ blocks, so that for the embedding-only model it is Z = [X; Y] flattened.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sps
@@ -17,9 +16,6 @@ from ..validation import check_array, check_rate, check_real
 from .finite_differences import central_jacobian
 from .graph import CouplingGraph
 from .lambdify import _stack
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .compile import CompiledFlow
 
 
 class FlowSystem:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..symbolic import matcalc as mc
 from ..symbolic.stopgrad import stop_gradient  # noqa: F401  (its _latex prints \operatorname{sg})
 
 PREAMBLE = r"""\documentclass[11pt]{article}
@@ -128,8 +129,6 @@ def matrix_flow_latex(mflow, *, jvp: bool = True) -> str:
     the forces F_b = −∂ℓ/∂θ_b with sg shown where it acted, and (``jvp``) the Jacobian-vector
     products δθ̇ = (∂θ̇/∂θ) δθ; every expression printed by SymPy's printer from the derived chains."""
     from sympy.matrices.expressions import MatrixSymbol
-
-    from ..symbolic import matcalc as mc
 
     loss = mflow.loss
     sym = dict(loss.symbols)

@@ -20,6 +20,7 @@ from sympy.matrices.expressions import MatrixSymbol
 
 from ..errors import DerivationCheckError, InvalidParameterError
 from . import matcalc as mc
+from . import polydiff
 from .loss import LABEL, SAMPLE, EdgeLoss
 from .symbols import matrix as _matrix, rate as _rate, vector as _vector
 
@@ -283,6 +284,4 @@ def cross_check(flow: MatrixFlow, sizes=CHECK_DIMS) -> dict:
 
 def _is_zero(M) -> bool:
     """Every entry expands to 0 (sparse polynomial arithmetic; sg(·) atoms are generators)."""
-    from . import polydiff
-
     return all(polydiff.expand(e) == 0 for e in M)
