@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,7 +34,18 @@ from .symbolic.stopgrad import stop_gradient
 FORMAT = 1
 _ENGINE_FILES = ("symbolic/flow.py", "symbolic/loss.py", "symbolic/polydiff.py",
                  "symbolic/stopgrad.py", "symbolic/symbols.py", "numerics/kernels.py", "cache.py",
+                 "numerics/compile.py", "numerics/structure.py", "numerics/lambdify.py", "numerics/kernel_cache.py",
                  "symbolic/matcalc.py", "symbolic/matrix_flow.py", "numerics/matrix_kernels.py")
+
+
+class CacheWarning(UserWarning):
+    """A cache entry failed to load or to verify; it was discarded and rebuilt."""
+
+
+def warn_discarded(loss: EdgeLoss, what: str) -> None:
+    """One warning per discarded entry, naming the loss and the reason."""
+    warnings.warn(f"symcollapse cache: the entry of {loss.name} {what}; it was discarded and is "
+                  "rebuilt", CacheWarning, stacklevel=3)
 
 
 class NotEncodable(Exception):
@@ -193,28 +205,44 @@ def _checksum(payload: bytes) -> str:
 
 
 def _read(loss: EdgeLoss, path: Path):
-    """The verified JSON payload of an entry, or None (absent, stale key, bad checksum)."""
+    """The verified JSON payload of an entry, or None (absent, stale key, bad checksum; an
+    unreadable or corrupted file is also removed, with a CacheWarning)."""
     try:
         raw = path.read_bytes()
+    except OSError:
+        return None
+    try:
         head, payload = raw.split(b"\n", 1)
         header = json.loads(head)
         if header.get("format") != FORMAT or header.get("key") != loss_key(loss):
-            return None
+            return None  # another engine version or loss: expected, overwritten on store
         if header.get("sha256") != _checksum(payload):
-            return None
+            raise ValueError("checksum mismatch")
         return json.loads(payload)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        _remove(path)
+        warn_discarded(loss, f"could not be read ({type(exc).__name__}: {exc})")
         return None
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def load(loss: EdgeLoss, path: Path | None = None) -> EdgeFlow | None:
     """The cached flow of ``loss``, or None if absent, stale, corrupted or unreadable."""
-    data = _read(loss, entry_path(loss) if path is None else path)
+    path = entry_path(loss) if path is None else path
+    data = _read(loss, path)
     if data is None:
         return None
     try:
         return decode_flow(loss, data)
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, SyntaxError) as exc:
+        _remove(path)
+        warn_discarded(loss, f"could not be decoded ({type(exc).__name__}: {exc})")
         return None
 
 
@@ -227,8 +255,49 @@ def load_kernels(loss: EdgeLoss) -> dict | None:
     """
     if not enabled():
         return None
-    data = _read(loss, kernels_path(loss))
-    return data if isinstance(data, dict) and "fast" in data else None
+    path = kernels_path(loss)
+    data = _read(loss, path)
+    if data is None:
+        return None
+    problem = _kernel_schema_problem(data)
+    if problem:
+        _remove(path)
+        warn_discarded(loss, f"(kernel sources) is malformed: {problem}")
+        return None
+    return data
+
+
+def _kernel_schema_problem(data) -> str | None:
+    """Why ``data`` is not a kernel-source entry of :func:`kernels.kernel_sources`, or None.
+
+    Checks the layout and that every source compiles (it is not executed here)."""
+    if not isinstance(data, dict) or not isinstance(data.get("fast"), bool):
+        return "no boolean 'fast'"
+    if not data["fast"]:
+        return None
+    for key, kind in (("affine", dict), ("moment", dict), ("moment_symbols", list)):
+        if not isinstance(data.get(key), kind):
+            return f"no {kind.__name__} {key!r}"
+    sources = list(data["moment"].values())
+    for coefs in data["affine"].values():
+        if not isinstance(coefs, dict):
+            return "an 'affine' block is not a dict"
+        for spec in coefs.values():
+            if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str)
+                    and isinstance(spec[1], list)):
+                return "an 'affine' coefficient is not [kind, shape, source]"
+            if spec[2] is not None:
+                sources.append(spec[2])
+    if not all(isinstance(n, str) and n.isidentifier() for n in data["moment_symbols"]):
+        return "'moment_symbols' are not names"
+    for src in sources:
+        if not isinstance(src, str):
+            return "a kernel source is not text"
+        try:
+            compile(src, "<symcollapse-cached-kernel>", "exec")
+        except (SyntaxError, ValueError) as exc:
+            return f"a kernel source does not compile ({exc.__class__.__name__})"
+    return None
 
 
 def store_kernels(loss: EdgeLoss, sources: dict) -> Path | None:

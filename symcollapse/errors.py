@@ -16,3 +16,8 @@ class DerivationCheckError(SymcollapseError):
 
 class IntegrationError(SymcollapseError):
     """A numerical integration failed or produced non-finite values."""
+
+
+class ProblemTooLargeError(SymcollapseError):
+    """The problem is too large for the chosen method (the message gives its size, what the method
+    needs and which option to use instead)."""

@@ -19,7 +19,7 @@ import numpy as np
 from .errors import InvalidParameterError
 from .validation import check_int, check_real
 
-SPARES = (0.5, -0.5)  # spare head eigenvalues at which rank-deficient representatives are classified
+SPARES = (0.5, -0.5)  # spare head eigenvalues of the LaTeX family table (rank-deficient families)
 KIND_CODE = {"stable": 1.0, "degenerate": 0.0}  # saddles: −n_unstable; unclassified: −99
 
 
@@ -83,23 +83,36 @@ def phase_point(K: int = 3, eps: float = 0.1, d: int = 4, seed: int = 0, eta_W: 
 
 @lru_cache(maxsize=None)
 def derived_cell(K: int, eps: float, d: int, eta_x: float = 1.0, eta_y: float = 0.1, eta_W: float = 1.0,
-                 n_max: int = 4) -> dict:
-    r"""Derived stability over all families of the cell: the families stable at their representative
-    (for some spare s), split into separated (keep a level 0 < |ν| < 1) and collapsed."""
+                 n_max: int = 4, quick: bool = False) -> dict:
+    r"""Derived stability over all families of the cell (``quick``: fewer members scanned, for figures):
+    the families with a stable member among the
+    scanned ones (:func:`~symcollapse.numerics.families.scan_family`), split into separated (keep a
+    level 0 < |ν| < 1) and collapsed."""
     from .numerics import families as fm
 
     model, n, mu, e = _model(K, eps, d, eta_x, eta_y, eta_W, n_max)
-    stable, kinds = [], {}
+    stable, bounded, kinds = [], [], {}
     for fam in fm.enumerate_families(model.graph, d):
-        labels = []
-        for s in (SPARES if fam.rank < d else (0.0,)):
-            labels.append(fm.classify_family(model, fam, spare=s).label)
+        if quick:  # figures: one member (equal lengths), spare head eigenvalues ±0.5 only
+            verdict, verdict_b, labels = fm.scan_family(model, fam, spares=(-0.5, 0.5),
+                                                        members=lambda f: [dict(lengths=np.ones(f.rank))])
+        else:
+            verdict, verdict_b, labels = fm.scan_family(model, fam)
         kinds[fam.key] = labels
-        if "stable" in labels:
+        if verdict == "stable":
             stable.append(fam)
-    sep = [f.key for f in stable if any(0 < abs(nu) < 1 - 1e-9 and r for nu, r in zip(f.nus, f.ranks))]
-    col = [f.key for f in stable if f.key not in sep]
-    return {"n": n, "mu": mu, "eps_real": e, "stable_separated": sep, "stable_collapsed": col, "kinds": kinds}
+        if verdict_b == "stable":
+            bounded.append(fam.key)
+
+    def separated(f):
+        return any(0 < abs(nu) < 1 - 1e-9 and r for nu, r in zip(f.nus, f.ranks))
+
+    sep = [f.key for f in stable if separated(f)]
+    col = [f.key for f in stable if not separated(f)]
+    col_b = [k for k in col if k in bounded]
+    sep_b = [k for k in sep if k in bounded]
+    return {"n": n, "mu": mu, "eps_real": e, "stable_separated": sep, "stable_collapsed": col,
+            "stable_separated_bounded": sep_b, "stable_collapsed_bounded": col_b, "kinds": kinds}
 
 
 # --- runs ------------------------------------------------------------------------------------------
@@ -159,6 +172,36 @@ def summarise(records: list[dict]) -> dict:
     return cells
 
 
+def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False) -> dict:
+    """Add each cell's derived stable families and the reached families that are not among them."""
+    for (e, d, ew), c in cells.items():
+        der = derived_cell(K, e, d, eta_x, eta_y, ew, quick=quick)
+        c["derived_stable_separated"] = der["stable_separated"]
+        c["derived_stable_collapsed"] = der["stable_collapsed"]
+        c["derived_bounded_separated"] = der["stable_separated_bounded"]
+        c["derived_bounded_collapsed"] = der["stable_collapsed_bounded"]
+        c["reached_not_derived_stable"] = [f for f in c["families"]
+                                           if f not in der["stable_separated"] + der["stable_collapsed"]]
+        if quick and c["reached_not_derived_stable"]:  # the full member scan, for reached families only
+            from .numerics import families as fm
+
+            model, *_ = _model(K, e, d, eta_x, eta_y, ew, 4)
+            by_key = {f.key: f for f in fm.enumerate_families(model.graph, d)}
+            c["reached_not_derived_stable"] = [k for k in c["reached_not_derived_stable"]
+                                               if k not in by_key or fm.scan_family(model, by_key[k])[0] != "stable"]
+    return cells
+
+
+def cells_from_results(path, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False, keep=None) -> dict:
+    """Cells (with the derived families attached) from a phase results file, finished points only."""
+    from .numerics.sweeps import read_results
+
+    recs = [r for r in read_results(path).values() if r["params"]["K"] == K and (keep is None or keep(r["params"]))]
+    if not recs:
+        raise InvalidParameterError(f"no K = {K} results in {str(path)!r}")
+    return attach_derived(summarise(recs), K, eta_x, eta_y, quick=quick)
+
+
 def write_summary(cells: dict, path) -> Path:
     """The per-cell summary as JSON (atomic)."""
     from .outputs.io import atomic_write_text
@@ -176,14 +219,7 @@ def write_outputs(K: int, eps, d, seeds: int, out, *, eta_W=(1.0,), eta_x: float
     out = Path(out)
     recs = run_phase(K, eps, d, seeds, out, eta_W=eta_W, eta_x=eta_x, eta_y=eta_y, workers=workers,
                      backend="serial" if workers == 1 else "processes", t_max=t_max, progress=progress)
-    cells = summarise(recs)
-    for (e, dd, ew), c in cells.items():
-        der = derived_cell(K, e, dd, eta_x, eta_y, ew)
-        c["derived_stable_separated"] = der["stable_separated"]
-        c["derived_stable_collapsed"] = der["stable_collapsed"]
-        # every reached family must be one the derivation classifies stable (at some member)
-        c["reached_not_derived_stable"] = [f for f in c["families"]
-                                           if f not in der["stable_separated"] + der["stable_collapsed"]]
+    cells = attach_derived(summarise(recs), K, eta_x, eta_y)
     paths = [write_summary(cells, out / f"phase_K{K}_summary.json")]
     if figures:
         from .outputs.phase_figures import phase_figure
@@ -192,4 +228,29 @@ def write_outputs(K: int, eps, d, seeds: int, out, *, eta_W=(1.0,), eta_x: float
             paths.append(phase_figure(cells, K, "d", out / f"phase_K{K}_eps_d.png"))
         if len(d) == 1 and len(eta_W) > 1:
             paths.append(phase_figure(cells, K, "eta_W", out / f"phase_K{K}_eps_etaW.png"))
+    return paths
+
+
+#: The default (committed-figure) grids of the issue: ≥ 20 ε × ≥ 10 rows × 8 seeds per K. Slow:
+#: see :func:`regenerate` (a few hours per K on 2 cores; README states the cost).
+DEFAULT_EPS = tuple(round(0.02 * k, 2) for k in range(1, 21))
+DEFAULT_ETA_W = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+
+
+def default_grid(K: int) -> dict:
+    """ε × d (d = 1 … max(10, 2K + 4)) and ε × η_W (d = K + 1) with 8 seeds per cell."""
+    return {"eps": DEFAULT_EPS, "d": tuple(range(1, max(10, 2 * K + 4) + 1)), "eta_W": DEFAULT_ETA_W,
+            "d_etaW": K + 1, "seeds": 8}
+
+
+def regenerate(out, Ks=(2, 3, 4), *, workers: int = 2, grids: dict | None = None, progress=None) -> list[Path]:
+    r"""The slow target: run (or resume) the default grids of every K and write their figures into
+    ``out/K{K}/`` and ``out/K{K}_etaW/``; ``grids`` {K: dict like :func:`default_grid`} overrides."""
+    paths = []
+    for K in Ks:
+        g = (grids or {}).get(K, default_grid(K))
+        paths += write_outputs(K, g["eps"], g["d"], g["seeds"], Path(out) / f"K{K}", workers=workers,
+                               progress=progress)
+        paths += write_outputs(K, g["eps"], [g["d_etaW"]], g["seeds"], Path(out) / f"K{K}_etaW",
+                               eta_W=g["eta_W"], workers=workers, progress=progress)
     return paths

@@ -99,6 +99,21 @@ def make_variant(loss: EdgeLoss, P, *, mean: bool = False, rates: dict | None = 
     """
     from .numerics.graph import CouplingGraph
 
+    if not isinstance(loss, EdgeLoss):
+        raise InvalidParameterError(f"loss must be an EdgeLoss; got {type(loss).__name__}")
+    if not isinstance(mean, bool):
+        raise InvalidParameterError(f"mean must be True or False; got {mean!r}")
+    for what, given in (("rates", rates), ("frozen", frozen)):
+        if given is not None and not isinstance(given, dict):
+            raise InvalidParameterError(f"{what} must be a dict keyed by block name; got {type(given).__name__}")
+    unknown = sorted(map(str, set(rates or {}) - set(loss.blocks)))
+    if unknown:
+        raise InvalidParameterError(f"rates names unknown blocks {unknown}; blocks are {loss.blocks}")
+    frozen_blocks = tuple(b for b in loss.shared_names if b not in loss.learned)
+    unknown = sorted(map(str, set(frozen or {}) - set(frozen_blocks)))
+    if unknown:
+        raise InvalidParameterError(f"frozen names blocks {unknown} that are not frozen shared blocks; "
+                                    f"frozen blocks of this loss: {frozen_blocks}")
     g = CouplingGraph.from_couplings(P)
     rates = {b: check_rate(f"eta_{b}", v) for b, v in (rates or {}).items()}
     for b in loss.learned:

@@ -184,7 +184,9 @@ def test_kernel_sources_are_reused_and_a_wrong_one_is_rebuilt(cache_dir, monkeyp
     ref = FlowSystem(cold, P, **kw).flow_vector(v)
     # warm: neither the flow nor the moment structure is derived again
     kernels.compile_loss.cache_clear()
-    monkeypatch.setattr(kernels, "_moment_structure", lambda *a: pytest.fail("re-derived kernels"))
+    from symcollapse.numerics import compile as compile_mod  # where compile_flow looks it up
+
+    monkeypatch.setattr(compile_mod, "_moment_structure", lambda *a: pytest.fail("re-derived kernels"))
     warm = kernels.compile_loss(loss)
     np.testing.assert_allclose(FlowSystem(warm, P, **kw).flow_vector(v), ref, rtol=1e-13, atol=1e-13)
     monkeypatch.undo()
@@ -197,3 +199,80 @@ def test_kernel_sources_are_reused_and_a_wrong_one_is_rebuilt(cache_dir, monkeyp
     fixed = kernels.compile_loss(loss)
     np.testing.assert_allclose(FlowSystem(fixed, P, **kw).flow_vector(v), ref, rtol=1e-13, atol=1e-13)
     assert cache.load_kernels(loss)["moment"]["W"] == src["moment"]["W"]
+
+
+# --- entries with a valid checksum but wrong content: discarded and rebuilt once, with a warning
+_P = np.array([[1.0, 0.5], [0.0, 2.0], [1.0, 1.0]])
+_KW = dict(rates={"x": 1.0, "y": 0.5, "W": 0.3}, params={"lam": 0.7})
+
+
+def _warm_entries(loss):
+    """Write both entries (flow and kernel sources) and return the reference flow at a point."""
+    cold = kernels.compile_loss(loss)
+    v = np.random.default_rng(3).normal(size=FlowSystem(cold, _P, **_KW).size)
+    ref = FlowSystem(cold, _P, path="edge", **_KW).flow_vector(v)
+    kernels.compile_loss.cache_clear()
+    assert cache.load_kernels(loss) is not None and cache.load(loss) is not None
+    return v, ref
+
+
+@pytest.mark.parametrize("damage", ["syntax", "no-affine", "not-a-dict", "bad-symbols"])
+def test_malformed_kernel_entry_is_discarded_and_rebuilt(cache_dir, damage):
+    loss = _head(2, f"kern-{damage}")
+    v, ref = _warm_entries(loss)
+    src = cache.load_kernels(loss)
+    bad = json.loads(json.dumps(src))
+    if damage == "syntax":
+        bad["moment"]["W"] = src["moment"]["W"].replace("return", "return )(", 1)
+    elif damage == "no-affine":
+        del bad["affine"]
+    elif damage == "not-a-dict":
+        bad["moment"] = ["def f(: pass"]
+    else:
+        bad["moment_symbols"] = ["M0", "1x"]
+    cache.store_kernels(loss, bad)  # a valid key and checksum, wrong content
+    with pytest.warns(cache.CacheWarning, match="discarded"):
+        cp = kernels.compile_loss(loss)
+    np.testing.assert_allclose(FlowSystem(cp, _P, **_KW).flow_vector(v), ref, rtol=1e-12, atol=1e-12)
+    assert cache.load_kernels(loss) == src  # rewritten from a fresh build
+    kernels.compile_loss.cache_clear()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cache.CacheWarning)  # once: the next run is clean
+        kernels.compile_loss(loss)
+
+
+def _store_wrong_forces(loss):
+    good = derive_flow(loss)
+    bad = EdgeFlow(loss, tuple((b, 2 * F if b == "x" else F) for b, F in good.forces), good.forces_with_sg)
+    cache.store(loss, bad)
+    return good
+
+
+@pytest.mark.parametrize("first_use", ["edge", "jacobian"])
+def test_wrong_flow_entry_with_good_kernels_is_rebuilt_on_its_deferred_check(cache_dir, first_use):
+    """The moment kernels (cached, right) pass at compile time; the wrong cached forces are
+    caught when the edge kernels or the Jacobian are first built, and replaced there."""
+    loss = _head(2, f"defer-{first_use}")
+    v, ref = _warm_entries(loss)
+    good = _store_wrong_forces(loss)
+    cp = kernels.compile_loss(loss)  # compiles silently from the cache …
+    with pytest.warns(cache.CacheWarning, match="deferred check"):
+        if first_use == "edge":
+            out = FlowSystem(cp, _P, path="edge", **_KW).flow_vector(v)  # … the first use re-derives
+            np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+        else:
+            J = FlowSystem(cp, _P, **_KW).jacobian(v).toarray()
+            assert np.all(np.isfinite(J))
+    assert _same(cp.flow, good)
+    again, hit = cache.lookup(loss)
+    assert hit and _same(again, good)
+
+
+def test_unreadable_entry_warns(cache_dir):
+    loss = _head(2, "garbage")
+    cache.lookup(loss)
+    cache.entry_path(loss).write_bytes(b"\x00\xff not json")
+    with pytest.warns(cache.CacheWarning, match="could not be read"):
+        assert cache.load(loss) is None
+    assert not cache.entry_path(loss).exists()

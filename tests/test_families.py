@@ -97,3 +97,13 @@ def test_bad_input(m4):
     fam = fm.Family(tuple(lv.nu for lv in fm.nu_levels(P)), (1, 1, 0, 1, 1))
     with pytest.raises(InvalidParameterError, match="family"):
         fm.representative(P, 3, fam)
+
+
+def test_member_scan_zero_state_attracts_only_with_a_large_spare_head():
+    """Z = 0, W = sI: Zdot = -s H (sD - A) Z, so it attracts iff |s| > 1 (sD - A > 0)."""
+    m2 = sc.HeadModel(P, d=2, eta_x=1.0, eta_y=0.1, eta_W=1.0)
+    zero = fm.Family(tuple(lv.nu for lv in fm.nu_levels(P)), (0, 0, 0, 0, 0))
+    verdict, bounded, labels = fm.scan_family(m2, zero)
+    assert verdict == "stable" and bounded != "stable"
+    assert dict(labels)[0.5].startswith("saddle") or dict(labels)[0.5] == "degenerate"
+    assert fm.classify_family(m2, zero, spare=1.5).kind == "stable"

@@ -8,7 +8,8 @@ import pytest
 import symcollapse.phase as ph
 from symcollapse.cli import main
 
-ARGS = ["phase", "--model", "head", "--K", "2", "--eps", "0.25", "--d", "1", "--seeds", "3", "--t-max", "4000"]
+README_COMMAND = "symcollapse phase --model head --K 2 --eps 0.25 --d 1 --seeds 3 --out phase"  # as in README
+ARGS = README_COMMAND.split()[1:-2]
 
 
 @pytest.mark.parametrize("bad", [["--K", "1"], ["--eps", "1.2"], ["--d", "0"], ["--d", "1,1"], ["--seeds", "0"],
@@ -29,9 +30,11 @@ def test_bad_arguments_exit_2_before_work(tmp_path, bad, capsys):
     assert "error" in capsys.readouterr().err
 
 
-def test_small_grid_end_states_are_derived_stable_fixed_points_and_resume(tmp_path, monkeypatch):
-    out = tmp_path / "ph"
-    assert main(ARGS + ["--no-figures", "--out", str(out)]) == 0
+def test_readme_phase_command_end_states_are_derived_stable_fixed_points_and_resume(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(README_COMMAND.split()[1:]) == 0  # as written: data, summary and figure
+    out = tmp_path / "phase"
+    assert (out / "phase_K2_eps_d.png").exists() and (out / "phase_K2_eps_d.pdf").exists()
     lines = (out / "phase_K2.jsonl").read_text().splitlines()
     assert len(lines) == 3
     summary = json.loads((out / "phase_K2_summary.json").read_text())
@@ -65,3 +68,14 @@ def test_balanced_for_eps_picks_the_closest_small_ensemble():
     n, mu, e = ph.balanced_for_eps(2, 0.25, 8)
     assert e == mu / (2 * n + mu) and abs(e - 0.25) < 1e-12
     assert ph.balanced_for_eps(3, 0.0) == (1, 0, 0.0)
+
+
+@pytest.mark.slow
+def test_default_grids_regenerate(tmp_path):
+    """The slow target: the default grids of K = 2, 3, 4 (20 eps x >= 10 rows x 8 seeds) and the
+    acceptance checks on every cell (hours on two cores)."""
+    paths = ph.regenerate(tmp_path, workers=2)
+    assert paths
+    for summ in tmp_path.glob("*/phase_K*_summary.json"):
+        for c in json.loads(summ.read_text()):
+            assert c["residual"] <= 1e-9 and c["unstable"] == 0 and c["reached_not_derived_stable"] == []

@@ -50,6 +50,8 @@ HOW = {
     "symcollapse report --out report": "test_report_as_written (slow; default: test_report_of_real_jobs)",
     "symcollapse sweep": "test_sweep_commands",
     "symcollapse --version": "tests/test_cli.py::test_version",
+    "symcollapse phase --model head --K 2 --eps 0.25 --d 1 --seeds 3 --out phase":
+        "tests/test_phase.py::test_readme_phase_command_end_states_are_derived_stable_fixed_points_and_resume",
     "python derivations/embedding.py": "test_derivation_scripts",
     "python derivations/variant_example.py": "test_derivation_scripts",
     "python benchmarks/run.py": "tests/test_benchmarks.py (--smoke: the same code at tiny sizes)",

@@ -112,3 +112,69 @@ def test_high_powers_are_refused_before_expansion():
 def test_symbol_constructors_validate(call):
     with pytest.raises(InvalidParameterError):
         call()
+
+
+# --- variants, models and sectors: bad arguments refused before any derivation ------------------
+def _P():
+    return sc.balanced_couplings(2, 2, 1)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda V: V.embedding_loss(2, rates={"x": -1}), "rates"),
+    (lambda V: V.embedding_loss(2, rates={"x": object()}), "rates"),
+    (lambda V: V.embedding_loss(2, rates=[("x", 1)]), "rates"),
+    (lambda V: V.embedding_loss(2, rates={"W": "eta_W"}), "rates"),
+    (lambda V: V.head_loss(2, learn_head="no"), "learn_head"),
+    (lambda V: V.student_loss(2, 3, head="yes"), "head"),
+    (lambda V: V.make_variant(V.embedding_loss(2), _P(), rates={"W": 1.0}), "unknown blocks"),
+    (lambda V: V.make_variant(V.embedding_loss(2), _P(), rates={"x": -1.0}), "eta_x"),
+    (lambda V: V.make_variant(V.embedding_loss(2), _P(), rates={"x": "fast"}), "eta_x"),
+    (lambda V: V.make_variant(V.embedding_loss(2), _P(), frozen={"Q": np.eye(2)}), "frozen"),
+    (lambda V: V.make_variant(V.head_loss(2), _P(), frozen={"W": np.eye(2)}), "frozen"),
+    (lambda V: V.make_variant(V.embedding_loss(2), _P(), mean="yes"), "mean"),
+    (lambda V: V.make_variant("loss", _P()), "loss"),
+    (lambda V: sc.HeadModel(_P(), d=2, learn_head="no"), "learn_head"),
+    (lambda V: sc.embedding_sector(omega=-1), "omega"),
+    (lambda V: sc.embedding_sector(omega="a"), "omega"),
+    (lambda V: sc.embedding_sector(omega=float("nan")), "omega"),
+    (lambda V: sc.FlowSystem(sc.compile_loss(V.embedding_loss(2)), _P(), rates={"x": 1, "y": 1},
+                             frozen={"Q": 1.0}), "frozen"),
+])
+def test_bad_variant_and_model_arguments(call, name):
+    from symcollapse import variants
+
+    with pytest.raises(InvalidParameterError, match=name):
+        call(variants)
+
+
+def test_sector_accepts_positive_omega():
+    red = sc.embedding_sector(omega=1)
+    assert red.matrix.shape == (3, 3)
+
+
+# --- balanced couplings ---------------------------------------------------------------------
+def _reference_couplings(K, n, mu, omega=2.0):
+    """MODEL.md §1 row order, built pair by pair (independent of the vectorised builder)."""
+    rows = [[1.0 if c == k else 0.0 for c in range(K)] for k in range(K) for _ in range(n)]
+    for a in range(K):
+        for b in range(a + 1, K):
+            for _ in range(mu):
+                rows.append([omega / 2 if c in (a, b) else 0.0 for c in range(K)])
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("args", [(2, 1, 1), (3, 4, 2, 1.0), (5, 2, 3), (10, 3, 0), (7, 1, 4, 0.5)])
+def test_balanced_couplings_row_order(args):
+    np.testing.assert_array_equal(sc.balanced_couplings(*args), _reference_couplings(*args))
+
+
+def test_balanced_couplings_refuses_absurd_sizes_before_allocating():
+    from symcollapse.models.couplings import MAX_ENTRIES
+
+    with pytest.raises(InvalidParameterError, match="MAX_ENTRIES"):
+        sc.balanced_couplings(10**6, 1, 1)  # N·K ~ 5e17 entries
+    with pytest.raises(InvalidParameterError, match="MAX_ENTRIES"):
+        sc.balanced_couplings(2, MAX_ENTRIES, 0)
+    # mu = 0 with many classes builds no pair list: a wide P is the consistent-sample identity
+    P = sc.balanced_couplings(3000, 1, 0)
+    assert P.shape == (3000, 3000) and P.sum() == 3000 and np.all(np.diag(P) == 1.0)

@@ -1,11 +1,13 @@
 """Coupling matrices P (N×K) of the sample–label graph."""
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
+from ..errors import InvalidParameterError
 from ..validation import check_int, check_real
+
+#: Largest number of entries N·K of a coupling matrix built here (2 GiB of float64).
+MAX_ENTRIES = 2**28
 
 
 def balanced_couplings(K: int, n: int, mu: int, omega: float = 2.0) -> np.ndarray:
@@ -19,15 +21,23 @@ def balanced_couplings(K: int, n: int, mu: int, omega: float = 2.0) -> np.ndarra
     n = check_int("n", n, 1)
     mu = check_int("mu", mu, 0)
     omega = check_real("omega", omega, 0.0, None, strict_min=True)
-    pairs = list(itertools.combinations(range(K), 2))
-    N = K * n + mu * len(pairs)
+    n_pairs = K * (K - 1) // 2
+    N = K * n + mu * n_pairs
+    if N * K > MAX_ENTRIES:
+        raise InvalidParameterError(
+            f"balanced_couplings(K={K}, n={n}, mu={mu}) has N = {N} samples and a dense N×K = "
+            f"{N * K:.3g}-entry P ({8 * N * K / 2**30:.3g} GiB); at most MAX_ENTRIES = {MAX_ENTRIES:.3g} "
+            "entries are built: reduce K, n or mu")
     P = np.zeros((N, K))
     P[np.arange(K * n), np.repeat(np.arange(K), n)] = 1.0
-    row = K * n
-    for a, b in pairs:
-        P[row:row + mu, a] = omega / 2
-        P[row:row + mu, b] = omega / 2
-        row += mu
+    if mu:  # pairs (a, b), a < b, in lexicographic order, mu rows each; one slice per a
+        row = K * n
+        for a in range(K - 1):
+            rows = (K - 1 - a) * mu
+            block = P[row:row + rows]
+            block[:, a] = omega / 2
+            block[np.arange(rows), np.repeat(np.arange(a + 1, K), mu)] = omega / 2
+            row += rows
     return P
 
 

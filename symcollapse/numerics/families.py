@@ -265,10 +265,45 @@ def classify_state(model, Z, W, *, tol: float = 1e-6, residual_tol: float = 1e-7
     return Stability(kind, n_uns, n_deg, mr, np.sort_complex(ev), int(T.shape[1]), inv_res)
 
 
-def classify_family(model, family: Family, *, seed: int = 0, spare: float = 0.0, tol: float = 1e-6) -> Stability:
-    """Stability at the family's representative (:func:`representative`)."""
-    Z, W = representative(model.graph, model.d, family, seed=seed, spare=spare)
+def classify_family(model, family: Family, *, seed: int = 0, spare: float = 0.0, lengths=None,
+                    tol: float = 1e-6) -> Stability:
+    """Stability at the family's representative (:func:`representative`). Stability can differ between
+    members of one family (amplitude lengths, non-normal W, the spare eigenvalues): see :func:`scan_family`."""
+    Z, W = representative(model.graph, model.d, family, seed=seed, spare=spare, lengths=lengths)
     return classify_state(model, Z, W, tol=tol)
+
+
+MEMBER_SPARES = (-0.5, 0.5, -1.5, 1.5)  # spare head eigenvalues tried for rank-deficient families
+
+
+def scan_family(model, family: Family, *, spares=MEMBER_SPARES, members=None,
+                tol: float = 1e-6) -> tuple[str, str, list]:
+    r"""Classify several members (equal amplitude lengths; random lengths of seed 1; each spare head
+    eigenvalue s for a rank-deficient family) and summarise: 'stable' if some member is stable (the
+    family has an attracting part), 'saddle' if every member is a saddle, else 'degenerate'. Returns
+    (verdict, verdict over the members whose head spectrum lies in [−1, 1] (|s| ≤ 1), labels).
+
+    With |s| > 1 even Z = 0 attracts (Ż = −sH(sD − A)Z for W = sI, sD − A ≻ 0): collapsed families
+    always have an attracting part with a large spare head spectrum."""
+    members = [dict(lengths=np.ones(family.rank)), dict(seed=1)] if members is None else members(family)
+    labels, bounded, any_ = [], False, False
+    for mem in members:
+        for s in (spares if family.rank < model.d else (0.0,)):
+            st = classify_family(model, family, spare=s, tol=tol, **mem)
+            labels.append((float(s), st.label))
+            if st.kind == "stable":
+                any_ = True
+                bounded = bounded or abs(s) <= 1.0
+                if bounded:
+                    return "stable", "stable", labels
+
+    def verdict(ok, sel):
+        if ok:
+            return "stable"
+        lab = [lb for s, lb in labels if sel(s)]
+        return "saddle" if lab and all(lb.startswith("saddle") for lb in lab) else "degenerate"
+
+    return verdict(any_, lambda s: True), verdict(bounded, lambda s: abs(s) <= 1.0), labels
 
 
 def family_table(model, *, seed: int = 0, spares=(0.0,), max_families: int | None = None) -> list[dict]:

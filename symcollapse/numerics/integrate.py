@@ -8,16 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.integrate import BDF, solve_ivp
+from scipy.integrate import BDF, DOP853, LSODA, RK23, RK45, Radau
 from scipy.linalg import lu_factor, lu_solve
 from scipy.sparse import csc_matrix, issparse
 from scipy.sparse.linalg import splu
 
-from ..errors import IntegrationError, InvalidParameterError
+from ..errors import IntegrationError, InvalidParameterError, ProblemTooLargeError
 from ..validation import check_array, check_int, check_real
 
 STIFF = ("BDF", "Radau", "LSODA", "BDF-Schur")
 METHODS = STIFF + ("RK45", "DOP853", "RK23")
+METHOD_CLASSES = {"BDF": BDF, "Radau": Radau, "LSODA": LSODA, "RK45": RK45, "DOP853": DOP853, "RK23": RK23}
 
 
 def dense_tail(J) -> int:
@@ -78,13 +79,26 @@ class _NonFinite(ArithmeticError):
 
 @dataclass(frozen=True)
 class Solution:
-    """States θ(t_k) at the requested times (rows of ``y``)."""
+    """States θ(t_k) at the requested times (rows of ``y``).
+
+    With ``stop_residual`` the run ends at the first accepted step where ‖θ̇‖_∞ ≤ stop_residual:
+    ``t`` then holds the requested times before that step and, last, the time reached.
+    ``residual`` is ‖θ̇‖_∞ at the last state, ``stopped`` whether the residual test ended the run.
+    """
 
     t: np.ndarray
     y: np.ndarray
     nfev: int
     njev: int
     method: str
+    stopped: bool = False
+    residual: float = float("nan")
+    nsteps: int = 0
+
+
+#: largest number of unknowns for which a stiff solver may factorise the sparse Jacobian (SuperLU);
+#: beyond it integrate() refuses with ProblemTooLargeError instead of failing inside SuperLU.
+LU_LIMIT = 1_500_000
 
 
 def time_grid(t_end: float, n_points: int = 200, t_first: float | None = None) -> np.ndarray:
@@ -96,23 +110,46 @@ def time_grid(t_end: float, n_points: int = 200, t_first: float | None = None) -
     return np.concatenate([[0.0], np.geomspace(t_first, t_end, n_points - 1)])
 
 
+def check_lu_size(n: int, method: str, lu_limit: int | None = None) -> None:
+    """Refuse a sparse LU of an n-unknown Newton system beyond ``lu_limit`` (default LU_LIMIT)."""
+    limit = LU_LIMIT if lu_limit is None else check_int("lu_limit", lu_limit, 1)
+    if n > limit:
+        raise ProblemTooLargeError(
+            f"method={method!r} factorises the {n}×{n} sparse Jacobian (SuperLU), above the limit "
+            f"lu_limit = {limit} unknowns (SuperLU runs out of memory or fails in gstrf at a few "
+            "million): for a linear flow use method='auto' (exact, factorisation-free), else an "
+            "explicit method ('DOP853'), or raise lu_limit if the machine has the memory")
+
+
+def check_stop_residual(stop_residual) -> float | None:
+    """None or a tolerance > 0 for ‖θ̇‖_∞ (the fixed-point test)."""
+    return None if stop_residual is None else check_real("stop_residual", stop_residual, 0.0, None,
+                                                         strict_min=True)
+
+
 def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str = "BDF",
-              rtol: float = 1e-10, atol: float = 1e-12) -> Solution:
+              rtol: float = 1e-10, atol: float = 1e-12, stop_residual: float | None = None,
+              lu_limit: int | None = None) -> Solution:
     """Solve θ̇ = fun(θ) from θ(0) = y0, returning θ at ``t_eval`` (increasing, from 0).
 
     ``jac(θ)`` (sparse or dense) is passed to the stiff solvers; "BDF-Schur" is BDF with the
     Newton systems of a sparse ``jac`` solved through the dense Schur complement of its dense
     trailing columns (:class:`SchurBDF`; same steps and error control as "BDF").
+    ``stop_residual``: end at the first step with ‖θ̇‖_∞ ≤ stop_residual (a fixed point reached).
+    A stiff method with more than ``lu_limit`` unknowns is refused (:class:`ProblemTooLargeError`).
     """
     if method not in METHODS:
         raise InvalidParameterError(f"method must be one of {METHODS}; got {method!r}")
     rtol = check_real("rtol", rtol, 0.0, 1.0, strict_min=True)
     atol = check_real("atol", atol, 0.0, None, strict_min=True)
+    stop_residual = check_stop_residual(stop_residual)
     y0 = check_array("y0", y0, ndim=1)
     t_eval = check_array("t_eval", t_eval, ndim=1)
     if len(t_eval) < 2 or np.any(np.diff(t_eval) <= 0) or t_eval[0] < 0:
         raise InvalidParameterError("t_eval must be increasing, non-negative times (at least two); "
                                     f"got {len(t_eval)} times from {t_eval[0]:g}")
+    if method in STIFF and jac is not None:
+        check_lu_size(len(y0), method, lu_limit)
     try:
         f0 = np.asarray(fun(y0), dtype=float)
     except (ValueError, TypeError, IndexError) as exc:
@@ -122,33 +159,65 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
     if not np.all(np.isfinite(f0)):
         raise IntegrationError("the flow is not finite at the initial state (t = 0)")
 
-    reached = [float(t_eval[0])]  # the last accepted step (recorded by a never-firing event)
+    nfev = [0]
 
     def rhs(t, y):
+        nfev[0] += 1
         f = fun(y)
         if not np.all(np.isfinite(f)):
             raise _NonFinite(t)
         return f
 
-    def track(t, y):
-        reached[0] = float(t)
-        return 1.0
-
     kw = {}
-    if jac is not None and method in STIFF:
+    if jac is not None and method == "LSODA":  # LSODA takes dense Jacobians only
+        kw["jac"] = lambda t, y: (lambda J: J.toarray() if issparse(J) else J)(jac(y))
+    elif jac is not None and method in STIFF:
         kw["jac"] = lambda t, y: jac(y)
+    cls = SchurBDF if method == "BDF-Schur" else METHOD_CLASSES[method]
+    t0, t1 = float(t_eval[0]), float(t_eval[-1])
+    ts, ys = [t0], [y0.copy()]
+    residual = float(np.max(np.abs(f0))) if f0.size else 0.0
+    if stop_residual is not None and residual <= stop_residual:
+        return Solution(np.array(ts), np.array(ys), 1, 0, method, True, residual, 0)
+    reached, stopped, nsteps, i_eval, solver = t0, False, 0, 1, None
     try:
         with np.errstate(over="raise", invalid="raise"):
-            sol = solve_ivp(rhs, (float(t_eval[0]), float(t_eval[-1])), y0,
-                            method=SchurBDF if method == "BDF-Schur" else method,
-                            t_eval=t_eval, rtol=rtol, atol=atol, events=track, **kw)
+            solver = cls(rhs, t0, y0, t1, rtol=rtol, atol=atol, **kw)
+            while solver.status == "running":
+                msg = solver.step()
+                if solver.status == "failed":
+                    raise IntegrationError(f"integration failed at t = {reached:g} of {t1:g}: {msg}; "
+                                           "no trajectory returned")
+                nsteps += 1
+                t = float(solver.t)
+                reached = t
+                j = int(np.searchsorted(t_eval, t, side="right"))
+                if j > i_eval:
+                    sol = solver.dense_output()
+                    ts.extend(t_eval[i_eval:j].tolist())
+                    ys.extend(np.atleast_2d(sol(t_eval[i_eval:j])).T)
+                    i_eval = j
+                if stop_residual is not None:
+                    f = solver.f if method in ("RK45", "RK23", "DOP853") else rhs(t, solver.y)
+                    residual = float(np.max(np.abs(f)))
+                    if residual <= stop_residual:
+                        stopped = True
+                        if ts[-1] != t:
+                            ts.append(t)
+                            ys.append(solver.y.copy())
+                        break
     except (FloatingPointError, _NonFinite) as exc:
-        raise IntegrationError(f"the state diverged (non-finite flow) after t = {reached[0]:g} "
-                               f"of {t_eval[-1]:g}; no trajectory returned") from exc
-    if sol.status != 0 or sol.y.shape[1] != len(t_eval):
-        raise IntegrationError(f"integration failed at t = {reached[0]:g} of {t_eval[-1]:g}: "
-                               f"{sol.message}; no trajectory returned")
-    if not np.all(np.isfinite(sol.y)):
-        raise IntegrationError(f"integration produced non-finite values before t = {t_eval[-1]:g}; "
+        raise IntegrationError(f"the state diverged (non-finite flow) after t = {reached:g} "
+                               f"of {t1:g}; no trajectory returned") from exc
+    y = np.array(ys)
+    if not stopped and len(ts) != len(t_eval):
+        raise IntegrationError(f"integration stopped at t = {reached:g} of {t1:g} before the last "
+                               "requested time; no trajectory returned")
+    if not np.all(np.isfinite(y)):
+        raise IntegrationError(f"integration produced non-finite values before t = {t1:g}; "
                                "no trajectory returned")
-    return Solution(sol.t, sol.y.T, int(sol.nfev), int(sol.njev), method)
+    if stop_residual is None:
+        fl = np.asarray(fun(y[-1]), dtype=float)
+        residual = float(np.max(np.abs(fl))) if fl.size else 0.0
+    return Solution(np.array(ts), y, int(nfev[0]), int(getattr(solver, "njev", 0) or 0), method,
+                    stopped, residual, nsteps)

@@ -22,6 +22,10 @@ from .graph import CouplingGraph
 
 DENSE_LIMIT = 3000  # N + K up to which the dense eigenvalue problem is used by default
 MAX_DENSE = 8000  # beyond this the full spectrum is refused (memory/time)
+#: Largest rate ratio max(η)/min(η) for which the dense symmetrised spectrum gives r_s to
+#: ~1e-10 relative (its absolute error is ~ eps·‖S‖, ‖S‖ ∝ max η); above it 'auto' uses the
+#: Schur complement, which is scaled by the rates and keeps relative accuracy.
+DENSE_MAX_RATIO = 1e4
 
 
 def _graph(P) -> CouplingGraph:
@@ -89,6 +93,45 @@ def schur_complement(graph: CouplingGraph, eta_x: float, eta_y: float):
     return M, pole
 
 
+def _scaled_schur(graph: CouplingGraph, rho: float):
+    """ρ̂ -> M(r)/η_y in units r = η_x ρ̂ with ρ = η_y/η_x: D_y − (ρ̂/ρ) I − Pᵀ diag(1/(D_i − ρ̂)) P.
+
+    The same inertia as M(r) (η_y > 0), without the product η_xη_y (no overflow) and with
+    O(1) entries whatever the rate ratio, so the crossing keeps relative accuracy."""
+    Ds = graph.sample_degree
+    degrees = np.unique(Ds[Ds > 0])
+    csr = graph.csr
+    Q = np.array([(csr[np.flatnonzero(Ds == delta)].T @ csr[np.flatnonzero(Ds == delta)]).toarray()
+                  for delta in degrees]) if len(degrees) else np.zeros((0, graph.K, graph.K))
+    base = np.diag(graph.label_degree.astype(float))
+    eye = np.eye(graph.K)
+
+    def M(x: float) -> np.ndarray:
+        return base - (x / rho) * eye - np.tensordot(1.0 / (degrees - x), Q, axes=1)
+
+    pole = float(degrees.min()) if len(degrees) else np.inf
+    return M, pole
+
+
+def _rate_ratio(eta_x: float, eta_y: float) -> float:
+    """ρ = η_y/η_x, refused if it leaves the floating-point range."""
+    rho = eta_y / eta_x
+    if not np.isfinite(rho) or rho < np.finfo(float).tiny:
+        raise InvalidParameterError(
+            f"eta_y/eta_x = {eta_y:g}/{eta_x:g} is outside the floating-point range; rescale time "
+            "(r_s is proportional to the rates: r_s(a·η_x, a·η_y) = a·r_s(η_x, η_y))")
+    return float(rho)
+
+
+def _checked_rate(r: float, eta_x: float, eta_y: float) -> float:
+    """A slow rate that is a positive normal float, or InvalidParameterError (no silent 0)."""
+    if not np.isfinite(r) or r < np.finfo(float).tiny:
+        raise InvalidParameterError(
+            f"the slow rate for eta_x = {eta_x:g}, eta_y = {eta_y:g} is {r:g}: not a positive normal "
+            "float; rescale the rates (r_s is proportional to them)")
+    return float(r)
+
+
 def label_components(graph: CouplingGraph) -> int:
     """Number of connected components that contain at least one label."""
     _, lab = graph.components
@@ -104,13 +147,14 @@ def slow_rate_schur(P, eta_x: float = 1.0, eta_y: float = 1.0, *, xtol: float = 
     """
     eta_x, eta_y = check_rate("eta_x", eta_x), check_rate("eta_y", eta_y)
     g = _graph(P)
-    M, pole = schur_complement(g, eta_x, eta_y)
+    rho = _rate_ratio(eta_x, eta_y)
+    M, pole = _scaled_schur(g, rho)  # r = η_x·x: the root is found in rate-free units
     c = label_components(g)
     if c >= g.K:  # every label in its own component: no label-coupled slow mode
         return _unstructured(g, eta_x, eta_y)
 
-    def f(r):
-        return float(eigvalsh(M(r), subset_by_index=[c, c])[0])
+    def f(x):
+        return float(eigvalsh(M(x), subset_by_index=[c, c])[0])
 
     hi = pole * (1.0 - 1e-12) if np.isfinite(pole) else None
     if hi is None or f(hi) > 0.0:
@@ -119,13 +163,15 @@ def slow_rate_schur(P, eta_x: float = 1.0, eta_y: float = 1.0, *, xtol: float = 
     # f(0+) > 0 unless r_s is tiny; start just above 0 (f(0) = λ_c(M(0)) > 0 by construction).
     if f(lo) <= 0.0:
         raise DerivationCheckError("Schur complement at r = 0 has more zero modes than components")
-    r = brentq(f, lo, hi, xtol=xtol * max(hi, 1e-300), rtol=4 * np.finfo(float).eps, maxiter=500)
-    return float(r)
+    # relative tolerance only: r_s may be many orders below the pole (slow labels, small ε)
+    x = brentq(f, lo, hi, xtol=min(xtol, 1e-300) * max(hi, 1e-300), rtol=4 * np.finfo(float).eps,
+               maxiter=500)
+    return _checked_rate(eta_x * float(x), eta_x, eta_y)
 
 
 def _unstructured(g: CouplingGraph, eta_x: float, eta_y: float) -> float:
     """Fallback when the slowest mode is not below the sample poles: dense if small, else sparse."""
-    if g.N + g.K <= DENSE_LIMIT:
+    if g.N + g.K <= DENSE_LIMIT and _ratio(eta_x, eta_y) <= DENSE_MAX_RATIO:
         return slow_rate_dense(g, eta_x, eta_y)
     return slow_rate_sparse(g, eta_x, eta_y)
 
@@ -175,16 +221,26 @@ def slow_rate(P, eta_x: float = 1.0, eta_y: float = 1.0, *, method: str = "auto"
     'auto' (dense for N+K ≤ 3000, else Schur).
     """
     eta_x, eta_y = check_rate("eta_x", eta_x), check_rate("eta_y", eta_y)
+    if method not in ("auto", "dense", "schur", "sparse"):
+        raise InvalidParameterError(f"method must be 'auto', 'dense', 'schur' or 'sparse'; got {method!r}")
     g = _graph(P)
+    ratio = _ratio(eta_x, eta_y)
     if method == "auto":
-        method = "dense" if g.N + g.K <= DENSE_LIMIT else "schur"
-    if method == "dense":
-        return slow_rate_dense(g, eta_x, eta_y)
-    if method == "schur":
-        return slow_rate_schur(g, eta_x, eta_y)
-    if method == "sparse":
-        return slow_rate_sparse(g, eta_x, eta_y)
-    raise InvalidParameterError(f"method must be 'auto', 'dense', 'schur' or 'sparse'; got {method!r}")
+        method = "dense" if g.N + g.K <= DENSE_LIMIT and ratio <= DENSE_MAX_RATIO else "schur"
+    if method == "dense" and ratio > DENSE_MAX_RATIO:
+        raise InvalidParameterError(
+            f"method='dense' loses relative accuracy for the rate ratio {ratio:.3g} > DENSE_MAX_RATIO = "
+            f"{DENSE_MAX_RATIO:g} (its error is ~1e-16 times the ratio); use method='schur' or 'auto'")
+    # r_s is homogeneous of degree 1 in the rates: compute at (1, η_y/η_x), scale by η_x
+    rho = _rate_ratio(eta_x, eta_y)
+    fn = {"dense": slow_rate_dense, "schur": slow_rate_schur, "sparse": slow_rate_sparse}[method]
+    return _checked_rate(eta_x * fn(g, 1.0, rho), eta_x, eta_y)
+
+
+def _ratio(eta_x: float, eta_y: float) -> float:
+    """max(η)/min(η) (inf if it overflows)."""
+    with np.errstate(over="ignore"):
+        return float(max(eta_x, eta_y) / min(eta_x, eta_y))
 
 
 def decay_modes(P, eta_x: float = 1.0, eta_y: float = 1.0):

@@ -15,7 +15,7 @@ from ..symbolic.loss import LABEL, SAMPLE
 from ..validation import check_array, check_rate, check_real
 from .finite_differences import central_jacobian
 from .graph import CouplingGraph
-from .kernels import CompiledFlow, _stack
+from .lambdify import _stack
 
 
 class FlowSystem:
@@ -50,6 +50,12 @@ class FlowSystem:
             self.data = check_array("data", data, ndim=2, shape=(self.graph.N, r))
         else:
             self.data = np.zeros((self.graph.N, 0))
+        if frozen is not None and not isinstance(frozen, dict):
+            raise InvalidParameterError(f"frozen must be a dict {{block: value}}; got {type(frozen).__name__}")
+        stray = sorted(map(str, set(frozen or {}) - {b for b in loss.shared_names if b not in compiled.flow.learned}))
+        if stray:
+            raise InvalidParameterError(f"frozen names blocks {stray} that are not frozen shared blocks of "
+                                        f"{loss.name} (shared: {loss.shared_names}, learned: {compiled.flow.learned})")
         self.frozen = {}
         for b in loss.shared_names:
             if b not in compiled.flow.learned:

@@ -6,15 +6,25 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InvalidParameterError
+from ..validation import check_real
 from ..symbolic.loss import LABEL, SAMPLE
-from .integrate import integrate, time_grid
+from .integrate import METHODS, check_stop_residual, integrate, time_grid
 from .metrics import accuracy, d_min
 from .system import FlowSystem
+
+
+#: exact solutions of linear flows (see :mod:`.column_flow`)
+EXACT = ("exact-spectral", "exact-expm")
 
 
 @dataclass(frozen=True)
 class Trajectory:
     """Recorded metrics at times t; Z (N+K, d) and W (or None) are the final state.
+
+    ``extra`` records how the run was solved: ``method`` (what ran; 'auto' resolves to one of
+    'exact-spectral', 'exact-expm', 'DOP853', 'BDF-Schur', 'BDF'), ``method_reason``, the measured
+    quantities behind the choice, and the fixed-point test: ``stop_residual``, ``stopped``,
+    ``t_reached`` (last time), ``residual`` (‖θ̇‖_∞ at the final state).
 
     ``states`` holds the full flat states at every t when recorded (small systems only).
     """
@@ -39,29 +49,250 @@ class Trajectory:
         return fit_exponential_rate(self.t, self.d_min, floor=floor, fraction=fraction, t_min=t_min)
 
 
+def check_method(method) -> str:
+    """'auto', an exact linear solution or a SciPy method name, else InvalidParameterError."""
+    if method != "auto" and method not in EXACT and method not in METHODS:
+        raise InvalidParameterError(f"method must be 'auto', one of {EXACT} or {METHODS}; got {method!r}")
+    return method
+
+
+def check_seeds(seeds) -> list:
+    """A non-empty sequence of distinct integer seeds ≥ 0, else InvalidParameterError."""
+    from ..validation import check_int
+
+    try:
+        seeds = list(seeds)
+    except TypeError:
+        raise InvalidParameterError(f"seeds must be a sequence of integers >= 0; got {seeds!r}") from None
+    if not seeds:
+        raise InvalidParameterError("seeds must hold at least one seed")
+    return [check_int("seeds[i]", s, 0) for s in seeds]
+
+
+def _metrics(system, st: dict, labels, head):
+    X = st.get(SAMPLE)
+    Y = st[LABEL]
+    W = st.get(head) if head else None
+    acc = accuracy(X, Y, labels, W) if X is not None and X.shape[1] == Y.shape[1] else np.nan
+    return d_min(Y), acc, system.loss(st)
+
+
+def _record(extra: dict, choice, method: str, stop_residual, stopped: bool, t_reached: float,
+            residual: float) -> dict:
+    extra.update(method=method, method_reason=choice.reason if choice else "chosen by the caller",
+                 stop_residual=stop_residual, stopped=bool(stopped), t_reached=float(t_reached),
+                 residual=float(residual))
+    if choice is not None:
+        extra.update(choice.measured)
+    return extra
+
+
 def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels: np.ndarray,
                     n_points: int = 200, head: str | None = None, method: str = "BDF",
                     rtol: float = 1e-10, atol: float = 1e-12, use_jacobian: bool = True,
-                    keep_states: bool = False, t_eval: np.ndarray | None = None) -> Trajectory:
+                    keep_states: bool = False, t_eval: np.ndarray | None = None,
+                    stop_residual: float | None = None, lu_limit: int | None = None) -> Trajectory:
     """Integrate from v0 to t_end and record Δ_min, accuracy (nearest label, through the head
-    block named ``head`` if given) and the loss on a log-spaced time grid."""
+    block named ``head`` if given) and the loss on a log-spaced time grid.
+
+    ``method='auto'`` chooses by structure (:mod:`.method_choice`): the exact solution of a linear
+    flow, DOP853 when not stiff, BDF(-Schur) with the analytic Jacobian when stiff. ``extra``
+    records ``method``, ``method_reason`` and what was measured. ``stop_residual``: end at the first
+    time with ‖θ̇‖_∞ ≤ stop_residual (``extra['stopped']``, ``['t_reached']``, ``['residual']``).
+    """
+    from .method_choice import choose
+
     if t_eval is None:
         t_eval = time_grid(t_end, n_points)
     elif t_eval[-1] <= 0:
         raise InvalidParameterError("t_end must be > 0")
+    stop_residual = check_stop_residual(stop_residual)
+    rtol = check_real("rtol", rtol, 0.0, 1.0, strict_min=True)
+    atol = check_real("atol", atol, 0.0, None, strict_min=True)
+    choice = None
+    if method == "auto":
+        choice = choose(system, v0, float(t_eval[-1]), lu_limit=lu_limit)
+        method = choice.method
+    else:
+        check_method(method)
+    if method in EXACT:
+        if choice is None:
+            from .method_choice import linear_choice
+
+            choice = linear_choice(system, float(t_eval[-1]))
+            if choice is None:
+                raise InvalidParameterError(f"method={method!r} needs a linear flow Ż = A Z; use 'auto'")
+            if choice.method != method:
+                from .column_flow import column_propagator
+
+                g = system.graph
+                h = system.scale * np.concatenate([np.full(g.N, system.rates[SAMPLE]),
+                                                   np.full(g.K, system.rates[LABEL])])
+                prop = column_propagator(choice.propagator.A, g.N, g.K, method.split("-")[1], h=h)
+                choice = type(choice)(method, "exact, chosen by the caller", {}, prop)
+        return _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_residual)
     jac = system.jacobian if use_jacobian else None
-    sol = integrate(system.flow_vector, v0, t_eval, jac=jac, method=method, rtol=rtol, atol=atol)
+    sol = integrate(system.flow_vector, v0, t_eval, jac=jac, method=method, rtol=rtol, atol=atol,
+                    stop_residual=stop_residual, lu_limit=lu_limit)
     dm, acc, ls = [], [], []
     for v in sol.y:
-        st = system.unpack(v)
-        X = st.get(SAMPLE)
-        Y = st[LABEL]
-        W = st.get(head) if head else None
-        dm.append(d_min(Y))
-        acc.append(accuracy(X, Y, labels, W) if X is not None and X.shape[1] == Y.shape[1] else np.nan)
-        ls.append(system.loss(st))
+        a, b, c = _metrics(system, system.unpack(v), labels, head)
+        dm.append(a)
+        acc.append(b)
+        ls.append(c)
     final = system.unpack(sol.y[-1])
     X = final.get(SAMPLE)
     Z = np.vstack([X, final[LABEL]]) if X is not None and X.shape[1] == final[LABEL].shape[1] else final[LABEL]
+    extra = _record({"nfev": sol.nfev, "njev": sol.njev, "nsteps": sol.nsteps}, choice, method,
+                    stop_residual, sol.stopped, sol.t[-1], sol.residual)
     return Trajectory(sol.t, np.array(dm), np.array(acc), np.array(ls), Z,
-                      final.get(head) if head else None, sol.y if keep_states else None)
+                      final.get(head) if head else None, sol.y if keep_states else None, extra)
+
+
+def _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_residual) -> Trajectory:
+    """Trajectory of Ż = A Z from the exact propagator at every time of t_eval (or until
+    ‖A Z‖_∞ ≤ stop_residual, the crossing located by bisection to 1e-6 of its time)."""
+    prop = choice.propagator
+    A = prop.A
+    g = system.graph
+    d = system.layout[LABEL][1][1]
+    Z0 = np.asarray(v0, dtype=float).reshape(g.N + g.K, d)
+    dm, acc, ls, states, ts = [], [], [], [], []
+    stopped, residual, Z, t_prev, Z_prev = False, float("nan"), Z0, 0.0, Z0
+    seq = prop.states(Z0, t_eval)
+    for t, Z in zip(t_eval, seq):
+        residual = float(np.max(np.abs(A @ Z))) if Z.size else 0.0
+        if stop_residual is not None and residual <= stop_residual:
+            if t > 0:
+                t, Z, residual = _first_crossing(prop, seq, A, Z_prev, t_prev, float(t), stop_residual)
+            stopped = True
+        ts.append(float(t))
+        st = {SAMPLE: Z[:g.N], LABEL: Z[g.N:], **getattr(system, "frozen", {})}  # frozen blocks (a frozen head) enter the loss
+        a, b, c = _metrics(system, st, labels, None)
+        dm.append(a)
+        acc.append(b)
+        ls.append(c)
+        if keep_states:
+            states.append(Z.ravel().copy())
+        if stopped:
+            break
+        t_prev, Z_prev = float(t), Z
+    extra = _record({"nfev": 0, "njev": 0, "nsteps": 0}, choice, choice.method, stop_residual,
+                    stopped, ts[-1], residual)
+    return Trajectory(np.array(ts), np.array(dm), np.array(acc), np.array(ls), Z, None,
+                      np.array(states) if keep_states else None, extra)
+
+
+def _first_crossing(prop, seq, A, Z_lo, t_lo, t_hi, tol):
+    """Bisection on [t_lo, t_hi] for the first time with ‖A Z(t)‖_∞ ≤ tol (Z(t_hi) satisfies it)."""
+    from scipy.sparse.linalg import expm_multiply
+
+    def state(t):
+        return seq.at(t) if prop.method == "spectral" else expm_multiply(A * (t - t_lo), Z_lo)
+
+    lo, hi = t_lo, t_hi
+    Z_hi = state(hi)
+    while hi - lo > 1e-6 * hi:
+        mid = 0.5 * (lo + hi)
+        Zm = state(mid)
+        if np.max(np.abs(A @ Zm)) <= tol:
+            hi, Z_hi = mid, Zm
+        else:
+            lo = mid
+    return hi, Z_hi, float(np.max(np.abs(A @ Z_hi)))
+
+
+def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.ndarray,
+                         n_points: int = 200, head: str | None = None, method: str = "auto",
+                         rtol: float = 1e-10, atol: float = 1e-12, use_jacobian: bool = True,
+                         keep_states: bool = False, t_eval: np.ndarray | None = None,
+                         stop_residual: float | None = None, lu_limit: int | None = None) -> list:
+    """One :class:`Trajectory` per initial state (rows of ``V0``), as :func:`simulate_system` gives.
+
+    A linear column flow (method 'auto' or 'exact-*') is solved for all seeds at once: their
+    d-column matrices are stacked into one (N+K)×(d·B) matrix and the exact propagator acts on it
+    (one reduced eigen-solution, batched products; each seed's fixed-point time is then located on
+    its own). Other flows: 'auto' is resolved once from the first state (``extra['method']`` the
+    same for every seed) and the seeds are integrated one after another with that method, each
+    exactly as its single run with ``method=extra['method']``.
+    """
+    V0 = np.asarray(V0, dtype=float)
+    if V0.ndim != 2 or V0.shape[1] != system.size or not len(V0):
+        raise InvalidParameterError(f"the initial states must be a (B, {system.size}) array, B ≥ 1; "
+                                    f"got shape {V0.shape}")
+    if not np.all(np.isfinite(V0)):
+        raise InvalidParameterError("the initial states must be finite (no NaN or inf)")
+    if t_eval is None:
+        t_eval = time_grid(t_end, n_points)
+    stop_residual = check_stop_residual(stop_residual)
+    rtol = check_real("rtol", rtol, 0.0, 1.0, strict_min=True)
+    atol = check_real("atol", atol, 0.0, None, strict_min=True)
+    check_method(method)
+    choice = None
+    if method == "auto" or method in EXACT:
+        from .method_choice import choose, linear_choice
+
+        choice = (choose(system, V0[0], float(t_eval[-1]), lu_limit=lu_limit) if method == "auto"
+                  else linear_choice(system, float(t_eval[-1])))
+        if method in EXACT and (choice is None or choice.method != method):
+            return [simulate_system(system, v, t_end, labels=labels, n_points=n_points, head=head,
+                                    method=method, keep_states=keep_states, t_eval=t_eval,
+                                    stop_residual=stop_residual) for v in V0]
+    if choice is not None and choice.method in EXACT:
+        return _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
+    run_method = choice.method if choice is not None else method
+    out = []
+    for v in V0:
+        tr = simulate_system(system, v, t_end, labels=labels, n_points=n_points, head=head,
+                             method=run_method, rtol=rtol, atol=atol, use_jacobian=use_jacobian,
+                             keep_states=keep_states, t_eval=t_eval, stop_residual=stop_residual,
+                             lu_limit=lu_limit)
+        if choice is not None:
+            tr.extra.update(choice.measured, method_reason=choice.reason + " (chosen from the first state)")
+        out.append(tr)
+    return out
+
+
+def _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual) -> list:
+    prop, A, g = choice.propagator, choice.propagator.A, system.graph
+    d = system.layout[LABEL][1][1]
+    B = len(V0)
+    Z0s = [v.reshape(g.N + g.K, d) for v in V0]
+    Zall = np.hstack(Z0s)
+    rec = [dict(t=[], dm=[], acc=[], ls=[], states=[], stopped=False, residual=np.nan, Z=None)
+           for _ in range(B)]
+    active = list(range(B))
+    t_prev, Z_prev = 0.0, Zall
+    for t, Z in zip(t_eval, prop.states(Zall, t_eval)):
+        R = np.abs(A @ Z)
+        still = []
+        for b in active:
+            cols = slice(b * d, (b + 1) * d)
+            Zb, res, tb = Z[:, cols], float(R[:, cols].max()) if Z.size else 0.0, float(t)
+            r = rec[b]
+            if stop_residual is not None and res <= stop_residual:
+                if tb > 0:
+                    seq = prop.states(Z0s[b], t_eval) if prop.method == "spectral" else None
+                    tb, Zb, res = _first_crossing(prop, seq, A, Z_prev[:, cols], t_prev, tb, stop_residual)
+                r["stopped"] = True
+            r["t"].append(tb)
+            a, c, e = _metrics(system, {SAMPLE: Zb[:g.N], LABEL: Zb[g.N:]}, labels, None)
+            r["dm"].append(a)
+            r["acc"].append(c)
+            r["ls"].append(e)
+            if keep_states:
+                r["states"].append(Zb.ravel().copy())
+            r["residual"], r["Z"] = res, Zb.copy()
+            if not r["stopped"]:
+                still.append(b)
+        active = still
+        if not active:
+            break
+        t_prev, Z_prev = float(t), Z
+    out = []
+    for r in rec:
+        extra = _record({"nfev": 0, "njev": 0, "nsteps": 0, "batch": B}, choice, choice.method,
+                        stop_residual, r["stopped"], r["t"][-1], r["residual"])
+        out.append(Trajectory(np.array(r["t"]), np.array(r["dm"]), np.array(r["acc"]), np.array(r["ls"]),
+                              r["Z"], None, np.array(r["states"]) if keep_states else None, extra))
+    return out

@@ -8,8 +8,9 @@ import numpy as np
 
 
 def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None) -> Path | None:
-    """(ε, y) diagram, y = 'd' or 'eta_W'. Hatched: no stable separated family derived; 'o': a
-    stable collapsed family is derived; red 'x': a simulated end state was not derived-stable."""
+    """(ε, y) diagram, y = 'd' or 'eta_W'. Derived, over members with head spectrum in [−1, 1]: hatched
+    = no stable separated family, 'o' = a stable collapsed family; red 'x' = a simulated end state
+    whose family has no derived-stable member (or is itself unstable)."""
     from matplotlib.patches import Rectangle
 
     from .figures import label_axes, new_figure, save_figure
@@ -34,21 +35,37 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None) -> Path | No
         ax.clabel(cs, fontsize=6, fmt="ρ=%.1f")
     for key, c in cells.items():
         i, j = ys.index(key[1] if yname == "d" else key[2]), eps.index(key[0])
-        if not c["derived_stable_separated"]:
+        if not c.get("derived_bounded_separated", c["derived_stable_separated"]):
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", ec="0.85", lw=0))
-        if c["derived_stable_collapsed"]:
+        if c.get("derived_bounded_collapsed", c["derived_stable_collapsed"]):
             ax.plot(j, i, "o", mfc="none", mec="orange", ms=5)
         if c["reached_not_derived_stable"] or c["unstable"]:
             ax.plot(j, i, "x", color="r", ms=6)
     ax.set_xticks(range(len(eps)), [f"{e:.2f}" for e in ex], rotation=60 if len(eps) > 8 else 0)
     ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
-    n = max(c["n"] for c in cells.values())
-    ax.plot([], [], "o", mfc="none", mec="orange", label="stable collapsed family (derived)")
-    ax.add_patch(Rectangle((0, 0), 0, 0, fill=False, hatch="///", ec="0.6", label="no stable separated family"))
+    n_lo, n_hi = min(c["n"] for c in cells.values()), max(c["n"] for c in cells.values())
+    n = f"{n_lo}" if n_lo == n_hi else f"{n_lo}–{n_hi}"
+    ax.plot([], [], "o", mfc="none", mec="orange", label="stable collapsed family, head spectrum in [−1, 1]")
+    ax.add_patch(Rectangle((0, 0), 0, 0, fill=False, hatch="///", ec="0.6", label="no such stable separated family"))
     ylabel = "head dimension d" if yname == "d" else "η_W / η_x"
-    label_axes(ax, "frustration ε", ylabel, f"K={K}, {n} seeds per cell")
+    label_axes(ax, "frustration ε", ylabel, f"K={K}, {n} seeds/cell; contours: mean ρ", legend=False)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.22), ncol=2, frameon=False)
     if own:
         fig.colorbar(im, ax=ax, label="fraction separated")
         return save_figure(fig, path)
     return None
+
+
+def phase_panels(cell_sets: dict, yname: str, path) -> Path:
+    """One panel per K ({K: cells}) side by side, shared colour scale (fraction separated)."""
+    import matplotlib.pyplot as plt
+
+    from .figures import new_figure, save_figure
+
+    Ks = sorted(cell_sets)
+    fig, axes = new_figure(1, len(Ks), width=3.5, height=3.4)
+    for ax, K in zip(axes[0], Ks):
+        phase_figure(cell_sets[K], K, yname, None, ax=ax)
+    sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 1))
+    fig.colorbar(sm, ax=list(axes[0]), label="fraction of seeds separated (simulated)")
+    return save_figure(fig, path)

@@ -63,8 +63,26 @@ def _rates(rates, blocks) -> tuple:
     for b, r in (dict(rates) if rates else {}).items():
         if b not in blocks:
             raise InvalidParameterError(f"rates must name blocks among {tuple(blocks)}; got {b!r}")
-        out.append((b, rate(r) if isinstance(r, str) else sp.sympify(r)))
+        if isinstance(r, str):
+            out.append((b, rate(r)))
+        elif isinstance(r, (sp.Expr, int, float)) and not isinstance(r, bool):
+            out.append((b, sp.sympify(r)))  # EdgeLoss refuses a non-positive or non-finite rate
+        else:
+            raise InvalidParameterError(f"rates[{b!r}] must be a symbol name or a positive SymPy "
+                                        f"expression; got {r!r}")
     return tuple(out)
+
+
+def _rate_items(rates) -> tuple:
+    """A rates dict {block: symbol name or expression} as sorted (block, rate) pairs."""
+    if rates is None:
+        return ()
+    if not isinstance(rates, dict):
+        raise InvalidParameterError(f"rates must be a dict {{block: rate symbol name or expression}}; "
+                                    f"got {type(rates).__name__}")
+    if not all(isinstance(b, str) for b in rates):
+        raise InvalidParameterError(f"rates must be keyed by block names; got {list(rates)!r}")
+    return tuple(sorted(rates.items(), key=lambda kv: kv[0]))
 
 
 def _sqnorm(v):
@@ -127,7 +145,7 @@ def embedding_loss(d: int, *, rates: dict | None = None, name: str | None = None
     from ..validation import check_int
 
     dv = check_int("d", d, 1)
-    m = embedding_matrix_loss(tuple(sorted((rates or {}).items())), name or "embedding")
+    m = embedding_matrix_loss(_rate_items(rates), name or "embedding")
     return m.component(d=dv)
 
 
@@ -139,7 +157,7 @@ def head_loss(d: int, stop_gradient="both", learn_head: bool = True, *, rates: d
     dv = check_int("d", d, 1)
     if not isinstance(learn_head, bool):
         raise InvalidParameterError(f"learn_head must be True or False; got {learn_head!r}")
-    m = head_matrix_loss(canonical_sg(stop_gradient, param), learn_head, tuple(sorted((rates or {}).items())), name)
+    m = head_matrix_loss(canonical_sg(stop_gradient, param), learn_head, _rate_items(rates), name)
     return m.component(d=dv)
 
 
@@ -149,5 +167,7 @@ def student_loss(d: int, D: int, *, head: bool = False, stop_gradient="both", ra
     from ..validation import check_int
 
     dv, Dv = check_int("d", d, 1), check_int("D", D, 1)
-    m = student_matrix_loss(bool(head), canonical_sg(stop_gradient, param), tuple(sorted((rates or {}).items())), name)
+    if not isinstance(head, bool):
+        raise InvalidParameterError(f"head must be True or False; got {head!r}")
+    m = student_matrix_loss(head, canonical_sg(stop_gradient, param), _rate_items(rates), name)
     return m.component(d=dv, D=Dv)

@@ -264,7 +264,13 @@ def balanced_symbols(omega=None) -> dict:
     K = sp.Symbol("K", positive=True, integer=True)
     n, mu = sp.symbols("n mu", positive=True)
     out = {"K": K, "n": n, "mu": mu}
-    out["omega"] = sp.Symbol("omega", positive=True) if omega is None else sp.nsimplify(omega)
+    if omega is None:
+        out["omega"] = sp.Symbol("omega", positive=True)
+    else:
+        om = sp.nsimplify(omega) if isinstance(omega, (int, float, np.integer, np.floating, sp.Number)) and not isinstance(omega, bool) else None
+        if om is None or not om.is_finite or not om.is_positive:
+            raise InvalidParameterError(f"omega must be None (symbolic) or a finite number > 0; got {omega!r}")
+        out["omega"] = om
     return out
 
 

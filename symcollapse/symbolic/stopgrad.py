@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..errors import InvalidParameterError
+
 
 class stop_gradient(sp.Function):  # noqa: N801  (reads like the math: sg(x))
     r"""sg(a): value a, d sg(a)/dθ = 0; printed as ``\operatorname{sg}``."""
@@ -39,6 +41,9 @@ def sg(expr):
         return MatrixStopGradient(expr)
     if isinstance(expr, sp.MatrixBase):
         return sp.ImmutableMatrix(expr.applyfunc(stop_gradient))
+    if isinstance(expr, bool) or not isinstance(expr, (sp.Expr, int, float)):
+        raise InvalidParameterError(
+            f"sg applies to a SymPy expression or matrix; got {type(expr).__name__} {expr!r}")
     return stop_gradient(expr)
 
 

@@ -1,0 +1,116 @@
+r"""method='auto': the cheapest correct way to solve θ̇ = f(θ), chosen from the flow's structure.
+
+1. A flow that is Ż = A Z column by column (the embedding model, docs/model.md §2: A = −s·H L_G,
+   checked against the derived flow) is solved exactly (:mod:`.column_flow`): no time steps,
+   no factorisation.
+2. Otherwise the stiffness ρ(J)·t_end is measured — ρ the spectral radius of the derived
+   Jacobian at θ₀ by power iteration (matrix-vector products only) — and an explicit high-order
+   method (DOP853) is used when ρ·t_end ≤ EXPLICIT_STIFFNESS (its step count is then set by
+   accuracy, not stability); BDF with the analytic Jacobian when it is larger: 'BDF-Schur'
+   (sparse LU + dense Schur complement of the shared-block columns) when the Jacobian has
+   dense trailing columns and their block fits in memory, plain sparse 'BDF' otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sps
+
+from ..errors import DerivationCheckError, InvalidParameterError
+from .integrate import LU_LIMIT, dense_tail
+
+#: ρ(J)·t_end up to which the explicit DOP853 is chosen (beyond it its steps are stability-bound)
+EXPLICIT_STIFFNESS = 2000.0
+#: largest dense Schur block n × k (bytes) that BDF-Schur may hold
+SCHUR_BYTES = 1.5e9
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen method, why, and what was measured (recorded in Trajectory.extra)."""
+
+    method: str
+    reason: str
+    measured: dict = field(default_factory=dict)
+    propagator: object = None  # the exact propagator for linear flows
+
+
+def spectral_radius(J, iters: int = 40, seed: int = 0) -> float:
+    """|λ|_max of J (a matrix or LinearOperator: products J·v only) by power iteration: the
+    geometric mean growth (Π‖J v_k‖)^{1/k} over the last half of the iterations (robust to the
+    oscillation a complex or ±-paired dominant eigenvalue causes)."""
+    n = J.shape[0]
+    if n == 0:
+        return 0.0
+    v = np.random.default_rng(seed).normal(size=n)
+    v /= np.linalg.norm(v)
+    logs = []
+    for _ in range(iters):
+        w = np.asarray(J @ v).ravel()
+        s = float(np.linalg.norm(w))
+        if not s > 0.0:
+            return 0.0
+        logs.append(np.log(s))
+        v = w / s
+    return float(np.exp(np.mean(logs[iters // 2:])))
+
+
+def linear_choice(system, t_end: float) -> Choice | None:
+    """The exact solution of a column-wise linear flow, or None if the flow is not one."""
+    from .column_flow import MAX_REDUCED, column_propagator, expm_cost, node_operator
+
+    try:
+        A = node_operator(system)
+    except DerivationCheckError:
+        return None
+    g = system.graph
+    h = system.scale * np.concatenate([np.full(g.N, system.rates["x"]), np.full(g.K, system.rates["y"])])
+    prop = column_propagator(A, g.N, g.K, "auto", h=h)
+    d = system.layout["y"][1][1]
+    if prop.method == "spectral":
+        m = prop.reduction.m
+        return Choice("exact-spectral", f"linear flow Ż = −s·H L_G Z (checked against the derived "
+                      f"flow): exact, degree reduction to {m} ≤ {MAX_REDUCED} unknowns, diagonalised",
+                      {"reduced_size": m}, prop)
+    return Choice("exact-expm", "linear flow Ż = −s·H L_G Z (checked): exact by expm_multiply on "
+                  f"the {g.N + g.K}-node operator with {d} columns (no small degree reduction)",
+                  {"expm_flops": expm_cost(A, t_end, d)}, prop)
+
+
+def choose(system, v0: np.ndarray, t_end: float, *, lu_limit: int | None = None) -> Choice:
+    """The method for integrating ``system`` from v0 to t_end (see the module docstring)."""
+    lin = linear_choice(system, t_end) if hasattr(system, "graph") else None
+    if lin is not None:
+        return lin
+    op = system.linear_operator(v0) if hasattr(system, "linear_operator") else None
+    J = None
+    try:
+        J = sps.csr_matrix(system.jacobian(v0))
+    except InvalidParameterError as exc:  # too large to assemble
+        if op is None:
+            raise
+        assembly = str(exc)
+    rho = spectral_radius(op if op is not None else J)
+    stiff = rho * t_end
+    n = system.size
+    measured = {"spectral_radius": rho, "stiffness": stiff, "size": n}
+    if stiff <= EXPLICIT_STIFFNESS:
+        return Choice("DOP853", f"ρ(J)·t_end = {stiff:.3g} ≤ {EXPLICIT_STIFFNESS:g}: not stiff, "
+                      "explicit 8th order", measured)
+    if J is None:
+        return Choice("DOP853", f"ρ(J)·t_end = {stiff:.3g} is stiff, but the Jacobian cannot be "
+                      f"assembled ({assembly}) and no matrix-free Newton–Krylov BDF is implemented: "
+                      "explicit (factorisation-free, slow)", measured)
+    limit = LU_LIMIT if lu_limit is None else lu_limit
+    if n > limit:
+        return Choice("DOP853", f"ρ(J)·t_end = {stiff:.3g} is stiff but {n} unknowns exceed the "
+                      f"sparse-LU limit {limit}: explicit (factorisation-free, slow)", measured)
+    k = dense_tail(J)
+    measured["dense_columns"] = k
+    if 0 < k < n and 8.0 * n * k <= SCHUR_BYTES:
+        return Choice("BDF-Schur", f"ρ(J)·t_end = {stiff:.3g} > {EXPLICIT_STIFFNESS:g}: stiff; "
+                      f"BDF with sparse LU + dense Schur complement of {k} shared-block columns",
+                      measured)
+    return Choice("BDF", f"ρ(J)·t_end = {stiff:.3g} > {EXPLICIT_STIFFNESS:g}: stiff; BDF with the "
+                  "analytic sparse Jacobian", measured)

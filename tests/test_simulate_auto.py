@@ -1,0 +1,125 @@
+"""method='auto', the exact linear solutions, stop-at-fixed-point and the sparse-LU size guard.
+
+Every method is compared with the others and with an independent solution (dense expm of the
+assembled derived Jacobian, docs/model.md §2: Ż = −s·H L_G Z) on small cases."""
+import numpy as np
+import pytest
+import scipy.linalg
+
+import symcollapse as sc
+from symcollapse.errors import InvalidParameterError, ProblemTooLargeError
+from symcollapse.models.couplings import balanced_couplings
+from symcollapse.models.embedding import EmbeddingModel
+from symcollapse.numerics.column_flow import column_propagator, degree_reduction, node_operator
+
+
+def _random_P(seed=0, N=9, K=3):
+    rng = np.random.default_rng(seed)
+    P = rng.uniform(0.2, 1.5, size=(N, K)) * (rng.uniform(size=(N, K)) < 0.5)
+    P[np.arange(N), np.arange(N) % K] += 1.0
+    return P
+
+
+@pytest.mark.parametrize("P", [balanced_couplings(3, 4, 1), _random_P()], ids=["balanced", "random"])
+def test_exact_methods_equal_dense_expm_and_integrators(P):
+    m = EmbeddingModel(P, d=2, eta_x=1.0, eta_y=0.4, scale=0.7)
+    Z0 = m.initial_state(3)
+    t_end = 4.0 / m.slow_rate()
+    J = m.jacobian().toarray()
+    runs = {meth: m.simulate(t_end, Z0=Z0, method=meth, n_points=25, keep_states=True,
+                             rtol=1e-11, atol=1e-13)
+            for meth in ("auto", "exact-spectral", "exact-expm", "BDF", "DOP853")}
+    assert runs["auto"].extra["method"] == "exact-spectral"
+    assert "linear flow" in runs["auto"].extra["method_reason"]
+    t = runs["auto"].t
+    dense = np.array([scipy.linalg.expm(J * tk) @ Z0.ravel() for tk in t])
+    scale = np.max(np.abs(dense))
+    for meth, tr in runs.items():
+        np.testing.assert_array_equal(tr.t, t)
+        tol = 1e-11 if meth.startswith("exact") or meth == "auto" else 1e-7
+        err = np.max(np.abs(tr.states - dense)) / scale
+        assert err <= tol, (meth, err)
+        assert tr.extra["method"] == (meth if meth != "auto" else "exact-spectral")
+    # Δ_min(t) of the exact solution equals that of the dense reference to 1e-8 relative
+    Y = dense.reshape(len(t), -1, 2)[:, m.N:]
+    dm = np.array([sc.numerics.metrics.d_min(y) for y in Y])
+    assert np.max(np.abs(runs["auto"].d_min / dm - 1)) <= 1e-8
+
+
+def test_degree_reduction_is_small_and_exact():
+    P = balanced_couplings(4, 50, 2)
+    m = EmbeddingModel(P, d=3, eta_x=1.3, eta_y=0.2)
+    A = node_operator(m.system)
+    red = degree_reduction(A, m.N, m.K)
+    assert red.m <= 3 * m.K  # two degree groups, rank ≤ K each, plus the K labels
+    h = np.concatenate([np.full(m.N, 1.3), np.full(m.K, 0.2)])
+    prop = column_propagator(A, m.N, m.K, h=h)
+    Z0 = m.initial_state(0)
+    t = 7.0
+    want = scipy.sparse.linalg.expm_multiply(A * t, Z0)
+    assert np.max(np.abs(prop(Z0, t) - want)) <= 1e-11 * np.max(np.abs(Z0))
+
+
+def test_node_operator_refuses_a_nonlinear_flow():
+    from symcollapse.errors import DerivationCheckError
+
+    m = sc.HeadModel(balanced_couplings(2, 2, 1), d=2)
+    with pytest.raises(DerivationCheckError):
+        node_operator(m.system)
+
+
+def test_stop_at_fixed_point_linear_and_nonlinear():
+    m = EmbeddingModel(balanced_couplings(3, 4, 1), d=2, eta_x=1.0, eta_y=0.4)
+    Z0 = m.initial_state(1)
+    tol = 1e-9
+    tr = m.simulate(1e4, Z0=Z0, stop_residual=tol)
+    assert tr.extra["stopped"] and tr.extra["residual"] <= tol
+    assert tr.t[-1] == tr.extra["t_reached"] < 1e4
+    assert np.max(np.abs(m.flow(tr.Z))) <= tol
+    # it is the first time the residual falls below tol: just before, it was above
+    before = m.simulate(tr.t[-1] * (1 - 1e-4), Z0=Z0, n_points=3)
+    assert np.max(np.abs(m.flow(before.Z))) > tol
+    np.testing.assert_allclose(tr.Z, m.end_state(Z0), atol=1e-8)
+    # the same test through an integrator, and not stopped when t_end comes first
+    bdf = m.simulate(1e4, Z0=Z0, stop_residual=tol, method="BDF")
+    assert bdf.extra["stopped"] and bdf.extra["residual"] <= tol
+    assert abs(bdf.t[-1] - tr.t[-1]) <= 0.05 * tr.t[-1]
+    short = m.simulate(1.0, Z0=Z0, stop_residual=tol)
+    assert not short.extra["stopped"] and short.t[-1] == 1.0 and short.extra["residual"] > tol
+
+
+def test_large_linear_problem_never_reaches_sparse_lu(monkeypatch):
+    """docs/model.md §2 at N = 2·10⁵, d = 16 (3.2·10⁶ unknowns): the issue's SUPERLU_MALLOC case."""
+    import scipy.integrate._ivp.bdf as bdf
+    import scipy.sparse.linalg as sla
+
+    import symcollapse.numerics.integrate as integ
+
+    def no_lu(*a, **k):
+        raise AssertionError("sparse LU called for a linear flow")
+
+    for mod in (sla, bdf, integ):
+        monkeypatch.setattr(mod, "splu", no_lu)
+    m = EmbeddingModel(balanced_couplings(10, 20000, 10), d=16)
+    tr = m.simulate(1.0, n_points=3)
+    assert tr.extra["method"] == "exact-spectral"
+    assert np.all(np.isfinite(tr.d_min)) and tr.d_min[-1] < tr.d_min[0]
+
+
+def test_sparse_lu_beyond_the_limit_is_refused_with_a_clear_error():
+    m = EmbeddingModel(balanced_couplings(3, 4, 1), d=2)
+    with pytest.raises(ProblemTooLargeError, match=r"36×36 sparse Jacobian.*lu_limit = 10 unknowns.*method='auto'"):
+        m.simulate(1.0, method="BDF", lu_limit=10)
+    h = sc.HeadModel(balanced_couplings(2, 3, 1), d=2)
+    with pytest.raises(ProblemTooLargeError, match="unknowns"):
+        h.simulate(1.0, method="BDF-Schur", lu_limit=5)
+    # the default limit is far above what a sparse LU of these sizes needs
+    assert m.simulate(1.0, method="BDF", n_points=3).extra["method"] == "BDF"
+
+
+@pytest.mark.parametrize("bad", [dict(stop_residual=-1.0), dict(stop_residual=float("nan")),
+                                 dict(method="bogus"), dict(lu_limit=0, method="BDF")])
+def test_bad_options_are_refused(bad):
+    m = EmbeddingModel(balanced_couplings(2, 2, 1), d=2)
+    with pytest.raises(InvalidParameterError):
+        m.simulate(1.0, **bad)
