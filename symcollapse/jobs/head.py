@@ -14,12 +14,15 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
+from .. import closed_forms as cf
 from ..models.couplings import balanced_couplings, frustration_fraction
 from ..models.head import HeadModel, graph_modes, head_loss, nu_sep, self_consistent_head
 from ..symbolic import meanfield as mfm
 from ..symbolic.assemble import assemble_symbolic
 from ..symbolic.flow import derive_flow
 from ..symbolic.symbols import sqnorm
+from ..symbolic.losses import head_matrix_loss
+from ..symbolic.matrix_flow import derive_matrix_flow
 from ..verification import Check, close, identity
 
 MODEL = "head"
@@ -63,13 +66,9 @@ def invariant_expr(system):
 
 
 def model_md_forces(d: int, with_sg: bool):
+    """docs/model.md §3's edge forces (the closed form) in the symbols of head_loss(d, with_sg)."""
     loss = head_loss(d, with_sg)
-    x, y, W = sp.Matrix(loss.x), sp.Matrix(loss.y), sp.Matrix(loss.block("W"))
-    fx, fy = -W.T * (W * x - y), -W.T * (W * y - x)
-    if not with_sg:
-        fx, fy = fx + (W * y - x), fy + (W * x - y)
-    fW = -((W * x - y) * x.T + (W * y - x) * y.T)
-    return fx, fy, fW
+    return cf.head_edge_forces(loss.x, loss.y, loss.block("W"), ("x", "y") if with_sg else ())
 
 
 @lru_cache(maxsize=None)
@@ -142,7 +141,7 @@ def checks() -> list[Check]:
     # ν_sep
     expr, syms = mfm.separation_nu_squared()
     K, n, mu, om = syms["K"], syms["n"], syms["mu"], syms["omega"]
-    rows.append(identity(M, "ν_sep² from D⁻¹A sector = docs/model.md §3", expr - (n + om * mu * (K - 2) / 4) / (n + om * mu * (K - 1) / 2),
+    rows.append(identity(M, "ν_sep² from D⁻¹A sector = docs/model.md §3", expr - cf.nu_sep_squared(K, n, mu, om),
                          "(n + ωμ(K−2)/4)/(n + ωμ(K−1)/2)"))
     for (Kv, nv, muv, omv) in ((2, 6, 2, 2.0), (4, 3, 1, 1.0)):
         vals, _ = graph_modes(balanced_couplings(Kv, nv, muv, omv))
@@ -152,7 +151,7 @@ def checks() -> list[Check]:
     eps = sp.Symbol("epsilon", positive=True)
     nk2 = expr.subs({K: 2, om: 2})
     # K = 2: ε = μ/(2n + μ) -> μ = 2nε/(1 − ε)
-    rows.append(identity(M, "K = 2, ω = 2: ν_sep² = (1−ε)/(1+ε)", nk2.subs(mu, 2 * n * eps / (1 - eps)) - (1 - eps) / (1 + eps),
+    rows.append(identity(M, "K = 2, ω = 2: ν_sep² = (1−ε)/(1+ε)", nk2.subs(mu, 2 * n * eps / (1 - eps)) - cf.nu_sep_squared_k2(eps),
                          "docs/model.md §3"))
     # fixed points at the end of simulations
     model, tr = sim_k2(True)
@@ -183,9 +182,9 @@ def checks() -> list[Check]:
                          "reduced flow"))
     sol = mfm.self_consistency(True)
     w2 = sol["w2"].subs(mfm.omega_, 2)
-    rows.append(identity(M, "w*² = n/(n+m)", w2 - mfm.n_ / (mfm.n_ + mfm.m_), "docs/model.md §3"))
-    rows.append(identity(M, "X* = Y*/w*", sol["Y_over_X"].subs(mfm.omega_, 2) - sp.sqrt(w2), "docs/model.md §3"))
-    ref = (sol["I0"] + w2 / mfm.eta_W) / (2 * (mfm.n_ + mfm.m_) / mfm.eta_x + 2 / mfm.eta_y)
+    rows.append(identity(M, "w*² = n/(n+m)", w2 - cf.meanfield_w_star_squared(mfm.n_, mfm.m_), "docs/model.md §3"))
+    rows.append(identity(M, "X* = Y*/w*", sol["Y_over_X"].subs(mfm.omega_, 2) - cf.meanfield_y_over_x(sp.sqrt(w2)), "docs/model.md §3"))
+    ref = cf.meanfield_y_inf_squared(sol["I0"], mfm.n_, mfm.m_, mfm.eta_x, mfm.eta_y, mfm.eta_W)
     rows.append(identity(M, "Y_∞² from the invariant", sol["Yinf2"].subs(mfm.omega_, 2) - ref, "docs/model.md §3"))
     rows.append(Check(M, "no sg: no reduced fixed point with w > 0, Y ≠ 0", "none found", "sp.solve",
                       0.0 if mfm.self_consistency(False)["w2"] is None else float("inf"), 0.0))
@@ -309,10 +308,21 @@ def latex_document() -> str:
     names = ["\\dot X", "\\dot Y", "\\dot{\\sigma^2}", "\\dot{\\tau^2}", "\\dot w"]
     reduced = "".join(equation(nm, e) for nm, e in zip(names, mf.rhs))
     reduced0 = "".join(equation(nm, e) for nm, e in zip(names, mf0.rhs))
+    from ..outputs.latex import matrix_flow_latex
+
+    msg, mno = derive_matrix_flow(head_matrix_loss("both")), derive_matrix_flow(head_matrix_loss("none"))
     secs = [
+        section("Derived flow in matrix form (every $d$)",
+                "The loss is written with $x, y \\in \\mathbb{R}^d$, $W \\in \\mathbb{R}^{d\\times d}$ of "
+                "unspecified $d$; the engine differentiates it term by term (trace calculus) and checks "
+                "every result against the component derivation at $d = 1, 2, 3$. With stop-gradient:",
+                matrix_flow_latex(msg),
+                "Without stop-gradient (the full gradient of the same loss):",
+                matrix_flow_latex(mno, jvp=False)),
         section("Loss ($d = 2$ shown)", equation("\\ell", loss.expr)),
         section("Derived forces with stop-gradient",
-                equation("F_x", fl.force("x")), equation("F_y", fl.force("y")), equation("F_W", fl.force("W"))),
+                equation("F_x", fl.force("x")), equation("F_y", fl.force("y")),
+                *[equation(f"(F_W)_{{{a}{b}}}", fl.force("W")[a, b]) for a in range(2) for b in range(2)]),
         section("Derived forces without stop-gradient",
                 equation("F_x", fl0.force("x")), equation("F_y", fl0.force("y"))),
         section("Invariant on the path graph ($d = 1$)",

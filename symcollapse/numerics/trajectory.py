@@ -76,7 +76,7 @@ def _linear_loss(system, A, Z0):
     inv = 1.0 / np.concatenate([np.full(g.N, system.rates[SAMPLE]), np.full(g.K, system.rates[LABEL])])
     rng = np.random.default_rng(7)
     for Z in (Z0, rng.normal(size=Z0.shape)):
-        want = system.loss({SAMPLE: Z[:g.N], LABEL: Z[g.N:]})
+        want = system.loss({SAMPLE: Z[:g.N], LABEL: Z[g.N:], **getattr(system, "frozen", {})})
         got = -0.5 * float(np.sum(Z * (A @ Z) * inv[:, None]))
         if not abs(got - want) <= 1e-10 * max(abs(want), 1e-300):
             return None
@@ -183,7 +183,7 @@ def _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_resid
                 t, Z, residual = _first_crossing(prop, seq, A, Z_prev, t_prev, float(t), stop_residual)
             stopped = True
         ts.append(float(t))
-        st = {SAMPLE: Z[:g.N], LABEL: Z[g.N:]}
+        st = {SAMPLE: Z[:g.N], LABEL: Z[g.N:], **getattr(system, "frozen", {})}  # frozen blocks (a frozen head) enter the loss
         a, b, c = _metrics(system, st, labels, None, None if (inv is None or stopped) else
                            -0.5 * float(np.sum(Z * AZ * inv[:, None])))
         dm.append(a)
@@ -296,7 +296,8 @@ def _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
                     tb, Zb, res = _first_crossing(prop, seq, A, Z_prev[:, cols], t_prev, tb, stop_residual)
                 r["stopped"] = True
             r["t"].append(tb)
-            a, c, e = _metrics(system, {SAMPLE: Zb[:g.N], LABEL: Zb[g.N:]}, labels, None,
+            a, c, e = _metrics(system, {SAMPLE: Zb[:g.N], LABEL: Zb[g.N:], **getattr(system, "frozen", {})},
+                               labels, None,
                                None if (LZ is None or r["stopped"]) else -0.5 * float(LZ[:, cols].sum()))
             r["dm"].append(a)
             r["acc"].append(c)
