@@ -24,6 +24,7 @@ import numpy as np
 import sympy as sp
 
 from ..errors import InvalidParameterError
+from ..numerics.method_choice import choose as choose_method
 from ..numerics.graph import CouplingGraph
 from ..numerics.integrate import integrate, time_grid
 from ..numerics.matrix_kernels import compile_matrix_loss
@@ -434,9 +435,7 @@ class TeacherStudentModel(Model):
         v0 = sysm.pack(st0)
         reason = "chosen by the caller"
         if method == "auto":  # measured stiffness ρ(J)·t_end: DOP853 or BDF with the Jacobian
-            from ..numerics.method_choice import choose
-
-            choice = choose(sysm, v0, float(t_eval[-1]))
+            choice = choose_method(sysm, v0, float(t_eval[-1]))
             method, reason = choice.method, choice.reason
         sol = integrate(sysm.flow_vector, v0, t_eval, jac=sysm.jacobian, method=method,
                         rtol=rtol, atol=atol)
