@@ -8,7 +8,7 @@ r"""method='auto': the cheapest correct way to solve θ̇ = f(θ), chosen from t
    method (DOP853) is used when ρ·t_end ≤ EXPLICIT_STIFFNESS (its step count is then set by
    accuracy, not stability); BDF with the analytic Jacobian when it is larger: 'BDF-Schur'
    (sparse LU + dense Schur complement of the shared-block columns) when the Jacobian has
-   at least SCHUR_MIN_COLUMNS dense trailing columns (d ≥ 12 heads) and their block fits in memory,
+   at least SCHUR_MIN_COLUMNS dense trailing columns (d ≥ 32 heads) and their block fits in memory,
    plain sparse 'BDF' otherwise.
 """
 from __future__ import annotations
@@ -23,9 +23,10 @@ from .integrate import LU_LIMIT, dense_tail
 
 #: ρ(J)·t_end up to which the explicit DOP853 is chosen (beyond it its steps are stability-bound)
 EXPLICIT_STIFFNESS = 2000.0
-#: fewest dense trailing columns for which BDF-Schur beats a plain sparse LU (measured: head model
-#: K=4, N=112, d=8 with 64 W columns: plain BDF 15 s, BDF-Schur 41 s to the fixed point)
-SCHUR_MIN_COLUMNS = 128
+#: fewest dense trailing columns for which BDF-Schur is chosen over a plain sparse LU. Measured to
+#: the fixed point (head model, K=4, N≈100): d=8 (64 W columns) plain BDF 15 s vs BDF-Schur 41 s;
+#: d=16 (256 columns) 36 s vs 53 s. Above d=16 it is not measured; 1024 (d ≥ 32) is a guess.
+SCHUR_MIN_COLUMNS = 1024
 #: largest dense Schur block n × k (bytes) that BDF-Schur may hold
 SCHUR_BYTES = 1.5e9
 
