@@ -15,7 +15,7 @@ from ..symbolic.loss import LABEL, SAMPLE
 from ..validation import check_array, check_rate, check_real
 from .finite_differences import central_jacobian
 from .graph import CouplingGraph
-from .kernels import CompiledFlow, _stack
+from .lambdify import _stack
 
 
 class FlowSystem:
