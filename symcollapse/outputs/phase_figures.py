@@ -48,10 +48,10 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None) -> Path | No
     ax.plot([], [], "o", mfc="none", mec="orange", label="stable collapsed family, head spectrum in [−1, 1]")
     ax.add_patch(Rectangle((0, 0), 0, 0, fill=False, hatch="///", ec="0.6", label="no stable separated family found"))
     ylabel = "head dimension d" if yname == "d" else "η_W / η_x"
-    label_axes(ax, "frustration ε", ylabel, f"K={K}, {n} seeds/cell; contours: mean ρ", legend=False)
+    label_axes(ax, "frustration ε", ylabel, f"K={K} ({n} seeds/cell)", legend=False)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(-0.15, -0.2), ncol=1, frameon=False)
     if own:
-        fig.colorbar(im, ax=ax, label="fraction separated")
+        fig.colorbar(im, ax=ax, label="fraction separated (contours: mean ρ)")
         return save_figure(fig, path)
     return None
 
@@ -67,5 +67,5 @@ def phase_panels(cell_sets: dict, yname: str, path) -> Path:
     for ax, K in zip(axes[0], Ks):
         phase_figure(cell_sets[K], K, yname, None, ax=ax)
     sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 1))
-    fig.colorbar(sm, ax=list(axes[0]), label="fraction of seeds separated (simulated)")
+    fig.colorbar(sm, ax=list(axes[0]), label="fraction of seeds separated (contours: mean ρ)")
     return save_figure(fig, path)
