@@ -67,5 +67,5 @@ def phase_panels(cell_sets: dict, yname: str, path) -> Path:
     for ax, K in zip(axes[0], Ks):
         phase_figure(cell_sets[K], K, yname, None, ax=ax)
     sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 1))
-    fig.colorbar(sm, ax=list(axes[0]), label="fraction of seeds separated (contours: mean ρ)")
+    fig.colorbar(sm, ax=list(axes[0]), label="fraction separated; contours: mean ρ")
     return save_figure(fig, path)
