@@ -38,6 +38,7 @@ import scipy.sparse.linalg  # noqa: F401  (sps.linalg)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from symcollapse import closed_forms  # noqa: E402
 from symcollapse.models.couplings import balanced_couplings, frustration_fraction  # noqa: E402
 from symcollapse.numerics.kernels import compile_loss, relative_error  # noqa: E402
 from symcollapse.numerics.system import FlowSystem  # noqa: E402
@@ -313,8 +314,7 @@ def bench_slow_rate(*, N_big: int, N_small: int, repeats: int) -> list[Row]:
     r_small_d = spectra.slow_rate(small, method="dense")
     agree("slow rate: Schur vs dense eigvalsh", abs(r_small_s - r_small_d) / r_small_d, 1e-9)
     # the big one against the smallest root of docs/model.md §2's sector cubic (η = 1)
-    cub = [1.0, -(3 + n + (K - 1) * mu), 2 + 2 * n + (2 * K - 1) * mu, -K * mu]
-    root = min(np.roots(cub).real)
+    root = closed_forms.slow_rate(K, n, mu)
     agree("slow rate: Schur vs smallest root of the sector cubic", abs(r_big - root) / root, 1e-8)
     t_big = statistics.median(timer(lambda: spectra.slow_rate(big, method="schur")) for _ in range(repeats))
     t_dense = statistics.median(timer(lambda: spectra.slow_rate(small, method="dense")) for _ in range(repeats))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import symcollapse as sc
+import symcollapse.closed_forms as cf
 from symcollapse.errors import InvalidParameterError
 from symcollapse.numerics import spectra
 
@@ -167,8 +168,7 @@ def test_no_frustration_no_collapse_end_state_is_R_c():
     drift = max(np.max(np.abs(m.invariants(v.reshape(Z0.shape)) - inv0)) for v in tr.states)
     assert drift < 1e-9 * np.max(np.abs(inv0))
     X0, Y0 = Z0[:K * n], Z0[K * n:]
-    R = np.array([(X0[c * n:(c + 1) * n].sum(0) / eta_x + Y0[c] / eta_y) / (n / eta_x + 1 / eta_y)
-                  for c in range(K)])
+    R = np.array([cf.class_end_point(X0[c * n:(c + 1) * n], Y0[c], eta_x, eta_y) for c in range(K)])
     assert np.max(np.abs(tr.Z[K * n:] - R)) < 1e-8
     assert np.max(np.abs(tr.Z[:K * n] - np.repeat(R, n, axis=0))) < 1e-8
     dR = min(np.linalg.norm(R[a] - R[b]) for a, b in itertools.combinations(range(K), 2))
@@ -181,7 +181,7 @@ def test_connected_frustration_ends_at_weighted_mean_and_conserves_invariants():
     m = sc.EmbeddingModel(sc.balanced_couplings(2, 3, 2), d=2, eta_x=1.0, eta_y=3.0)
     Z0 = m.initial_state(4)
     eta = np.array([1.0] * m.N + [3.0] * m.K)
-    mean = (Z0 / eta[:, None]).sum(0) / (1 / eta).sum()
+    mean = cf.weighted_mean(Z0, eta)
     tr = m.simulate(t_end=400.0, Z0=Z0, keep_states=True, n_points=80)
     assert np.max(np.abs(tr.Z - mean[None, :])) < 1e-8
     inv0 = (Z0 / eta[:, None]).sum(0)

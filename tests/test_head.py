@@ -4,6 +4,7 @@ import pytest
 import sympy as sp
 
 import symcollapse as sc
+import symcollapse.closed_forms as cf
 from symcollapse.errors import InvalidParameterError
 from symcollapse.models.head import graph_modes, head_loss, require_frustration
 from symcollapse.symbolic.assemble import assemble_symbolic
@@ -18,12 +19,9 @@ PATH_P = [[1, 0], [0, 1], [1, 1]]  # x1–y1–f–y2–x2 (ω = 2)
 def test_derived_flow_equals_model_md(with_sg):
     d = 2
     loss = head_loss(d, with_sg)
-    x, y, W = sp.Matrix(loss.x), sp.Matrix(loss.y), sp.Matrix(loss.block("W"))
     flow = derive_flow(loss)
-    fx, fy = -W.T * (W * x - y), -W.T * (W * y - x)
-    if not with_sg:
-        fx, fy = fx + (W * y - x), fy + (W * x - y)
-    fW = -((W * x - y) * x.T + (W * y - x) * y.T)  # summed: −(W ZᵀDZ − ZᵀAZ)
+    # summed over edges, F_W is −(W ZᵀDZ − ZᵀAZ)
+    fx, fy, fW = cf.head_edge_forces(loss.x, loss.y, loss.block("W"), ("x", "y") if with_sg else ())
     assert sp.expand(flow.force("x") - fx) == sp.zeros(d, 1)
     assert sp.expand(flow.force("y") - fy) == sp.zeros(d, 1)
     assert sp.expand(flow.force("W") - fW) == sp.zeros(d, d)
@@ -83,7 +81,7 @@ def test_invariant_numerically_along_trajectory():
 @pytest.mark.parametrize("K,n,mu,omega", [(2, 6, 2, 2.0), (3, 4, 2, 2.0), (4, 3, 1, 1.0), (3, 5, 3, 0.5)])
 def test_nu_sep_matches_generalised_spectrum_and_model_md(K, n, mu, omega):
     nu = sc.nu_sep(K, n, mu, omega)
-    closed = np.sqrt((n + omega * mu * (K - 2) / 4) / (n + omega * mu * (K - 1) / 2))
+    closed = np.sqrt(cf.nu_sep_squared(K, n, mu, omega))
     assert abs(nu - closed) <= 1e-14
     vals, _ = graph_modes(sc.balanced_couplings(K, n, mu, omega))
     nz = vals[np.abs(vals) > 1e-9]
@@ -96,7 +94,7 @@ def test_nu_sep_matches_generalised_spectrum_and_model_md(K, n, mu, omega):
 def test_nu_sep_k2_in_terms_of_eps():
     n, mu = 9, 3
     eps = mu / (2 * n + mu)
-    assert abs(sc.nu_sep(2, n, mu) - np.sqrt((1 - eps) / (1 + eps))) < 1e-14
+    assert abs(sc.nu_sep(2, n, mu) - np.sqrt(cf.nu_sep_squared_k2(eps))) < 1e-14
 
 
 def test_self_consistent_head_formula_and_fixed_point():
@@ -219,13 +217,9 @@ def test_acceptance_k4_d16():
 @pytest.mark.parametrize("variant", ["labels", "samples"])
 def test_stop_gradient_on_one_branch(variant):
     loss = head_loss(2, variant)
-    x, y, W = sp.Matrix(loss.x), sp.Matrix(loss.y), sp.Matrix(loss.block("W"))
     flow = derive_flow(loss)
-    fx, fy = -W.T * (W * x - y), -W.T * (W * y - x)
-    if variant == "labels":  # sg(y) only: x also receives the gradient of ½‖Wy − x‖²
-        fx = fx + (W * y - x)
-    else:  # sg(x) only
-        fy = fy + (W * x - y)
+    # 'labels' = sg(y) only: x also receives the gradient of ½‖Wy − x‖²; 'samples' = sg(x) only
+    fx, fy, _ = cf.head_edge_forces(loss.x, loss.y, loss.block("W"), ("y",) if variant == "labels" else ("x",))
     assert sp.expand(flow.force("x") - fx) == sp.zeros(2, 1)
     assert sp.expand(flow.force("y") - fy) == sp.zeros(2, 1)
 

@@ -6,6 +6,7 @@ import pytest
 import sympy as sp
 
 import symcollapse as sc
+import symcollapse.closed_forms as cf
 from symcollapse.models.head import graph_modes
 from symcollapse.numerics.integrate import integrate
 from symcollapse.symbolic import meanfield as mfm
@@ -29,10 +30,10 @@ def test_reduced_invariant_is_conserved_with_sg_only():
 def test_self_consistency_and_final_separation_closed_forms():
     sol = mfm.self_consistency(True)
     w2 = sol["w2"].subs(mfm.omega_, 2)
-    assert sp.simplify(w2 - N_ / (N_ + M_)) == 0
-    assert sp.simplify(sol["Y_over_X"].subs(mfm.omega_, 2) - sp.sqrt(w2)) == 0  # X* = Y*/w*
+    assert sp.simplify(w2 - cf.meanfield_w_star_squared(N_, M_)) == 0
+    assert sp.simplify(sol["Y_over_X"].subs(mfm.omega_, 2) - cf.meanfield_y_over_x(sp.sqrt(w2))) == 0  # X* = Y*/w*
     I0 = sol["I0"]
-    ref = (I0 + w2 / mfm.eta_W) / (2 * (N_ + M_) / mfm.eta_x + 2 / mfm.eta_y)
+    ref = cf.meanfield_y_inf_squared(I0, N_, M_, mfm.eta_x, mfm.eta_y, mfm.eta_W)
     assert sp.simplify(sol["Yinf2"].subs(mfm.omega_, 2) - ref) == 0
     # without stop-gradient there is no fixed point with w > 0 and Y ≠ 0
     assert mfm.self_consistency(False)["w2"] is None

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from symcollapse.numerics.integrate import integrate, time_grid
+import symcollapse.closed_forms as cf
 from symcollapse.numerics.kernels import compile_loss
 from symcollapse.numerics.system import FlowSystem
 from symcollapse.symbolic import EdgeLoss, derive_flow
@@ -151,7 +152,7 @@ def test_labels_collapse_iff_the_graph_connects_them(g):
     # docs/model.md §2: each component ends at its η-weighted mean Σ z_k(0)/η_k / Σ 1/η_k
     for c in range(comp.max() + 1):
         m = comp == c
-        R = (Z0[m] / eta[m, None]).sum(axis=0) / (1 / eta[m]).sum()
+        R = cf.weighted_mean(Z0[m], eta[m])
         np.testing.assert_allclose(Z[m], np.broadcast_to(R, Z[m].shape), rtol=0, atol=1e-7)
     Y = Z[N:]
     for a in range(K):

@@ -1,6 +1,7 @@
 """Sector reduction, slow-rate series and fixed points of the embedding-only model (docs/model.md §2).
 
-docs/model.md §2's closed forms are typed in HERE only, as the reference the derived objects must equal.
+docs/model.md §2's closed forms come from symcollapse.closed_forms (written once, from the spec), the
+reference the derived objects must equal.
 """
 import itertools
 
@@ -9,6 +10,7 @@ import pytest
 import sympy as sp
 
 import symcollapse as sc
+import symcollapse.closed_forms as cf
 from symcollapse.errors import DerivationCheckError
 from symcollapse.models.embedding import embedding_loss
 from symcollapse.symbolic.assemble import assemble_symbolic
@@ -42,17 +44,14 @@ def _syms(s):
 
 def test_sector_matrix_equals_model_md(sector2):
     ex, ey, n, mu, K, _ = _syms(sector2)
-    ref = sp.Matrix([[-ex, 0, ex],
-                     [0, -2 * ex, ex],
-                     [ey * n, ey * mu * (K - 2), -ey * (n + (K - 1) * mu)]])
+    ref = cf.sector_matrix(K, n, mu, ex, ey)
     assert sp.simplify(sp.Matrix(sector2.matrix) - ref) == sp.zeros(3, 3)
     assert [a.name for a in sector2.amplitudes] == ["X", "F", "Y"]
 
 
 def test_charpoly_equals_model_md_cubic(sector2):
     ex, ey, n, mu, K, r = _syms(sector2)
-    cubic = (r**3 - (3 * ex + ey * n + (K - 1) * ey * mu) * r**2
-             + (2 * ex**2 + 2 * ex * ey * n + (2 * K - 1) * ex * ey * mu) * r - K * ex**2 * ey * mu)
+    cubic = cf.sector_cubic(r, K, n, mu, ex, ey)
     assert sp.expand(sector2.charpoly - cubic) == 0
 
 
@@ -113,16 +112,16 @@ def test_affine_coefficients_refuse_a_matrix_head_and_accept_a_scalar_one():
 
 def test_perturbative_slow_root_leading_order(series, sector2):
     ex, ey, n, mu, K, _ = _syms(sector2)
-    assert sp.simplify(series.leading_mu - K * ex * ey * mu / (2 * (ex + ey * n))) == 0
+    assert sp.simplify(series.leading_mu - cf.slow_rate_leading_mu(K, n, mu, ex, ey)) == 0
 
 
 def test_fast_label_closed_form_and_series(series, sector2):
     ex, _, _, _, K, _ = _syms(sector2)
     e = series.eps
-    ref = ex * (K * e + K - 1 - sp.sqrt((K - 1)**2 - K * (K - 2) * e**2)) / ((K - 1) * (1 + e))
+    ref = cf.slow_rate_fast_labels(K, e, ex)
     assert sp.simplify(series.fast_closed_form - ref) == 0
-    assert sp.simplify(series.fast_closed_form.subs(K, 2) - 2 * ex * e / (1 + e)) == 0
-    lead2 = ex * (K * e / (K - 1) - K**2 * e**2 / (2 * (K - 1)**2))
+    assert sp.simplify(series.fast_closed_form.subs(K, 2) - cf.slow_rate_k2_fast_labels(e, ex)) == 0
+    lead2 = cf.slow_rate_fast_labels_series(K, e, ex)
     assert sp.simplify(series.fast_series - lead2 - series.fast_series.coeff(e, 3) * e**3) == 0
     ref3 = sp.series(ref, e, 0, 4).removeO().coeff(e, 3)
     for k in (2, 3, 7):  # exact at concrete K (the reference keeps sqrt((K-1)^2) unsimplified)
@@ -195,7 +194,7 @@ def test_unfrustrated_end_state_is_R_c():
     final = end_state(sysm)
     z0 = {s.name: sp.Symbol(f"{s.name}^0", real=True) for s in sysm.state}
     for c, samples in ((0, ("x0_0", "x1_0")), (1, ("x2_0", "x3_0"))):
-        R = (sum(z0[s] for s in samples) / ex + z0[f"y{c}_0"] / ey) / (len(samples) / ex + 1 / ey)
+        R = cf.class_end_point([z0[s] for s in samples], z0[f"y{c}_0"], ex, ey)
         for name in samples + (f"y{c}_0",):
             sym = next(s for s in sysm.state if s.name == name)
             assert sp.simplify(final[sym] - R) == 0

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+import symcollapse.closed_forms as cf
 from symcollapse.cli import main
 from symcollapse.errors import InvalidParameterError, SymcollapseError
 from symcollapse.models.couplings import balanced_couplings
@@ -19,9 +20,7 @@ def rate_point(mu: int, seed: int) -> dict:
     eta_y = float(np.random.default_rng(seed).uniform(0.5, 2.0))
     K, n = 3, 4
     rs = spectra.slow_rate(balanced_couplings(K, n, mu), 1.0, eta_y, method="dense")
-    cubic = [1.0, -(3 + eta_y * n + (K - 1) * eta_y * mu),
-             2 + 2 * eta_y * n + (2 * K - 1) * eta_y * mu, -K * eta_y * mu]
-    return {"r_s": rs, "cubic_root": float(min(np.roots(cubic).real)), "eta_y": eta_y}
+    return {"r_s": rs, "cubic_root": cf.slow_rate(K, n, mu, 1.0, eta_y), "eta_y": eta_y}
 
 
 CALLS = []

@@ -1,5 +1,6 @@
 """Per-model jobs of the main command: each module here derives one model, verifies it,
-and writes its LaTeX and figures. ``symcollapse reproduce`` runs them all in ORDER.
+and writes its LaTeX and figures. ``symcollapse reproduce`` runs them all in ORDER, together with the jobs of the models
+registered in :mod:`symcollapse.models.registry` (a model package may carry its own job).
 
 A job module defines
     MODEL: str                      -- short name ('embedding', 'head', …)
@@ -15,12 +16,17 @@ import importlib
 import pkgutil
 from pathlib import Path
 
+from ..models.registry import MODELS, registered_jobs
+
 
 def job_modules() -> list:
-    """All job modules, sorted by ORDER."""
-    mods = [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)
-            if not m.name.startswith("_")]
-    return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.MODEL))
+    """All job modules (those here and those of the registered models), sorted by ORDER."""
+    mods = {m.name: importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)
+            if not m.name.startswith("_")}
+    found = {m.__name__: m for m in mods.values()}
+    for job in registered_jobs():
+        found.setdefault(job.__name__, job)
+    return sorted(found.values(), key=lambda m: (getattr(m, "ORDER", 100), m.MODEL))
 
 
 def _constants(path: Path) -> dict:
@@ -50,4 +56,12 @@ def job_names() -> list[str]:
             mod = importlib.import_module(f"{__name__}.{m.name}")
             c = {"MODEL": mod.MODEL, "ORDER": getattr(mod, "ORDER", 100)}
         found.append((c.get("ORDER", 100), c["MODEL"]))
+    pkg_root = Path(__path__[0]).parent
+    for entry in MODELS.values():
+        if entry.job and not entry.job.startswith(f"{__name__}."):
+            c = _constants(pkg_root.joinpath(*entry.job.split(".")[1:]).with_suffix(".py"))
+            if "MODEL" not in c:
+                mod = entry.load_job()
+                c = {"MODEL": mod.MODEL, "ORDER": getattr(mod, "ORDER", 100)}
+            found.append((c.get("ORDER", 100), c["MODEL"]))
     return [name for _, name in sorted(found)]

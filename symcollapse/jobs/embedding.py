@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
+from .. import closed_forms as cf
 from ..models.couplings import balanced_couplings, frustration_fraction
 from ..models.embedding import EmbeddingModel, embedding_loss, embedding_sector
 from ..symbolic.assemble import assemble_symbolic
@@ -85,21 +86,15 @@ def fitted_slow_rate(model: EmbeddingModel, rates: np.ndarray, seed: int = 1):
     return tr.fit_slow_rate(t_min=t_fit, fraction=1.0), tr
 
 
-# --- docs/model.md §2 reference forms (the spec the derived objects are compared with) --------------------
+# --- docs/model.md §2 reference forms (the spec the derived objects are compared with) ------------
 def _reference(S: dict) -> dict:
     ex, ey, n, mu, K, r = (S[k] for k in ("eta_x", "eta_y", "n", "mu", "K", "r"))
-    return {
-        "matrix": sp.Matrix([[-ex, 0, ex], [0, -2 * ex, ex],
-                             [ey * n, ey * mu * (K - 2), -ey * (n + (K - 1) * mu)]]),
-        "cubic": (r**3 - (3 * ex + ey * n + (K - 1) * ey * mu) * r**2
-                  + (2 * ex**2 + 2 * ex * ey * n + (2 * K - 1) * ex * ey * mu) * r - K * ex**2 * ey * mu),
-        "leading": K * ex * ey * mu / (2 * (ex + ey * n)),
-    }
+    return {"matrix": cf.sector_matrix(K, n, mu, ex, ey), "cubic": cf.sector_cubic(r, K, n, mu, ex, ey),
+            "leading": cf.slow_rate_leading_mu(K, n, mu, ex, ey)}
 
 
 def _reference_fast(ex, K, e):
-    closed = ex * (K * e + K - 1 - sp.sqrt((K - 1)**2 - K * (K - 2) * e**2)) / ((K - 1) * (1 + e))
-    return closed, ex * (K * e / (K - 1) - K**2 * e**2 / (2 * (K - 1)**2))
+    return cf.slow_rate_fast_labels(K, e, ex), cf.slow_rate_fast_labels_series(K, e, ex)
 
 
 # --- checks ---------------------------------------------------------------------------------
@@ -160,7 +155,7 @@ def checks() -> list[Check]:
     rows.append(identity(MODEL, "fast-label series to O(ε²) = docs/model.md §2",
                          ser.fast_series - ser.fast_series.coeff(e, 3) * e**3 - series_ref, "docs/model.md §2"))
     rows.append(identity(MODEL, "K=2: r_s = 2η_xε/(1+ε)",
-                         ser.fast_closed_form.subs(KK, 2) - 2 * ex * e / (1 + e), "docs/model.md §2"))
+                         ser.fast_closed_form.subs(KK, 2) - cf.slow_rate_k2_fast_labels(e, ex), "docs/model.md §2"))
     Kn, nv, mv = 4, 30, 3
     eps_v = frustration_fraction(Kn, nv, mv)
     closed = float(ser.fast_closed_form.subs({ex: 1.0, KK: Kn, e: eps_v}))
@@ -191,7 +186,7 @@ def _end_state_checks() -> list[Check]:
     Z0 = m.initial_state(2)
     tr = m.simulate(t_end=60.0, Z0=Z0)
     X0, Y0 = Z0[:K * n], Z0[K * n:]
-    R = np.array([(X0[c * n:(c + 1) * n].sum(0) / ex + Y0[c] / ey) / (n / ex + 1 / ey) for c in range(K)])
+    R = np.array([cf.class_end_point(X0[c * n:(c + 1) * n], Y0[c], ex, ey) for c in range(K)])
     rows.append(close(MODEL, "ε=0: labels end at R_c (simulation)", tr.Z[K * n:], R, 1e-8))
     dR = min(np.linalg.norm(R[a] - R[b]) for a, b in itertools.combinations(range(K), 2))
     rows.append(close(MODEL, "ε=0: Δ_min(∞) = min|R_a − R_b| > 0", tr.d_min[-1], dR, 1e-8))
@@ -200,14 +195,13 @@ def _end_state_checks() -> list[Check]:
     fin = end_state(ss)
     z0 = {z.name: sp.Symbol(f"{z.name}^0", real=True) for z in ss.state}
     exs, eys = ss.rates["x"], ss.rates["y"]
-    Rc = (z0["x0_0"] + z0["x1_0"]) / exs + z0["y0_0"] / eys
-    Rc = Rc / (2 / exs + 1 / eys)
+    Rc = cf.class_end_point([z0["x0_0"], z0["x1_0"]], z0["y0_0"], exs, eys)
     y0 = next(z for z in ss.state if z.name == "y0_0")
     rows.append(identity(MODEL, "ε=0 symbolic end state = R_c", fin[y0] - Rc, "invariants + null space"))
     m = EmbeddingModel(balanced_couplings(2, 3, 2), d=2, eta_x=1.0, eta_y=3.0)
     Z0 = m.initial_state(4)
     eta = np.array([1.0] * m.N + [3.0] * m.K)
-    mean = (Z0 / eta[:, None]).sum(0) / (1 / eta).sum()
+    mean = cf.weighted_mean(Z0, eta)
     tr = m.simulate(t_end=400.0, Z0=Z0, keep_states=True, n_points=60)
     rows.append(close(MODEL, "connected frustration: end at η-weighted mean", tr.Z,
                       np.broadcast_to(mean, tr.Z.shape), 1e-8))

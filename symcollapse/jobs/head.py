@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
+from .. import closed_forms as cf
 from ..models.couplings import balanced_couplings, frustration_fraction
 from ..models.head import HeadModel, graph_modes, head_loss, nu_sep, self_consistent_head
 from ..symbolic import meanfield as mfm
@@ -63,13 +64,9 @@ def invariant_expr(system):
 
 
 def model_md_forces(d: int, with_sg: bool):
+    """docs/model.md §3's edge forces (the closed form) in the symbols of head_loss(d, with_sg)."""
     loss = head_loss(d, with_sg)
-    x, y, W = sp.Matrix(loss.x), sp.Matrix(loss.y), sp.Matrix(loss.block("W"))
-    fx, fy = -W.T * (W * x - y), -W.T * (W * y - x)
-    if not with_sg:
-        fx, fy = fx + (W * y - x), fy + (W * x - y)
-    fW = -((W * x - y) * x.T + (W * y - x) * y.T)
-    return fx, fy, fW
+    return cf.head_edge_forces(loss.x, loss.y, loss.block("W"), ("x", "y") if with_sg else ())
 
 
 @lru_cache(maxsize=None)
@@ -142,7 +139,7 @@ def checks() -> list[Check]:
     # ν_sep
     expr, syms = mfm.separation_nu_squared()
     K, n, mu, om = syms["K"], syms["n"], syms["mu"], syms["omega"]
-    rows.append(identity(M, "ν_sep² from D⁻¹A sector = docs/model.md §3", expr - (n + om * mu * (K - 2) / 4) / (n + om * mu * (K - 1) / 2),
+    rows.append(identity(M, "ν_sep² from D⁻¹A sector = docs/model.md §3", expr - cf.nu_sep_squared(K, n, mu, om),
                          "(n + ωμ(K−2)/4)/(n + ωμ(K−1)/2)"))
     for (Kv, nv, muv, omv) in ((2, 6, 2, 2.0), (4, 3, 1, 1.0)):
         vals, _ = graph_modes(balanced_couplings(Kv, nv, muv, omv))
@@ -152,7 +149,7 @@ def checks() -> list[Check]:
     eps = sp.Symbol("epsilon", positive=True)
     nk2 = expr.subs({K: 2, om: 2})
     # K = 2: ε = μ/(2n + μ) -> μ = 2nε/(1 − ε)
-    rows.append(identity(M, "K = 2, ω = 2: ν_sep² = (1−ε)/(1+ε)", nk2.subs(mu, 2 * n * eps / (1 - eps)) - (1 - eps) / (1 + eps),
+    rows.append(identity(M, "K = 2, ω = 2: ν_sep² = (1−ε)/(1+ε)", nk2.subs(mu, 2 * n * eps / (1 - eps)) - cf.nu_sep_squared_k2(eps),
                          "docs/model.md §3"))
     # fixed points at the end of simulations
     model, tr = sim_k2(True)
@@ -183,9 +180,9 @@ def checks() -> list[Check]:
                          "reduced flow"))
     sol = mfm.self_consistency(True)
     w2 = sol["w2"].subs(mfm.omega_, 2)
-    rows.append(identity(M, "w*² = n/(n+m)", w2 - mfm.n_ / (mfm.n_ + mfm.m_), "docs/model.md §3"))
-    rows.append(identity(M, "X* = Y*/w*", sol["Y_over_X"].subs(mfm.omega_, 2) - sp.sqrt(w2), "docs/model.md §3"))
-    ref = (sol["I0"] + w2 / mfm.eta_W) / (2 * (mfm.n_ + mfm.m_) / mfm.eta_x + 2 / mfm.eta_y)
+    rows.append(identity(M, "w*² = n/(n+m)", w2 - cf.meanfield_w_star_squared(mfm.n_, mfm.m_), "docs/model.md §3"))
+    rows.append(identity(M, "X* = Y*/w*", sol["Y_over_X"].subs(mfm.omega_, 2) - cf.meanfield_y_over_x(sp.sqrt(w2)), "docs/model.md §3"))
+    ref = cf.meanfield_y_inf_squared(sol["I0"], mfm.n_, mfm.m_, mfm.eta_x, mfm.eta_y, mfm.eta_W)
     rows.append(identity(M, "Y_∞² from the invariant", sol["Yinf2"].subs(mfm.omega_, 2) - ref, "docs/model.md §3"))
     rows.append(Check(M, "no sg: no reduced fixed point with w > 0, Y ≠ 0", "none found", "sp.solve",
                       0.0 if mfm.self_consistency(False)["w2"] is None else float("inf"), 0.0))

@@ -18,6 +18,8 @@ from ..numerics.trajectory import Trajectory, check_method, check_seeds, simulat
 from ..symbolic import losses
 from ..symbolic.loss import EdgeLoss
 from ..validation import check_array, check_int, check_rate, check_real
+from .base import Model
+from .couplings import balanced_couplings
 from .graph_model import OnGraph, coupling_graph, model_latex
 
 
@@ -27,10 +29,12 @@ def embedding_loss(d: int) -> EdgeLoss:
     return losses.embedding_loss(d)
 
 
-class EmbeddingModel(OnGraph):
+class EmbeddingModel(OnGraph, Model):
     """Embedding-only gradient flow on the coupling graph of P (N×K, non-negative, finite).
 
     scale multiplies the loss (scale = 1/N gives the mean loss): every rate is multiplied by it.
+    State: the array Z ((N+K)×d, samples first) or the block dict {'x': X, 'y': Y}
+    (:class:`~symcollapse.models.base.Model`); methods return the form they are given.
     """
 
     def __init__(self, P, d: int = 2, eta_x: float = 1.0, eta_y: float = 1.0, *, scale: float = 1.0):
@@ -45,6 +49,11 @@ class EmbeddingModel(OnGraph):
         self.system = MatrixFlowSystem(self.compiled, self.graph, rates={"x": self.eta_x, "y": self.eta_y},
                                        scale=self.scale, dims={"d": self.d})
 
+    @classmethod
+    def example(cls) -> "EmbeddingModel":
+        """B(K=2, n=2, μ=1), d = 2 (conformance test)."""
+        return cls(balanced_couplings(2, 2, 1), d=2, eta_x=1.0, eta_y=0.7)
+
     # --- sizes and state ---------------------------------------------------------------
 
     @cached_property
@@ -53,7 +62,29 @@ class EmbeddingModel(OnGraph):
         return self.scale * spectra.rate_diagonal(self.graph, self.eta_x, self.eta_y)
 
     def _check_state(self, Z, name: str = "Z") -> np.ndarray:
+        if isinstance(Z, dict):
+            Z = self._stack(self.blocks(Z))
         return check_array(name, Z, ndim=2, shape=(self.N + self.K, self.d))
+
+    @property
+    def edge_loss(self) -> EdgeLoss:
+        """ℓ(x, y) = ½‖x − y‖² (the same object as ``loss_def``)."""
+        return self.loss_def
+
+    def blocks(self, state) -> dict:
+        """Z or {'x', 'y'} -> the block dict {'x': N×d, 'y': K×d}."""
+        if isinstance(state, dict):
+            return {b: check_array(b, state.get(b), ndim=2, shape=(n, self.d))
+                    for b, n in (("x", self.N), ("y", self.K))}
+        Z = check_array("Z", state, ndim=2, shape=(self.N + self.K, self.d))
+        return {"x": Z[:self.N], "y": Z[self.N:]}
+
+    def from_blocks(self, blocks: dict, like=None):
+        return dict(blocks) if like is None or isinstance(like, dict) else self._stack(blocks)
+
+    @staticmethod
+    def _stack(blocks: dict) -> np.ndarray:
+        return np.vstack([blocks["x"], blocks["y"]])
 
     def initial_state(self, seed: int = 0) -> np.ndarray:
         """x_i ~ 0.1·N(0, I_d), y_c ~ N(0, I_d) from numpy.random.default_rng(seed)."""
@@ -65,7 +96,10 @@ class EmbeddingModel(OnGraph):
 
     # --- flow and loss --------------------------------------------------------------
     def flow(self, Z) -> np.ndarray:
-        """dZ/dt = −s·H L_G Z at Z ((N+K)×d, samples first), from the compiled derived flow."""
+        """dZ/dt = −s·H L_G Z at Z ((N+K)×d, samples first), from the compiled derived flow
+        (a block dict in, a block dict out)."""
+        if isinstance(Z, dict):
+            return Model.flow(self, Z)
         Z = self._check_state(Z)
         return self.system.flow_vector(Z.ravel()).reshape(Z.shape)
 
@@ -77,6 +111,10 @@ class EmbeddingModel(OnGraph):
         """L = s·½ Σ P_ic ‖x_i − y_c‖²."""
         Z = self._check_state(Z)
         return self.system.loss_vector(Z.ravel())
+
+    def loss_value(self, state) -> float:
+        """L at ``state`` (Z or the block dict); the protocol's name for :meth:`loss`."""
+        return self.loss(state)
 
     def jacobian(self):
         """∂Ż/∂Z (sparse, (N+K)d square): −s·H L_G ⊗ I_d, assembled from the derived edge Jacobian."""

@@ -22,6 +22,8 @@ from ..symbolic import losses
 from ..symbolic.loss import EdgeLoss
 from ..symbolic.matrix_flow import MatrixEdgeLoss
 from ..validation import check_array, check_int, check_rate, check_real
+from .base import Model
+from .couplings import balanced_couplings
 from .graph_model import OnGraph, coupling_graph, model_latex
 
 #: stop-gradient variants: which target is held fixed in each half of the symmetrised loss
@@ -89,9 +91,14 @@ def require_frustration(P) -> CouplingGraph:
     return g
 
 
-class HeadModel(OnGraph):
+class HeadModel(OnGraph, Model):
     r"""Samples, labels and a shared head W on the graph of P, trained by gradient flow of
-    ℓ = ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²) (sg optional), rates η_x, η_y, η_W."""
+    ℓ = ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²) (sg optional), rates η_x, η_y, η_W.
+
+    State: the pair (Z, W) or the block dict {'x': X, 'y': Y, 'W': W}
+    (:class:`~symcollapse.models.base.Model`); methods return the form they are given."""
+
+    head_block = "W"
 
     def __init__(self, P, d: int = 8, eta_x: float = 1.0, eta_y: float = 1.0, eta_W: float = 1.0,
                  stop_gradient=True, learn_head: bool = True, W_frozen=None, scale: float = 1.0):
@@ -109,11 +116,51 @@ class HeadModel(OnGraph):
                          check_array("W_frozen", W_frozen, shape=(self.d, self.d)))
         self.scale = check_real("scale", scale, 0.0, None, strict_min=True)
 
+    @classmethod
+    def example(cls) -> "HeadModel":
+        """B(K=2, n=2, μ=1), d = 2 (conformance test)."""
+        return cls(balanced_couplings(2, 2, 1), d=2, eta_x=1.0, eta_y=0.5, eta_W=0.8)
+
     # --- engine objects ------------------------------------------------------------------
     @property
     def loss(self) -> EdgeLoss:
         """The edge loss in components at this d (built on first use; the flow does not need it)."""
         return head_loss(self.d, self.stop_gradient, self.learn_head)
+
+    @property
+    def edge_loss(self) -> EdgeLoss:
+        """The edge loss (the same object as ``loss``)."""
+        return self.loss
+
+    def blocks(self, state) -> dict:
+        """(Z, W), Z (frozen head) or {'x', 'y', 'W'} -> the block dict."""
+        if isinstance(state, dict):
+            Z = np.vstack([check_array("x", state.get("x"), ndim=2, shape=(self.N, self.d)),
+                           check_array("y", state.get("y"), ndim=2, shape=(self.K, self.d))])
+            W = state.get("W")
+        elif isinstance(state, tuple):
+            if len(state) != 2:
+                raise InvalidParameterError(f"state must be a pair (Z, W); got a tuple of {len(state)}")
+            Z, W = state
+        else:
+            Z, W = state, None
+        Z, W = self._check_state(Z, W)
+        return {"x": Z[:self.N], "y": Z[self.N:], "W": W}
+
+    def from_blocks(self, blocks: dict, like=None):
+        if like is None or isinstance(like, dict):
+            return dict(blocks)
+        dW = blocks.get("W", np.zeros((self.d, self.d)))
+        return np.vstack([blocks["x"], blocks["y"]]), dW
+
+    def invariants(self, state) -> np.ndarray:
+        r"""The conserved quantities: [I] with stop-gradient on both targets and a learned head
+        (I = Σ_k ‖z_k‖²/η_k − ‖W‖_F²/η_W, docs/model.md §3); otherwise no invariant is provided
+        (an empty array)."""
+        st = self.blocks(state)
+        if self.learn_head and _sg_targets(self.stop_gradient) == ("x", "y"):
+            return np.array([self.invariant(np.vstack([st["x"], st["y"]]), st["W"])])
+        return np.zeros(0)
 
     @property
     def matrix_loss(self) -> MatrixEdgeLoss:
@@ -164,7 +211,10 @@ class HeadModel(OnGraph):
 
     # --- dynamics ---------------------------------------------------------------------
     def flow(self, Z, W=None) -> tuple[np.ndarray, np.ndarray]:
-        """(dZ/dt, dW/dt) at (Z, W); dW/dt = 0 for a frozen head."""
+        """(dZ/dt, dW/dt) at (Z, W); dW/dt = 0 for a frozen head (a block dict or a (Z, W) pair
+        given as Z comes back in the same form)."""
+        if isinstance(Z, (dict, tuple)):
+            return Model.flow(self, Z)
         Z, W = self._check_state(Z, W)
         f = self.system.flow_blocks({"x": Z[:self.N], "y": Z[self.N:], "W": W})
         dW = f["W"] if self.learn_head else np.zeros((self.d, self.d))
@@ -177,6 +227,10 @@ class HeadModel(OnGraph):
         return float(np.sum(X * X) / self.eta_x + np.sum(Y * Y) / self.eta_y - np.sum(W * W) / self.eta_W)
 
     def loss_value(self, Z, W=None) -> float:
+        """L at (Z, W) (or at a block dict / (Z, W) pair given as Z)."""
+        if isinstance(Z, (dict, tuple)):
+            st = self.blocks(Z)
+            Z, W = np.vstack([st["x"], st["y"]]), st["W"]
         Z, W = self._check_state(Z, W)
         return self.system.loss({"x": Z[:self.N], "y": Z[self.N:], "W": W})
 

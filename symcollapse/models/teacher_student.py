@@ -31,11 +31,15 @@ from ..numerics.matrix_system import MatrixFlowSystem
 from ..numerics.linear_map import LinearMapSystem, RowSpaceSystem, verify_linear_map
 from ..numerics.metrics import accuracy, d_min
 from ..numerics.trajectory import Trajectory
+from ..symbolic.assemble import assemble_symbolic
+from ..symbolic.invariants import linear_invariants
 from ..symbolic import losses
 from ..symbolic.loss import EdgeLoss
+from ..symbolic.reparam import derive_linear_map
 from ..symbolic.stopgrad import sg
 from ..symbolic.symbols import matrix, rate, sqnorm, vector
 from ..validation import check_int, check_rate, check_real
+from .base import Model
 from .graph_model import model_latex
 
 MAP = "S"
@@ -228,12 +232,14 @@ class TeacherStudentTrajectory(Trajectory):
 
 # --- the model -------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class TeacherStudentModel:
+class TeacherStudentModel(Model):
     """Linear teacher–student model: x_i = S u_i, labels y_c, optional shared head W (± sg).
 
     ``inputs``: 'gaussian' (isotropic unit inputs, the default) or 'clustered' (unit inputs
     u ∝ √(s/K)·Q z + √((1−s)/D)·ξ, Q spanning the teacher's rows, s = ``signal`` ∈ [0, 1); see
-    :func:`teacher_data`). ``signal`` is used only by 'clustered'."""
+    :func:`teacher_data`). ``signal`` is used only by 'clustered'.
+
+    State: the block dict {'S': d×D, 'y': K×d[, 'W': d×d]} (:class:`~symcollapse.models.base.Model`)."""
 
     D: int = 200
     n_inputs: int = 120
@@ -284,6 +290,25 @@ class TeacherStudentModel:
     @cached_property
     def loss(self) -> EdgeLoss:
         return student_loss(self.d, self.head, self.stop_gradient)
+
+    @classmethod
+    def example(cls) -> "TeacherStudentModel":
+        """D = 12, 6 inputs, K = 2, d = 2, ε = 0.2 (conformance test)."""
+        return cls(D=12, n_inputs=6, K=2, d=2, eps=0.2)
+
+    @property
+    def edge_loss(self) -> EdgeLoss:
+        """The edge loss in x (the same object as ``loss``); the engine composes it with x = S u."""
+        return self.loss
+
+    @property
+    def head_block(self):
+        return "W" if self.head else None
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Own class of each training input, −1 for the duplicated ones."""
+        return self.data.train_labels
 
     @cached_property
     def matrix_loss(self):
@@ -351,9 +376,11 @@ class TeacherStudentModel:
         """The same with G = I: model (a) on the same coupling graph (the D ≫ N limit)."""
         return smallest_nonzero_rate(self.graph, np.eye(self.n_inputs), self.eta_S, self.eta_y)
 
-    def initial_state(self) -> dict:
-        """S ~ 0.1·N(0, 1) entries (so x = S u ~ 0.1·N(0, I_d) for ‖u‖ = 1), y ~ N(0, I_d), W = I."""
-        rng = np.random.default_rng([self.seed, 1])
+    def initial_state(self, seed: int | None = None) -> dict:
+        """S ~ 0.1·N(0, 1) entries (so x = S u ~ 0.1·N(0, I_d) for ‖u‖ = 1), y ~ N(0, I_d), W = I.
+        ``seed`` defaults to the model's own seed (which also draws the data)."""
+        seed = self.seed if seed is None else check_int("seed", seed, 0)
+        rng = np.random.default_rng([seed, 1])
         st = {MAP: 0.1 * rng.normal(size=(self.d, self.D)),
               "y": rng.normal(size=(self.K, self.d))}
         if self.head:
@@ -361,7 +388,10 @@ class TeacherStudentModel:
         return st
 
     def invariants(self, st: dict) -> np.ndarray:
-        """Per component C (rows) the conserved Σ_{i∈C} (G⁻¹X)_i/η_S + Σ_{c∈C} y_c/η_y (head=False)."""
+        """Per component C (rows) the conserved Σ_{i∈C} (G⁻¹X)_i/η_S + Σ_{c∈C} y_c/η_y (head=False).
+        With a head: [‖S‖_F²/η_S + Σ‖y‖²/η_y − ‖W‖_F²/η_W] with stop-gradient, none without."""
+        if self.head:
+            return np.array([self.norm_invariant(st)]) if self.stop_gradient else np.zeros(0)
         X = self.data.U @ np.asarray(st[MAP]).T
         GX = self._gram_inverse @ X
         n, comp = self.graph.components
@@ -428,8 +458,6 @@ SPLIT_P = ((1, 0), (0, 1), (1, 0))  # ε = 0: two components (the classes)
 @lru_cache(maxsize=None)
 def derive_student_map(d: int = 1, head: bool = False, stop_gradient: bool = True, probe_dim: int = 3):
     """The engine's flow of ℓ(x = S u, …) with the chain rule checked against the composite loss."""
-    from ..symbolic.reparam import derive_linear_map
-
     return derive_linear_map(student_loss(d, head, stop_gradient), MAP, probe_dim, check_composite=True)
 
 
@@ -451,8 +479,6 @@ def induced_flow_difference(P=PATH_P, head: bool = False, stop_gradient: bool = 
     """U Ṡᵀ − G Ẋ|_{X = U Sᵀ} on a small graph with symbolic inputs U (N×N), d = 1, where Ṡ is
     the assembled flow of the composite loss and Ẋ = η_S F_X the base flow: zero iff Ẋ_induced =
     η_S G F_X = −η_S G ∂L/∂X."""
-    from ..symbolic.assemble import assemble_symbolic
-
     P = sp.Matrix(P)
     N = P.shape[0]
     lm = derive_student_map(1, head, stop_gradient, N)
@@ -468,8 +494,6 @@ def induced_flow_difference(P=PATH_P, head: bool = False, stop_gradient: bool = 
 
 def induced_jacobian_difference(P=PATH_P, U=None) -> sp.Matrix:
     """∂(Ẋ, Ẏ)/∂(X, Y) − (−blockdiag(η_S G, η_y I) L_G) for the induced flow Ẋ = G·(base Ẋ), d = 1."""
-    from ..symbolic.assemble import assemble_symbolic
-
     P = sp.Matrix(P)
     N, K = P.shape
     U = sp.Matrix(U) if U is not None else _symbolic_inputs(N, N)
@@ -487,9 +511,6 @@ def induced_jacobian_difference(P=PATH_P, U=None) -> sp.Matrix:
 def component_invariants(P=PATH_P, U=None):
     """(found basis of linear invariants c·(S, Y), proposed I_C = Σ_{i∈C} (G⁻¹X)_i/η_S + Σ_{c∈C} y_c/η_y)
     on a small graph with an integer input matrix U (N×N, full rank), d = 1, in the S coordinates."""
-    from ..symbolic.assemble import assemble_symbolic
-    from ..symbolic.invariants import linear_invariants
-
     P = sp.Matrix(P)
     N, K = P.shape
     U = sp.Matrix(U) if U is not None else sp.Matrix(N, N, lambda i, j: 1 + (i == j) + (i * j) % 2)
@@ -510,8 +531,6 @@ def component_invariants(P=PATH_P, U=None):
 
 def norm_invariant_rate(stop_gradient: bool = True, P=PATH_P) -> sp.Expr:
     """d/dt [‖S‖²/η_S + Σ‖y‖²/η_y − ‖W‖²/η_W] along the head flow (d = 1, symbolic inputs)."""
-    from ..symbolic.assemble import assemble_symbolic
-
     P = sp.Matrix(P)
     N = P.shape[0]
     lm = derive_student_map(1, True, stop_gradient, 2)

@@ -167,7 +167,7 @@ def _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_resid
                 t, Z, residual = _first_crossing(prop, seq, A, Z_prev, t_prev, float(t), stop_residual)
             stopped = True
         ts.append(float(t))
-        st = {SAMPLE: Z[:g.N], LABEL: Z[g.N:]}
+        st = {SAMPLE: Z[:g.N], LABEL: Z[g.N:], **getattr(system, "frozen", {})}  # frozen blocks (a frozen head) enter the loss
         a, b, c = _metrics(system, st, labels, None)
         dm.append(a)
         acc.append(b)

@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import sympy as sp
 
+from ..closed_forms import meanfield_reduced_rhs
 from ..errors import DerivationCheckError
 from .flow import derive_flow
 
@@ -159,15 +160,9 @@ def derive_meanfield(stop_gradient=True, omega=None) -> MeanField:
 
 
 def model_md_reduced(omega=2) -> sp.ImmutableMatrix:
-    r"""docs/model.md §3's reduced equations (ω = 2), typed only to compare the derivation with."""
-    n, m = n_, m_
-    return sp.ImmutableMatrix([
-        -eta_x * w_ * (w_ * X_ - Y_),
-        -eta_y * w_ * ((n + m) * w_ * Y_ - n * X_),
-        -2 * eta_x * w_**2 * s2_,
-        -4 * eta_x * w_**2 * t2_,
-        -eta_W * (w_ * (2 * n * (X_**2 + s2_) + 2 * m * t2_ + 2 * (n + m) * Y_**2) - 4 * n * X_ * Y_),
-    ])
+    r"""docs/model.md §3's reduced equations (ω = 2) in this module's symbols, from the closed forms
+    (:func:`symcollapse.closed_forms.meanfield_reduced_rhs`), to compare the derivation with."""
+    return sp.ImmutableMatrix(meanfield_reduced_rhs(X_, Y_, s2_, t2_, w_, n_, m_, eta_x, eta_y, eta_W))
 
 
 def reduced_invariant(omega=None) -> sp.Expr:

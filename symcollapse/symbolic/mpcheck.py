@@ -20,6 +20,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from ..closed_forms import sector_cubic
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..validation import check_int
 from ..verification import Check
@@ -329,11 +330,9 @@ def balanced_slow_rate_engine(K: int, n: int, mu: int, eta_x: float, eta_y: floa
 
 
 def balanced_sector_cubic(r: sp.Symbol, K, n, mu, eta_x, eta_y) -> sp.Expr:
-    r"""The class-separation cubic (ω = 2): r³ − (3η_x + η_y n + (K−1)η_y μ) r² +
-    (2η_x² + 2η_xη_y n + (2K−1)η_xη_y μ) r − Kη_x²η_y μ."""
-    return (r**3 - (3 * eta_x + eta_y * n + (K - 1) * eta_y * mu) * r**2
-            + (2 * eta_x**2 + 2 * eta_x * eta_y * n + (2 * K - 1) * eta_x * eta_y * mu) * r
-            - K * eta_x**2 * eta_y * mu)
+    r"""The class-separation cubic (ω = 2, docs/model.md §2), from
+    :func:`symcollapse.closed_forms.sector_cubic`."""
+    return sector_cubic(r, K, n, mu, eta_x, eta_y)
 
 
 def engine_checks(seed: int = 0) -> list[Check]:
