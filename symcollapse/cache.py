@@ -34,6 +34,7 @@ from .symbolic.stopgrad import stop_gradient
 FORMAT = 1
 _ENGINE_FILES = ("symbolic/flow.py", "symbolic/loss.py", "symbolic/polydiff.py",
                  "symbolic/stopgrad.py", "symbolic/symbols.py", "numerics/kernels.py", "cache.py",
+                 "numerics/compile.py", "numerics/structure.py", "numerics/lambdify.py", "numerics/kernel_cache.py",
                  "symbolic/matcalc.py", "symbolic/matrix_flow.py", "numerics/matrix_kernels.py")
 
 

@@ -45,7 +45,6 @@ KNOWN_UPWARD = {
 
 # cycles (as sets of modules) still to break
 KNOWN_CYCLES = [
-    {"symcollapse.numerics.kernels", "symcollapse.numerics.system"},  # i10 splits kernels.py
     {"symcollapse.symbolic.meanfield", "symcollapse.numerics.phase", "symcollapse.models.head"},
     {"symcollapse.symbolic.matcalc", "symcollapse.symbolic.stopgrad"},  # i10 (matrix path, in parallel)
 ]
@@ -56,7 +55,7 @@ KNOWN_DEFERRED = {
     "symcollapse.cli": {"symcollapse.jobs", "symcollapse.verification", "symcollapse.phase", "symcollapse.numerics.sweeps", "symcollapse.outputs.io",
                         "symcollapse.outputs.report"},
     "symcollapse.outputs.report": {"symcollapse.jobs"},
-    "symcollapse.numerics.kernels": {"symcollapse.cache", "symcollapse.numerics.system"},
+    "symcollapse.numerics.compile": {"symcollapse.cache"},
     "symcollapse.numerics.phase": {"symcollapse.symbolic.meanfield", "symcollapse.models.couplings",
                                    "symcollapse.models.head"},
     "symcollapse.numerics.stability": {"symcollapse.models.head", "symcollapse.numerics.kernels",

@@ -21,6 +21,8 @@ from ..symbolic import meanfield as mfm
 from ..symbolic.assemble import assemble_symbolic
 from ..symbolic.flow import derive_flow
 from ..symbolic.symbols import sqnorm
+from ..symbolic.losses import head_matrix_loss
+from ..symbolic.matrix_flow import derive_matrix_flow
 from ..verification import Check, close, identity
 
 MODEL = "head"
@@ -306,10 +308,21 @@ def latex_document() -> str:
     names = ["\\dot X", "\\dot Y", "\\dot{\\sigma^2}", "\\dot{\\tau^2}", "\\dot w"]
     reduced = "".join(equation(nm, e) for nm, e in zip(names, mf.rhs))
     reduced0 = "".join(equation(nm, e) for nm, e in zip(names, mf0.rhs))
+    from ..outputs.latex import matrix_flow_latex
+
+    msg, mno = derive_matrix_flow(head_matrix_loss("both")), derive_matrix_flow(head_matrix_loss("none"))
     secs = [
+        section("Derived flow in matrix form (every $d$)",
+                "The loss is written with $x, y \\in \\mathbb{R}^d$, $W \\in \\mathbb{R}^{d\\times d}$ of "
+                "unspecified $d$; the engine differentiates it term by term (trace calculus) and checks "
+                "every result against the component derivation at $d = 1, 2, 3$. With stop-gradient:",
+                matrix_flow_latex(msg),
+                "Without stop-gradient (the full gradient of the same loss):",
+                matrix_flow_latex(mno, jvp=False)),
         section("Loss ($d = 2$ shown)", equation("\\ell", loss.expr)),
         section("Derived forces with stop-gradient",
-                equation("F_x", fl.force("x")), equation("F_y", fl.force("y")), equation("F_W", fl.force("W"))),
+                equation("F_x", fl.force("x")), equation("F_y", fl.force("y")),
+                *[equation(f"(F_W)_{{{a}{b}}}", fl.force("W")[a, b]) for a in range(2) for b in range(2)]),
         section("Derived forces without stop-gradient",
                 equation("F_x", fl0.force("x")), equation("F_y", fl0.force("y"))),
         section("Invariant on the path graph ($d = 1$)",

@@ -15,6 +15,8 @@ import sympy as sp
 
 from ..models import teacher_student as ts
 from ..models.teacher_student import MAP, TeacherStudentModel
+from ..symbolic.losses import student_matrix_loss
+from ..symbolic.matrix_flow import derive_matrix_flow
 from ..verification import Check, close, identity
 
 MODEL = "teacher_student"
@@ -203,6 +205,16 @@ def latex_document() -> str:
         equation(r"F_S", lm.force_S),
         equation(r"F_S^{\mathrm{head}}", lmh.force_S),
     )
+    from ..outputs.latex import matrix_flow_latex
+
+    s_mat = section(
+        "The student derived once for every $d$ and $D$",
+        "The loss written with $S \\in \\mathbb{R}^{d\\times D}$, $u \\in \\mathbb{R}^D$, "
+        "$y \\in \\mathbb{R}^d$ of unspecified sizes (checked against the component derivation at "
+        "$(d, D) = (1, 2), (2, 3), (3, 1)$). Without head:",
+        matrix_flow_latex(derive_matrix_flow(student_matrix_loss(False))),
+        "With the shared head and stop-gradient:",
+        matrix_flow_latex(derive_matrix_flow(student_matrix_loss(True, "both")), jvp=False))
     J = ts.induced_jacobian_difference()
     s2 = section(
         "Induced sample flow",
@@ -230,7 +242,7 @@ def latex_document() -> str:
         "stop-gradient, $\\|S\\|_F^2/\\eta_S+\\sum_c\\|y_c\\|^2/\\eta_y-\\|W\\|_F^2/\\eta_W$ is conserved:",
         equation(r"\frac{dI}{dt}", ts.norm_invariant_rate(True)),
     )
-    return document("Linear teacher--student model: derivation", s1, s2, s3,
+    return document("Linear teacher--student model: derivation", s_mat, s1, s2, s3,
                     abstract=f"Rates: ${tex(eta_S)}$ for the map $S$, ${tex(eta_y)}$ for the labels.")
 
 

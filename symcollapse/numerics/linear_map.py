@@ -17,7 +17,8 @@ from ..symbolic.loss import SAMPLE
 from ..tolerance import within
 from ..validation import check_array, check_rate
 from .finite_differences import central_gradient, central_jacobian
-from .kernels import CompiledFlow, relative_error
+from .compile import CompiledFlow
+from .selfcheck import relative_error
 from .matrix_kernels import MatrixCompiledFlow
 from .matrix_system import MatrixFlowSystem
 from .system import FlowSystem

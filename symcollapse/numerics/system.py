@@ -15,7 +15,7 @@ from ..symbolic.loss import LABEL, SAMPLE
 from ..validation import check_array, check_rate, check_real
 from .finite_differences import central_jacobian
 from .graph import CouplingGraph
-from .kernels import CompiledFlow, _stack
+from .lambdify import _stack
 
 
 class FlowSystem:
@@ -24,6 +24,9 @@ class FlowSystem:
     def __init__(self, compiled: CompiledFlow, P, *, rates: dict, params: dict | None = None,
                  data=None, frozen: dict | None = None, scale: float = 1.0, path: str = "auto",
                  ):
+        if not (hasattr(compiled, "edge_force") and hasattr(compiled, "loss")):  # a CompiledFlow
+            raise InvalidParameterError(f"compiled must be a CompiledFlow (compile_loss(loss)); "
+                                        f"got {type(compiled).__name__}")
         self.compiled = compiled
         loss = compiled.loss
         self.graph = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)

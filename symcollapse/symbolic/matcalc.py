@@ -283,6 +283,15 @@ def to_expr(sum_: dict, symbols: dict, shape=None):
 
 def factored_latex(sum_: dict, symbols: dict, shape=None) -> str:
     r"""LaTeX of a chain sum with common left factors pulled out, e.g. −Wᵀ(W x − y)."""
+    terms = factored_terms(sum_, symbols, shape)
+    out = ""
+    for n, t in enumerate(terms):
+        out += (t[2:] if t.startswith("+ ") else t) if n == 0 else " " + t
+    return out or "0"
+
+
+def factored_terms(sum_: dict, symbols: dict, shape=None) -> list:
+    r"""The top-level terms of :func:`factored_latex`, each with its sign ('+ …' or '- …')."""
     from sympy.printing.latex import LatexPrinter
 
     pr = LatexPrinter()
@@ -293,7 +302,7 @@ def factored_latex(sum_: dict, symbols: dict, shape=None) -> str:
     def coef(k):
         return pr._print(k)
 
-    def render(items, top=True):
+    def render(items, top=True, collect=None):
         # items: list of (chain, coeff); returns latex of the sum
         groups = defaultdict(list)
         order = []
@@ -324,6 +333,8 @@ def factored_latex(sum_: dict, symbols: dict, shape=None) -> str:
             neg = k.could_extract_minus_sign()
             mag = -k if neg else k
             c = "" if mag == 1 else (coef(mag) + (" " if mag.is_Atom else "") if mag.is_Atom else r"\left(" + coef(mag) + r"\right) ")
+            if collect is not None:
+                collect.append(("- " if neg else "+ ") + c + body)
             if n == 0:
                 out += ("- " if neg else "") + c + body
             else:
@@ -331,7 +342,9 @@ def factored_latex(sum_: dict, symbols: dict, shape=None) -> str:
         return out or "0"
 
     items = sorted(sum_.items(), key=lambda t: (-len(t[0]), repr(t[0])))
-    return render(items)
+    top = []
+    render(items, True, top)
+    return top
 
 
 # --- explicit evaluation (the component-level cross-check) --------------------------------------
