@@ -184,3 +184,19 @@ def test_teacher_student_arguments(eps, K, n, D, d):
 def test_unknown_keyword_is_a_type_error(call):
     with pytest.raises(TypeError):
         call()
+
+
+@SETTINGS
+@given(obj=st.one_of(bad_scalars, st.just(sc.sqnorm(_x - _y)), arrays()), flag=st.one_of(st.booleans(), bad_scalars))
+def test_engine_entry_points_refuse_non_losses(obj, flag):
+    from symcollapse.variants import embedding_loss
+
+    _run(sc.derive_flow, obj)
+    _run(sc.compile_loss, obj)
+    _run(sc.compile_loss, embedding_loss(2), flag)
+    _run(sc.quadratic_invariants, obj)
+    _run(sc.sqnorm, obj)
+    _run(sc.FlowSystem, obj, sc.balanced_couplings(2, 1, 1), rates={"x": 1.0, "y": 1.0})
+    _run(sc.CouplingGraph.from_couplings, obj)
+    if not isinstance(obj, (str, bytes)) and obj is not None:  # a str would name a real folder
+        _run(sc.write_report, obj, modules=[])

@@ -42,13 +42,14 @@ def readme_commands() -> list[str]:
 
 # command -> the test that runs it (or, for package installs, what is checked instead)
 HOW = {
-    "pip install . && symcollapse reproduce": "test_install_metadata + reproduced (fixture)",
+    "pip install . && symcollapse reproduce": "test_install_metadata + test_reproduce_as_written (slow)",
     "pip install -e '.[test]' && python -m pytest -q": "test_test_command_is_what_ci_runs",
-    "symcollapse reproduce": "reproduced (fixture)",
+    "symcollapse reproduce": "test_reproduce_as_written (slow; default: the jobs' own tests + below)",
     "symcollapse check": "test_check_prints_the_reproduce_table (slow; default: test_cli check --model engine)",
     "symcollapse report": "test_report_as_written (slow; default: test_report_of_real_jobs)",
     "symcollapse report --out report": "test_report_as_written (slow; default: test_report_of_real_jobs)",
     "symcollapse sweep": "test_sweep_commands",
+    "symcollapse --version": "tests/test_cli.py::test_version",
     "symcollapse phase --model head --K 2 --eps 0.25 --d 1 --seeds 3 --out phase":
         "tests/test_phase.py::test_readme_phase_command_end_states_are_derived_stable_fixed_points_and_resume",
     "python derivations/embedding.py": "test_derivation_scripts",
@@ -139,6 +140,10 @@ def test_sweep_commands(tmp_path):
 
 
 # --- the main job, run once; its outputs are checked below -------------------------------------
+# Slow: `symcollapse reproduce` runs every job (minutes on 2 shared cores). The default run covers
+# the same claims with faster tests: each job's checks and LaTeX in its own test file, the README's
+# derivation scripts and their LaTeX compiled below, the report of two real jobs compiled, the
+# captions checked statically, the table width in tests/test_cli.py.
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
     where = tmp_path_factory.mktemp("reproduce")
@@ -146,6 +151,7 @@ def reproduced(tmp_path_factory):
     return where, res
 
 
+@pytest.mark.slow
 def test_reproduce_as_written(reproduced):
     where, res = reproduced
     assert res.returncode == 0, res.stderr[-3000:]
@@ -154,6 +160,7 @@ def test_reproduce_as_written(reproduced):
     assert sorted(p.name for p in where.iterdir()) == ["derivations", "figures"]
 
 
+@pytest.mark.slow
 def test_every_png_has_a_vector_pdf_and_a_caption(reproduced):
     from symcollapse.jobs import job_modules
 
@@ -167,6 +174,7 @@ def test_every_png_has_a_vector_pdf_and_a_caption(reproduced):
     assert {p.stem for p in pngs} <= captions, sorted({p.stem for p in pngs} - captions)
 
 
+@pytest.mark.slow
 def test_literature_latex_uses_the_variables_names(reproduced):
     where, _ = reproduced
     tex = (where / "derivations" / "literature.tex").read_text()
@@ -177,6 +185,7 @@ def test_literature_latex_uses_the_variables_names(reproduced):
 needs_pdflatex = pytest.mark.skipif(PDFLATEX is None, reason="pdflatex is not installed")
 
 
+@pytest.mark.slow
 @needs_pdflatex
 def test_every_written_tex_compiles_cleanly(reproduced, tmp_path):
     where, _ = reproduced
@@ -217,8 +226,32 @@ def test_report_as_written(tmp_path):
 
 def test_report_of_real_jobs(tmp_path):
     """The same checks as :func:`test_report_as_written` on the engine and literature jobs (real
-    tables, a real derivation document, real captioned figures), a few seconds."""
+    tables, a real derivation document, real captioned figures); the literature LaTeX compiles on
+    its own too and names the variables as the losses do."""
     _check_report(tmp_path, "symcollapse report --out report --model engine --model literature", 8, 3)
+    out = tmp_path / "report"
+    for png in (out / "figures").glob("*.png"):
+        assert png.with_suffix(".pdf").read_bytes().startswith(b"%PDF"), png
+    lit = out / "derivations" / "literature.tex"
+    text = lit.read_text()
+    assert not re.search(r"[xy]_\{\d+ \d+\}", text), "internal node names (x_{0 0}) in the literature LaTeX"
+    assert re.search(r"I_\{1\} = .*a\^\{2\}.*b\^\{2\}", text)  # Saxe: τa² − τb²
+    if PDFLATEX is not None:
+        rc, log, _ = compile_tex(lit, tmp_path / "lit")
+        assert rc == 0 and not problems(log), problems(log)[:5]
+
+
+def test_every_figure_a_job_writes_has_a_caption():
+    """Every figure file name in a job's source has an entry in that job's CAPTIONS (the report
+    captions figures with sentences, not file names)."""
+    import importlib
+
+    for src in sorted((ROOT / "symcollapse" / "jobs").glob("*.py")):
+        names = set(re.findall(r"[\"'](\w+)\.png[\"']", src.read_text()))
+        if names:
+            mod = importlib.import_module(f"symcollapse.jobs.{src.stem}")
+            missing = names - set(getattr(mod, "CAPTIONS", {}))
+            assert not missing, (src.name, sorted(missing))
 
 
 @pytest.mark.slow
@@ -264,3 +297,22 @@ def test_derivation_scripts(tmp_path):
         if PDFLATEX is not None:
             rc, log, _ = compile_tex(tex, tmp_path / "build" / name)
             assert rc == 0 and not problems(log), (name, problems(log)[:5])
+
+
+def test_committed_figures_have_vector_pdfs():
+    pngs = sorted((ROOT / "figures").glob("*.png"))
+    assert pngs
+    for png in pngs:
+        assert png.with_suffix(".pdf").read_bytes().startswith(b"%PDF"), png.name
+
+
+@needs_pdflatex
+def test_committed_latex_compiles_cleanly(tmp_path):
+    """The LaTeX documents in derivations/ (linked from the README) compile without errors or
+    overfull boxes wider than 10 pt."""
+    bad = {}
+    for tex in sorted((ROOT / "derivations").glob("*.tex")):
+        rc, log, pdf = compile_tex(tex, tmp_path / tex.stem)
+        if rc != 0 or problems(log) or not pdf.exists():
+            bad[tex.name] = (rc, problems(log)[:5])
+    assert not bad, bad

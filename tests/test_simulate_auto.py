@@ -40,6 +40,9 @@ def test_exact_methods_equal_dense_expm_and_integrators(P):
         err = np.max(np.abs(tr.states - dense)) / scale
         assert err <= tol, (meth, err)
         assert tr.extra["method"] == (meth if meth != "auto" else "exact-spectral")
+    # the recorded loss (−½ Σ z·(AZ)/η on the exact path) is the compiled derived loss
+    want = [m.loss(v.reshape(-1, 2)) for v in runs["auto"].states]
+    np.testing.assert_allclose(runs["auto"].loss, want, rtol=1e-10, atol=1e-14)
     # Δ_min(t) of the exact solution equals that of the dense reference to 1e-8 relative
     Y = dense.reshape(len(t), -1, 2)[:, m.N:]
     dm = np.array([sc.numerics.metrics.d_min(y) for y in Y])
@@ -123,3 +126,56 @@ def test_bad_options_are_refused(bad):
     m = EmbeddingModel(balanced_couplings(2, 2, 1), d=2)
     with pytest.raises(InvalidParameterError):
         m.simulate(1.0, **bad)
+
+
+def test_spectral_radius_estimate_matches_eigenvalues():
+    from symcollapse.numerics.method_choice import spectral_radius
+
+    m = sc.HeadModel(balanced_couplings(3, 4, 1), d=3, eta_x=1.0, eta_y=0.3)
+    v = m.pack(*m.initial_state(2))
+    J = m.system.jacobian(v).toarray()
+    rho = np.max(np.abs(np.linalg.eigvals(J)))
+    est = spectral_radius(m.system.linear_operator(v))
+    assert 0.5 * rho <= est <= 2.0 * rho  # an order-of-magnitude stiffness measure
+
+
+def test_head_auto_choices_agree_with_the_other_integrators():
+    m = sc.HeadModel(balanced_couplings(3, 4, 1), d=3, eta_x=1.0, eta_y=0.3)
+    short = m.simulate(2.0, seed=1, n_points=8, rtol=1e-10, atol=1e-12)
+    small = sc.HeadModel(balanced_couplings(2, 3, 1), d=2, eta_x=1.0, eta_y=0.5)
+    long_ = small.simulate(3000.0, seed=1, n_points=8, rtol=1e-10, atol=1e-12, stop_residual=1e-9)
+    assert short.extra["method"] == "DOP853" and short.extra["stiffness"] <= 2000
+    assert long_.extra["method"] == "BDF" and long_.extra["stiffness"] > 2000  # 4 W columns: no Schur
+    assert "ρ(J)·t_end" in long_.extra["method_reason"]
+    for mod, ref, T, others in ((m, short, 2.0, ("BDF", "LSODA", "BDF-Schur")),
+                                (small, long_, long_.t[-1], ("BDF-Schur",))):
+        for meth in others:
+            other = mod.simulate(T, seed=1, t_eval=ref.t, rtol=1e-10, atol=1e-12, method=meth)
+            scale = np.max(np.abs(ref.Z))
+            assert np.max(np.abs(other.Z - ref.Z)) <= 1e-6 * scale, meth
+            assert np.max(np.abs(other.W - ref.W)) <= 1e-6 * np.max(np.abs(ref.W)), meth
+    # the stopped run ends at a fixed point of the derived flow
+    assert long_.extra["stopped"] and long_.extra["residual"] <= 1e-9
+    dZ, dW = small.flow(long_.Z, long_.W)
+    assert max(np.max(np.abs(dZ)), np.max(np.abs(dW))) <= 1e-9
+
+
+def test_simulate_many_equals_single_runs():
+    m = EmbeddingModel(balanced_couplings(3, 4, 1), d=2, eta_x=1.0, eta_y=0.4)
+    many = m.simulate_many(seeds=[0, 4, 7], t_end=1e4, stop_residual=1e-9, keep_states=True)
+    for s, tr in zip([0, 4, 7], many):
+        one = m.simulate(1e4, seed=s, stop_residual=1e-9, keep_states=True)
+        np.testing.assert_allclose(tr.t, one.t, rtol=1e-12)
+        assert np.max(np.abs(tr.states - one.states)) <= 1e-12
+        assert tr.extra["stopped"] and tr.extra["batch"] == 3
+    h = sc.HeadModel(balanced_couplings(2, 3, 1), d=2, eta_x=1.0, eta_y=0.5)
+    many = h.simulate_many(seeds=[1, 2], t_end=2000.0, stop_residual=1e-9, n_points=5)
+    for s, tr in zip([1, 2], many):
+        one = h.simulate(2000.0, seed=s, stop_residual=1e-9, n_points=5, method=tr.extra["method"])
+        np.testing.assert_allclose(tr.t, one.t, rtol=1e-12)
+        np.testing.assert_allclose(tr.Z, one.Z, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(tr.W, one.W, rtol=0, atol=1e-12)
+    with pytest.raises(InvalidParameterError, match="seeds"):
+        h.simulate_many(seeds=[])
+    with pytest.raises(InvalidParameterError, match="seeds"):
+        m.simulate_many(seeds=[1, -2])

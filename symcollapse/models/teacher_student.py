@@ -24,6 +24,7 @@ import numpy as np
 import sympy as sp
 
 from ..errors import InvalidParameterError
+from ..numerics.method_choice import choose as choose_method
 from ..numerics.graph import CouplingGraph
 from ..numerics.integrate import integrate, time_grid
 from ..numerics.matrix_kernels import compile_matrix_loss
@@ -408,7 +409,7 @@ class TeacherStudentModel(Model):
                      - np.sum(W ** 2) / self.eta_W)
 
     def simulate(self, t_end: float = 600.0, *, n_points: int = 200, t_eval=None,
-                 method: str = "BDF", rtol: float = 1e-10, atol: float = 1e-12,
+                 method: str = "auto", rtol: float = 1e-10, atol: float = 1e-12,
                  keep_states: bool = False, state0: dict | None = None,
                  coordinates: str = "rowspace") -> TeacherStudentTrajectory:
         """Integrate the derived flow of (S, Y[, W]) and record Δ_min, training accuracy (single
@@ -416,7 +417,9 @@ class TeacherStudentModel(Model):
 
         ``coordinates='rowspace'`` integrates S = S₀ + Aᵀ U (exact, N·d unknowns); ``'S'`` the
         d·D entries of S directly (same flow, slower for D ≫ N). ``states`` (with keep_states)
-        are the state vectors of the chosen coordinates."""
+        are the state vectors of the chosen coordinates. ``method='auto'`` (default) measures the
+        stiffness ρ(J)·t_end of the derived Jacobian and takes DOP853 or BDF (numerics/method_choice.py);
+        ``extra['method']``, ``extra['method_reason']`` record it."""
         if t_eval is None:
             t_eval = time_grid(t_end, n_points)
         else:
@@ -430,6 +433,10 @@ class TeacherStudentModel(Model):
         else:
             raise InvalidParameterError(f"coordinates must be 'rowspace' or 'S'; got {coordinates!r}")
         v0 = sysm.pack(st0)
+        reason = "chosen by the caller"
+        if method == "auto":  # measured stiffness ρ(J)·t_end: DOP853 or BDF with the Jacobian
+            choice = choose_method(sysm, v0, float(t_eval[-1]))
+            method, reason = choice.method, choice.reason
         sol = integrate(sysm.flow_vector, v0, t_eval, jac=sysm.jacobian, method=method,
                         rtol=rtol, atol=atol)
         data = self.data
@@ -446,7 +453,7 @@ class TeacherStudentModel(Model):
         Z = np.vstack([sysm.samples(final), final["y"]])
         return TeacherStudentTrajectory(
             sol.t, np.array(dm), np.array(acc), np.array(ls), Z, final.get("W"),
-            sol.y if keep_states else None, {"invariant": np.array(inv)},
+            sol.y if keep_states else None, {"invariant": np.array(inv), "method": method, "method_reason": reason},
             test_accuracy=np.array(tacc), S=final[MAP])
 
 

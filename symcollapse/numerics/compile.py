@@ -19,7 +19,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 import sympy as sp
 
-from ..errors import DerivationCheckError
+from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic.flow import EdgeFlow, derive_flow
 from ..symbolic.loss import EdgeLoss
 from ..symbolic.stopgrad import freeze_stop_gradient
@@ -83,8 +83,18 @@ class CompiledFlow:
         return self.affine is not None and self.moment is not None
 
 
-@lru_cache(maxsize=None)
 def compile_loss(loss: EdgeLoss, check: bool = True) -> CompiledFlow:
+    """Derive the flow of ``loss`` and compile it (see :func:`_compile_loss`); arguments are
+    checked first (an EdgeLoss, check a bool)."""
+    if not isinstance(loss, EdgeLoss):
+        raise InvalidParameterError(f"loss must be an EdgeLoss; got {type(loss).__name__}")
+    if not isinstance(check, bool):
+        raise InvalidParameterError(f"check must be True or False; got {check!r}")
+    return _compile_loss(loss, check)
+
+
+@lru_cache(maxsize=None)
+def _compile_loss(loss: EdgeLoss, check: bool = True) -> CompiledFlow:
     """Derive the flow of ``loss`` and compile it; cached per loss in this process, and the
     derivation on disk (:mod:`symcollapse.cache`; the compiled kernels are re-checked)."""
     from .. import cache
@@ -112,6 +122,10 @@ def compile_loss(loss: EdgeLoss, check: bool = True) -> CompiledFlow:
         if src is not None:
             cache.store_kernels(loss, src)
     return compiled
+
+
+compile_loss.cache_clear = _compile_loss.cache_clear  # the in-process cache, as before
+compile_loss.cache_info = _compile_loss.cache_info
 
 
 def _rederive_on_deferred_failure(compiled: CompiledFlow) -> None:

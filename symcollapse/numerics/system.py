@@ -24,6 +24,9 @@ class FlowSystem:
     def __init__(self, compiled: CompiledFlow, P, *, rates: dict, params: dict | None = None,
                  data=None, frozen: dict | None = None, scale: float = 1.0, path: str = "auto",
                  ):
+        if not (hasattr(compiled, "edge_force") and hasattr(compiled, "loss")):  # a CompiledFlow
+            raise InvalidParameterError(f"compiled must be a CompiledFlow (compile_loss(loss)); "
+                                        f"got {type(compiled).__name__}")
         self.compiled = compiled
         loss = compiled.loss
         self.graph = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)

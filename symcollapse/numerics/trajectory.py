@@ -69,12 +69,26 @@ def check_seeds(seeds) -> list:
     return [check_int("seeds[i]", s, 0) for s in seeds]
 
 
-def _metrics(system, st: dict, labels, head):
+def _linear_loss(system, A, Z0):
+    r"""1/η per node if the derived loss is L = −½ Σ_k z_k·(A Z)_k / η_k (= s·½ tr(Zᵀ L_G Z), docs/model.md
+    §2) — checked against the compiled loss at Z0 and at a random state — else None."""
+    g = system.graph
+    inv = 1.0 / np.concatenate([np.full(g.N, system.rates[SAMPLE]), np.full(g.K, system.rates[LABEL])])
+    rng = np.random.default_rng(7)
+    for Z in (Z0, rng.normal(size=Z0.shape)):
+        want = system.loss({SAMPLE: Z[:g.N], LABEL: Z[g.N:], **getattr(system, "frozen", {})})
+        got = -0.5 * float(np.sum(Z * (A @ Z) * inv[:, None]))
+        if not abs(got - want) <= 1e-10 * max(abs(want), 1e-300):
+            return None
+    return inv
+
+
+def _metrics(system, st: dict, labels, head, loss: float | None = None):
     X = st.get(SAMPLE)
     Y = st[LABEL]
     W = st.get(head) if head else None
     acc = accuracy(X, Y, labels, W) if X is not None and X.shape[1] == Y.shape[1] else np.nan
-    return d_min(Y), acc, system.loss(st)
+    return d_min(Y), acc, system.loss(st) if loss is None else loss
 
 
 def _record(extra: dict, choice, method: str, stop_residual, stopped: bool, t_reached: float,
@@ -154,6 +168,7 @@ def _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_resid
     ‖A Z‖_∞ ≤ stop_residual, the crossing located by bisection to 1e-6 of its time)."""
     prop = choice.propagator
     A = prop.A
+    inv = _linear_loss(system, A, np.asarray(v0, dtype=float).reshape(system.graph.N + system.graph.K, -1))
     g = system.graph
     d = system.layout[LABEL][1][1]
     Z0 = np.asarray(v0, dtype=float).reshape(g.N + g.K, d)
@@ -161,14 +176,16 @@ def _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_resid
     stopped, residual, Z, t_prev, Z_prev = False, float("nan"), Z0, 0.0, Z0
     seq = prop.states(Z0, t_eval)
     for t, Z in zip(t_eval, seq):
-        residual = float(np.max(np.abs(A @ Z))) if Z.size else 0.0
+        AZ = A @ Z
+        residual = float(np.max(np.abs(AZ))) if Z.size else 0.0
         if stop_residual is not None and residual <= stop_residual:
             if t > 0:
                 t, Z, residual = _first_crossing(prop, seq, A, Z_prev, t_prev, float(t), stop_residual)
             stopped = True
         ts.append(float(t))
         st = {SAMPLE: Z[:g.N], LABEL: Z[g.N:], **getattr(system, "frozen", {})}  # frozen blocks (a frozen head) enter the loss
-        a, b, c = _metrics(system, st, labels, None)
+        a, b, c = _metrics(system, st, labels, None, None if (inv is None or stopped) else
+                           -0.5 * float(np.sum(Z * AZ * inv[:, None])))
         dm.append(a)
         acc.append(b)
         ls.append(c)
@@ -259,12 +276,15 @@ def _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
     B = len(V0)
     Z0s = [v.reshape(g.N + g.K, d) for v in V0]
     Zall = np.hstack(Z0s)
+    inv = _linear_loss(system, A, Z0s[0])
     rec = [dict(t=[], dm=[], acc=[], ls=[], states=[], stopped=False, residual=np.nan, Z=None)
            for _ in range(B)]
     active = list(range(B))
     t_prev, Z_prev = 0.0, Zall
     for t, Z in zip(t_eval, prop.states(Zall, t_eval)):
-        R = np.abs(A @ Z)
+        AZ = A @ Z
+        R = np.abs(AZ)
+        LZ = None if inv is None else Z * AZ * inv[:, None]
         still = []
         for b in active:
             cols = slice(b * d, (b + 1) * d)
@@ -276,7 +296,9 @@ def _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
                     tb, Zb, res = _first_crossing(prop, seq, A, Z_prev[:, cols], t_prev, tb, stop_residual)
                 r["stopped"] = True
             r["t"].append(tb)
-            a, c, e = _metrics(system, {SAMPLE: Zb[:g.N], LABEL: Zb[g.N:]}, labels, None)
+            a, c, e = _metrics(system, {SAMPLE: Zb[:g.N], LABEL: Zb[g.N:], **getattr(system, "frozen", {})},
+                               labels, None,
+                               None if (LZ is None or r["stopped"]) else -0.5 * float(LZ[:, cols].sum()))
             r["dm"].append(a)
             r["acc"].append(c)
             r["ls"].append(e)

@@ -14,6 +14,8 @@ from ..errors import InvalidParameterError
 
 def ensure_writable_dir(path) -> Path:
     """Create ``path`` if needed and check it is a writable folder (error names it otherwise)."""
+    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise InvalidParameterError(f"output folder must be a non-empty path; got {path!r}")
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)

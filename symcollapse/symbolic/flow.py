@@ -12,6 +12,7 @@ from functools import cached_property
 import sympy as sp
 from sympy.core.sorting import default_sort_key
 
+from ..errors import InvalidParameterError
 from . import polydiff
 from .loss import EdgeLoss
 from .stopgrad import has_stop_gradient, normalize_stop_gradient, stop_gradient
@@ -139,6 +140,8 @@ def _gradient(expr: sp.Expr, symbols: sp.ImmutableMatrix, keep_sg: bool = False)
 
 def derive_flow(loss: EdgeLoss) -> EdgeFlow:
     """Derive F_b = −∂ℓ/∂θ_b for every learned block b (one edge; cost independent of N)."""
+    if not isinstance(loss, EdgeLoss):
+        raise InvalidParameterError(f"loss must be an EdgeLoss; got {type(loss).__name__}")
     names = [b for b in loss.blocks if b in loss.learned and len(loss.block(b))]
     fast = _ring_gradients(loss.expr, [loss.block(b) for b in names])
     if fast is not None:

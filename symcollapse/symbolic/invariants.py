@@ -100,6 +100,8 @@ def quadratic_invariants(system: SymbolicSystem, ansatz: str = "block") -> list[
     the ansatz 'full' stays tractable on tiny systems. Products of linear invariants appear
     too when the flow has them (they are quadratic invariants as well).
     """
+    if not isinstance(system, SymbolicSystem):
+        raise InvalidParameterError(f"system must be a SymbolicSystem (assemble_symbolic); got {type(system).__name__}")
     if ansatz not in QUADRATIC_ANSATZ:
         raise InvalidParameterError(f"ansatz must be one of {QUADRATIC_ANSATZ}; got {ansatz!r}")
     state = list(system.state)

@@ -22,7 +22,8 @@ SAMPLE, LABEL = "x", "y"
 #: Largest total polynomial degree of ℓ in its symbols (x, y, shared blocks, data) that is
 #: derived; higher powers are refused before any expansion (their expanded form explodes).
 MAX_DEGREE = 12
-#: Largest number of terms the expansion of one power (a + b + …)^k may produce.
+#: Largest number of terms the expansion of one power (a + b + …)^k, k ≥ 3, may produce
+#: (squares, the MSE case, are O(terms²) and always accepted).
 MAX_POWER_TERMS = 200_000
 
 
@@ -89,7 +90,7 @@ def _degree(expr, syms, memo) -> int:
     elif expr.is_Pow and expr.exp.is_Integer:
         d = abs(int(expr.exp)) * _degree(expr.base, syms, memo)
         n_terms = len(sp.Add.make_args(expr.base))
-        if expr.exp > 1 and n_terms > 1 and d and math.comb(int(expr.exp) + n_terms - 1, n_terms - 1) > MAX_POWER_TERMS:
+        if expr.exp > 2 and n_terms > 1 and d and math.comb(int(expr.exp) + n_terms - 1, n_terms - 1) > MAX_POWER_TERMS:
             raise InvalidParameterError(
                 f"expr: the power ({expr.base})**{expr.exp} expands to more than {MAX_POWER_TERMS} "
                 "terms; write the loss with fewer or lower powers")

@@ -46,6 +46,18 @@ def rate(name: str) -> sp.Symbol:
 
 def sqnorm(v) -> sp.Expr:
     """‖v‖² = Σ_k v_k² of a column (or any matrix: the squared Frobenius norm)."""
+    if isinstance(v, sp.MatrixBase):
+        v = list(v)
+    elif isinstance(v, sp.Expr):
+        v = [v]
+    elif isinstance(v, (list, tuple)):
+        v = list(v)
+    else:
+        raise InvalidParameterError(f"sqnorm needs a SymPy vector or matrix; got {type(v).__name__} {v!r}")
+    if not all(isinstance(e, sp.Expr) for e in v):
+        raise InvalidParameterError("sqnorm needs SymPy expressions as entries")
+    if any(e.has(sp.nan, sp.zoo, sp.oo, -sp.oo) for e in v):
+        raise InvalidParameterError("sqnorm needs finite entries (no nan, oo or zoo)")
     return sp.Add(*[e**2 for e in v])
 
 
