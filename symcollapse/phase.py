@@ -187,8 +187,12 @@ def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, 
 
             model, *_ = _model(K, e, d, eta_x, eta_y, ew, 4)
             by_key = {f.key: f for f in fm.enumerate_families(model.graph, d)}
-            c["reached_not_derived_stable"] = [k for k in c["reached_not_derived_stable"]
-                                               if k not in by_key or fm.scan_family(model, by_key[k])[0] != "stable"]
+            verified = [k for k in c["reached_not_derived_stable"]
+                        if k in by_key and fm.scan_family(model, by_key[k])[0] == "stable"]
+            c["reached_not_derived_stable"] = [k for k in c["reached_not_derived_stable"] if k not in verified]
+            c["derived_stable_separated"] = c["derived_stable_separated"] + [
+                k for k in verified if any(0 < abs(f_nu) < 1 - 1e-9 and r for f_nu, r in
+                                           zip(by_key[k].nus, by_key[k].ranks))]
     return cells
 
 

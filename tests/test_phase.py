@@ -35,6 +35,8 @@ def test_readme_phase_command_end_states_are_derived_stable_fixed_points_and_res
     assert main(README_COMMAND.split()[1:]) == 0  # as written: data, summary and figure
     out = tmp_path / "phase"
     assert (out / "phase_K2_eps_d.png").exists() and (out / "phase_K2_eps_d.pdf").exists()
+    quick = ph.cells_from_results(out / "phase_K2.jsonl", 2, quick=True)  # the figures' derived layer
+    assert all(c["reached_not_derived_stable"] == [] and c["n"] == 3 for c in quick.values())
     lines = (out / "phase_K2.jsonl").read_text().splitlines()
     assert len(lines) == 3
     summary = json.loads((out / "phase_K2_summary.json").read_text())

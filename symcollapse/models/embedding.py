@@ -125,6 +125,10 @@ class EmbeddingModel(OnGraph, Model):
         """Eigenvalues of s·H L_G, ascending (N+K values)."""
         return spectra.decay_rates(self.graph, self.scale * self.eta_x, self.scale * self.eta_y)
 
+    def decay_modes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rates, right eigenvectors of s·H L_G as columns), ascending (dense; small graphs)."""
+        return spectra.decay_modes(self.graph, self.scale * self.eta_x, self.scale * self.eta_y)
+
     def slow_rate(self, method: str = "auto") -> float:
         """Smallest nonzero eigenvalue of s·H L_G."""
         return spectra.slow_rate(self.graph, self.scale * self.eta_x, self.scale * self.eta_y,
