@@ -25,11 +25,9 @@ def _load():
     return mod
 
 
-# Row 3 compares the spectral propagator with BDF: numerics/propagator.spectral_propagator misses
-# part of a degenerate slow cluster in some ARPACK runs (relative error 3e-2 to 9e-2 in about 1 of
-# 3 calls at N = 300-1000, or an ArpackError), a known open bug; its smoke run is kept below as a
-# non-strict xfail so the default suite is not flaky, and it passes again once the bug is fixed.
-FLAKY_ROWS = {3}
+# Row 3 compares the spectral propagator with BDF; it once missed part of a degenerate slow
+# cluster in some ARPACK runs and is now checked by a deflated Lanczos run (missed_mode).
+SPECTRAL_ROWS = {3}
 
 
 def _smoke(*only):
@@ -41,7 +39,7 @@ def _smoke(*only):
 
 def test_smoke_runs_every_registered_benchmark():
     bench = _load()
-    want = {r for b in bench.REGISTRY.values() for r in b.rows} - FLAKY_ROWS
+    want = {r for b in bench.REGISTRY.values() for r in b.rows} - SPECTRAL_ROWS
     res = _smoke(*sorted(want))
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [line for line in res.stdout.splitlines() if line.startswith("| ") and not line.startswith("| #")]
@@ -73,7 +71,6 @@ def test_smoke_results_are_not_recorded(tmp_path):
     assert res.returncode == 2 and not (tmp_path / "r.md").exists()
 
 
-@pytest.mark.xfail(strict=False, reason="spectral_propagator misses modes of a degenerate cluster in some ARPACK runs")
 def test_smoke_integration_row():
-    res = _smoke(*sorted(FLAKY_ROWS))
+    res = _smoke(*sorted(SPECTRAL_ROWS))
     assert res.returncode == 0, res.stderr[-3000:]

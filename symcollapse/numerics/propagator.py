@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sps
-from scipy.sparse.linalg import expm_multiply
+from scipy.sparse.linalg import expm_multiply, splu
 
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..tolerance import within
@@ -99,24 +99,57 @@ def spectral_propagator(system, t_min: float, *, tol: float = 1e-12, k0: int = 1
     if not within(asym, 1e-12 * scale):
         raise DerivationCheckError(f"the Jacobian is not symmetrisable by the rates "
                                    f"(asymmetry {asym:.2e}); use linear_propagator")
-    S = (S + S.T) * 0.5
+    S = sps.csc_matrix((S + S.T) * 0.5)
     n = S.shape[0]
     cutoff = float(np.log(1.0 / tol) / t_min)
     k = min(k0, n - 2)
     sigma = -1e-3 * max(cutoff, 1e-300)
-    while True:
+    lu = None
+    for _attempt in range(MAX_ATTEMPTS):
+        while True:
+            if k >= n - 2:
+                lam, phi = np.linalg.eigh(S.toarray())
+                break
+            lam, phi = eigsh(S, k=k, sigma=sigma, which="LM")
+            order = np.argsort(lam)
+            lam, phi = lam[order], phi[:, order]
+            if lam[-1] > cutoff:
+                break
+            k = min(2 * k, n - 2)
+        keep = lam <= cutoff
+        # the eigenvector set must be closed under the cutoff: a degenerate cluster cut in half
+        # would leave out modes below it, so require a gap above the kept ones
+        if keep.all() and k < n - 2:
+            raise DerivationCheckError("spectral propagator: no eigenvalue above the cutoff was found")
         if k >= n - 2:
-            lam, phi = np.linalg.eigh(S.toarray())
+            break  # the dense eigendecomposition is complete
+        lu = lu if lu is not None else splu(S - sigma * sps.identity(n, format="csc"))
+        if not missed_mode(lu, phi[:, keep], sigma, cutoff, n):
             break
-        lam, phi = eigsh(S, k=k, sigma=sigma, which="LM")
-        order = np.argsort(lam)
-        lam, phi = lam[order], phi[:, order]
-        if lam[-1] > cutoff:
-            break
-        k = min(2 * k, n - 2)
-    keep = lam <= cutoff
-    # the eigenvector set must be closed under the cutoff: a degenerate cluster cut in half
-    # would leave out modes below it, so require a gap above the kept ones
-    if keep.all() and k < n - 2:
-        raise DerivationCheckError("spectral propagator: no eigenvalue above the cutoff was found")
+        k = min(2 * k, n - 2)  # Lanczos missed a mode below the cutoff: ask for more
+    else:
+        raise DerivationCheckError(
+            f"spectral propagator: after {MAX_ATTEMPTS} attempts Lanczos still misses modes below the "
+            f"cutoff {cutoff:.3g} (n = {n}); use linear_propagator (expm_multiply) instead")
     return SpectralPropagator(sh, lam[keep], phi[:, keep], cutoff, t_min, tol)
+
+
+MAX_ATTEMPTS = 4
+
+
+def missed_mode(lu, phi: np.ndarray, sigma: float, cutoff: float, n: int) -> bool:
+    r"""True if S has an eigenvalue below ``cutoff`` outside span(Φ).
+
+    With P = I − ΦΦᵀ, the largest eigenvalue θ of P (S − σ)⁻¹ P is 1/(λ* − σ) for the
+    smallest eigenvalue λ* of S on the complement of the kept modes; a mode was missed
+    iff λ* ≤ cutoff, i.e. θ ≥ 1/(cutoff − σ). θ is found by an independent Lanczos run
+    on the deflated operator, where a missed mode is the dominant one.
+    """
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    def project(x):
+        return x - phi @ (phi.T @ x)
+
+    op = LinearOperator((n, n), matvec=lambda x: project(lu.solve(project(np.ravel(x)))), dtype=float)
+    theta = float(eigsh(op, k=1, which="LA", return_eigenvectors=False, tol=1e-8)[0])
+    return not theta < (1.0 - 1e-6) / (cutoff - sigma)
