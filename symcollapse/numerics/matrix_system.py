@@ -17,6 +17,7 @@ from ..symbolic import matcalc as mc
 from ..symbolic.loss import LABEL, SAMPLE
 from ..tolerance import within
 from ..validation import check_array, check_int, check_rate, check_real
+from .blocks import BlockState
 from .graph import CouplingGraph
 from .compile import compile_loss
 from .matrix_kernels import Evaluator, MatrixCompiledFlow
@@ -27,7 +28,7 @@ from .system import FlowSystem
 SPARSE_JACOBIAN_MAX_D = 24
 
 
-class MatrixFlowSystem:
+class MatrixFlowSystem(BlockState):
     """Assembled dynamics of a matrix-level compiled flow on the graph of ``P`` at sizes ``dims``."""
 
     def __init__(self, compiled: MatrixCompiledFlow, P, *, rates: dict, dims: dict | None = None,
@@ -94,22 +95,6 @@ class MatrixFlowSystem:
             out[b] = (off, shape)
             off += int(np.prod(shape))
         return out
-
-    @property
-    def size(self) -> int:
-        return sum(int(np.prod(s)) for _, s in self.layout.values())
-
-    def unpack(self, v) -> dict:
-        out = {b: v[o:o + int(np.prod(s))].reshape(s) for b, (o, s) in self.layout.items()}
-        out.update(self.frozen)
-        return out
-
-    def pack(self, blocks: dict) -> np.ndarray:
-        return np.concatenate([np.asarray(blocks[b], dtype=float).ravel() for b in self.layout])
-
-    @cached_property
-    def rate_vector(self) -> np.ndarray:
-        return np.concatenate([np.full(int(np.prod(s)), self.rates[b]) for b, (_, s) in self.layout.items()])
 
     # --- evaluation ------------------------------------------------------------------------
     @cached_property

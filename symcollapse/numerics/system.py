@@ -14,11 +14,12 @@ from ..errors import InvalidParameterError
 from ..symbolic.loss import LABEL, SAMPLE
 from ..validation import check_array, check_rate, check_real
 from .finite_differences import central_jacobian
+from .blocks import BlockState
 from .graph import CouplingGraph
 from .lambdify import _stack
 
 
-class FlowSystem:
+class FlowSystem(BlockState):
     """Assembled dynamics of a compiled edge flow on the graph of ``P``."""
 
     def __init__(self, compiled: CompiledFlow, P, *, rates: dict, params: dict | None = None,
@@ -91,25 +92,6 @@ class FlowSystem:
         if b == LABEL:
             return (self.graph.K, len(loss.y))
         return loss.block(b).shape
-
-    @property
-    def size(self) -> int:
-        return sum(int(np.prod(s)) for _, s in self.layout.values())
-
-    def unpack(self, v) -> dict:
-        """State vector -> {block: array} (frozen shared blocks included)."""
-        out = {b: v[o:o + int(np.prod(s))].reshape(s) for b, (o, s) in self.layout.items()}
-        out.update(self.frozen)
-        return out
-
-    def pack(self, blocks: dict) -> np.ndarray:
-        """{block: array} -> state vector."""
-        return np.concatenate([np.asarray(blocks[b], dtype=float).ravel() for b in self.layout])
-
-    @cached_property
-    def rate_vector(self) -> np.ndarray:
-        """η of each state entry."""
-        return np.concatenate([np.full(int(np.prod(s)), self.rates[b]) for b, (_, s) in self.layout.items()])
 
     # --- argument assembly ---------------------------------------------------------------
     def _shared_args(self, st: dict) -> list:
