@@ -23,7 +23,7 @@ LAYERS = {"base": 0, "symbolic": 1, "numerics": 2, "models": 3, "outputs": 4, "j
 
 # (importer, imported): upward edges still to remove
 KNOWN_UPWARD = {
-    # head-model reductions living below the model (move into the head model's package; i10/i13)
+    # head-model reductions living below the model (move into the head model's package)
     ("symcollapse.symbolic.meanfield", "symcollapse.models.head"),
     ("symcollapse.numerics.phase", "symcollapse.models.head"),
     ("symcollapse.numerics.phase", "symcollapse.models.couplings"),
@@ -32,21 +32,21 @@ KNOWN_UPWARD = {
     ("symcollapse.symbolic.mpcheck", "symcollapse.models.couplings"),
     ("symcollapse.symbolic.mpcheck", "symcollapse.numerics.kernels"),
     ("symcollapse.symbolic.mpcheck", "symcollapse.numerics.system"),
-    # LaTeX of found invariants (belongs in outputs.latex; i10 owns it)
+    # LaTeX of found invariants (belongs in outputs.latex)
     ("symcollapse.symbolic.invariants", "symcollapse.outputs.latex"),
     # the built-in 'embedding' sweep point (move the point functions to the models/jobs layer)
     ("symcollapse.numerics.sweeps", "symcollapse.models.couplings"),
     ("symcollapse.numerics.sweeps", "symcollapse.models.embedding"),
     # write_report(out) runs every job when no modules are given (a public default)
     ("symcollapse.outputs.report", "symcollapse.jobs"),
-    # the cache's atomic writes (i14a is changing outputs.io; move the helper to the base layer)
+    # the cache's atomic writes (move the helper to the base layer)
     ("symcollapse.cache", "symcollapse.outputs.io"),
 }
 
 # cycles (as sets of modules) still to break
 KNOWN_CYCLES = [
     {"symcollapse.symbolic.meanfield", "symcollapse.numerics.phase", "symcollapse.models.head"},
-    {"symcollapse.symbolic.matcalc", "symcollapse.symbolic.stopgrad"},  # i10 (matrix path, in parallel)
+    {"symcollapse.symbolic.matcalc", "symcollapse.symbolic.stopgrad"},  # matrix path: sg of matrix expressions
 ]
 
 # importer module -> internal modules it may still import inside a function (each one a debt)
@@ -63,8 +63,8 @@ KNOWN_DEFERRED = {
     "symcollapse.numerics.sweeps": {"symcollapse.models.couplings", "symcollapse.models.embedding",
                                     "symcollapse.validation"},
     "symcollapse.numerics.trajectory": {"symcollapse.numerics.fitting", "symcollapse.numerics.method_choice",
-                                        "symcollapse.numerics.column_flow", "symcollapse.validation"},  # i12
-    "symcollapse.numerics.method_choice": {"symcollapse.numerics.column_flow"},  # i12
+                                        "symcollapse.numerics.column_flow", "symcollapse.validation"},
+    "symcollapse.numerics.method_choice": {"symcollapse.numerics.column_flow"},
     "symcollapse.symbolic.meanfield": {"symcollapse.models.head"},
     "symcollapse.symbolic.mpcheck": {"symcollapse.models.couplings", "symcollapse.numerics.kernels",
                                      "symcollapse.numerics.system", "symcollapse.symbolic.stopgrad",
@@ -97,7 +97,7 @@ KNOWN_DEFERRED = {
     "symcollapse.models.ema.job": {"symcollapse.outputs.latex", "symcollapse.outputs.io"},
     "symcollapse.literature.saxe": {"symcollapse.numerics.kernels", "symcollapse.numerics.system"},
     "symcollapse.literature.simsiam": {"symcollapse.numerics.kernels", "symcollapse.numerics.system"},
-    # merged in parallel with #11 (i10: matrix path; i13: phase diagrams; i10/i14a: losses)
+    # the matrix path, the phase diagrams and the losses module (added alongside #11)
     "symcollapse.numerics.matrix_kernels": {"symcollapse.cache", "symcollapse.symbolic.matrix_flow"},
     "symcollapse.numerics.matrix_system": {"symcollapse.numerics.finite_differences", "symcollapse.numerics.kernels",
                                            "symcollapse.numerics.system"},
