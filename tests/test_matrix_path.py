@@ -171,3 +171,18 @@ def test_kernels_split_has_no_cycle_and_keeps_the_public_names():
                  "compile_flow", "kernel_sources", "relative_error", "verify_flow", "verify_jacobian",
                  "verify_compiled", "moment_index", "CSE_MAX_TERMS"):
         assert hasattr(kernels, name), name
+
+
+@pytest.mark.parametrize("frozen, what", [([1.0], "frozen must be a dict"),
+                                          ({"Q": np.eye(2)}, "not frozen shared blocks")])
+def test_matrix_system_refuses_frozen_blocks_it_does_not_have(frozen, what):
+    """The matrix-level system validates ``frozen`` like FlowSystem (one helper, numerics/blocks.py):
+    a non-dict or a block that is not a frozen shared block is refused before any work."""
+    from symcollapse.errors import InvalidParameterError
+    from symcollapse.numerics.matrix_kernels import compile_matrix_loss
+    from symcollapse.numerics.matrix_system import MatrixFlowSystem
+    from symcollapse.symbolic.losses import embedding_matrix_loss
+
+    with pytest.raises(InvalidParameterError, match=what):
+        MatrixFlowSystem(compile_matrix_loss(embedding_matrix_loss()), [[1.0, 0.0], [0.0, 1.0]],
+                         rates={"x": 1.0, "y": 1.0}, dims={"d": 2}, frozen=frozen)

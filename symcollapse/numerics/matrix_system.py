@@ -16,8 +16,8 @@ from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic import matcalc as mc
 from ..symbolic.loss import LABEL, SAMPLE
 from ..tolerance import within
-from ..validation import check_array, check_int, check_rate, check_real
-from .blocks import BlockState
+from ..validation import check_array, check_int, check_real
+from .blocks import BlockState, check_frozen_names, checked_params, checked_rates
 from .graph import CouplingGraph
 from .compile import compile_loss
 from .matrix_kernels import Evaluator, MatrixCompiledFlow
@@ -37,20 +37,8 @@ class MatrixFlowSystem(BlockState):
         self.compiled = compiled
         loss = compiled.loss
         self.graph = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
-        if not isinstance(rates, dict):
-            raise InvalidParameterError(f"rates must be a dict {{block: rate > 0}} over blocks {loss.blocks}")
-        unknown = sorted(set(rates) - set(loss.blocks))
-        if unknown:
-            raise InvalidParameterError(f"rates names unknown blocks {unknown}; blocks are {loss.blocks}")
-        self.rates = {b: check_rate(f"eta_{b}", rates[b]) for b in loss.blocks if b in rates}
-        for b in compiled.learned:
-            if b not in self.rates:
-                raise InvalidParameterError(f"eta_{b} must be given (a rate > 0) for learned block {b!r}")
-        params = dict(params or {})
-        missing = [p.name for p in loss.parameters if p.name not in params]
-        if missing:
-            raise InvalidParameterError(f"loss parameters {missing} need numeric values (params=...)")
-        self.params = {p.name: check_real(p.name, params[p.name]) for p in loss.parameters}
+        self.rates = checked_rates(loss, compiled.learned, rates)
+        self.params = checked_params(loss, params)
         self.scale = check_real("scale", scale, 0.0, None, strict_min=True)
         dims = {str(k): v for k, v in (dims or dict(compiled.default_dims)).items()}
         if loss.data is not None:
@@ -66,6 +54,7 @@ class MatrixFlowSystem(BlockState):
         self.data = data if data is not None else np.zeros((self.graph.N, 0))
         if loss.data is not None:
             check_array("data", self.data, shape=(self.graph.N, loss.shape("u", self.dims)[0]))
+        check_frozen_names(loss, compiled.learned, frozen)
         self.frozen = {}
         for b in loss.shared_names:
             if b not in compiled.learned:

@@ -12,9 +12,9 @@ import scipy.sparse as sps
 
 from ..errors import InvalidParameterError
 from ..symbolic.loss import LABEL, SAMPLE
-from ..validation import check_array, check_rate, check_real
+from ..validation import check_array, check_real
 from .finite_differences import central_jacobian
-from .blocks import BlockState
+from .blocks import BlockState, check_frozen_names, checked_params, checked_rates
 from .graph import CouplingGraph
 from .lambdify import _stack
 
@@ -31,21 +31,8 @@ class FlowSystem(BlockState):
         self.compiled = compiled
         loss = compiled.loss
         self.graph = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
-        if not isinstance(rates, dict):
-            raise InvalidParameterError(f"rates must be a dict {{block: rate > 0}} over blocks {loss.blocks}; "
-                                        f"got {type(rates).__name__}")
-        unknown = sorted(set(rates) - set(loss.blocks))
-        if unknown:
-            raise InvalidParameterError(f"rates names unknown blocks {unknown}; blocks are {loss.blocks}")
-        self.rates = {b: check_rate(f"eta_{b}", rates[b]) for b in loss.blocks if b in rates}
-        for b in compiled.flow.learned:
-            if b not in self.rates:
-                raise InvalidParameterError(f"eta_{b} must be given (a rate > 0) for learned block {b!r}")
-        params = dict(params or {})
-        missing = [p.name for p in loss.parameters if p.name not in params]
-        if missing:
-            raise InvalidParameterError(f"loss parameters {missing} need numeric values (params=...)")
-        self.params = {p.name: check_real(p.name, params[p.name]) for p in loss.parameters}
+        self.rates = checked_rates(loss, compiled.flow.learned, rates)
+        self.params = checked_params(loss, params)
         self.scale = check_real("scale", scale, 0.0, None, strict_min=True)
         r = len(loss.data_symbols)
         if r:
@@ -54,12 +41,7 @@ class FlowSystem(BlockState):
             self.data = check_array("data", data, ndim=2, shape=(self.graph.N, r))
         else:
             self.data = np.zeros((self.graph.N, 0))
-        if frozen is not None and not isinstance(frozen, dict):
-            raise InvalidParameterError(f"frozen must be a dict {{block: value}}; got {type(frozen).__name__}")
-        stray = sorted(map(str, set(frozen or {}) - {b for b in loss.shared_names if b not in compiled.flow.learned}))
-        if stray:
-            raise InvalidParameterError(f"frozen names blocks {stray} that are not frozen shared blocks of "
-                                        f"{loss.name} (shared: {loss.shared_names}, learned: {compiled.flow.learned})")
+        check_frozen_names(loss, compiled.flow.learned, frozen)
         self.frozen = {}
         for b in loss.shared_names:
             if b not in compiled.flow.learned:
