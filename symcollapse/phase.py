@@ -380,12 +380,14 @@ def realisable_eps(K: int, count: int = 20, lo: float = GRID_EPS_RANGE[0], hi: f
 
 
 def default_grid(K: int) -> dict:
-    """ε × d (20 realised ε, d = 1 … max(10, 2K + 4), 8 seeds) and, for K = 2, ε × η_W at d = K + 1."""
+    """ε × d (20 realised ε, d = 1 … max(10, 2K + 4), 8 seeds) and, for K = 2, ε × η_W/η_x (every
+    other ε × 10 rates) at d = K + 1."""
     K = check_int("K", K, 2)
     N_max = GRID_N_SIZE.get(K, 10 * K)
     n_max = N_max // K
-    return {"eps": realisable_eps(K, 20, hi=GRID_EPS_HI.get(K, GRID_EPS_RANGE[1]), N_max=N_max), "d": tuple(range(1, max(10, 2 * K + 4) + 1)),
-            "eta_W": DEFAULT_ETA_W, "d_etaW": K + 1, "seeds": 8, "n_max": n_max, "etaW": K == 2}
+    eps = realisable_eps(K, 20, hi=GRID_EPS_HI.get(K, GRID_EPS_RANGE[1]), N_max=N_max)
+    return {"eps": eps, "d": tuple(range(1, max(10, 2 * K + 4) + 1)), "eta_W": DEFAULT_ETA_W,
+            "eps_etaW": eps[::2], "d_etaW": K + 1, "seeds": 8, "n_max": n_max, "etaW": K == 2}
 
 
 def regenerate(out, Ks=(2, 3, 4), *, workers: int = 1, grids: dict | None = None, figures=None,
@@ -397,14 +399,16 @@ def regenerate(out, Ks=(2, 3, 4), *, workers: int = 1, grids: dict | None = None
     import shutil
 
     paths, summaries = [], []
-    for K in Ks:
-        g = (grids or {}).get(K, default_grid(K))
+    grid_of = {K: (grids or {}).get(K, default_grid(K)) for K in Ks}
+    for K, g in grid_of.items():  # the (ε, d) diagrams first, then the (ε, η_W) ones
         paths += write_outputs(K, g["eps"], g["d"], g["seeds"], Path(out) / f"K{K}", workers=workers,
                                n_max=g.get("n_max", 4), progress=progress)
         summaries.append((Path(out) / f"K{K}" / f"phase_K{K}_summary.json", f"phase_K{K}_eps_d.json"))
+    for K, g in grid_of.items():
         if g.get("etaW", True):
-            paths += write_outputs(K, g["eps"], [g["d_etaW"]], g["seeds"], Path(out) / f"K{K}_etaW",
-                                   eta_W=g["eta_W"], workers=workers, n_max=g.get("n_max", 4), progress=progress)
+            paths += write_outputs(K, g.get("eps_etaW", g["eps"]), [g["d_etaW"]], g["seeds"],
+                                   Path(out) / f"K{K}_etaW", eta_W=g["eta_W"], workers=workers,
+                                   n_max=g.get("n_max", 4), progress=progress)
             summaries.append((Path(out) / f"K{K}_etaW" / f"phase_K{K}_summary.json", f"phase_K{K}_eps_etaW.json"))
     if figures is not None:
         from .outputs.io import ensure_writable_dir

@@ -69,13 +69,6 @@ class MatrixFlowSystem(BlockState):
 
     # --- layout ----------------------------------------------------------------------------
     def _shape(self, b):
-        """The numeric shape of block ``b`` (memoised: the symbolic shape lookup is costly per call)."""
-        cache = self.__dict__.setdefault("_shape_cache", {})
-        if b not in cache:
-            cache[b] = self._shape_uncached(b)
-        return cache[b]
-
-    def _shape_uncached(self, b):
         loss = self.compiled.loss
         if b == SAMPLE:
             return (self.graph.N, loss.shape(SAMPLE, self.dims)[0])
@@ -120,12 +113,8 @@ class MatrixFlowSystem(BlockState):
             nodes[(nm[LABEL], "0")] = st0[LABEL]
             for b in loss.shared_names:
                 shared[(nm[b], "0")] = np.asarray(st0[b], dtype=float)
-        return Evaluator(self.graph, nodes, shared, self.compiled.roles, self._param_values)
-
-    @cached_property
-    def _param_values(self) -> tuple:
-        """Values of the loss's scalar parameters, in ``loss.parameters`` order."""
-        return tuple(self.params[p.name] for p in self.compiled.loss.parameters)
+        pv = tuple(self.params[p.name] for p in loss.parameters)
+        return Evaluator(self.graph, nodes, shared, self.compiled.roles, pv)
 
     def _blocks_from(self, ev: Evaluator, plans: dict) -> dict:
         out = {}

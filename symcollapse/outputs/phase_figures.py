@@ -37,13 +37,25 @@ def _flag(c: dict, new: str, old: str) -> bool:
     return bool(c[new]) if new in c else bool(c.get(old))
 
 
+def legend_handles(with_x: bool) -> list:
+    """Legend entries of the derived layer (and of unverified end states if any are drawn)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    out = [Patch(fc="none", ec="0.3", hatch="////", label="derived: no stable separated family"),
+           Line2D([], [], ls="none", marker="o", mfc="none", mec="orange", label="derived: stable collapsed family")]
+    if with_x:
+        out.append(Line2D([], [], ls="none", marker="x", color="r", label="simulated end state not derived-stable"))
+    return out
+
+
 def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool = True,
                  colorbar: bool = True) -> Path | None:
     """(ε, y) diagram, y = 'd' or 'eta_W', on the realised ε of each cell. Simulated: colour = basin
     fraction of separated end states, white contours = mean ρ = Δ_min(T)/Δ_min(0). Derived: hatched =
     no stable separated family, orange ring = a stable collapsed family with head spectrum in [−1, 1];
     red 'x' = a simulated end state that is unstable or whose family has no derived-stable member."""
-    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.patches import Rectangle
 
     from .figures import label_axes, new_figure, save_figure
 
@@ -98,12 +110,8 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool
     label_axes(ax, "frustration ε = m/N", ylabel, f"K = {K}{extra} ({len(cells)} cells × {seeds} seeds)",
                legend=False)
     if legend:
-        handles = [Patch(fc="none", ec="0.3", hatch="////", label="derived: no stable separated family"),
-                   ax.plot([], [], "o", mfc="none", mec="orange", label="derived: stable collapsed family")[0]]
-        if X.any():
-            handles.append(ax.plot([], [], "x", color="r", label="simulated end state not derived-stable")[0])
-        ax.legend(handles=handles, fontsize=6.5, loc="upper left", bbox_to_anchor=(0.0, -0.16), ncol=2,
-                  frameon=False)
+        ax.figure.legend(handles=legend_handles(X.any()), loc="outside lower center", ncol=2, fontsize=7,
+                         frameon=False)
     if own:
         if colorbar:
             fig.colorbar(im, ax=ax, label=COLOUR_LABEL + "\n(white contours: mean final separation ρ)")
@@ -119,8 +127,10 @@ def phase_panels(cell_sets: dict, yname: str, path) -> Path:
 
     Ks = sorted(cell_sets)
     fig, axes = new_figure(1, len(Ks), width=3.6, height=3.7)
-    for n, (ax, K) in enumerate(zip(axes[0], Ks)):
-        phase_figure(cell_sets[K], K, yname, None, ax=ax, legend=n == 0)
+    for ax, K in zip(axes[0], Ks):
+        phase_figure(cell_sets[K], K, yname, None, ax=ax, legend=False)
+    bad = any(c["reached_not_derived_stable"] or c["unstable"] for cs in cell_sets.values() for c in cs.values())
+    fig.legend(handles=legend_handles(bad), loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     sm = plt.cm.ScalarMappable(cmap=SEP_CMAP, norm=plt.Normalize(0, 1))
     fig.colorbar(sm, ax=list(axes[0]), label=COLOUR_LABEL + "\n(white contours: mean final separation ρ)",
                  fraction=0.03, pad=0.02)
