@@ -191,7 +191,7 @@ def cmd_phase(args) -> int:
 
 
 def _phase_regenerate(args, workers: int) -> int:
-    """``symcollapse phase --regenerate``: the default grids of K = 2, 3, 4 (slow, resumable) and the
+    """``symcollapse phase --regenerate``: the default grids of K = 2, 3, 4, 10 (slow, resumable) and the
     paper figures drawn from their summaries (into --figures, default: --out)."""
     from .outputs.io import ensure_writable_dir
     from .phase import regenerate
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--n-max", dest="n_max", type=int, default=4,
                     help="largest n (samples per class) of the balanced ensemble realising each eps (default 4)")
     ph.add_argument("--regenerate", action="store_true",
-                    help="the default grids of K = 2, 3, 4 and the paper figures (slow; resumable)")
+                    help="the default grids of K = 2, 3, 4, 10 and the paper figures (slow; resumable)")
     ph.add_argument("--figures", type=_out_path, help="with --regenerate: folder for the figures (default: --out)")
     ph.add_argument("--seeds", type=int, default=8, help="seeds per cell (default 8)")
     ph.add_argument("--eta-W", dest="eta_W", default="1", help="head rates eta_W/eta_x, comma-separated (default 1)")

@@ -46,7 +46,7 @@ def balanced_for_eps(K: int, eps: float, n_max: int = 8) -> tuple[int, int, floa
     return best[1], best[2], float(best[3])
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=16)
 def _model(K, eps, d, eta_x, eta_y, eta_W, n_max):
     """The HeadModel of a cell, built once per (K, ε, d, η, n_max) and reused by every seed."""
     from .models.couplings import balanced_couplings
@@ -293,23 +293,37 @@ def _reached_family_stable(K, eps, d, eta_x, eta_y, eta_W, n_max, key) -> bool:
 
 
 def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False,
-                   derived: list[dict] | None = None) -> dict:
+                   derived: list[dict] | None = None, search: bool = True) -> dict:
     """Add each cell's derived layer (:func:`derived_point`: from ``derived`` records of
     :func:`run_derived`, else computed here) and the reached families that have no derived-stable
-    member (each reached family gets the full member scan). ``quick`` is accepted for compatibility."""
+    member (each reached family gets the full member scan). ``search=False`` (large systems): only
+    the reached families are classified — ``derived_separated`` is True where a reached separated
+    family is derived-stable and None (not searched) elsewhere, ``derived_collapsed`` None.
+    ``quick`` is accepted for compatibility."""
     del quick
     by_cell = {(r["params"]["eps"], r["params"]["d"], r["params"]["eta_W"]): r["result"] for r in derived or ()}
     for (e, d, ew), c in cells.items():
         n_max = int(c.get("n_max", 4))
+        c["reached_not_derived_stable"] = [f for f in c["families"] if not _reached_family_stable(
+            K, float(e), int(d), float(eta_x), float(eta_y), float(ew), n_max, f)]
+        if not search:
+            ok_sep = [f for f in c["families"] if f not in c["reached_not_derived_stable"] and _key_separated(f)]
+            c["derived"] = None
+            c["derived_separated"] = True if ok_sep else None
+            c["derived_collapsed"] = None
+            continue
         der = by_cell.get((e, d, ew))
         if der is None:
             der = derived_point(K, e, d, ew, eta_x, eta_y, n_max)
         c["derived"] = der
         c["derived_separated"] = bool(der["stable_separated"])
         c["derived_collapsed"] = bool(der["stable_collapsed"])
-        c["reached_not_derived_stable"] = [f for f in c["families"] if not _reached_family_stable(
-            K, float(e), int(d), float(eta_x), float(eta_y), float(ew), n_max, f)]
     return cells
+
+
+def _key_separated(key: str) -> bool:
+    """A family name (ν×r parts) keeps a level 0 < |ν| < 1."""
+    return key != "Z=0" and any(0 < abs(float(p.split("x")[0])) < 1 - 1e-4 for p in key.split())
 
 
 def cells_from_results(path, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False, keep=None) -> dict:
@@ -342,18 +356,19 @@ def read_summary(path) -> dict:
 
 def write_outputs(K: int, eps, d, seeds: int, out, *, eta_W=(1.0,), eta_x: float = 1.0, eta_y: float = 0.1,
                   workers: int = 1, t_max: float = 2e4, figures: bool = True, n_max: int = 4,
-                  progress=None) -> list[Path]:
+                  search: bool = True, progress=None) -> list[Path]:
     r"""Run (or resume) the sweep and the derived layer, then write ``phase_K{K}_summary.json`` (per
     cell: basins, ρ, the derived layer) and, with ``figures``, ``phase_K{K}_eps_d.png`` (η_W fixed)
-    and/or ``phase_K{K}_eps_etaW.png`` (d fixed)."""
+    and/or ``phase_K{K}_eps_etaW.png`` (d fixed). ``search=False``: no derived-layer search, only the
+    reached families are classified (:func:`attach_derived`)."""
     K, eps, d, seeds, eta_W = check_phase_args(K, eps, d, seeds, eta_W)
     out = Path(out)
     backend = "serial" if workers == 1 else "processes"
     recs = run_phase(K, eps, d, seeds, out, eta_W=eta_W, eta_x=eta_x, eta_y=eta_y, workers=workers,
                      backend=backend, t_max=t_max, n_max=n_max, progress=progress)
     der = run_derived(K, eps, d, out, eta_W=eta_W, eta_x=eta_x, eta_y=eta_y, n_max=n_max, workers=workers,
-                      backend=backend, progress=progress)
-    cells = attach_derived(summarise(recs), K, eta_x, eta_y, derived=der)
+                      backend=backend, progress=progress) if search else []
+    cells = attach_derived(summarise(recs), K, eta_x, eta_y, derived=der, search=search)
     paths = [write_summary(cells, out / f"phase_K{K}_summary.json")]
     if figures:
         from .outputs.phase_figures import phase_figure
@@ -401,10 +416,18 @@ def realisable_eps(K: int, count: int = 20, lo: float = GRID_EPS_RANGE[0], hi: f
     return tuple(sorted(out))
 
 
+#: K = 10 (N = 55, 65, 75: the smallest balanced ensembles, ε = 45μ/(10n + 45μ) ≥ 0.6) up to d = 2K + 4 = 24,
+#: 3 seeds; the derived layer classifies the reached families only (one classification at d = 24 takes ~10 s)
+K10_GRID = {"eps": (45 / 55, 45 / 65, 45 / 75), "d": (1, 2, 4, 6, 8, 10, 12, 16, 20, 24), "seeds": 3, "n_max": 3,
+            "etaW": False, "search": False}
+
+
 def default_grid(K: int) -> dict:
     """ε × d (20 realised ε, d = 1 … max(10, 2K + 4), 8 seeds) and, for K = 2, ε × η_W/η_x (every
-    other ε × 10 rates) at d = K + 1."""
+    other ε × 10 rates) at d = K + 1; K = 10: :data:`K10_GRID`."""
     K = check_int("K", K, 2)
+    if K == 10:
+        return dict(K10_GRID)
     N_max = GRID_N_SIZE.get(K, 10 * K)
     n_max = N_max // K
     eps = realisable_eps(K, 20, hi=GRID_EPS_HI.get(K, GRID_EPS_RANGE[1]), N_max=N_max)
@@ -412,7 +435,7 @@ def default_grid(K: int) -> dict:
             "eps_etaW": eps[::2], "d_etaW": K + 1, "seeds": 8, "n_max": n_max, "etaW": K == 2}
 
 
-def regenerate(out, Ks=(2, 3, 4), *, workers: int = 1, grids: dict | None = None, figures=None,
+def regenerate(out, Ks=(2, 3, 4, 10), *, workers: int = 1, grids: dict | None = None, figures=None,
                progress=None) -> list[Path]:
     r"""The slow target: run (or resume) the default grids of every K into ``out/K{K}/`` (and
     ``out/K{K}_etaW/``), then, with ``figures`` (a folder), copy the per-cell summaries to
@@ -424,7 +447,7 @@ def regenerate(out, Ks=(2, 3, 4), *, workers: int = 1, grids: dict | None = None
     grid_of = {K: (grids or {}).get(K, default_grid(K)) for K in Ks}
     for K, g in grid_of.items():  # the (ε, d) diagrams first, then the (ε, η_W) ones
         paths += write_outputs(K, g["eps"], g["d"], g["seeds"], Path(out) / f"K{K}", workers=workers,
-                               n_max=g.get("n_max", 4), progress=progress)
+                               n_max=g.get("n_max", 4), search=g.get("search", True), progress=progress)
         summaries.append((Path(out) / f"K{K}" / f"phase_K{K}_summary.json", f"phase_K{K}_eps_d.json"))
     for K, g in grid_of.items():
         if g.get("etaW", True):

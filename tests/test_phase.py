@@ -156,3 +156,30 @@ def test_phase_cli_argument_combinations_exit_2(tmp_path, monkeypatch, argv, cap
     assert main(argv) == 2
     assert not (tmp_path / "o").exists()
     assert "error" in capsys.readouterr().err
+
+
+def test_regenerate_cli_writes_summaries_and_paper_figures_and_resumes(tmp_path, monkeypatch, capsys):
+    """`symcollapse phase --regenerate` on tiny grids (the default grids are the slow test): the data,
+    the committed-figure summaries, the two paper figures drawn from them; a rerun computes nothing."""
+    tiny = {2: {"eps": (0.25,), "d": (1, 2), "seeds": 1, "n_max": 4, "eps_etaW": (0.25,), "eta_W": (0.5, 1.0),
+                "d_etaW": 1, "etaW": True},
+            3: {"eps": (0.25,), "d": (1,), "seeds": 1, "n_max": 4, "etaW": False, "search": False}}
+    monkeypatch.setattr(ph, "default_grid", lambda K: tiny[K])
+    monkeypatch.setattr(ph.regenerate, "__defaults__", ((2, 3),) + ph.regenerate.__defaults__[1:])
+    out, figs = tmp_path / "grids", tmp_path / "figs"
+    assert main(["phase", "--regenerate", "--out", str(out), "--figures", str(figs)]) == 0
+    names = sorted(p.name for p in (figs / "phase_data").iterdir())
+    assert names == ["phase_K2_eps_d.json", "phase_K2_eps_etaW.json", "phase_K3_eps_d.json"]
+    for name in ("phase_eps_d", "phase_eps_etaW"):
+        assert (figs / f"{name}.png").exists() and (figs / f"{name}.pdf").exists()
+    k2 = ph.read_summary(figs / "phase_data" / "phase_K2_eps_d.json")
+    assert set(k2) == {(0.25, 1, 1.0), (0.25, 2, 1.0)}
+    assert k2[(0.25, 1, 1.0)]["derived_separated"] is False and k2[(0.25, 2, 1.0)]["derived_separated"] is True
+    k3 = ph.read_summary(figs / "phase_data" / "phase_K3_eps_d.json")  # search=False: reached families only
+    assert all(c["derived_collapsed"] is None and c["derived"] is None and c["reached_not_derived_stable"] == []
+               for c in k3.values())
+    calls = []
+    monkeypatch.setattr(ph, "phase_point", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(ph, "derived_point", lambda **kw: calls.append(kw))
+    assert main(["phase", "--regenerate", "--out", str(out), "--no-figures"]) == 0
+    assert calls == []

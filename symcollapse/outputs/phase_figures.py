@@ -32,9 +32,12 @@ def _boundary(ax, M: np.ndarray, xe: np.ndarray, ye: np.ndarray) -> None:
                 ax.plot([xe[j], xe[j + 1]], [ye[i + 1]] * 2, color="w", lw=1.8, solid_capstyle="butt")
 
 
-def _flag(c: dict, new: str, old: str) -> bool:
-    """A derived-layer flag of a cell (``new`` boolean field, else the older list field ``old``)."""
-    return bool(c[new]) if new in c else bool(c.get(old))
+def _flag(c: dict, new: str, old: str) -> bool | None:
+    """A derived-layer flag of a cell (``new`` boolean field, else the older list field ``old``);
+    None where the derived layer did not search."""
+    if new in c:
+        return None if c[new] is None else bool(c[new])
+    return bool(c.get(old))
 
 
 def legend_handles(with_x: bool) -> list:
@@ -70,11 +73,13 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool
     H = np.zeros_like(F, dtype=bool)
     C = np.zeros_like(H)
     X = np.zeros_like(H)
+    searched = True
     for k, c in cells.items():
         i, j = ys.index(k[ycol]), eps.index(k[0])
         F[i, j], R[i, j] = c["separated"], c["rho_mean"]
-        H[i, j] = not _flag(c, "derived_separated", "derived_stable_separated")
-        C[i, j] = _flag(c, "derived_collapsed", "derived_bounded_collapsed")
+        H[i, j] = _flag(c, "derived_separated", "derived_stable_separated") is False
+        C[i, j] = bool(_flag(c, "derived_collapsed", "derived_bounded_collapsed"))
+        searched = searched and c.get("derived_separated", True) is not None
         X[i, j] = bool(c["reached_not_derived_stable"]) or c["unstable"] > 0
     own = ax is None
     if own:
@@ -107,7 +112,8 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool
     seeds = f"{n_lo}" if n_lo == n_hi else f"{n_lo}–{n_hi}"
     ylabel = "head dimension d" if yname == "d" else "η_W / η_x"
     extra = "" if yname == "d" else f", d = {next(iter(cells))[1]}"
-    label_axes(ax, "frustration ε = m/N", ylabel, f"K = {K}{extra} ({len(cells)} cells × {seeds} seeds)",
+    note = "" if searched else "\nderived layer: reached families only"
+    label_axes(ax, "frustration ε = m/N", ylabel, f"K = {K}{extra}: {len(cells)} cells × {seeds} seeds{note}",
                legend=False)
     if legend:
         ax.figure.legend(handles=legend_handles(X.any()), loc="outside lower center", ncol=2, fontsize=7,
@@ -126,12 +132,15 @@ def phase_panels(cell_sets: dict, yname: str, path) -> Path:
     from .figures import new_figure, save_figure
 
     Ks = sorted(cell_sets)
-    fig, axes = new_figure(1, len(Ks), width=3.6, height=3.7)
-    for ax, K in zip(axes[0], Ks):
+    rows = 2 if len(Ks) == 4 else 1
+    cols = len(Ks) // rows
+    fig, axes = new_figure(rows, cols, width=3.9 if rows == 2 else 3.6, height=3.5 if rows == 2 else 3.7)
+    flat = list(axes.ravel())
+    for ax, K in zip(flat, Ks):
         phase_figure(cell_sets[K], K, yname, None, ax=ax, legend=False)
     bad = any(c["reached_not_derived_stable"] or c["unstable"] for cs in cell_sets.values() for c in cs.values())
     fig.legend(handles=legend_handles(bad), loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     sm = plt.cm.ScalarMappable(cmap=SEP_CMAP, norm=plt.Normalize(0, 1))
-    fig.colorbar(sm, ax=list(axes[0]), label=COLOUR_LABEL + "\n(white contours: mean final separation ρ)",
-                 fraction=0.03, pad=0.02)
+    fig.colorbar(sm, ax=axes, label=COLOUR_LABEL + "\n(white contours: mean final separation ρ)",
+                 shrink=0.9 if rows == 2 else 1.0)
     return save_figure(fig, path)
