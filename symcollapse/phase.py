@@ -76,8 +76,7 @@ def phase_point(K: int = 3, eps: float = 0.1, d: int = 4, seed: int = 0, eta_W: 
     (integration stops at the first step with ‖θ̇‖_∞ ≤ tol, or at t_max): its family (ranks r_ℓ
     per ν-level), its derived stability, residual ‖θ̇‖_∞/max(1, ‖θ‖_∞), separation ρ, invariant drift."""
     from .numerics import families as fm
-    from .numerics.basins import residual
-    from .numerics.metrics import d_min
+    from .numerics.basins import d_min, residual  # Δ_min as the basins module measures it
 
     model, n, mu, e = _model(check_int("K", K, 2), float(eps), check_int("d", d, 1), float(eta_x),
                              float(eta_y), float(eta_W), check_int("n_max", n_max, 1))
