@@ -208,10 +208,12 @@ class HeadModel(OnGraph, Model):
         """x_i ~ 0.1·N(0, I_d), y_c ~ N(0, I_d), W = I_d (frozen head: its frozen value)."""
         seed = check_int("seed", seed, 0)
         rng = np.random.default_rng(seed)
-        X = 0.1 * rng.normal(size=(self.N, self.d))
-        Y = rng.normal(size=(self.K, self.d))
+        Z = np.empty((self.N + self.K, self.d))  # filled in place (the same draws as 0.1·normal, normal)
+        rng.standard_normal(out=Z[:self.N])
+        Z[:self.N] *= 0.1
+        Z[self.N:] = rng.normal(size=(self.K, self.d))
         W = np.eye(self.d) if self.learn_head else self.W_frozen.copy()
-        return np.vstack([X, Y]), W
+        return Z, W
 
     # --- dynamics ---------------------------------------------------------------------
     def flow(self, Z, W=None) -> tuple[np.ndarray, np.ndarray]:
@@ -220,9 +222,15 @@ class HeadModel(OnGraph, Model):
         if isinstance(Z, (dict, tuple)):
             return Model.flow(self, Z)
         Z, W = self._check_state(Z, W)
-        f = self.system.flow_blocks({"x": Z[:self.N], "y": Z[self.N:], "W": W})
+        st = {"x": Z[:self.N], "y": Z[self.N:], "W": W}
+        if isinstance(self.system, MatrixFlowSystem):  # written in place: no N-row temporaries
+            dZ = np.empty_like(Z)
+            f = self.system.flow_blocks(st, out={"x": dZ[:self.N], "y": dZ[self.N:]})
+        else:  # pragma: no cover - component fallback
+            f = self.system.flow_blocks(st)
+            dZ = np.vstack([f["x"], f["y"]])
         dW = f["W"] if self.learn_head else np.zeros((self.d, self.d))
-        return np.vstack([f["x"], f["y"]]), dW
+        return dZ, dW
 
     def invariant(self, Z, W=None) -> float:
         r"""I = Σ_k ‖z_k‖²/η_k − ‖W‖_F²/η_W (conserved with stop-gradient and a learned head)."""
