@@ -40,7 +40,6 @@ KNOWN_UPWARD = {
 
 # cycles (as sets of modules) still to break
 KNOWN_CYCLES = [
-    {"symcollapse.symbolic.matcalc", "symcollapse.symbolic.stopgrad"},  # matrix path: sg of matrix expressions
 ]
 
 # importer module -> internal modules it may still import inside a function (each one a debt)
@@ -49,7 +48,6 @@ KNOWN_DEFERRED = {
     "symcollapse.cli": {"symcollapse.jobs", "symcollapse.verification", "symcollapse.phase", "symcollapse.numerics.sweeps", "symcollapse.outputs.io",
                         "symcollapse.outputs.report"},
     "symcollapse.outputs.report": {"symcollapse.jobs"},
-    "symcollapse.numerics.compile": {"symcollapse.cache"},
     "symcollapse.numerics.sweeps": {"symcollapse.models.couplings", "symcollapse.models.embedding",
                                     "symcollapse.validation"},
     "symcollapse.numerics.trajectory": {"symcollapse.numerics.fitting", "symcollapse.numerics.method_choice",
@@ -86,13 +84,7 @@ KNOWN_DEFERRED = {
     "symcollapse.literature.saxe": {"symcollapse.numerics.kernels", "symcollapse.numerics.system"},
     "symcollapse.literature.simsiam": {"symcollapse.numerics.kernels", "symcollapse.numerics.system"},
     # the matrix path, the phase diagrams and the losses module (added alongside #11)
-    "symcollapse.numerics.matrix_kernels": {"symcollapse.cache", "symcollapse.symbolic.matrix_flow"},
-    "symcollapse.numerics.matrix_system": {"symcollapse.numerics.finite_differences", "symcollapse.numerics.kernels",
-                                           "symcollapse.numerics.system"},
     "symcollapse.symbolic.losses": {"symcollapse.validation"},
-    "symcollapse.symbolic.matcalc": {"symcollapse.symbolic.stopgrad"},
-    "symcollapse.symbolic.matrix_flow": {"symcollapse.symbolic.flow"},
-    "symcollapse.symbolic.stopgrad": {"symcollapse.symbolic.matcalc"},
     "symcollapse.outputs.phase_figures": {"symcollapse.outputs.figures"},
     "symcollapse.phase": {"symcollapse.models.couplings", "symcollapse.models.head", "symcollapse.numerics.basins",
                           "symcollapse.numerics.families", "symcollapse.numerics.sweeps", "symcollapse.outputs.io",

@@ -23,10 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import sympy as sp
 
 from ..errors import DerivationCheckError
 from . import matcalc as mc
+from .assemble import SymbolicSystem, assemble_symbolic
+from .flow import derive_flow
+from .invariants import linear_invariants, quadratic_invariants
 from .loss import LABEL, SAMPLE
 from .matrix_flow import MatrixFlow, _dim_sets
 
@@ -34,6 +38,9 @@ from .matrix_flow import MatrixFlow, _dim_sets
 #: x₀–y₀–x₁–y₁–x₂ with one frustrated sample x₁), the graph of the invariant-discovery demo
 CHECK_GRAPH = ((1, 0), (1, 1), (0, 1))
 CHECK_INPUTS = ((1, 0), (1, 1), (0, 1))
+#: from this d on the component cross-check runs at exact rational rates (see cross_check_invariants)
+NUMERIC_RATES_FROM = 3
+_RATIONALS = ((3, 7), (5, 11), (13, 17), (2, 19), (23, 29), (31, 37), (41, 43), (47, 53))
 
 
 @dataclass(frozen=True)
@@ -83,8 +90,6 @@ class MatrixInvariant:
 
 
 def _term_value(cand: Candidate, arr):
-    import numpy as np
-
     is_sym = isinstance(arr, sp.MatrixBase)
     A = arr if is_sym else np.asarray(arr, dtype=float)
     T = (lambda m: m.T)
@@ -226,11 +231,10 @@ def cross_check_invariants(flow: MatrixFlow, invariants, sizes=(1, 2, 3)) -> dic
     """Each invariant written out at the sizes ``sizes`` (d = 1, 2, 3; a second size D cycles so
     that it differs from d) on :data:`CHECK_GRAPH`: conserved by the
     assembled component flow, and in the span of the component-level invariants found there
-    (linear invariants for block sums, quadratic ones for Gram forms); returns {d: count}."""
-    from .assemble import assemble_symbolic
-    from .flow import derive_flow
-    from .invariants import linear_invariants, quadratic_invariants
-
+    (linear invariants for block sums, quadratic ones for Gram forms); returns {d: count}.
+    At d ≥ :data:`NUMERIC_RATES_FROM` the rates and parameters are fixed exact rationals (distinct,
+    unrelated values: an identity in the rates holds there too, and the discovery's linear algebra
+    runs over QQ instead of rational functions)."""
     loss = flow.loss
     report = {}
     for dims in _dim_sets(loss, sizes):
@@ -241,11 +245,19 @@ def cross_check_invariants(flow: MatrixFlow, invariants, sizes=(1, 2, 3)) -> dic
             D = loss.shape("u", dims)[0]
             data = [[sp.Integer((i + k) % 3 - 1) for k in range(D)] for i in range(len(CHECK_GRAPH))]
         S = assemble_symbolic(derive_flow(comp), [list(r) for r in CHECK_GRAPH], data=data)
+        at = {}
+        if d >= NUMERIC_RATES_FROM:  # exact rational rates: the discovery then works over QQ
+            symbols = sorted({r for r in dict(loss.rates).values() if isinstance(r, sp.Symbol)}
+                             | set(loss.parameters), key=lambda t: t.name)
+            at = {r: sp.Rational(p, q) for r, (p, q) in zip(symbols, _RATIONALS)}
+            S = SymbolicSystem(S.state, sp.ImmutableMatrix(S.flow.xreplace(at)), S.blocks,
+                               {b: sp.sympify(v).xreplace(at) for b, v in S.rates.items()})
         blocks = dict(S.blocks)
         lin = quad = None
         n = 0
         for inv in invariants:
             I = inv.evaluate(blocks)
+            I = I.xreplace(at) if at else I
             entries = list(I) if isinstance(I, sp.MatrixBase) else [I]
             linear = all(c.form == "sum" for c, _ in inv.terms)
             if linear and lin is None:
