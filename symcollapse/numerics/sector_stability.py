@@ -129,42 +129,58 @@ def _pairs(K):
     return [(a, b) for a in range(K) for b in range(a + 1, K)]
 
 
-def sector_vector(mem: Member, mode: KeptMode) -> np.ndarray:
-    r"""The node-space vector U ψ of a kept mode (samples in the balanced row order, then labels),
-    normalised to D-norm 1."""
-    K, n, mu = mem.K, mem.n, mem.mu
+def node_degrees(K: int, n: int, mu: int, omega: float = 2.0) -> np.ndarray:
+    """Degrees of B(K, n, μ, ω) in the balanced row order (samples, then labels)."""
+    P = len(_pairs(K))
+    return np.concatenate([np.ones(K * n), np.full(mu * P, omega), np.full(K, n + (K - 1) * mu * omega / 2)])
+
+
+def sector_embedding(K: int, n: int, mu: int, sector: str, index: int = 0) -> np.ndarray:
+    r"""U: the (N+K) × c matrix whose columns are the sector's coordinates in node space (balanced row
+    order): 'uniform' and 'sep' (pattern ``index`` of an orthonormal zero-sum basis) have (X, F, Y),
+    or (X, Y) for 'sep' at K = 2; 'xdev'/'fdev' one column (deviation vector ``index``, unit norm)."""
     pairs = _pairs(K)
     N = K * n + mu * len(pairs)
-    deg = np.concatenate([np.ones(K * n), np.full(mu * len(pairs), mem.omega),
-                          np.full(K, n + (K - 1) * mu * mem.omega / 2)])
-    u = np.zeros(N + K)
-    if mode.sector in ("uniform", "sep"):
-        if mode.sector == "uniform":
-            v = np.ones(K)
-            name = "uniform"
-        else:
-            v = _helmert(K)[mode.index]
-            name = "sep2" if K == 2 else "sep"
-        psi = _psi(name, mode.sign, K, n, mu, mem.omega)
-        u[:K * n] = psi[0] * np.repeat(v, n)
+    if sector in ("uniform", "sep"):
+        v = np.ones(K) if sector == "uniform" else _helmert(K)[index]
+        X = np.zeros(N + K)
+        F = np.zeros(N + K)
+        Y = np.zeros(N + K)
+        X[:K * n] = np.repeat(v, n)
         # frustrated samples: pattern 1 in the uniform sector, v_a + v_b in a separation pattern
-        fp = np.ones(mu * len(pairs)) if name == "uniform" else np.repeat([v[a] + v[b] for a, b in pairs], mu)
-        if len(psi) == 3:
-            u[K * n:N] = psi[1] * fp
-        u[N:] = psi[-1] * v
-    elif mode.sector == "xdev":
-        c, j = divmod(mode.index, n - 1)
+        F[K * n:N] = 1.0 if sector == "uniform" else np.repeat([v[a] + v[b] for a, b in pairs], mu)
+        Y[N:] = v
+        return np.array([X, Y]).T if (sector == "sep" and K == 2) else np.array([X, F, Y]).T
+    u = np.zeros(N + K)
+    if sector == "xdev":
+        c, j = divmod(index, n - 1)
         u[c * n:(c + 1) * n] = _helmert(n)[j]
-    elif mode.sector == "fdev":
+    elif sector == "fdev":
         within = len(pairs) * (mu - 1)
-        if mode.index < within:
-            p, j = divmod(mode.index, mu - 1)
+        if index < within:
+            p, j = divmod(index, mu - 1)
             u[K * n + p * mu:K * n + (p + 1) * mu] = _helmert(mu)[j]
         else:  # pair-sector pattern g(a, b) with Σ_b g(a, b) = 0 for every a
-            g = _pair_sector_basis(K)[mode.index - within]
+            g = _pair_sector_basis(K)[index - within]
             u[K * n:N] = np.repeat(g, mu) / np.sqrt(mu)
     else:
-        raise InvalidParameterError(f"unknown sector {mode.sector!r}")
+        raise InvalidParameterError(f"sector must be 'uniform', 'sep', 'xdev' or 'fdev'; got {sector!r}")
+    return u[:, None]
+
+
+def sector_name(K: int, sector: str) -> str:
+    """The derived sector of :mod:`symcollapse.symbolic.head_stability` ('sep2' for 'sep' at K = 2)."""
+    return "sep2" if (sector == "sep" and K == 2) else sector
+
+
+def sector_vector(mem: Member, mode: KeptMode) -> np.ndarray:
+    r"""The node-space vector U ψ of a kept mode, normalised to D-norm 1."""
+    U = sector_embedding(mem.K, mem.n, mem.mu, mode.sector, mode.index)
+    if mode.sector in ("uniform", "sep"):
+        u = U @ _psi(sector_name(mem.K, mode.sector), mode.sign, mem.K, mem.n, mem.mu, mem.omega)
+    else:
+        u = U[:, 0]
+    deg = node_degrees(mem.K, mem.n, mem.mu, mem.omega)
     return u / np.sqrt(float(u @ (deg * u)))
 
 
