@@ -40,7 +40,7 @@ def test_unkept_sector_block_obeys_the_inertia_count():
     b = hs.derive_block("uniform", ())
     vals = {hs.K_: 3, hs.n_: 2, hs.mu_: 1, hs.omega_: 2, hs.eta_x: 1, hs.eta_y: sp.Rational(1, 10), hs.eta_W: 1}
     for w in (sp.Rational(1, 2), sp.Rational(-3, 10), sp.Rational(3, 2)):
-        p = sp.Poly(b.polynomial().subs(vals).subs(hs.w_, w), hs.lam_)
+        p = sp.Poly(b.in_parameters(b.polynomial()).subs(vals).subs(hs.w_, w), hs.lam_)
         roots = np.roots([float(c) for c in p.all_coeffs()])
         assert np.max(np.abs(roots.imag)) <= 1e-12
         expected = sum(1 for nu in (1, 0, -1) if w * (w - nu) < 0)

@@ -230,7 +230,9 @@ def _nu_value(mem: Member, m: KeptMode) -> float:
 def _block_kernel(name: str, kept: tuple):
     b = hs.derive_block(name, kept)
     args = (*hs.PARAMS, hs.w_, hs.nu_, *b.alphas)
-    return (sp.lambdify(args, list(b.coefficients), "math"), sp.lambdify(args, list(b.hurwitz), "math"))
+    coef = [b.in_parameters(c) for c in b.coefficients]
+    hur = [b.in_parameters(h) for h in b.hurwitz]
+    return sp.lambdify(args, coef, "math"), sp.lambdify(args, hur, "math")
 
 
 @lru_cache(maxsize=None)

@@ -123,11 +123,55 @@ def _reduce(expr, nu2):
     return sp.cancel(out[0] / out[1])
 
 
+# abstract sector constants: D⁻¹A entries, degrees g and counts c of the coordinates. The block is
+# derived in these (polynomial arithmetic, fast); the sector's values are substituted afterwards.
+m_FY = sp.Symbol("m_FY", real=True)
+G_SYM = {c: sp.Symbol(f"g_{c}", positive=True) for c in "XFY"}
+C_SYM = {c: sp.Symbol(f"c_{c}", positive=True) for c in "XFY"}
+
+
+def _abstract(sec: Sector):
+    """(M, degrees, counts, ν²) of the sector in abstract constants, and their values. G M is symmetric
+    (G = diag(c·g), the D-metric), so the label row of M is fixed by the others:
+    M_YX = c_X g_X/(c_Y g_Y), M_YF = c_F g_F m_FY/(c_Y g_Y); checked against the derived M."""
+    cs = sec.coords
+    g = {c: G_SYM[c] for c in cs}
+    n = {c: C_SYM[c] for c in cs}
+    if cs == ("X", "F", "Y"):
+        yx, yf = n["X"] * g["X"] / (n["Y"] * g["Y"]), n["F"] * g["F"] * m_FY / (n["Y"] * g["Y"])
+        M = sp.Matrix([[0, 0, 1], [0, 0, m_FY], [yx, yf, 0]])
+        nu2 = yx + yf * m_FY
+        values = {m_FY: sec.M[1, 2]}
+    elif cs == ("X", "Y"):
+        yx = n["X"] * g["X"] / (n["Y"] * g["Y"])
+        M = sp.Matrix([[0, 1], [yx, 0]])
+        nu2 = yx
+        values = {}
+    else:
+        M, nu2, values = sp.Matrix([[0]]), None, {}
+    values.update({g[c]: v for c, v in zip(cs, sec.degrees)})
+    values.update({n[c]: v for c, v in zip(cs, sec.counts)})
+    if any(sp.cancel(a - b) != 0 for a, b in zip(M.xreplace(values), sec.M)):
+        raise DerivationCheckError(f"sector {sec.name}: D⁻¹A is not of the form {M} (G M not symmetric)")
+    return M, [g[c] for c in cs], [n[c] for c in cs], nu2, values
+
+
+def _poly_reduce(expr, nu2):
+    """A polynomial with ν² replaced by the sector's ν² (a polynomial in the abstract constants)."""
+    e = sp.expand(expr)
+    if nu2 is None or not e.has(nu_):
+        return e
+    p = sp.Poly(e, nu_)
+    return sp.expand(sum(c * nu2 ** (k // 2) * nu_ ** (k % 2) for (k,), c in p.terms()))
+
+
 @dataclass(frozen=True)
 class Block:
     r"""One head direction (eigenvalue w) × one sector with kept modes κ (signs of their ν; amplitude
     symbols α_j, node-space column α_j U ψ_j): the block matrix, λ^{|κ|}·p(λ) its characteristic
-    polynomial, p's coefficients (ascending, leading 1) and its Hurwitz conditions (all > 0 ⟺ stable)."""
+    polynomial, p's coefficients (ascending, leading 1) and its Hurwitz conditions (all > 0 ⟺ stable).
+    Everything is written in the abstract sector constants (m_FY, degrees g_*, counts c_*) whose values
+    are ``values`` (:meth:`in_parameters` substitutes them)."""
 
     sector: Sector
     kept: tuple
@@ -135,13 +179,23 @@ class Block:
     matrix: sp.ImmutableMatrix
     coefficients: tuple  # c_0 … c_{deg−1} of p(λ) = λ^deg + Σ c_k λ^k
     hurwitz: tuple  # expressions that must all be > 0 for every root of p to have Re < 0
+    values: dict
 
     @property
     def degree(self) -> int:
         return len(self.coefficients)
 
+    @property
+    def constants(self) -> tuple:
+        """The abstract sector constants the coefficients depend on (sorted by name)."""
+        return tuple(sorted(self.values, key=str))
+
     def polynomial(self) -> sp.Expr:
         return lam_ ** self.degree + sum(c * lam_ ** k for k, c in enumerate(self.coefficients))
+
+    def in_parameters(self, expr) -> sp.Expr:
+        """expr with the sector constants written in K, n, μ, ω."""
+        return sp.sympify(expr).xreplace(self.values)
 
 
 def hurwitz_conditions(coeffs) -> tuple:
@@ -170,46 +224,50 @@ def derive_block(sector_name: str, kept: tuple = ()) -> Block:
                                     f"{'0' if sec.nu2 is None else '±1'}; got {kept}")
     if len(set(kept)) != len(kept):
         raise InvalidParameterError(f"each mode of a sector is kept at most once per block; got {kept}")
+    M, gs, cs, nu2, values = _abstract(sec)
     c, q = len(sec.coords), 1 + len(kept)
     A = sp.Matrix(c, q, lambda r, s: sp.Symbol(f"a_{r}{s}"))
     W = sp.Matrix(q, q, lambda r, s: sp.Symbol(f"W_{r}{s}"))
     Hs = sp.diag(*sec.rates)
-    Ds = sp.diag(*sec.degrees)
-    M, G = sp.Matrix(sec.M), sp.Matrix(sec.G)
+    Ds = sp.diag(*gs)
+    G = sp.diag(*[a * b for a, b in zip(cs, gs)])
     Adot = -Hs * Ds * (A * W.T - M * A) * W
     Wdot = -eta_W * (W * A.T * G * A - A.T * G * M * A)
     flow = sp.Matrix(list(Adot) + list(Wdot))  # row-major
     variables = list(A) + list(W)
     alphas = tuple(sp.Symbol(f"alpha_{j + 1}", positive=True) for j in range(len(kept)))
-    nus = [s * nu_ if sec.nu2 is not None else sp.S.Zero for s in kept]
+    nus = [s * nu_ if nu2 is not None else sp.S.Zero for s in kept]
     at = {A[r, 0]: 0 for r in range(c)}
     for j, s in enumerate(kept):
-        psi = sec.mode(s)
+        psi = _abstract_mode(sec, s)
         at.update({A[r, j + 1]: alphas[j] * psi[r] for r in range(c)})
     at.update({W[r, s]: 0 for r in range(q) for s in range(q) if r != s})
     at.update({W[0, 0]: w_, **{W[j + 1, j + 1]: nus[j] for j in range(len(kept))}})
-    f0 = [_reduce(e.xreplace(at), sec.nu2) for e in flow]
-    if any(e != 0 for e in f0):
+    if not all(_poly_reduce(e.xreplace(at), nu2) == 0 for e in flow):
         raise DerivationCheckError(f"sector {sector_name}, kept {kept}: the state is not a fixed point")
     Jac = flow.jacobian(variables).xreplace(at)
     blk = [r * q for r in range(c)] + [c * q + s for s in range(1, q)]  # u = A[:, 0], ω_j = W[0, j]
     other = [k for k in range(len(variables)) if k not in blk]
-    for r in other:
-        for k in blk:
-            if _reduce(Jac[r, k], sec.nu2) != 0:
-                raise DerivationCheckError(f"sector {sector_name}, kept {kept}: the (u, ω) subspace of one "
-                                           "head direction is not invariant under the Jacobian")
-    Jb = sp.ImmutableMatrix(len(blk), len(blk), lambda a, b: _reduce(Jac[blk[a], blk[b]], sec.nu2))
-    cp = Jb.charpoly(lam_).all_coeffs()[::-1]  # ascending: c_0 … c_n (c_n = 1)
-    cp = [_reduce(x, sec.nu2) for x in cp]
+    if not all(_poly_reduce(Jac[r, k], nu2) == 0 for r in other for k in blk):
+        raise DerivationCheckError(f"sector {sector_name}, kept {kept}: the (u, ω) subspace of one "
+                                   "head direction is not invariant under the Jacobian")
+    Jb = sp.ImmutableMatrix(len(blk), len(blk), lambda a, b: _poly_reduce(Jac[blk[a], blk[b]], nu2))
+    cp = [_poly_reduce(x, nu2) for x in Jb.charpoly(lam_).all_coeffs()[::-1]]  # ascending, monic
     z = len(kept)
-    if any(cp[k] != 0 for k in range(z)):
+    if not all(cp[k] == 0 for k in range(z)):
         raise DerivationCheckError(f"sector {sector_name}, kept {kept}: no λ^{z} gauge factor in the "
                                    "characteristic polynomial")
-    red = tuple(cp[z:-1])
-    if sp.cancel(cp[-1] - 1) != 0:
+    if cp[-1] != 1:
         raise DerivationCheckError("characteristic polynomial is not monic")
-    return Block(sec, kept, alphas, Jb, red, hurwitz_conditions(red))
+    red = tuple(sp.factor(x) for x in cp[z:-1])
+    return Block(sec, kept, alphas, Jb, red, hurwitz_conditions(red), values)
+
+
+def _abstract_mode(sec: Sector, sign: int):
+    """ψ in abstract constants: (1, m_FY, ν), (1, ν) or (1,)."""
+    if sec.nu2 is None:
+        return [1]
+    return [1, m_FY, sign * nu_] if len(sec.coords) == 3 else [1, sign * nu_]
 
 
 def amplitude_norm2(sector_name: str, sign: int) -> sp.Expr:
