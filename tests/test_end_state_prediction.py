@@ -7,7 +7,7 @@ import pytest
 
 import symcollapse as sc
 from symcollapse.errors import InvalidParameterError
-from symcollapse.numerics import end_state_prediction as ep
+from symcollapse.models.head import end_state as ep
 from symcollapse.numerics import families as fm
 from symcollapse.numerics.basins import run_to_fixed_point
 from symcollapse.numerics.metrics import d_min

@@ -8,8 +8,8 @@ import sympy as sp
 
 import symcollapse as sc
 from symcollapse.errors import InvalidParameterError
-from symcollapse.numerics import sector_stability as ss
-from symcollapse.symbolic import head_stability as hs
+from symcollapse.models.head import sector_blocks as hs
+from symcollapse.models.head import sector_stability as ss
 
 ROT = np.linalg.qr(np.random.default_rng(4).normal(size=(2, 2)))[0]
 

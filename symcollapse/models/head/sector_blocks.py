@@ -26,8 +26,9 @@ from functools import lru_cache
 
 import sympy as sp
 
-from ..errors import DerivationCheckError, InvalidParameterError
-from .meanfield import K_, eta_W, eta_x, eta_y, mu_, n_, omega_, separation_sector
+from ...errors import DerivationCheckError, InvalidParameterError
+from .meanfield import eta_W, eta_x, eta_y
+from .sector import K_, mu_, n_, omega_, separation_sector
 
 w_ = sp.Symbol("w", real=True)  # head eigenvalue of the perturbed direction
 nu_ = sp.Symbol("nu", real=True)  # |ν| of the sector's non-zero modes (ν² = the sector's ν²)
@@ -80,7 +81,7 @@ def _degree_y():
 @lru_cache(maxsize=None)
 def sector(name: str) -> Sector:
     r"""The sector's D⁻¹A matrix by neighbour sums (the class-separation one is
-    :func:`~symcollapse.symbolic.meanfield.separation_sector`), checked: ν² from det(λ − M)."""
+    :func:`~symcollapse.models.head.sector.separation_sector`), checked: ν² from det(λ − M)."""
     if name not in SECTORS:
         raise InvalidParameterError(f"sector must be one of {SECTORS}; got {name!r}")
     dy = _degree_y()

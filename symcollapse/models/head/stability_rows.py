@@ -7,16 +7,16 @@ import itertools
 
 import numpy as np
 
-from ..models.couplings import balanced_couplings, frustration_fraction
-from ..models.head import HeadModel
-from ..numerics import end_state_prediction as ep
-from ..numerics import families as fm
-from ..numerics import sector_stability as ss
-from ..numerics.basins import run_to_fixed_point
-from ..numerics.metrics import d_min
-from ..verification import Check
+from ...numerics import families as fm
+from ...numerics.basins import run_to_fixed_point
+from ...numerics.metrics import d_min
+from ...verification import Check
+from ..couplings import balanced_couplings, frustration_fraction
+from . import HeadModel
+from . import end_state as ep
+from . import sector_stability as ss
 
-MODEL = "head"
+MODEL_NAME = "head"
 RATES = (1.0, 0.1)  # η_x, η_y
 #: (K, n, μ, d) × η_W/η_x of the condition rows; every family without a ν = 0 mode is checked
 CONDITION_POINTS = ((2, 5, 2, 2), (3, 2, 1, 3), (4, 2, 1, 4))
@@ -57,12 +57,12 @@ def condition_rows() -> list[Check]:
                     verdicts[(ranks, s, eW)] = p.kind
             summary = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
             where = f"K={K} ε={eps:.2f} d={d} η_W/η_x={eW:g}"
-            rows.append(Check(MODEL, f"{where}: derived sector blocks = spec J ({count} members)",
+            rows.append(Check(MODEL_NAME, f"{where}: derived sector blocks = spec J ({count} members)",
                               f"{worst:.1e}", "eig of engine J", worst, 1e-9))
-            rows.append(Check(MODEL, f"{where}: derived verdict = numerical ({summary})",
+            rows.append(Check(MODEL_NAME, f"{where}: derived verdict = numerical ({summary})",
                               f"{count - bad}/{count} agree", "classify_state", 0.0 if bad == 0 else float("inf"), 0.0))
         flips = sorted({(r, s) for (r, s, e) in verdicts if verdicts[(r, s, ETA_W[0])] != verdicts[(r, s, ETA_W[1])]})
-        rows.append(Check(MODEL, f"K={K} ε={eps:.2f} d={d}: verdicts that flip with η_W (derived = numerical)",
+        rows.append(Check(MODEL_NAME, f"K={K} ε={eps:.2f} d={d}: verdicts that flip with η_W (derived = numerical)",
                           f"{len(flips)} members", "both η_W rows", 0.0 if flips else float("inf"), 0.0))
     return rows
 
@@ -89,7 +89,7 @@ def prediction_rows() -> list[Check]:
             dsim = d_min(Z[model.N:])
             err = max(err, abs(dpred - dsim) / max(dsim, 1.0))
             stable += fm.classify_state(model, Z, W).kind == "stable"
-        rows.append(Check(MODEL, f"K={K} d={K}: decoupled states, {len(seeds)} seeds: Δ_min(∞) = Q(0) prediction",
+        rows.append(Check(MODEL_NAME, f"K={K} d={K}: decoupled states, {len(seeds)} seeds: Δ_min(∞) = Q(0) prediction",
                           f"{err:.1e} ({stable}/{len(seeds)} ends stable)", f"end states, residual {res_max:.0e}",
                           err if res_max <= 1e-9 else float("inf"), 1e-6))
     model = HeadModel(balanced_couplings(2, 5, 2), d=1, eta_x=RATES[0], eta_y=RATES[1], eta_W=1.0)
@@ -105,7 +105,7 @@ def prediction_rows() -> list[Check]:
         phi = kept[0].phi[:, 0]
         got = abs(float(phi @ (model.graph.degree * Z[:, 0])))
         err = max(err, abs(ep.single_mode_amplitude(model, Z0, W0, phi, kept[0].nu) - got) / got)
-    rows.append(Check(MODEL, "K=2 d=1: general states, 3 seeds: end amplitude ℓ = I₀ prediction",
+    rows.append(Check(MODEL_NAME, "K=2 d=1: general states, 3 seeds: end amplitude ℓ = I₀ prediction",
                       f"{err:.1e}", "end states", err, 1e-6))
     model = HeadModel(balanced_couplings(2, 5, 2), d=2, eta_x=RATES[0], eta_y=RATES[1], eta_W=1.0)
     Z0, W0 = model.initial_state(0)
@@ -115,7 +115,7 @@ def prediction_rows() -> list[Check]:
     keys = [fm.state_family(model.graph, Z)[0].key for Z, *_ in ends]
     seps = [d_min(Z[model.N:]) for Z, *_ in ends]
     ok = dQ <= 1e-12 and keys[0] == keys[1] and abs(seps[0] - seps[1]) > 1e-2
-    rows.append(Check(MODEL, "K=2 d=2 general state: same Q, same family, Δ_min differs (no prediction)",
+    rows.append(Check(MODEL_NAME, "K=2 d=2 general state: same Q, same family, Δ_min differs (no prediction)",
                       f"{seps[0]:.4f} vs {seps[1]:.4f}", f"equal-Q state (|ΔQ| = {dQ:.0e})",
                       0.0 if ok else float("inf"), 0.0))
     return rows

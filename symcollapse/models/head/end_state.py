@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from ..errors import InvalidParameterError
-from ..symbolic import head_stability as hs
-from ..validation import check_int, check_real
+from ...errors import InvalidParameterError
+from ...validation import check_int, check_real
+from . import sector_blocks as hs
 from . import sector_stability as ss
 
 

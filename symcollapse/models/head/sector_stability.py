@@ -5,7 +5,7 @@ A *member* of a family is given by its kept modes (sector, pattern/deviation ind
 D-norm amplitude ℓ) and its spare head eigenvalues; its head is symmetric, W = diag(ν_j, s_i)
 (up to a rotation, which does not change the spectrum). The linearised flow splits into one block
 per head direction i (eigenvalue w_i) and sector; each block's characteristic polynomial
-λ^{|κ|}·p(λ) is derived in :mod:`symcollapse.symbolic.head_stability`. Here p is evaluated, the
+λ^{|κ|}·p(λ) is derived in :mod:`symcollapse.models.head.sector_blocks`. Here p is evaluated, the
 symmetry zeros are removed (|κ| gauge zeros per block — already divided out —, one level-swap zero
 per unkept mode with ν = w_i, d − |S| free-head zeros per direction), and the member is classified
 from the Hurwitz conditions and the roots. The whole spectrum it predicts is checked against the
@@ -20,10 +20,10 @@ import numpy as np
 import sympy as sp
 from scipy.optimize import linear_sum_assignment
 
-from ..errors import InvalidParameterError
-from ..symbolic import head_stability as hs
-from ..validation import check_int, check_real
-from . import families as fm
+from ...errors import InvalidParameterError
+from ...numerics import families as fm
+from ...validation import check_int, check_real
+from . import sector_blocks as hs
 
 LEVEL_NAMES = ("-1", "-s", "0", "+s", "+1")  # the five ν-levels of B(K, n, μ ≥ 1), ascending
 
@@ -169,7 +169,7 @@ def sector_embedding(K: int, n: int, mu: int, sector: str, index: int = 0) -> np
 
 
 def sector_name(K: int, sector: str) -> str:
-    """The derived sector of :mod:`symcollapse.symbolic.head_stability` ('sep2' for 'sep' at K = 2)."""
+    """The derived sector of :mod:`symcollapse.models.head.sector_blocks` ('sep2' for 'sep' at K = 2)."""
     return "sep2" if (sector == "sep" and K == 2) else sector
 
 
