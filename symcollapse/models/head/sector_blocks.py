@@ -126,35 +126,36 @@ def _reduce(expr, nu2):
 
 # abstract sector constants: D⁻¹A entries, degrees g and counts c of the coordinates. The block is
 # derived in these (polynomial arithmetic, fast); the sector's values are substituted afterwards.
-m_FY = sp.Symbol("m_FY", real=True)
-G_SYM = {c: sp.Symbol(f"g_{c}", positive=True) for c in "XFY"}
-C_SYM = {c: sp.Symbol(f"c_{c}", positive=True) for c in "XFY"}
+m_FY, m_YX, r_F = sp.symbols("m_FY m_YX r_F", real=True)
+G_Y = sp.Symbol("G_Y", positive=True)  # D-metric weight of the label coordinate
+G_SYM = {c: sp.Symbol(f"g_{c}", positive=True) for c in "XFY"}  # degrees
 
 
 def _abstract(sec: Sector):
-    """(M, degrees, counts, ν²) of the sector in abstract constants, and their values. G M is symmetric
-    (G = diag(c·g), the D-metric), so the label row of M is fixed by the others:
-    M_YX = c_X g_X/(c_Y g_Y), M_YF = c_F g_F m_FY/(c_Y g_Y); checked against the derived M."""
+    """(M, degrees, G, ν²) of the sector in abstract constants, all polynomial, and their values.
+    G M is symmetric (G = diag(count·degree), the D-metric), which fixes G by M and the label weight
+    G_Y: G_X = G_Y m_YX, G_F = G_Y r with m_YF = r m_FY; checked against the derived M and counts."""
     cs = sec.coords
-    g = {c: G_SYM[c] for c in cs}
-    n = {c: C_SYM[c] for c in cs}
+    g = [G_SYM[c] for c in cs]
     if cs == ("X", "F", "Y"):
-        yx, yf = n["X"] * g["X"] / (n["Y"] * g["Y"]), n["F"] * g["F"] * m_FY / (n["Y"] * g["Y"])
-        M = sp.Matrix([[0, 0, 1], [0, 0, m_FY], [yx, yf, 0]])
-        nu2 = yx + yf * m_FY
-        values = {m_FY: sec.M[1, 2]}
+        M = sp.Matrix([[0, 0, 1], [0, 0, m_FY], [m_YX, r_F * m_FY, 0]])
+        G = [G_Y * m_YX, G_Y * r_F, G_Y]
+        nu2 = m_YX + r_F * m_FY ** 2
+        values = {m_FY: sec.M[1, 2], m_YX: sec.M[2, 0], r_F: sp.cancel(sec.M[2, 1] / sec.M[1, 2])}
     elif cs == ("X", "Y"):
-        yx = n["X"] * g["X"] / (n["Y"] * g["Y"])
-        M = sp.Matrix([[0, 1], [yx, 0]])
-        nu2 = yx
-        values = {}
+        M = sp.Matrix([[0, 1], [m_YX, 0]])
+        G = [G_Y * m_YX, G_Y]
+        nu2 = m_YX
+        values = {m_YX: sec.M[1, 0]}
     else:
-        M, nu2, values = sp.Matrix([[0]]), None, {}
-    values.update({g[c]: v for c, v in zip(cs, sec.degrees)})
-    values.update({n[c]: v for c, v in zip(cs, sec.counts)})
-    if any(sp.cancel(a - b) != 0 for a, b in zip(M.xreplace(values), sec.M)):
-        raise DerivationCheckError(f"sector {sec.name}: D⁻¹A is not of the form {M} (G M not symmetric)")
-    return M, [g[c] for c in cs], [n[c] for c in cs], nu2, values
+        M, G, nu2, values = sp.Matrix([[0]]), [G_Y], None, {}
+    values.update({G_Y: sec.counts[-1] * sec.degrees[-1]})
+    values.update({gs: v for gs, v in zip(g, sec.degrees)})
+    weights = [c * dg for c, dg in zip(sec.counts, sec.degrees)]
+    if any(sp.cancel(a - b) != 0 for a, b in zip(M.xreplace(values), sec.M)) or \
+            any(sp.cancel(sp.sympify(a).xreplace(values) - b) != 0 for a, b in zip(G, weights)):
+        raise DerivationCheckError(f"sector {sec.name}: D⁻¹A is not of the form {M} with G M symmetric")
+    return M, g, G, nu2, values
 
 
 def _poly_reduce(expr, nu2):
@@ -171,7 +172,7 @@ class Block:
     r"""One head direction (eigenvalue w) × one sector with kept modes κ (signs of their ν; amplitude
     symbols α_j, node-space column α_j U ψ_j): the block matrix, λ^{|κ|}·p(λ) its characteristic
     polynomial, p's coefficients (ascending, leading 1) and its Hurwitz conditions (all > 0 ⟺ stable).
-    Everything is written in the abstract sector constants (m_FY, degrees g_*, counts c_*) whose values
+    Everything is written in the abstract sector constants (m_FY, m_YX, r_F, G_Y, degrees g_*) whose values
     are ``values`` (:meth:`in_parameters` substitutes them)."""
 
     sector: Sector
@@ -225,13 +226,13 @@ def derive_block(sector_name: str, kept: tuple = ()) -> Block:
                                     f"{'0' if sec.nu2 is None else '±1'}; got {kept}")
     if len(set(kept)) != len(kept):
         raise InvalidParameterError(f"each mode of a sector is kept at most once per block; got {kept}")
-    M, gs, cs, nu2, values = _abstract(sec)
+    M, gs, Gd, nu2, values = _abstract(sec)
     c, q = len(sec.coords), 1 + len(kept)
     A = sp.Matrix(c, q, lambda r, s: sp.Symbol(f"a_{r}{s}"))
     W = sp.Matrix(q, q, lambda r, s: sp.Symbol(f"W_{r}{s}"))
     Hs = sp.diag(*sec.rates)
     Ds = sp.diag(*gs)
-    G = sp.diag(*[a * b for a, b in zip(cs, gs)])
+    G = sp.diag(*Gd)
     Adot = -Hs * Ds * (A * W.T - M * A) * W
     Wdot = -eta_W * (W * A.T * G * A - A.T * G * M * A)
     flow = sp.Matrix(list(Adot) + list(Wdot))  # row-major
@@ -246,13 +247,13 @@ def derive_block(sector_name: str, kept: tuple = ()) -> Block:
     at.update({W[0, 0]: w_, **{W[j + 1, j + 1]: nus[j] for j in range(len(kept))}})
     if not all(_poly_reduce(e.xreplace(at), nu2) == 0 for e in flow):
         raise DerivationCheckError(f"sector {sector_name}, kept {kept}: the state is not a fixed point")
-    Jac = flow.jacobian(variables).xreplace(at)
     blk = [r * q for r in range(c)] + [c * q + s for s in range(1, q)]  # u = A[:, 0], ω_j = W[0, j]
+    Jac = flow.jacobian([variables[k] for k in blk]).xreplace(at)  # the columns of the (u, ω) variables
     other = [k for k in range(len(variables)) if k not in blk]
-    if not all(_poly_reduce(Jac[r, k], nu2) == 0 for r in other for k in blk):
+    if not all(_poly_reduce(Jac[r, a], nu2) == 0 for r in other for a in range(len(blk))):
         raise DerivationCheckError(f"sector {sector_name}, kept {kept}: the (u, ω) subspace of one "
                                    "head direction is not invariant under the Jacobian")
-    Jb = sp.ImmutableMatrix(len(blk), len(blk), lambda a, b: _poly_reduce(Jac[blk[a], blk[b]], nu2))
+    Jb = sp.ImmutableMatrix(len(blk), len(blk), lambda a, b: _poly_reduce(Jac[blk[a], b], nu2))
     cp = [_poly_reduce(x, nu2) for x in Jb.charpoly(lam_).all_coeffs()[::-1]]  # ascending, monic
     z = len(kept)
     if not all(cp[k] == 0 for k in range(z)):
@@ -260,7 +261,7 @@ def derive_block(sector_name: str, kept: tuple = ()) -> Block:
                                    "characteristic polynomial")
     if cp[-1] != 1:
         raise DerivationCheckError("characteristic polynomial is not monic")
-    red = tuple(sp.factor(x) for x in cp[z:-1])
+    red = tuple(cp[z:-1])
     return Block(sec, kept, alphas, Jb, red, hurwitz_conditions(red), values)
 
 

@@ -13,6 +13,7 @@ eigenvalues of the engine's Jacobian by :func:`compare_with_jacobian`.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -250,7 +251,7 @@ class SectorPrediction:
     n_degenerate: int
     eigenvalues: np.ndarray = field(repr=False)
     n_symmetry: int
-    hurwitz: tuple = field(repr=False)  # (direction, sector, kept, values)
+    hurwitz: tuple = field(repr=False)  # (direction, sector, multiplicity, kept, values)
 
     @property
     def label(self) -> str:
@@ -281,31 +282,62 @@ def predict(mem: Member, eta_x: float, eta_y: float, eta_W: float, *, tol: float
     ws = [_nu_value(mem, m) for m in mem.kept] + list(mem.spares)
     pars = (K, n, mu, om, eta_x, eta_y, eta_W)
     eig, n_sym, hur = [], 0, []
+    classes: dict = {}  # sector instances with the same kept modes and amplitudes: one block each
+    for name, idx in instances:
+        ms = sorted(groups.get((name, idx), []), key=lambda m: -m.sign)
+        key = (name, tuple(m.sign for m in ms), tuple(m.length for m in ms))
+        classes[key] = classes.get(key, 0) + 1
     for i, w in enumerate(ws):
         n_sym += mem.d - len(mem.kept)  # free head: δW_ij, j ∉ S
-        for name, idx in instances:
-            ms = sorted(groups.get((name, idx), []), key=lambda m: -m.sign)
-            kept = tuple(m.sign for m in ms)
-            nuv = 1.0 if name == "uniform" else (ns if name.startswith("sep") else 0.0)
-            alphas = [m.length / np.sqrt(_alpha_kernel(name, m.sign)(K, n, mu, om, nuv)) for m in ms]
-            coef_f, hur_f = _block_kernel(name, kept)
-            c = np.array(coef_f(*pars, w, nuv, *alphas), float)
-            n_sym += len(kept)  # gauge zeros, divided out symbolically
-            # level swaps: unkept modes of this sector with ν = w are zero roots (symmetries)
-            z = sum(1 for s in _sector_modes(name) if s not in kept and abs(s * nuv - w) <= 1e-12)
-            if z:
-                if not float(np.max(np.abs(c[:z]))) <= 1e-9 * max(1.0, float(np.max(np.abs(c)))):
-                    raise InvalidParameterError(f"level-swap zero expected in sector {name} at w = {w}")
-                c = c[z:]
-                n_sym += z
-            roots = np.roots(np.concatenate([[1.0], c[::-1]])) if len(c) else np.zeros(0)
-            eig.extend(roots)
-            hur.append((i, name, idx, kept, tuple(float(h) for h in hur_f(*pars, w, nuv, *alphas))))
+        for (name, kept, lengths), mult in classes.items():
+            roots, z, hv = _evaluate_block(name, kept, lengths, float(w), pars, ns)
+            n_sym += mult * (len(kept) + z)  # gauge zeros (divided out symbolically) and level swaps
+            eig.extend(list(roots) * mult)
+            hur.append((i, name, mult, kept, hv))
     ev = np.array(eig, complex)
     n_uns = int(np.sum(ev.real > tol))
     n_deg = int(np.sum(np.abs(ev.real) <= tol))
     kind = "saddle" if n_uns else ("degenerate" if n_deg else "stable")
     return SectorPrediction(kind, n_uns, n_deg, np.sort_complex(ev), n_sym, tuple(hur))
+
+
+@lru_cache(maxsize=65536)
+def _evaluate_block(name, kept, lengths, w, pars, ns):
+    """Roots of one block's p(λ) without its level-swap zeros, their number, and the Hurwitz values
+    (cached: identical blocks, e.g. every unkept deviation sector, are evaluated once)."""
+    K, n, mu, om = pars[:4]
+    nuv = 1.0 if name == "uniform" else (ns if name.startswith("sep") else 0.0)
+    alphas = [ln / np.sqrt(_alpha_kernel(name, sg)(K, n, mu, om, nuv)) for sg, ln in zip(kept, lengths)]
+    coef_f, hur_f = _block_kernel(name, kept)
+    c = np.array(coef_f(*pars, w, nuv, *alphas), float)
+    # level swaps: unkept modes of this sector with ν = w are zero roots (symmetries)
+    z = sum(1 for s in _sector_modes(name) if s not in kept and abs(s * nuv - w) <= 1e-12)
+    if z:
+        if not float(np.max(np.abs(c[:z]))) <= 1e-9 * max(1.0, float(np.max(np.abs(c)))):
+            raise InvalidParameterError(f"level-swap zero expected in sector {name} at w = {w}")
+        c = c[z:]
+    roots = np.roots(np.concatenate([[1.0], c[::-1]])) if len(c) else np.zeros(0)
+    return roots, z, tuple(float(h) for h in hur_f(*pars, w, nuv, *alphas))
+
+
+def derived_family_table(K: int, n: int, mu: int, d: int, eta_x: float, eta_y: float, eta_W: float, *,
+                         spare: float = 0.5, lengths: float = 1.0) -> list[dict]:
+    r"""Every family without a ν = 0 mode (ranks per level −1, −ν_s, 0, +ν_s, +1; one representative
+    per rank vector — the level degeneracy is a symmetry), classified from the derived blocks alone
+    at its aligned member (amplitudes ``lengths``, spare head eigenvalue ``spare``). A family with a
+    kept ν = 0 mode has a w = 0 head direction and is degenerate (docs/model.md §3.1). No Jacobian:
+    this is the classification used at large K and d."""
+    rows = []
+    caps = (1, K - 1, 0, K - 1, 1)
+    for r in itertools.product(*[range(min(c, d) + 1) for c in caps]):
+        if sum(r) > d:
+            continue
+        mem = aligned_member(K, n, mu, d, r, lengths=np.full(sum(r), float(lengths)),
+                             spares=np.full(d - sum(r), float(spare)))
+        p = predict(mem, eta_x, eta_y, eta_W)
+        rows.append({"ranks": r, "kind": p.kind, "label": p.label, "n_unstable": p.n_unstable,
+                     "hurwitz": hurwitz_stable(p)})
+    return rows
 
 
 def hurwitz_stable(pred: SectorPrediction) -> bool:
