@@ -69,6 +69,23 @@ class MatrixFlowSystem(BlockState):
 
     # --- layout ----------------------------------------------------------------------------
     def _shape(self, b):
+        if b not in self._shapes:
+            self._shapes[b] = self._shape_of(b)
+        return self._shapes[b]
+
+    @cached_property
+    def _shapes(self) -> dict:
+        """block -> numeric shape (the symbolic shape is evaluated once, not on every flow call)."""
+        return {}
+
+    @cached_property
+    def _static(self) -> tuple:
+        """(has x, has data, shared names, parameter values): fixed per system, read on every call."""
+        loss = self.compiled.loss
+        return (loss.x is not None, loss.data is not None, tuple(loss.shared_names),
+                tuple(self.params[p.name] for p in loss.parameters))
+
+    def _shape_of(self, b):
         loss = self.compiled.loss
         if b == SAMPLE:
             return (self.graph.N, loss.shape(SAMPLE, self.dims)[0])
@@ -92,28 +109,27 @@ class MatrixFlowSystem(BlockState):
         return {b: m.name for b, m in self.compiled.loss.symbols.items()}
 
     def _evaluator(self, st: dict, tangent: dict | None = None, st0: dict | None = None) -> Evaluator:
-        loss = self.compiled.loss
+        has_x, has_data, shared_names, pv = self._static
         nm = self._names
         nodes, shared = {}, {}
         X = st.get(SAMPLE)
-        if loss.x is not None:
+        if has_x:
             nodes[(nm[SAMPLE], "")] = X if X is not None else np.zeros(self._shape(SAMPLE))
         nodes[(nm[LABEL], "")] = st[LABEL]
-        if loss.data is not None:
+        if has_data:
             nodes[(nm["u"], "")] = nodes[(nm["u"], "0")] = self.data
-        for b in loss.shared_names:
+        for b in shared_names:
             shared[(nm[b], "")] = np.asarray(st[b], dtype=float)
         if tangent is not None:
             for b in self.compiled.learned:
                 key = (nm[b], "d")
                 (nodes if b in (SAMPLE, LABEL) else shared)[key] = tangent[b]
         if st0 is not None:
-            if loss.x is not None:
+            if has_x:
                 nodes[(nm[SAMPLE], "0")] = st0.get(SAMPLE, nodes[(nm[SAMPLE], "")])
             nodes[(nm[LABEL], "0")] = st0[LABEL]
-            for b in loss.shared_names:
+            for b in shared_names:
                 shared[(nm[b], "0")] = np.asarray(st0[b], dtype=float)
-        pv = tuple(self.params[p.name] for p in loss.parameters)
         return Evaluator(self.graph, nodes, shared, self.compiled.roles, pv)
 
     def _blocks_from(self, ev: Evaluator, plans: dict) -> dict:

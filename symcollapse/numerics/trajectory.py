@@ -69,6 +69,15 @@ def check_seeds(seeds) -> list:
     return [check_int("seeds[i]", s, 0) for s in seeds]
 
 
+def node_blocks(system) -> tuple | None:
+    """(N, k) when the state starts with the N sample rows of width k (their Jacobian block is
+    block diagonal: samples couple only through labels and shared blocks), else None."""
+    lay = getattr(system, "layout", {})
+    if SAMPLE in lay and lay[SAMPLE][0] == 0 and len(lay[SAMPLE][1]) == 2:
+        return tuple(int(v) for v in lay[SAMPLE][1])
+    return None
+
+
 def _linear_loss(system, A, Z0):
     r"""1/η per node if the derived loss is L = −½ Σ_k z_k·(A Z)_k / η_k (= s·½ tr(Zᵀ L_G Z), docs/model.md
     §2) — checked against the compiled loss at Z0 and at a random state — else None."""
@@ -147,7 +156,7 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
         return _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_residual)
     jac = system.jacobian if use_jacobian else None
     sol = integrate(system.flow_vector, v0, t_eval, jac=jac, method=method, rtol=rtol, atol=atol,
-                    stop_residual=stop_residual, lu_limit=lu_limit)
+                    stop_residual=stop_residual, lu_limit=lu_limit, node_blocks=node_blocks(system))
     dm, acc, ls = [], [], []
     for v in sol.y:
         a, b, c = _metrics(system, system.unpack(v), labels, head)
