@@ -14,6 +14,7 @@ from scipy.sparse import csc_matrix, issparse
 from scipy.sparse.linalg import splu
 
 from ..errors import IntegrationError, InvalidParameterError, ProblemTooLargeError
+from ..symbolic.loss import SAMPLE
 from ..validation import check_array, check_int, check_real
 
 STIFF = ("BDF", "Radau", "LSODA", "BDF-Schur", "BDF-nodes")
@@ -162,6 +163,15 @@ class Solution:
 #: largest number of unknowns for which a stiff solver may factorise the sparse Jacobian (SuperLU);
 #: beyond it integrate() refuses with ProblemTooLargeError instead of failing inside SuperLU.
 LU_LIMIT = 1_500_000
+
+
+def node_blocks(system) -> tuple | None:
+    """(N, k) when the state starts with the N sample rows of width k (their Jacobian block is
+    block diagonal: samples couple only through labels and shared blocks), else None."""
+    lay = getattr(system, "layout", {})
+    if SAMPLE in lay and lay[SAMPLE][0] == 0 and len(lay[SAMPLE][1]) == 2:
+        return tuple(int(v) for v in lay[SAMPLE][1])
+    return None
 
 
 def time_grid(t_end: float, n_points: int = 200, t_first: float | None = None) -> np.ndarray:

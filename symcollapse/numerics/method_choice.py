@@ -23,14 +23,7 @@ import numpy as np
 import scipy.sparse as sps
 
 from ..errors import DerivationCheckError, InvalidParameterError
-from .integrate import LU_LIMIT, dense_tail
-
-
-def node_blocks(system):
-    """(N, k) of the leading sample rows (see :func:`.trajectory.node_blocks`)."""
-    from .trajectory import node_blocks as nb
-
-    return nb(system)
+from .integrate import LU_LIMIT, dense_tail, node_blocks
 
 
 def _block_diagonal(J, N: int, k: int) -> bool:

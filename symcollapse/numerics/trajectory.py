@@ -8,8 +8,9 @@ import numpy as np
 from ..errors import InvalidParameterError
 from ..validation import check_real
 from ..symbolic.loss import LABEL, SAMPLE
-from .integrate import METHODS, check_stop_residual, integrate, time_grid
-from .metrics import accuracy, d_min
+from .batched import integrate_many
+from .integrate import METHODS, check_stop_residual, integrate, node_blocks, time_grid
+from .metrics import accuracy, accuracy_many, d_min, d_min_many
 from .system import FlowSystem
 
 
@@ -67,15 +68,6 @@ def check_seeds(seeds) -> list:
     if not seeds:
         raise InvalidParameterError("seeds must hold at least one seed")
     return [check_int("seeds[i]", s, 0) for s in seeds]
-
-
-def node_blocks(system) -> tuple | None:
-    """(N, k) when the state starts with the N sample rows of width k (their Jacobian block is
-    block diagonal: samples couple only through labels and shared blocks), else None."""
-    lay = getattr(system, "layout", {})
-    if SAMPLE in lay and lay[SAMPLE][0] == 0 and len(lay[SAMPLE][1]) == 2:
-        return tuple(int(v) for v in lay[SAMPLE][1])
-    return None
 
 
 def _linear_loss(system, A, Z0):
@@ -267,6 +259,10 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
     if choice is not None and choice.method in EXACT:
         return _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
     run_method = choice.method if choice is not None else method
+    if (run_method == "BDF-nodes" and use_jacobian and len(V0) > 1 and hasattr(system, "_static")
+            and not getattr(system, "_static")[1]):
+        return _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_states,
+                             stop_residual)
     out = []
     for v in V0:
         tr = simulate_system(system, v, t_end, labels=labels, n_points=n_points, head=head,
@@ -282,8 +278,6 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
 def _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual) -> list:
     """All seeds' columns under one propagator; the metrics of all seeds still running are
     computed at once at each time (:func:`.metrics.d_min_many`, :func:`.metrics.accuracy_many`)."""
-    from .metrics import accuracy_many, d_min_many
-
     prop, A, g = choice.propagator, choice.propagator.A, system.graph
     d = system.layout[LABEL][1][1]
     B, n = len(V0), g.N + g.K
@@ -342,4 +336,29 @@ def _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
                         stop_residual, r["stopped"], r["t"][-1], r["residual"])
         out.append(Trajectory(np.array(r["t"]), np.array(r["dm"]), np.array(r["acc"]), np.array(r["ls"]),
                               np.array(r["Z"]), None, np.array(r["states"]) if keep_states else None, extra))
+    return out
+
+
+def _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_states, stop_residual) -> list:
+    recs = integrate_many(system, V0, np.asarray(t_eval, dtype=float), rtol=rtol, atol=atol,
+                          stop_residual=stop_residual)
+    out = []
+    for r in recs:
+        ys = np.array(r["y"])
+        dm, acc, ls = [], [], []
+        for v in ys:
+            a, b, c = _metrics(system, system.unpack(v), labels, head)
+            dm.append(a)
+            acc.append(b)
+            ls.append(c)
+        final = system.unpack(ys[-1])
+        X = final.get(SAMPLE)
+        Z = np.vstack([X, final[LABEL]]) if X is not None and X.shape[1] == final[LABEL].shape[1] else final[LABEL]
+        extra = _record({"nfev": r["nfev"], "njev": r["njev"], "nlu": r["nlu"], "nsteps": r["nsteps"],
+                         "batch": len(V0)}, choice, "BDF-nodes", stop_residual, r["stopped"], r["t"][-1],
+                         r["residual"])
+        if choice is not None:
+            extra["method_reason"] = choice.reason + " (chosen from the first state; seeds integrated together)"
+        out.append(Trajectory(np.array(r["t"]), np.array(dm), np.array(acc), np.array(ls), Z,
+                              final.get(head) if head else None, ys if keep_states else None, extra))
     return out
