@@ -16,7 +16,7 @@ import sympy as sp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a source checkout without installing
 
-from symcollapse.jobs import embedding as job  # noqa: E402
+from symcollapse.models.embedding import job  # noqa: E402
 from symcollapse.models.embedding import EmbeddingModel, embedding_loss  # noqa: E402
 from symcollapse.models.couplings import balanced_couplings  # noqa: E402
 from symcollapse.outputs.io import atomic_write_text  # noqa: E402

@@ -19,12 +19,12 @@ import sympy as sp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a source checkout without installing
 
-from symcollapse.jobs import head as job  # noqa: E402
+from symcollapse.models.head import job  # noqa: E402
 from symcollapse.models.couplings import balanced_couplings  # noqa: E402
 from symcollapse.models.head import graph_modes, nu_sep  # noqa: E402
-from symcollapse.numerics import stability as st  # noqa: E402
+from symcollapse.models.head import stability as st  # noqa: E402
 from symcollapse.outputs.io import atomic_write_text  # noqa: E402
-from symcollapse.symbolic import meanfield as mfm  # noqa: E402
+from symcollapse.models.head import meanfield as mfm  # noqa: E402
 
 
 def step(title: str) -> None:

@@ -17,7 +17,7 @@ import sympy as sp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a source checkout without installing
 
-from symcollapse.jobs import teacher_student as job  # noqa: E402
+from symcollapse.models.teacher_student import job  # noqa: E402
 from symcollapse.models import teacher_student as ts  # noqa: E402
 from symcollapse.outputs.io import atomic_write_text  # noqa: E402
 

@@ -191,12 +191,59 @@ def encode_flow(flow: EdgeFlow) -> dict:
 
 def decode_flow(loss: EdgeLoss, data: dict) -> EdgeFlow:
     """Rebuild the EdgeFlow of ``loss`` from :func:`encode_flow` data."""
+    out = _decode_forces(loss, data)
+    return EdgeFlow(loss, out["forces"], out["forces_with_sg"])
+
+
+def _decode_forces(loss: EdgeLoss, data: dict) -> dict:
     dec = _Decoder(_symbol_table(loss), data["atoms"])
     out = {}
     for kind in ("forces", "forces_with_sg"):
         out[kind] = tuple((b, sp.ImmutableMatrix(shape[0], shape[1], [dec.expr(t) for t in entries]))
                           for b, shape, entries in data[kind])
-    return EdgeFlow(loss, out["forces"], out["forces_with_sg"])
+    return out
+
+
+def _check_entry_shape(loss: EdgeLoss, data: dict) -> None:
+    """The structure of an entry (blocks, shapes, entry counts) without building expressions."""
+    if not isinstance(data.get("atoms"), list):
+        raise ValueError("atoms missing")
+    for kind in ("forces", "forces_with_sg"):
+        for b, shape, entries in data[kind]:
+            if tuple(shape) != tuple(loss.block(b).shape) or len(entries) != shape[0] * shape[1]:
+                raise ValueError(f"{kind} of block {b!r}: shape {shape} does not match the loss")
+
+
+class CachedEdgeFlow(EdgeFlow):
+    """An EdgeFlow read from the cache whose SymPy forces are rebuilt on first use (a warm
+    compile from cached kernels never needs them). An entry that fails to decode then is
+    discarded, with a CacheWarning, and the flow derived afresh."""
+
+    def __init__(self, loss: EdgeLoss, data: dict, path: Path):
+        object.__setattr__(self, "loss", loss)
+        object.__setattr__(self, "_entry", (data, path))
+
+    def _decoded(self) -> dict:
+        if "_forces" not in self.__dict__:
+            data, path = self.__dict__["_entry"]
+            try:
+                out = _decode_forces(self.loss, data)
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError, SyntaxError) as exc:
+                _remove(path)
+                warn_discarded(self.loss, f"could not be decoded ({type(exc).__name__}: {exc})")
+                fresh = derive_flow(self.loss)
+                store(self.loss, fresh)
+                out = {"forces": fresh.forces, "forces_with_sg": fresh.forces_with_sg}
+            object.__setattr__(self, "_forces", out)
+        return self.__dict__["_forces"]
+
+    @property
+    def forces(self) -> tuple:
+        return self._decoded()["forces"]
+
+    @property
+    def forces_with_sg(self) -> tuple:
+        return self._decoded()["forces_with_sg"]
 
 
 # --- read / write --------------------------------------------------------------------------
@@ -239,7 +286,8 @@ def load(loss: EdgeLoss, path: Path | None = None) -> EdgeFlow | None:
     if data is None:
         return None
     try:
-        return decode_flow(loss, data)
+        _check_entry_shape(loss, data)
+        return CachedEdgeFlow(loss, data, path)
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, SyntaxError) as exc:
         _remove(path)
         warn_discarded(loss, f"could not be decoded ({type(exc).__name__}: {exc})")

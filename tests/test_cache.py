@@ -115,6 +115,27 @@ def test_consistent_but_wrong_entry_fails_the_check_and_is_rebuilt(cache_dir):
     assert hit and _same(again, good)
 
 
+def test_entry_that_fails_to_decode_on_first_use_is_rebuilt(cache_dir):
+    """The SymPy forces of a cached flow are rebuilt on first use; an entry with a valid
+    checksum whose terms do not decode (a generator index outside the loss's symbols) is then
+    discarded with a CacheWarning and the flow derived afresh, equal to derive_flow."""
+    loss = _head()
+    good = derive_flow(loss)
+    cache.store(loss, good)
+    path = cache.entry_path(loss)
+    data = json.loads(path.read_bytes().split(b"\n", 1)[1])
+    num, den, mono = data["forces"][0][2][0][0]
+    data["forces"][0][2][0][0] = [num, den, [[10 ** 6, 1]] + mono[1:]]
+    cache._write(loss, path, json.dumps(data).encode())
+    flow = cache.load(loss)
+    assert isinstance(flow, cache.CachedEdgeFlow)  # the structure is fine, terms not built yet
+    with pytest.warns(cache.CacheWarning, match="could not be decoded"):
+        forces = flow.forces
+    assert _same(EdgeFlow(loss, forces, flow.forces_with_sg), good)
+    again, hit = cache.lookup(loss)
+    assert hit and _same(EdgeFlow(loss, again.forces, again.forces_with_sg), good)
+
+
 def _worker(args):
     folder, seed = args
     import os
@@ -276,3 +297,23 @@ def test_unreadable_entry_warns(cache_dir):
     with pytest.warns(cache.CacheWarning, match="could not be read"):
         assert cache.load(loss) is None
     assert not cache.entry_path(loss).exists()
+
+
+def test_cached_loss_kernel_is_used_only_if_it_equals_the_expression(cache_dir):
+    """Warm loads execute the cached loss source instead of lambdifying ℓ again, but only after
+    it equals SymPy's value of ℓ at a random point; a wrong cached loss is refused (rebuilt)."""
+    from symcollapse.numerics.kernel_cache import kernel_sources, loss_kernel_from_source
+
+    loss = _head(tag="lk")
+    cp = kernels.compile_loss(loss)
+    src = kernel_sources(cp)
+    args = cp.edge_args
+    assert loss_kernel_from_source(src["loss"], args, loss.value()) is not None
+    bad = src["loss"].replace("return [", "return [1e-9 + ", 1)
+    assert bad != src["loss"]
+    assert loss_kernel_from_source(bad, args, loss.value()) is None
+    cache.store_kernels(loss, dict(src, loss=bad))
+    kernels.compile_loss.cache_clear()
+    warm = kernels.compile_loss(loss)
+    vals = np.random.default_rng(0).normal(size=len(args))
+    assert abs(warm.loss_fn(*vals)[0] - cp.loss_fn(*vals)[0]) <= 1e-12 * abs(cp.loss_fn(*vals)[0])

@@ -213,7 +213,8 @@ def test_bad_input_names_the_parameter(call, param):
 
 
 def test_job_is_registered_and_writes_the_derivation(tmp_path):
-    from symcollapse.jobs import embedding as job, job_modules
+    from symcollapse.jobs import job_modules
+    from symcollapse.models.embedding import job
     from symcollapse.outputs.latex import tex
 
     assert job in job_modules() and job.MODEL == "embedding" and job.ORDER == 10

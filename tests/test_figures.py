@@ -44,7 +44,7 @@ def test_pdf_beside_png_reproducible_and_labels_in_mathtext(tmp_path):
 
 
 def test_noise_floor_mask():
-    from symcollapse.jobs.head import NOISE_FLOOR, resolved
+    from symcollapse.models.head.job import NOISE_FLOOR, resolved
 
     v = np.array([1.0, 1e-3, 1e-8, 5e-10, 2e-9, 1e-12])
     r = resolved(v)

@@ -9,7 +9,7 @@ from symcollapse.errors import InvalidParameterError
 from symcollapse.models.head import graph_modes, head_loss, require_frustration
 from symcollapse.symbolic.assemble import assemble_symbolic
 from symcollapse.symbolic.flow import derive_flow
-from symcollapse.symbolic.meanfield import mode_condition
+from symcollapse.models.head.meanfield import mode_condition
 from symcollapse.symbolic.symbols import sqnorm
 
 PATH_P = [[1, 0], [0, 1], [1, 1]]  # x1–y1–f–y2–x2 (ω = 2)

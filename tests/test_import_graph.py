@@ -23,11 +23,6 @@ LAYERS = {"base": 0, "symbolic": 1, "numerics": 2, "models": 3, "outputs": 4, "j
 
 # (importer, imported): upward edges still to remove
 KNOWN_UPWARD = {
-    # head-model reductions living below the model (move into the head model's package)
-    ("symcollapse.symbolic.meanfield", "symcollapse.models.head"),
-    ("symcollapse.numerics.phase", "symcollapse.models.head"),
-    ("symcollapse.numerics.phase", "symcollapse.models.couplings"),
-    ("symcollapse.numerics.stability", "symcollapse.models.head"),
     # the engine's 30-digit slow-rate row assembles a model's system (move to jobs.engine)
     ("symcollapse.symbolic.mpcheck", "symcollapse.models.couplings"),
     ("symcollapse.symbolic.mpcheck", "symcollapse.numerics.kernels"),
@@ -45,7 +40,6 @@ KNOWN_UPWARD = {
 
 # cycles (as sets of modules) still to break
 KNOWN_CYCLES = [
-    {"symcollapse.symbolic.meanfield", "symcollapse.numerics.phase", "symcollapse.models.head"},
     {"symcollapse.symbolic.matcalc", "symcollapse.symbolic.stopgrad"},  # matrix path: sg of matrix expressions
 ]
 
@@ -56,35 +50,29 @@ KNOWN_DEFERRED = {
                         "symcollapse.outputs.report"},
     "symcollapse.outputs.report": {"symcollapse.jobs"},
     "symcollapse.numerics.compile": {"symcollapse.cache"},
-    "symcollapse.numerics.phase": {"symcollapse.symbolic.meanfield", "symcollapse.models.couplings",
-                                   "symcollapse.models.head"},
-    "symcollapse.numerics.stability": {"symcollapse.models.head", "symcollapse.numerics.kernels",
-                                       "symcollapse.numerics.system", "symcollapse.models.couplings"},
     "symcollapse.numerics.sweeps": {"symcollapse.models.couplings", "symcollapse.models.embedding",
                                     "symcollapse.validation"},
     "symcollapse.numerics.trajectory": {"symcollapse.numerics.fitting", "symcollapse.numerics.method_choice",
                                         "symcollapse.numerics.column_flow", "symcollapse.validation"},
     "symcollapse.numerics.method_choice": {"symcollapse.numerics.column_flow"},
-    "symcollapse.symbolic.meanfield": {"symcollapse.models.head"},
     "symcollapse.symbolic.mpcheck": {"symcollapse.models.couplings", "symcollapse.numerics.kernels",
                                      "symcollapse.numerics.system", "symcollapse.symbolic.stopgrad",
                                      "symcollapse.symbolic.symbols"},
     "symcollapse.symbolic.invariants": {"symcollapse.outputs.latex", "symcollapse.verification"},
     "symcollapse.models.embedding": {"symcollapse.symbolic.sectors"},
-    "symcollapse.models.head": {"symcollapse.numerics.phase"},
     "symcollapse.variants": {"symcollapse.numerics.kernels", "symcollapse.numerics.system",
                              "symcollapse.numerics.graph", "symcollapse.symbolic.assemble",
                              "symcollapse.symbolic.flow"},
     # jobs import their outputs (matplotlib) and heavy numerics only when they write or run
-    "symcollapse.jobs.embedding": {"symcollapse.outputs.latex", "symcollapse.outputs.io",
+    "symcollapse.models.embedding.job": {"symcollapse.outputs.latex", "symcollapse.outputs.io",
                                    "symcollapse.outputs.figures", "symcollapse.numerics.metrics"},
-    "symcollapse.jobs.head": {"symcollapse.outputs.latex", "symcollapse.outputs.io",
-                              "symcollapse.outputs.figures", "symcollapse.numerics.phase",
+    "symcollapse.models.head.job": {"symcollapse.outputs.latex", "symcollapse.outputs.io",
+                              "symcollapse.outputs.figures", "symcollapse.models.head.phase",
                               "symcollapse.numerics.graph", "symcollapse.numerics.integrate",
                               "symcollapse.models.embedding", "symcollapse.numerics.basins",
                               "symcollapse.numerics.families", "symcollapse.phase",
                               "symcollapse.outputs.phase_figures"},
-    "symcollapse.jobs.teacher_student": {"symcollapse.outputs.latex", "symcollapse.outputs.io",
+    "symcollapse.models.teacher_student.job": {"symcollapse.outputs.latex", "symcollapse.outputs.io",
                                          "symcollapse.outputs.figures", "symcollapse.models.embedding",
                                          "symcollapse.numerics.linear_map", "symcollapse.numerics.kernels",
                                          "symcollapse.numerics.metrics", "symcollapse.symbolic.reparam"},
@@ -124,7 +112,8 @@ def _modules() -> dict:
 
 def layer(mod: str) -> int:
     parts = mod.split(".")
-    if len(parts) == 1 or parts[1] in ("errors", "validation", "tolerance", "closed_forms", "verification"):
+    if len(parts) == 1 or parts[1] in ("errors", "validation", "tolerance", "closed_forms", "verification",
+                                       "deprecation"):
         return LAYERS["base"]
     top = parts[1]
     if top == "models" and parts[-1] == "job" and len(parts) >= 4:
@@ -211,7 +200,7 @@ EDGES = import_edges()
 
 def test_the_graph_is_found():
     mods = {a for a, *_ in EDGES}
-    assert {"symcollapse.models.head", "symcollapse.numerics.system", "symcollapse.jobs.head"} <= mods
+    assert {"symcollapse.models.head", "symcollapse.numerics.system", "symcollapse.models.head.job"} <= mods
     assert len(EDGES) > 100
 
 
@@ -237,3 +226,71 @@ def test_the_checker_sees_a_violation(tmp_path):
     fake = [("symcollapse.symbolic.flow", "symcollapse.jobs.head", True, 1)]
     assert [(a, b) for a, b, _, _ in fake if layer(b) > layer(a)] == [("symcollapse.symbolic.flow", "symcollapse.jobs.head")]
     assert _cycles([("a", "b", False, 1), ("b", "a", True, 2)]) == [{"a", "b"}]
+
+
+def _alias_target(path: Path):
+    """The target of a deprecated alias module (the marker's value), or None if it is not one."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if (isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__deprecated_alias_of__"]
+                and isinstance(node.value, ast.Constant)):
+            return node.value.value
+    return None
+
+
+ALIASES = {mod: _alias_target(path) for mod, path in _modules().items() if _alias_target(path)}
+
+
+def test_alias_modules_are_only_the_re_export():
+    """An old module path is a docstring, the helper's import, the marker and the call: nothing else."""
+    assert {"symcollapse.symbolic.meanfield", "symcollapse.numerics.phase", "symcollapse.numerics.stability",
+            "symcollapse.jobs.head", "symcollapse.jobs.embedding", "symcollapse.jobs.teacher_student"} <= set(ALIASES)
+    mods = _modules()
+    for mod, target in ALIASES.items():
+        body = ast.parse(mods[mod].read_text(encoding="utf-8")).body
+        kinds = [type(n).__name__ for n in body]
+        assert kinds == ["Expr", "ImportFrom", "Assign", "Expr"], (mod, kinds)
+        assert isinstance(body[0].value, ast.Constant) and "Deprecated alias" in body[0].value.value, mod
+        imp = body[1]
+        assert imp.module == "deprecation" and imp.level >= 1 or imp.module == "symcollapse.deprecation", mod
+        assert [a.name for a in imp.names] == ["alias_module"], mod
+        call = body[3].value
+        assert isinstance(call, ast.Call) and getattr(call.func, "id", None) == "alias_module", mod
+        assert [getattr(a, "id", None) for a in call.args] == ["__name__", "__deprecated_alias_of__"], mod
+        assert target in mods and target not in ALIASES, f"{mod} -> {target}: not a module of the package"
+
+
+def test_no_module_imports_an_old_path():
+    used = sorted((a, b) for a, b, _, _ in EDGES if b in ALIASES and a not in ALIASES)
+    assert used == [], f"import the new home instead of the deprecated alias: {used}"
+
+
+def test_alias_warns_and_is_the_new_module():
+    import importlib
+    import sys
+
+    import pytest
+
+    for old, new in ALIASES.items():
+        parent, _, child = old.rpartition(".")
+        saved = sys.modules.pop(old, None)
+        try:
+            if hasattr(sys.modules.get(parent), child):
+                delattr(sys.modules[parent], child)
+            with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
+                mod = importlib.import_module(old)
+            assert mod is importlib.import_module(new)
+        finally:
+            if saved is not None:
+                sys.modules[old] = saved
+
+
+def test_one_home_per_model():
+    """Every registered model is a package models/<name>/ whose job module is models/<name>/job."""
+    from symcollapse.models.registry import MODELS
+
+    mods = _modules()
+    for name, entry in MODELS.items():
+        home = f"symcollapse.models.{name}"
+        assert mods[home].name == "__init__.py", f"{name}: the model is not a package"
+        assert entry.model.partition(":")[0] == home, name
+        assert entry.job == f"{home}.job" and f"{home}.job" in mods, name

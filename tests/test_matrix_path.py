@@ -89,7 +89,7 @@ CASES = ([("head", sg, lh) for sg in losses.SG_CHOICES for lh in (True, False)]
             ("student", "none", True)])
 
 
-def _systems(case, dd, rng, P):
+def _systems(case, dd, rng, P, D=None):
     kind, sg, flag = case
     dims, kw = {"d": dd}, {}
     if kind == "head":
@@ -101,18 +101,18 @@ def _systems(case, dd, rng, P):
     else:
         ml = losses.student_matrix_loss(flag, sg)
         rates = {"y": 0.6, "S": 0.9, "W": 0.8} if flag else {"y": 0.6, "S": 0.9}
-        dims["D"] = dd + 2
-        kw["data"] = rng.normal(size=(P.shape[0], dd + 2))
+        dims["D"] = dd + 2 if D is None else D
+        kw["data"] = rng.normal(size=(P.shape[0], dims["D"]))
     frozen = {b: rng.normal(size=ml.shape(b, dims)) for b in ml.shared_names if b not in ml.learned}
     ms = MatrixFlowSystem(compile_matrix_loss(ml), P, rates=rates, dims=dims, frozen=frozen, **kw)
     cs = FlowSystem(compile_loss(ml.component(**dims)), P, rates=rates, frozen=frozen or None, **kw)
     return ms, cs
 
 
-def _compare(case, dd):
+def _compare(case, dd, D=None):
     rng = np.random.default_rng(dd)
     P = sc.balanced_couplings(3, 2, 1)
-    ms, cs = _systems(case, dd, rng, P)
+    ms, cs = _systems(case, dd, rng, P, D)
     v, w = rng.normal(size=ms.size), rng.normal(size=ms.size)
     f = ms.flow_vector(v)
     assert relative_error(f, cs.flow_vector(v)) <= 1e-12
@@ -128,8 +128,17 @@ def _compare(case, dd):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(p) for p in c))
 def test_matrix_path_equals_component_path(case):
-    for dd in ((1, 2) if case[0] == "student" and case[2] else (1, 3)):
-        _compare(case, dd)
+    """Every model and stop-gradient variant at d = 1, 2, 3 (the student's input size D = d + 2,
+    and D = 2 at d = 3, where the component derivation with D = 5 would cost seconds)."""
+    for dd in (1, 2, 3):
+        _compare(case, dd, 2 if (case[0] == "student" and dd == 3) else None)
+
+
+@pytest.mark.parametrize("case", [("head", "both", True), ("embedding", None, None)],
+                         ids=lambda c: "-".join(str(p) for p in c))
+def test_matrix_path_equals_component_path_at_d6(case):
+    """One d = 6 case of each node structure in the default run (the full d ≤ 6 sweep is slow)."""
+    _compare(case, 6)
 
 
 @pytest.mark.slow
@@ -186,3 +195,58 @@ def test_matrix_system_refuses_frozen_blocks_it_does_not_have(frozen, what):
     with pytest.raises(InvalidParameterError, match=what):
         MatrixFlowSystem(compile_matrix_loss(embedding_matrix_loss()), [[1.0, 0.0], [0.0, 1.0]],
                          rates={"x": 1.0, "y": 1.0}, dims={"d": 2}, frozen=frozen)
+
+
+def test_kernel_selfcheck_runs_at_small_d_and_at_the_working_d(monkeypatch):
+    """The full self-check (flow and JVP vs differences) runs at d = 3; at the working d one
+    directional loss-vs-flow check still runs: a kernel wrong only at large d is caught."""
+    from symcollapse.numerics import matrix_kernels as mk
+    from symcollapse.numerics.matrix_system import _verify_at, selfcheck_dims, verify_matrix_flow
+
+    comp = compile_matrix_loss(losses.head_matrix_loss("both", True))
+    assert selfcheck_dims(comp.loss) == (("d", 3),)
+    errs = verify_matrix_flow(comp, (("d", 40),))
+    assert {"flow vs directional differences of the loss",
+            "JVP vs directional differences of the flow",
+            "flow vs directional differences of the loss at the working sizes"} == set(errs)
+    assert all(e <= 1e-6 for e in errs.values())
+    good = mk.Evaluator.m2
+
+    def m2_wrong_above_d3(self, Lp, Lq):
+        val = good(self, Lp, Lq)
+        return val * 1.01 if val.shape[0] > 3 else val
+
+    monkeypatch.setattr(mk.Evaluator, "m2", m2_wrong_above_d3)
+    _verify_at.cache_clear()
+    try:
+        verify_matrix_flow(comp, (("d", 3),))  # the small-d check alone does not see it
+        with pytest.raises(DerivationCheckError, match="d=40"):
+            verify_matrix_flow(comp, (("d", 40),))
+    finally:
+        _verify_at.cache_clear()
+
+
+def test_row_blocked_graph_sums_equal_the_unblocked_flow(monkeypatch):
+    """The node forces and moments are summed in row blocks (no N-row temporaries); with tiny
+    blocks (several per array) the flow and the JVP equal the hand-written head flow
+    Ẋ = −η_x (D_s X Wᵀ − P Y) W, … (docs/model.md §3) and directional differences."""
+    from symcollapse.numerics import matrix_kernels as mk
+
+    P = sc.balanced_couplings(3, 250, 20)  # N = 810 > 3 blocks of 256 rows
+    m = sc.HeadModel(P, d=4, eta_x=1.0, eta_y=0.5, eta_W=0.25)
+    rng = np.random.default_rng(5)
+    Z, W = rng.normal(size=(m.N + m.K, 4)), np.eye(4) + 0.3 * rng.normal(size=(4, 4))
+    X, Y = Z[:m.N], Z[m.N:]
+    Ds, Dy = P.sum(axis=1), P.sum(axis=0)
+    ref = [-1.0 * ((Ds[:, None] * X) @ W.T - P @ Y) @ W, -0.5 * ((Dy[:, None] * Y) @ W.T - P.T @ X) @ W,
+           -0.25 * (W @ (X.T @ (Ds[:, None] * X) + Y.T @ (Dy[:, None] * Y)) - (X.T @ P @ Y + Y.T @ P.T @ X))]
+    v, w = m.pack(Z, W), rng.normal(size=m.system.size)
+    unblocked = m.system.jvp(v, w)
+    monkeypatch.setattr(mk, "_BLOCK_ENTRIES", 1)
+    assert len(mk._row_blocks(X)) == 4
+    dZ, dW = m.flow(Z, W)
+    assert relative_error(np.concatenate([dZ.ravel(), dW.ravel()]), np.concatenate([a.ravel() for a in ref])) <= 1e-12
+    jv = m.system.jvp(v, w)
+    assert relative_error(jv, unblocked) <= 1e-12
+    h = 1e-6
+    assert relative_error(jv, (m.system.flow_vector(v + h * w) - m.system.flow_vector(v - h * w)) / (2 * h)) <= 1e-6

@@ -9,7 +9,7 @@ import symcollapse as sc
 import symcollapse.closed_forms as cf
 from symcollapse.models.head import graph_modes
 from symcollapse.numerics.integrate import integrate
-from symcollapse.symbolic import meanfield as mfm
+from symcollapse.models.head import meanfield as mfm
 
 N_, M_ = mfm.n_, mfm.m_
 

@@ -7,8 +7,8 @@ import sympy as sp
 import symcollapse as sc
 from symcollapse.errors import InvalidParameterError
 from symcollapse.models.head import graph_modes
-from symcollapse.numerics import stability as st
-from symcollapse.symbolic import meanfield as mfm
+from symcollapse.models.head import stability as st
+from symcollapse.models.head import meanfield as mfm
 
 P2 = sc.balanced_couplings(2, 3, 1)
 
@@ -130,7 +130,7 @@ def test_non_normal_member_of_a_stable_family_can_be_a_saddle():
 
 
 def test_vectorised_closed_forms_match_scalar_derivations():
-    from symcollapse.numerics.phase import final_separation_grid, nu_sep_grid
+    from symcollapse.models.head.phase import final_separation_grid, nu_sep_grid
 
     K, n, mu = np.meshgrid([2, 3, 5], [1, 4], [0, 1, 7], indexing="ij")
     grid = nu_sep_grid(K, n, mu, 1.5)
@@ -154,7 +154,7 @@ def test_vectorised_closed_forms_match_scalar_derivations():
 
 @pytest.mark.slow
 def test_collapse_grid_follows_phase_boundary():
-    from symcollapse.numerics.phase import collapse_grid
+    from symcollapse.models.head.phase import collapse_grid
 
     rho = collapse_grid(2, 6, [0, 6], [1, 4], seeds=(0, 1), t_end=500.0)
     assert rho[0, 0] > 0.3 and rho[0, 1] > 0.3  # ε = 0: no collapse for any d

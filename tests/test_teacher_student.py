@@ -8,7 +8,7 @@ import sympy as sp
 import symcollapse as sc
 import symcollapse.closed_forms as cf
 from symcollapse.errors import DerivationCheckError, InvalidParameterError
-from symcollapse.jobs import teacher_student as job
+from symcollapse.models.teacher_student import job
 from symcollapse.models import teacher_student as ts
 from symcollapse.models.embedding import EmbeddingModel
 from symcollapse.numerics.kernels import compile_loss, relative_error

@@ -16,13 +16,19 @@ import importlib
 import pkgutil
 from pathlib import Path
 
+from ..deprecation import is_alias
 from ..models.registry import MODELS, registered_jobs
+
+
+def _own_jobs() -> list:
+    """The job modules of this folder (not private ones, not deprecated aliases of moved jobs)."""
+    return [m for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")
+            and (m.ispkg or not is_alias(Path(__path__[0]) / f"{m.name}.py"))]
 
 
 def job_modules() -> list:
     """All job modules (those here and those of the registered models), sorted by ORDER."""
-    mods = {m.name: importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)
-            if not m.name.startswith("_")}
+    mods = {m.name: importlib.import_module(f"{__name__}.{m.name}") for m in _own_jobs()}
     found = {m.__name__: m for m in mods.values()}
     for job in registered_jobs():
         found.setdefault(job.__name__, job)
@@ -48,9 +54,7 @@ def job_names() -> list[str]:
     command line validates ``--model`` before SymPy, SciPy or matplotlib are loaded).
     A module whose MODEL is not a literal is imported to find it."""
     found = []
-    for m in pkgutil.iter_modules(__path__):
-        if m.name.startswith("_"):
-            continue
+    for m in _own_jobs():
         c = _constants(Path(__path__[0]) / f"{m.name}.py") if not m.ispkg else {}
         if "MODEL" not in c:
             mod = importlib.import_module(f"{__name__}.{m.name}")

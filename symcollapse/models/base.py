@@ -16,6 +16,10 @@ Adding a model (the guide)
    - its closed forms, if the specification has any, in :mod:`symcollapse.closed_forms`
      (the reference the derived results are checked against, written independently);
    - ``example()``, a small instance the conformance test runs;
+   - its reductions and exact statements, one module each, beside the model (the head model's
+     package is the example: ``sector`` — the class-separation sector and ν_sep, ``meanfield``
+     — the mean-field reduction and self-consistency, ``stability`` — fixed points and their
+     linear stability, ``phase`` — the closed forms on whole grids);
    - optionally a ``job`` module (checks, LaTeX, figures: the jobs layer) defining ``MODEL``,
      ``ORDER``, ``checks()``, ``write_latex(folder)``, ``write_figures(folder)``.
 2. Register it with ONE line in :data:`symcollapse.models.registry.MODELS`.

@@ -30,10 +30,10 @@ class ModelEntry:
 
 
 MODELS: dict[str, ModelEntry] = {
-    "embedding": ModelEntry("symcollapse.models.embedding:EmbeddingModel", "symcollapse.jobs.embedding"),
-    "head": ModelEntry("symcollapse.models.head:HeadModel", "symcollapse.jobs.head"),
+    "embedding": ModelEntry("symcollapse.models.embedding:EmbeddingModel", "symcollapse.models.embedding.job"),
+    "head": ModelEntry("symcollapse.models.head:HeadModel", "symcollapse.models.head.job"),
     "teacher_student": ModelEntry("symcollapse.models.teacher_student:TeacherStudentModel",
-                                  "symcollapse.jobs.teacher_student"),
+                                  "symcollapse.models.teacher_student.job"),
     "ema": ModelEntry("symcollapse.models.ema:EMATargetModel", "symcollapse.models.ema.job"),
 }
 

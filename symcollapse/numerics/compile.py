@@ -23,7 +23,7 @@ from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic.flow import EdgeFlow, derive_flow
 from ..symbolic.loss import EdgeLoss
 from ..symbolic.stopgrad import freeze_stop_gradient
-from .kernel_cache import _kernels_from_sources, kernel_sources
+from .kernel_cache import _kernels_from_sources, kernel_sources, loss_kernel_from_source
 from .lambdify import LazyKernels, lambdify_list
 from .selfcheck import verify_flow, verify_jacobian
 from .structure import _affine_structure, _moment_structure
@@ -179,9 +179,13 @@ def compile_flow(flow: EdgeFlow, check: bool = True, kernels: dict | None = None
     frozen_args = tuple(frozen[s] for s in loss.variables)
     # the loss (the reference of every check) is always compiled from the user's expression
     # (compact user expressions: cse costs more to build than it saves in evaluation)
-    loss_fn = lambdify_list(edge_args, [loss.value()], cse=False)
-    frozen_loss_fn = lambdify_list(edge_args + frozen_args, [freeze_stop_gradient(loss.expr, frozen)],
-                                   cse=False)
+    # (a cached loss kernel is used only after it equals the expression at a random point)
+    cached = kernels or {}
+    frozen_expr = freeze_stop_gradient(loss.expr, frozen)
+    loss_fn = (loss_kernel_from_source(cached.get("loss"), edge_args, loss.value())
+               or lambdify_list(edge_args, [loss.value()], cse=False))
+    frozen_loss_fn = (loss_kernel_from_source(cached.get("frozen_loss"), edge_args + frozen_args, frozen_expr)
+                      or lambdify_list(edge_args + frozen_args, [frozen_expr], cse=False))
     if kernels is not None:
         affine, moment, msyms = _kernels_from_sources(kernels)
     else:

@@ -176,7 +176,11 @@ def compile_matrix_flow(flow: MatrixFlow) -> MatrixCompiledFlow:
 # --- evaluation --------------------------------------------------------------------------------
 class Evaluator:
     """Evaluates plans on one state: node arrays in row form (N×n or K×n), shared matrices,
-    the graph's P (sparse), degrees; moments are computed once per pair and reused."""
+    the graph's P (sparse), degrees; moments and products are computed once per state and reused.
+
+    Every graph sum is contracted on the side with fewer rows first (P (Y Aᵀ), not (P Y) Aᵀ;
+    Xᵀ P Y = (Pᵀ X)ᵀ Y), so a flow costs about one N·d² product per node block plus one
+    symmetric Xᵀ D X; the K-side products are O(K d²) (docs/model.md §2–§4)."""
 
     def __init__(self, graph, nodes: dict, shared: dict, roles: dict, params_values=()):
         self.g = graph
@@ -198,7 +202,10 @@ class Evaluator:
         if not chain:
             return None
         if chain not in self._prod:
-            self._prod[chain] = reduce(np.matmul, [self.letter(L) for L in chain])
+            if len(chain) == 1:
+                self._prod[chain] = self.letter(chain[0])
+            else:
+                self._prod[chain] = reduce(np.matmul, [self.letter(L) for L in chain])
         return self._prod[chain]
 
     def side(self, L):
@@ -207,76 +214,146 @@ class Evaluator:
     def rows(self, L):
         return self.nodes[(L[1], L[3])]
 
+    def _deg(self, side):
+        return self.g.sample_degree if side == "sample" else self.g.label_degree
+
+    def _spread(self, arr, target_side):
+        """Σ over the edges of each target node of the rows ``arr`` of the other side: P·arr or Pᵀ·arr."""
+        return (self.g.csr if target_side == "sample" else self.g.csr_T) @ arr
+
     def neighbour_sum(self, L, target_side):
         """Σ over the edges of each target node of the node vector L: D n (own side) or P·n."""
         key = (L[1], L[3], target_side)
         if key not in self._nb:
             arr = self.rows(L)
             if self.side(L) == target_side:
-                deg = self.g.sample_degree if target_side == "sample" else self.g.label_degree
-                self._nb[key] = arr * deg[:, None]
-            elif target_side == "sample":
-                self._nb[key] = self.g.csr @ arr
+                self._nb[key] = arr * self._deg(target_side)[:, None]
             else:
-                self._nb[key] = self.g.csr_T @ arr
+                self._nb[key] = self._spread(arr, target_side)
         return self._nb[key]
+
+    def apply(self, L, A, target_side):
+        """Σ over the edges of each target node of A n_e (rows: (D or P)·(n Aᵀ)); the product
+        with A is taken on whichever side has fewer rows."""
+        out = np.zeros((self.g.N if target_side == "sample" else self.g.K,
+                        self.rows(L).shape[1] if A is None or isinstance(A, float) else A.shape[0]))
+        self.add_into(out, L, A, target_side, True)
+        return out
+
+    def add_into(self, out, L, A, target_side, first: bool) -> None:
+        """out (+)= Σ over the edges of each target node of A n_e (``first``: out is overwritten),
+        without N-row temporaries: own side in row blocks, the other side through the K side."""
+        arr = self.rows(L)
+        src = self.side(L)
+        scalar = A is None or isinstance(A, float)
+        c = 1.0 if A is None else A
+        if src == target_side:
+            deg = self._deg(target_side)
+            if scalar:
+                if first:
+                    np.multiply(arr, (c * deg)[:, None], out=out)
+                else:
+                    for r in _row_blocks(arr):
+                        out[r] += arr[r] * (c * deg[r])[:, None]
+            elif first:
+                np.matmul(arr, A.T, out=out)
+                out *= deg[:, None]
+            else:
+                for r in _row_blocks(arr):
+                    out[r] += (arr[r] @ A.T) * deg[r, None]
+            return
+        n_target = out.shape[0]
+        if arr.shape[0] <= n_target:  # spread the (small) product A n onto the target side
+            small = arr * c if scalar else arr @ A.T
+            if first:
+                out[...] = 0.0
+            _spmm_add(self.g.csr if target_side == "sample" else self.g.csr_T, small, out)
+        else:  # sum onto the (small) target side first
+            nb = self.neighbour_sum(L, target_side)
+            val = nb * c if scalar else nb @ A.T
+            if first:
+                out[...] = val
+            else:
+                out += val
 
     def m1(self, L):
         """Σ_e p_e n_e as a column."""
         key = (L[1], L[3])
         if key not in self._m1:
-            deg = self.g.sample_degree if self.side(L) == "sample" else self.g.label_degree
-            self._m1[key] = (self.rows(L).T @ deg)[:, None]
+            self._m1[key] = (self.rows(L).T @ self._deg(self.side(L)))[:, None]
         return self._m1[key]
 
     def m2(self, Lp, Lq):
-        """Σ_e p_e n_p n_qᵀ."""
+        """Σ_e p_e n_p n_qᵀ (X_pᵀ D X_q on one side — symmetric rank-k update when p = q —, and
+        Xᵀ P Y = (Pᵀ X)ᵀ Y across, contracted through the smaller side)."""
         kp, kq = (Lp[1], Lp[3]), (Lq[1], Lq[3])
         if (kp, kq) in self._m2:
             return self._m2[(kp, kq)]
         if (kq, kp) in self._m2:
             return self._m2[(kq, kp)].T
         sp_, sq = self.side(Lp), self.side(Lq)
+        Xp, Xq = self.rows(Lp), self.rows(Lq)
         if sp_ == sq:
-            val = self.rows(Lp).T @ self.neighbour_sum(Lq, sp_)
-        elif sp_ == "sample":
-            val = self.rows(Lp).T @ self.neighbour_sum(Lq, "sample")
+            deg = self._deg(sp_)
+            val = np.zeros((Xp.shape[1], Xq.shape[1]))
+            if kp == kq:  # P ≥ 0: Xᵀ D X = Sᵀ S with S = D^{1/2} X (a symmetric rank-k update)
+                root = np.sqrt(deg)
+                for r in _row_blocks(Xp):
+                    S = Xp[r] * root[r, None]
+                    val += S.T @ S
+            else:
+                for r in _row_blocks(Xp):
+                    val += (Xp[r] * deg[r, None]).T @ Xq[r]
         else:
-            val = self.rows(Lp).T @ self.neighbour_sum(Lq, "label")
+            # Σ_e p_e n_p n_qᵀ = Xpᵀ (spread Xq onto p's side) = (spread Xp onto q's side)ᵀ Xq
+            if Xp.shape[0] >= Xq.shape[0]:
+                val = self._spread(Xp, sq).T @ Xq
+            else:
+                val = Xp.T @ self._spread(Xq, sp_)
         self._m2[(kp, kq)] = val
         return val
 
-    def node_force(self, plan: Plan, side: str, shape: tuple) -> np.ndarray:
-        """Σ over the edges of each node (rows) of the plan's chains."""
-        out = np.zeros(shape)
+    def node_force(self, plan: Plan, side: str, shape: tuple, out: np.ndarray | None = None) -> np.ndarray:
+        """Σ over the edges of each node (rows) of the plan's chains (written into ``out`` if given)."""
+        out = np.empty(shape) if out is None else out
+        first = True
         coef_by_letter = {}
+        consts = []
         for c, form, data in plan.terms:
             c = self.coef(c)
             if form == "const":
                 v = self.prod(data[0])
-                deg = self.g.sample_degree if side == "sample" else self.g.label_degree
-                out += c * np.outer(deg, np.ravel(v) if v is not None else np.ones(shape[1]))
+                consts.append(c * (np.ravel(v) if v is not None else np.ones(shape[1])))
                 continue
             prefix, L = data
             A = self.prod(prefix)
             key = (L[1], L[3])
             prev = coef_by_letter.get(key)
             term = c * A if A is not None else c
-            if prev is None:
-                coef_by_letter[key] = (L, term)
+            coef_by_letter[key] = (L, term) if prev is None else (L, _add(prev[1], term))
+        # own-side matrix terms first: their product is written straight into ``out``
+        order = sorted(coef_by_letter.values(), key=lambda t: (self.side(t[0]) != side, isinstance(t[1], float)))
+        for L, A in order:
+            if isinstance(A, float) and A == 0.0:
+                continue
+            self.add_into(out, L, A, side, first)
+            first = False
+        if consts:
+            term = np.outer(self._deg(side), sum(consts))
+            if first:
+                out[...] = term
             else:
-                coef_by_letter[key] = (L, _add(prev[1], term))
-        for key, (L, A) in coef_by_letter.items():
-            nb = self.neighbour_sum(L, side)
-            if isinstance(A, float):
-                if A != 0.0:
-                    out += A * nb
-            else:
-                out += nb @ A.T
+                out += term
+            first = False
+        if first:
+            out[...] = 0.0
         return out
 
     def shared_force(self, plan: Plan, shape: tuple) -> np.ndarray:
+        """Σ_e p_e F(e) = Σ terms c·A·M·B over the moments; terms with the same left factor A
+        share one product A·(Σ c M B)."""
         out = np.zeros(shape)
+        by_left = {}
         for c, form, data in plan.terms:
             c = self.coef(c)
             if form == "m0":
@@ -291,13 +368,15 @@ class Evaluator:
                 m = self.m1(data[0]).T
                 out += c * (m @ B if B is not None else m)
             else:
-                A, Lp, Lq, B = self.prod(data[0]), data[1], data[2], self.prod(data[3])
+                Lp, Lq, B = data[1], data[2], self.prod(data[3])
                 M = self.m2(Lp, Lq)
-                if A is not None:
-                    M = A @ M
                 if B is not None:
                     M = M @ B
-                out += c * M
+                prev = by_left.get(data[0])
+                by_left[data[0]] = c * M if prev is None else prev + c * M
+        for left, M in by_left.items():
+            A = self.prod(left)
+            out += M if A is None else A @ M
         return out
 
     def loss(self, plan: Plan) -> float:
@@ -315,8 +394,36 @@ class Evaluator:
                 Lp, Bc, Lq = data
                 B = self.prod(Bc)
                 M = self.m2(("s", Lq[1], False, Lq[3]), ("s", Lp[1], False, Lp[3]))  # Σ n_q n_pᵀ
-                total += c * float(np.trace(B @ M) if B is not None else np.trace(M))
+                total += c * float(np.vdot(B.T, M) if B is not None else np.trace(M))  # tr(B M)
         return total
+
+
+#: rows per block of the row-blocked graph sums (about 2 MB of float64 per block)
+_BLOCK_ENTRIES = 2 ** 18
+
+
+def _row_blocks(arr):
+    """Slices of about _BLOCK_ENTRIES entries over the rows of ``arr``."""
+    n, m = arr.shape[0], max(arr.shape[1], 1)
+    step = max(256, _BLOCK_ENTRIES // m)
+    return [slice(r, min(r + step, n)) for r in range(0, n, step)]
+
+
+def _spmm_add(csr, dense: np.ndarray, out: np.ndarray) -> None:
+    """out += csr @ dense, accumulated in place (no N-row temporary)."""
+    dense = np.ascontiguousarray(dense, dtype=float)
+    if _csr_matvecs is not None and out.flags.c_contiguous and out.dtype == np.float64:
+        n_row, n_col = csr.shape
+        _csr_matvecs(n_row, n_col, dense.shape[1], csr.indptr, csr.indices, csr.data, dense.ravel(),
+                     out.reshape(-1))
+    else:  # pragma: no cover - a SciPy without the sparsetools entry point
+        out += csr @ dense
+
+
+try:  # SciPy's compiled y += A·X for CSR A (used by csr_matrix @ dense itself)
+    from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
+except ImportError:  # pragma: no cover
+    _csr_matvecs = None
 
 
 @lru_cache(maxsize=None)

@@ -68,30 +68,28 @@ class MatrixFlowSystem(BlockState):
             verify_matrix_flow(compiled, tuple(sorted(self.dims.items())))
 
     # --- layout ----------------------------------------------------------------------------
+    @cached_property
+    def _shapes(self) -> dict:
+        """block -> array shape at these sizes (X: N×d_x, Y: K×d_y, shared: their matrix shape)."""
+        loss = self.compiled.loss
+        out = {}
+        for b in loss.blocks:
+            if b == SAMPLE and loss.x is None:
+                out[b] = (self.graph.N, 0)
+            elif b == SAMPLE:
+                out[b] = (self.graph.N, loss.shape(SAMPLE, self.dims)[0])
+            elif b == LABEL:
+                out[b] = (self.graph.K, loss.shape(LABEL, self.dims)[0])
+            else:
+                out[b] = loss.shape(b, self.dims)
+        return out
+
     def _shape(self, b):
-        if b not in self._shapes:
-            self._shapes[b] = self._shape_of(b)
         return self._shapes[b]
 
     @cached_property
-    def _shapes(self) -> dict:
-        """block -> numeric shape (the symbolic shape is evaluated once, not on every flow call)."""
-        return {}
-
-    @cached_property
-    def _static(self) -> tuple:
-        """(has x, has data, shared names, parameter values): fixed per system, read on every call."""
-        loss = self.compiled.loss
-        return (loss.x is not None, loss.data is not None, tuple(loss.shared_names),
-                tuple(self.params[p.name] for p in loss.parameters))
-
-    def _shape_of(self, b):
-        loss = self.compiled.loss
-        if b == SAMPLE:
-            return (self.graph.N, loss.shape(SAMPLE, self.dims)[0])
-        if b == LABEL:
-            return (self.graph.K, loss.shape(LABEL, self.dims)[0])
-        return loss.shape(b, self.dims)
+    def _param_values(self) -> tuple:
+        return tuple(self.params[p.name] for p in self.compiled.loss.parameters)
 
     @cached_property
     def layout(self) -> dict:
@@ -109,59 +107,71 @@ class MatrixFlowSystem(BlockState):
         return {b: m.name for b, m in self.compiled.loss.symbols.items()}
 
     def _evaluator(self, st: dict, tangent: dict | None = None, st0: dict | None = None) -> Evaluator:
-        has_x, has_data, shared_names, pv = self._static
+        loss = self.compiled.loss
         nm = self._names
         nodes, shared = {}, {}
         X = st.get(SAMPLE)
-        if has_x:
+        if loss.x is not None:
             nodes[(nm[SAMPLE], "")] = X if X is not None else np.zeros(self._shape(SAMPLE))
         nodes[(nm[LABEL], "")] = st[LABEL]
-        if has_data:
+        if loss.data is not None:
             nodes[(nm["u"], "")] = nodes[(nm["u"], "0")] = self.data
-        for b in shared_names:
+        for b in loss.shared_names:
             shared[(nm[b], "")] = np.asarray(st[b], dtype=float)
         if tangent is not None:
             for b in self.compiled.learned:
                 key = (nm[b], "d")
                 (nodes if b in (SAMPLE, LABEL) else shared)[key] = tangent[b]
         if st0 is not None:
-            if has_x:
+            if loss.x is not None:
                 nodes[(nm[SAMPLE], "0")] = st0.get(SAMPLE, nodes[(nm[SAMPLE], "")])
             nodes[(nm[LABEL], "0")] = st0[LABEL]
-            for b in shared_names:
+            for b in loss.shared_names:
                 shared[(nm[b], "0")] = np.asarray(st0[b], dtype=float)
-        return Evaluator(self.graph, nodes, shared, self.compiled.roles, pv)
+        return Evaluator(self.graph, nodes, shared, self.compiled.roles, self._param_values)
 
-    def _blocks_from(self, ev: Evaluator, plans: dict) -> dict:
-        out = {}
+    def _blocks_from(self, ev: Evaluator, plans: dict, out: dict | None = None, factor: bool = False) -> dict:
+        """{block: Σ_e p_e (plan)} (times s·η_b with ``factor``), written into ``out[b]`` if given."""
+        res = {}
+        out = out or {}
         for b in self.compiled.learned:
             shape = self._shape(b)
             if b == SAMPLE:
-                out[b] = ev.node_force(plans[b], "sample", shape)
+                res[b] = ev.node_force(plans[b], "sample", shape, out=out.get(b))
             elif b == LABEL:
-                out[b] = ev.node_force(plans[b], "label", shape)
+                res[b] = ev.node_force(plans[b], "label", shape, out=out.get(b))
             else:
-                out[b] = ev.shared_force(plans[b], shape)
-        return out
+                res[b] = ev.shared_force(plans[b], shape)
+                if b in out:
+                    out[b][...] = res[b]
+                    res[b] = out[b]
+            if factor:
+                res[b] *= self.scale * self.rates[b]
+        return res
 
     def forces(self, st: dict) -> dict:
         """{block: Σ_e p_e F_b(e)} (without rates and scale)."""
         return self._blocks_from(self._evaluator(st), self.compiled.forces)
 
-    def flow_blocks(self, st: dict) -> dict:
-        """{block: θ̇_b} = s·η_b·(assembled force)."""
-        F = self.forces(st)
-        return {b: self.scale * self.rates[b] * F[b] for b in F}
+    def flow_blocks(self, st: dict, out: dict | None = None) -> dict:
+        """{block: θ̇_b} = s·η_b·(assembled force); ``out`` ({block: array}) receives the blocks in place."""
+        return self._blocks_from(self._evaluator(st), self.compiled.forces, out, factor=True)
+
+    def _views(self, flat: np.ndarray) -> dict:
+        return {b: flat[o:o + int(np.prod(s))].reshape(s) for b, (o, s) in self.layout.items()}
 
     def flow_vector(self, v: np.ndarray) -> np.ndarray:
-        return self.pack(self.flow_blocks(self.unpack(np.asarray(v, dtype=float))))
+        flat = np.empty(self.size)
+        self.flow_blocks(self.unpack(np.asarray(v, dtype=float)), out=self._views(flat))
+        return flat
 
     def jvp(self, v: np.ndarray, dv: np.ndarray) -> np.ndarray:
         """J(v)·dv from the derived directional derivative δF_b (no finite differences)."""
         st = self.unpack(np.asarray(v, dtype=float))
         tan = {b: a for b, a in self.unpack(np.asarray(dv, dtype=float)).items() if b in self.layout}
-        F = self._blocks_from(self._evaluator(st, tangent=tan), self.compiled.jvps)
-        return self.pack({b: self.scale * self.rates[b] * F[b] for b in F})
+        flat = np.empty(self.size)
+        self._blocks_from(self._evaluator(st, tangent=tan), self.compiled.jvps, self._views(flat), factor=True)
+        return flat
 
     def linear_operator(self, v: np.ndarray):
         """The Jacobian ∂θ̇/∂θ at v as a ``scipy.sparse.linalg.LinearOperator`` (matvec = JVP)."""
@@ -380,17 +390,42 @@ def relative_error(a, b) -> float:
     return float(np.max(np.abs(a - b))) / scale if a.size else 0.0
 
 
-@lru_cache(maxsize=None)
+#: sizes of the full kernel self-check (small: the generated code is the same at every d, the
+#: sizes are only array shapes); a second size cycles so that d and D differ
+SELFCHECK_SIZES = (3, 2, 4)
+
+
+def selfcheck_dims(loss) -> tuple:
+    """The sizes of the full self-check: d = 3, a second size D = 2, a third 4."""
+    dims = sorted(loss.dims, key=lambda s: (s.name != "d", s.name))
+    n = len(SELFCHECK_SIZES)
+    return tuple(sorted((s.name, SELFCHECK_SIZES[i % n]) for i, s in enumerate(dims)))
+
+
 def verify_matrix_flow(compiled: MatrixCompiledFlow, dims: tuple, seed: int = 13579,
                        tol: float = 1e-6, n_dir: int = 2) -> dict:
-    """Numerical self-check of the kernels at the working sizes on a small random graph, with a
-    few random directions (cost independent of the number of state entries):
+    r"""Numerical self-check of the kernels on a small random graph (N = 4, K = 3), with random
+    directions v (docs/model.md §5):
 
         (L(θ + h v; θ) − L(θ − h v; θ)) / 2h = −Σ_b ⟨θ̇_b/(s η_b), v_b⟩,
         (θ̇(θ + h v) − θ̇(θ − h v)) / 2h = J v   (the derived JVP).
 
+    Both identities with ``n_dir`` directions at small sizes (:func:`selfcheck_dims`: the kernels
+    are the same code at every d), and at the working sizes ``dims`` the first identity in one
+    direction (a few d×d products, so the check at d = 256 costs milliseconds and is never skipped).
     Raises :class:`DerivationCheckError`; returns the relative errors.
     """
+    small = selfcheck_dims(compiled.loss)
+    out = dict(_verify_at(compiled, small, seed, tol, n_dir, True))
+    if tuple(sorted(dims)) != small:
+        work = _verify_at(compiled, tuple(sorted(dims)), seed + 1, tol, 1, False)
+        out.update({f"{k} at the working sizes": v for k, v in work.items()})
+    return out
+
+
+@lru_cache(maxsize=None)
+def _verify_at(compiled: MatrixCompiledFlow, dims: tuple, seed: int, tol: float, n_dir: int,
+               with_jvp: bool) -> dict:
     rng = np.random.default_rng(seed)
     loss = compiled.loss
     dims = dict(dims)
@@ -405,26 +440,27 @@ def verify_matrix_flow(compiled: MatrixCompiledFlow, dims: tuple, seed: int = 13
                             frozen=frozen, check=False)
     v = rng.normal(size=sysm.size)
     f = sysm.flow_vector(v)
+    tag = ", ".join(f"{k}={n}" for k, n in sorted(dims.items()))
     if not np.all(np.isfinite(f)):
-        raise DerivationCheckError(f"{loss.name}: the matrix-level flow is not finite at a random point")
-    errs = {}
+        raise DerivationCheckError(f"{loss.name}: the matrix-level flow is not finite at a random point ({tag})")
     h = 1e-5
-    lin = []
-    ref_l, ref_j = [], []
+    lin, ref_l, jv, ref_j = [], [], [], []
     for _ in range(n_dir):
         w = rng.normal(size=sysm.size)
         w /= np.linalg.norm(w)
-        fd = (sysm.frozen_loss(v + h * w, v) - sysm.frozen_loss(v - h * w, v)) / (2 * h)
+        ref_l.append((sysm.frozen_loss(v + h * w, v) - sysm.frozen_loss(v - h * w, v)) / (2 * h))
         lin.append(-np.dot(f / sysm.rate_vector, w))
-        ref_l.append(fd)
-        ref_j.append((sysm.flow_vector(v + h * w) - sysm.flow_vector(v - h * w)) / (2 * h))
-        errs.setdefault("jvp", []).append(sysm.jvp(v, w))
-    errs_out = {"flow vs directional differences of the loss": relative_error(lin, ref_l),
-                "JVP vs directional differences of the flow": relative_error(errs["jvp"], ref_j)}
-    for what, err in errs_out.items():
+        if with_jvp:
+            ref_j.append((sysm.flow_vector(v + h * w) - sysm.flow_vector(v - h * w)) / (2 * h))
+            jv.append(sysm.jvp(v, w))
+    errs = {"flow vs directional differences of the loss": relative_error(lin, ref_l)}
+    if with_jvp:
+        errs["JVP vs directional differences of the flow"] = relative_error(jv, ref_j)
+    for what, err in errs.items():
         if not within(err, tol):
-            raise DerivationCheckError(f"{loss.name}: matrix kernels: {what}: relative error {err:.3e} > {tol:g}")
-    return errs_out
+            raise DerivationCheckError(
+                f"{loss.name}: matrix kernels ({tag}): {what}: relative error {err:.3e} > {tol:g}")
+    return errs
 
 
-__all__ = ["MatrixFlowSystem", "verify_matrix_flow", "SPARSE_JACOBIAN_MAX_D", "mc"]
+__all__ = ["MatrixFlowSystem", "verify_matrix_flow", "selfcheck_dims", "SPARSE_JACOBIAN_MAX_D", "mc"]

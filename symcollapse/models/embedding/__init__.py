@@ -10,17 +10,17 @@ from functools import cached_property
 
 import numpy as np
 
-from ..errors import InvalidParameterError
-from ..numerics import spectra
-from ..numerics.matrix_kernels import compile_matrix_loss
-from ..numerics.matrix_system import MatrixFlowSystem
-from ..numerics.trajectory import Trajectory, check_method, check_seeds, simulate_many_system, simulate_system
-from ..symbolic import losses
-from ..symbolic.loss import EdgeLoss
-from ..validation import check_array, check_int, check_rate, check_real
-from .base import Model
-from .couplings import balanced_couplings
-from .graph_model import OnGraph, coupling_graph, model_latex
+from ...errors import InvalidParameterError
+from ...numerics import spectra
+from ...numerics.matrix_kernels import compile_matrix_loss
+from ...numerics.matrix_system import MatrixFlowSystem
+from ...numerics.trajectory import Trajectory, check_method, check_seeds, simulate_many_system, simulate_system
+from ...symbolic import losses
+from ...symbolic.loss import EdgeLoss
+from ...validation import check_array, check_int, check_rate, check_real
+from ..base import Model
+from ..couplings import balanced_couplings
+from ..graph_model import OnGraph, coupling_graph, model_latex
 
 
 def embedding_loss(d: int) -> EdgeLoss:
@@ -207,6 +207,6 @@ def embedding_sector(omega=None):
     (X, F, Y)), ``.charpoly`` = det(r I + M) in the symbol r, and the closure proofs. ``omega``
     may be a number (e.g. 2) or None for the symbol ω.
     """
-    from ..symbolic.sectors import balanced_separation_sector
+    from ...symbolic.sectors import balanced_separation_sector
 
     return balanced_separation_sector(embedding_loss(1), omega=omega)

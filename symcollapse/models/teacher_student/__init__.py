@@ -23,25 +23,25 @@ from functools import cached_property, lru_cache
 import numpy as np
 import sympy as sp
 
-from ..errors import InvalidParameterError
-from ..numerics.method_choice import choose as choose_method
-from ..numerics.graph import CouplingGraph
-from ..numerics.integrate import integrate, time_grid
-from ..numerics.matrix_kernels import compile_matrix_loss
-from ..numerics.matrix_system import MatrixFlowSystem
-from ..numerics.linear_map import LinearMapSystem, RowSpaceSystem, verify_linear_map
-from ..numerics.metrics import accuracy, d_min
-from ..numerics.trajectory import Trajectory
-from ..symbolic.assemble import assemble_symbolic
-from ..symbolic.invariants import linear_invariants
-from ..symbolic import losses
-from ..symbolic.loss import EdgeLoss
-from ..symbolic.reparam import derive_linear_map
-from ..symbolic.stopgrad import sg
-from ..symbolic.symbols import matrix, rate, sqnorm, vector
-from ..validation import check_int, check_rate, check_real
-from .base import Model
-from .graph_model import model_latex
+from ...errors import InvalidParameterError
+from ...numerics.method_choice import choose as choose_method
+from ...numerics.graph import CouplingGraph
+from ...numerics.integrate import integrate, time_grid
+from ...numerics.matrix_kernels import compile_matrix_loss
+from ...numerics.matrix_system import MatrixFlowSystem
+from ...numerics.linear_map import LinearMapSystem, RowSpaceSystem, verify_linear_map
+from ...numerics.metrics import accuracy, d_min
+from ...numerics.trajectory import Trajectory
+from ...symbolic.assemble import assemble_symbolic
+from ...symbolic.invariants import linear_invariants
+from ...symbolic import losses
+from ...symbolic.loss import EdgeLoss
+from ...symbolic.reparam import derive_linear_map
+from ...symbolic.stopgrad import sg
+from ...symbolic.symbols import matrix, rate, sqnorm, vector
+from ...validation import check_int, check_rate, check_real
+from ..base import Model
+from ..graph_model import model_latex
 
 MAP = "S"
 

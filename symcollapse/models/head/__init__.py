@@ -4,6 +4,11 @@ Edge loss ℓ = ½(‖W x − sg(y)‖² + ‖W y − sg(x)‖²), total L = Σ_
 The flow is derived by the engine from this loss; nothing here is a hand-written
 right-hand side. Fixed points (stop-gradient): Z = Σ_k φ_k a_kᵀ over generalised graph modes
 Aφ_k = ν_k Dφ_k, with the self-consistent head W = (ZᵀAZ)(ZᵀDZ)⁺, W a_k = ν_k a_k.
+
+The model's package: this module (loss, model, graph modes, ν_sep), :mod:`.sector` (the
+class-separation sector of D⁻¹A), :mod:`.meanfield` (the K = 2 mean-field reduction and its
+self-consistency), :mod:`.stability` (exact fixed points and their linear stability),
+:mod:`.phase` (closed forms on grids, collapse sweeps) and :mod:`.job` (checks, LaTeX, figures).
 """
 from __future__ import annotations
 
@@ -11,20 +16,21 @@ from functools import cached_property
 
 import numpy as np
 
-from ..errors import InvalidParameterError
-from ..numerics.graph import CouplingGraph
-from ..numerics.kernels import compile_loss
-from ..numerics.matrix_kernels import StructureError, compile_matrix_loss
-from ..numerics.matrix_system import MatrixFlowSystem
-from ..numerics.system import FlowSystem
-from ..numerics.trajectory import Trajectory, check_method, check_seeds, simulate_many_system, simulate_system
-from ..symbolic import losses
-from ..symbolic.loss import EdgeLoss
-from ..symbolic.matrix_flow import MatrixEdgeLoss
-from ..validation import check_array, check_int, check_rate, check_real
-from .base import Model
-from .couplings import balanced_couplings
-from .graph_model import OnGraph, coupling_graph, model_latex
+from ...errors import InvalidParameterError
+from ...numerics.graph import CouplingGraph
+from ...numerics.kernels import compile_loss
+from ...numerics.matrix_kernels import StructureError, compile_matrix_loss
+from ...numerics.matrix_system import MatrixFlowSystem
+from ...numerics.system import FlowSystem
+from ...numerics.trajectory import Trajectory, check_method, check_seeds, simulate_many_system, simulate_system
+from ...symbolic import losses
+from ...symbolic.loss import EdgeLoss
+from ...symbolic.matrix_flow import MatrixEdgeLoss
+from ...validation import check_array, check_int, check_rate, check_real
+from ..base import Model
+from ..couplings import balanced_couplings
+from ..graph_model import OnGraph, coupling_graph, model_latex
+from .sector import nu_sep_kernel
 
 #: stop-gradient variants: which target is held fixed in each half of the symmetrised loss
 SG_VARIANTS = {True: ("x", "y"), "both": ("x", "y"), False: (), "none": (),
@@ -73,8 +79,6 @@ def graph_modes(P) -> tuple[np.ndarray, np.ndarray]:
 def nu_sep(K: int, n: int, mu: int, omega: float = 2.0) -> float:
     r"""ν_sep of the balanced ensemble, from the derived sector matrix of D⁻¹A:
     ν_sep² = (n + ωμ(K−2)/4) / (n + ωμ(K−1)/2)."""
-    from ..numerics.phase import nu_sep_kernel
-
     K = check_int("K", K, 2)
     n = check_int("n", n, 1)
     mu = check_int("mu", mu, 0)
@@ -204,10 +208,12 @@ class HeadModel(OnGraph, Model):
         """x_i ~ 0.1·N(0, I_d), y_c ~ N(0, I_d), W = I_d (frozen head: its frozen value)."""
         seed = check_int("seed", seed, 0)
         rng = np.random.default_rng(seed)
-        X = 0.1 * rng.normal(size=(self.N, self.d))
-        Y = rng.normal(size=(self.K, self.d))
+        Z = np.empty((self.N + self.K, self.d))  # filled in place (the same draws as 0.1·normal, normal)
+        rng.standard_normal(out=Z[:self.N])
+        Z[:self.N] *= 0.1
+        Z[self.N:] = rng.normal(size=(self.K, self.d))
         W = np.eye(self.d) if self.learn_head else self.W_frozen.copy()
-        return np.vstack([X, Y]), W
+        return Z, W
 
     # --- dynamics ---------------------------------------------------------------------
     def flow(self, Z, W=None) -> tuple[np.ndarray, np.ndarray]:
@@ -216,9 +222,15 @@ class HeadModel(OnGraph, Model):
         if isinstance(Z, (dict, tuple)):
             return Model.flow(self, Z)
         Z, W = self._check_state(Z, W)
-        f = self.system.flow_blocks({"x": Z[:self.N], "y": Z[self.N:], "W": W})
+        st = {"x": Z[:self.N], "y": Z[self.N:], "W": W}
+        if isinstance(self.system, MatrixFlowSystem):  # written in place: no N-row temporaries
+            dZ = np.empty_like(Z)
+            f = self.system.flow_blocks(st, out={"x": dZ[:self.N], "y": dZ[self.N:]})
+        else:  # pragma: no cover - component fallback
+            f = self.system.flow_blocks(st)
+            dZ = np.vstack([f["x"], f["y"]])
         dW = f["W"] if self.learn_head else np.zeros((self.d, self.d))
-        return np.vstack([f["x"], f["y"]]), dW
+        return dZ, dW
 
     def invariant(self, Z, W=None) -> float:
         r"""I = Σ_k ‖z_k‖²/η_k − ‖W‖_F²/η_W (conserved with stop-gradient and a learned head)."""
