@@ -81,8 +81,6 @@ KNOWN_DEFERRED = {
                                     "symcollapse.symbolic.invariants"},
     "symcollapse.jobs.engine": {"symcollapse.symbolic.mpcheck"},
     "symcollapse.models.ema.job": {"symcollapse.outputs.latex", "symcollapse.outputs.io"},
-    "symcollapse.literature.saxe": {"symcollapse.numerics.kernels", "symcollapse.numerics.system"},
-    "symcollapse.literature.simsiam": {"symcollapse.numerics.kernels", "symcollapse.numerics.system"},
     # the matrix path, the phase diagrams and the losses module (added alongside #11)
     "symcollapse.symbolic.losses": {"symcollapse.validation"},
     "symcollapse.outputs.phase_figures": {"symcollapse.outputs.figures"},
