@@ -28,7 +28,8 @@ from symcollapse.outputs.io import atomic_write_text  # noqa: E402
 from symcollapse.outputs.latex import document, equation, section  # noqa: E402
 from symcollapse.symbolic.assemble import assemble_symbolic  # noqa: E402
 from symcollapse.symbolic.flow import derive_flow  # noqa: E402
-from symcollapse.symbolic.invariants import invariants_latex, linear_invariants, quadratic_invariants  # noqa: E402
+from symcollapse.outputs.latex import invariants_latex  # noqa: E402
+from symcollapse.symbolic.invariants import linear_invariants, quadratic_invariants  # noqa: E402
 from symcollapse.variants import embedding_loss, head_loss, make_variant  # noqa: E402
 
 

@@ -69,3 +69,16 @@ def job_names() -> list[str]:
                 c = {"MODEL": mod.MODEL, "ORDER": getattr(mod, "ORDER", 100)}
             found.append((c.get("ORDER", 100), c["MODEL"]))
     return [name for _, name in sorted(found)]
+
+
+def write_report(out, modules=None, *, figures: bool = True, documents: bool = True,
+                 pdf: bool = True):
+    """Run the jobs (default: every job, :func:`job_modules`), write their outputs and
+    report.tex / report.md (and report.pdf) under ``out``; returns the
+    :class:`~symcollapse.outputs.report.Report`."""
+    # imported here, not at the top: the command line imports this package to check --model
+    # before SymPy and matplotlib are loaded (its startup rule)
+    from ..outputs.report import build_report
+
+    return build_report(out, job_modules() if modules is None else modules, figures=figures,
+                        documents=documents, pdf=pdf)

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import sympy as sp
+from ..literature import invariants_demo, saxe, simsiam, ufm
+from ..numerics.integrate import integrate
+from ..outputs.io import atomic_savefig, atomic_write_text
+from ..outputs.latex import document, equation, invariants_latex, section
+from ..outputs.report import checks_table_latex, latex_text
 
 MODEL = "literature"
 ORDER = 40
@@ -20,8 +25,6 @@ CAPTIONS = {  # report captions, by figure file stem
 
 
 def _cases():
-    from ..literature import invariants_demo, saxe, simsiam, ufm
-
     return (saxe, simsiam, ufm, invariants_demo)
 
 
@@ -61,12 +64,6 @@ def _edge_names(invariants, loss=None) -> list:
 
 def write_latex(folder) -> list[Path]:
     """derivations/literature.tex: the losses, derived equations and the verification rows."""
-    from ..literature import invariants_demo, saxe, simsiam, ufm
-    from ..outputs.io import atomic_write_text
-    from ..outputs.latex import document, equation, section
-    from ..outputs.report import checks_table_latex, latex_text
-    from ..symbolic.invariants import invariants_latex
-
     ds = saxe.derive()
     s1 = section(
         "Saxe, McClelland \\& Ganguli (2014): one mode of a two-layer linear network",
@@ -116,10 +113,6 @@ def write_figures(folder) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..literature import saxe, simsiam, ufm
-    from ..numerics.integrate import integrate
-    from ..outputs.io import atomic_savefig
 
     out = []
     tt, ab, _ = saxe.simulate()

@@ -20,6 +20,8 @@ from ..symbolic.invariants import quadratic_invariants
 from ..symbolic.loss import EdgeLoss
 from ..symbolic.symbols import vector
 from ..verification import Check, close, identity
+from ..numerics.kernels import compile_loss
+from ..numerics.system import FlowSystem
 
 MODEL = "literature: Saxe 2014"
 s, tau, t, u, u0, uf = sp.symbols("s tau t u u_0 u_f", positive=True)
@@ -63,9 +65,6 @@ def derive() -> dict:
 @lru_cache(maxsize=None)
 def simulate(s_val: float = 2.0, tau_val: float = 1.5, u0_val: float = 1e-3, t_end: float = 4.0):
     """Integrate the engine's compiled flow from a = b = √u₀; returns (t, a b)."""
-    from ..numerics.kernels import compile_loss
-    from ..numerics.system import FlowSystem
-
     sysm = FlowSystem(compile_loss(saxe_loss()), [[1.0]], rates={"x": 1 / tau_val, "y": 1 / tau_val},
                       params={"s": s_val})
     tt = np.linspace(0.0, t_end, 81)

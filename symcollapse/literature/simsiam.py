@@ -27,6 +27,8 @@ from ..symbolic.loss import EdgeLoss
 from ..symbolic.stopgrad import sg, stop_gradient, strip_stop_gradient
 from ..symbolic.symbols import matrix, vector
 from ..verification import Check, close, identity
+from ..numerics.kernels import compile_loss
+from ..numerics.system import FlowSystem
 
 MODEL = "literature: SimSiam (Tian 2021)"
 sj, sigma2, tau_, eta, alpha = sp.symbols("s_j sigma2 tau eta alpha_p", positive=True)
@@ -108,9 +110,6 @@ def _num(expr) -> float:
 
 @lru_cache(maxsize=None)
 def _system():
-    from ..numerics.kernels import compile_loss
-    from ..numerics.system import FlowSystem
-
     return FlowSystem(compile_loss(mode_loss()), [[1.0]], rates={"x": 1.0, "y": POINT["alpha_p"]},
                       params={k: v for k, v in POINT.items() if k != "alpha_p"} | {"alpha_p": POINT["alpha_p"]})
 

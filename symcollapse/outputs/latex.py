@@ -4,6 +4,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..symbolic import matcalc as mc
+from ..symbolic.invariants import QuadraticInvariant
 from ..symbolic.stopgrad import stop_gradient  # noqa: F401  (its _latex prints \operatorname{sg})
 
 PREAMBLE = r"""\documentclass[11pt]{article}
@@ -159,3 +160,11 @@ def matrix_flow_latex(mflow, *, jvp: bool = True) -> str:
                                        else r" \sum_{i,c} P_{ic}")
             out.append(_long_equation(lhs, pre, mc.factored_terms(mflow.jvps[b], edge), per_line=3))
     return "".join(out)
+
+
+def invariants_latex(invariants) -> str:
+    """LaTeX display equations I_k = θᵀQ_kθ, one per invariant found."""
+    if not invariants:
+        return "No invariant of this form exists.\n"
+    return "".join(equation(f"I_{{{k + 1}}}", inv.expr if isinstance(inv, QuadraticInvariant) else inv)
+                   for k, inv in enumerate(invariants))
