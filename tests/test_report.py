@@ -103,3 +103,15 @@ def test_pdf_is_built_for_a_relative_out_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = rep.build_report("report", [_fake_job("alpha", [GOOD])])
     assert out.pdf is not None and out.pdf.stat().st_size > 0, out.pdf_message
+
+
+def test_derivation_helper_writes_the_latex_beside_the_script(tmp_path, capsys):
+    from symcollapse.outputs.appendix import step, write_latex
+
+    script = tmp_path / "my_model.py"
+    step("1. The loss")
+    out = write_latex(str(script), "\\documentclass{article}\n")
+    assert out == (tmp_path / "my_model.tex").resolve() and out.read_text() == "\\documentclass{article}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_model.tex"]  # no temporary left
+    printed = capsys.readouterr().out
+    assert "== 1. The loss ==" in printed and "wrote my_model.tex" in printed
