@@ -159,11 +159,18 @@ def cmd_phase(args) -> int:
 
     if args.model != "head":
         raise InvalidParameterError(f"--model must be 'head' (the only model with a phase diagram); got {args.model!r}")
-    K, eps, d, seeds, eta_W = check_phase_args(args.K, _floats("eps", args.eps), _ints("d", args.d), args.seeds,
-                                               _floats("eta-W", args.eta_W))
     workers = 1 if args.workers is None else args.workers
     if workers < 1:
         raise InvalidParameterError(f"--workers must be >= 1; got {workers}")
+    if args.regenerate:
+        return _phase_regenerate(args, workers)
+    missing = [f"--{n}" for n in ("K", "eps", "d") if getattr(args, n) is None]
+    if missing:
+        raise InvalidParameterError(f"{', '.join(missing)} required (or --regenerate for the default grids)")
+    if args.n_max < 1:
+        raise InvalidParameterError(f"--n-max must be >= 1; got {args.n_max}")
+    K, eps, d, seeds, eta_W = check_phase_args(args.K, _floats("eps", args.eps), _ints("d", args.d), args.seeds,
+                                               _floats("eta-W", args.eta_W))
     if not args.t_max > 0:
         raise InvalidParameterError(f"--t-max must be > 0; got {args.t_max}")
     try:
@@ -173,8 +180,29 @@ def cmd_phase(args) -> int:
     from .phase import write_outputs
 
     paths = write_outputs(K, eps, d, seeds, out, eta_W=eta_W, workers=workers, t_max=args.t_max,
-                          figures=not args.no_figures,
+                          figures=not args.no_figures, n_max=args.n_max,
                           progress=lambda k, n, rec: _progress(f"  {k}/{n} {rec['params']}"))
+    for p_ in paths:
+        print(f"wrote {p_}")
+    return 0
+
+
+def _phase_regenerate(args, workers: int) -> int:
+    """``symcollapse phase --regenerate``: the default grids of K = 2, 3, 4, 10 (slow, resumable) and the
+    paper figures drawn from their summaries (into --figures, default: --out)."""
+    from .outputs.io import ensure_writable_dir
+    from .phase import regenerate
+
+    given = [f"--{n.replace('_', '-')}" for n in ("K", "eps", "d") if getattr(args, n) is not None]
+    if given:
+        raise InvalidParameterError(f"--regenerate runs the default grids; do not give {', '.join(given)}")
+    try:
+        out = ensure_writable_dir(Path(args.out))
+        figs = ensure_writable_dir(Path(args.figures)) if args.figures else out
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(f"--out/--figures: {exc}") from exc
+    paths = regenerate(out, workers=workers, figures=None if args.no_figures else figs,
+                       progress=lambda k, n, rec: _progress(f"  {k}/{n} {rec['params']}"))
     for p_ in paths:
         print(f"wrote {p_}")
     return 0
@@ -205,9 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sweep)
     ph = sub.add_parser("phase", help="stability phase diagram: derived families + seeded basins (resumable)")
     ph.add_argument("--model", default="head", help="model (head)")
-    ph.add_argument("--K", type=int, required=True, help="number of classes (>= 2)")
-    ph.add_argument("--eps", required=True, help="frustration fractions, comma-separated, in [0, 1)")
-    ph.add_argument("--d", required=True, help="head dimensions, comma-separated, >= 1")
+    ph.add_argument("--K", type=int, help="number of classes (>= 2)")
+    ph.add_argument("--eps", help="frustration fractions, comma-separated, in [0, 1)")
+    ph.add_argument("--d", help="head dimensions, comma-separated, >= 1")
+    ph.add_argument("--n-max", dest="n_max", type=int, default=4,
+                    help="largest n (samples per class) of the balanced ensemble realising each eps (default 4)")
+    ph.add_argument("--regenerate", action="store_true",
+                    help="the default grids of K = 2, 3, 4, 10 and the paper figures (slow; resumable)")
+    ph.add_argument("--figures", type=_out_path, help="with --regenerate: folder for the figures (default: --out)")
     ph.add_argument("--seeds", type=int, default=8, help="seeds per cell (default 8)")
     ph.add_argument("--eta-W", dest="eta_W", default="1", help="head rates eta_W/eta_x, comma-separated (default 1)")
     ph.add_argument("--t-max", dest="t_max", type=float, default=2e4, help="longest integration time (default 2e4)")

@@ -46,7 +46,9 @@ def balanced_for_eps(K: int, eps: float, n_max: int = 8) -> tuple[int, int, floa
     return best[1], best[2], float(best[3])
 
 
+@lru_cache(maxsize=16)
 def _model(K, eps, d, eta_x, eta_y, eta_W, n_max):
+    """The HeadModel of a cell, built once per (K, ε, d, η, n_max) and reused by every seed."""
     from .models.couplings import balanced_couplings
     from .models.head import HeadModel
 
@@ -54,31 +56,116 @@ def _model(K, eps, d, eta_x, eta_y, eta_W, n_max):
     return HeadModel(balanced_couplings(K, n, mu), d=d, eta_x=eta_x, eta_y=eta_y, eta_W=eta_W), n, mu, e
 
 
+#: integrator of the seeded end-state runs: LSODA with the engine's dense Jacobian (the systems of a
+#: phase grid are small, N + K ≲ 60, d ≤ 12: a dense LU beats the sparse one with dense W columns)
+END_STATE_METHOD = "LSODA"
+END_STATE_RTOL, END_STATE_ATOL = 1e-8, 1e-11
+LARGE_STATE = 1000  # above this many unknowns (e.g. K = 10, d = 24): BDF-Schur (sparse LU + dense W block)
+POLISH_RESIDUAL = 1e-12  # fixed-point residual of the continued run when the first end state is too rough
+
+
+def end_state_method(size: int) -> str:
+    """LSODA with the dense Jacobian for small systems, BDF-Schur above :data:`LARGE_STATE` unknowns."""
+    return END_STATE_METHOD if size <= LARGE_STATE else "BDF-Schur"
+
+
 def phase_point(K: int = 3, eps: float = 0.1, d: int = 4, seed: int = 0, eta_W: float = 1.0,
                 eta_x: float = 1.0, eta_y: float = 0.1, n_max: int = 4, t_max: float = 2e4,
                 tol: float = 1e-9) -> dict:
-    r"""One seeded simulation of B(K, n, μ) (ε' ≈ eps) with head dimension d to its fixed point:
-    its family (ranks r_ℓ per ν-level), derived stability, residual, separation ρ, invariant drift."""
-    from .numerics.basins import end_state
+    r"""One seeded simulation of B(K, n, μ) (ε' ≈ eps) with head dimension d to its fixed point
+    (integration stops at the first step with ‖θ̇‖_∞ ≤ tol, or at t_max): its family (ranks r_ℓ
+    per ν-level), its derived stability, residual ‖θ̇‖_∞/max(1, ‖θ‖_∞), separation ρ, invariant drift."""
+    from .numerics import families as fm
+    from .numerics.basins import d_min, residual  # Δ_min as the basins module measures it
 
-    model, n, mu, e = _model(K, eps, d, eta_x, eta_y, eta_W, n_max)
-    es = end_state(model, check_int("seed", seed, 0), tol=tol, t_max=t_max)
-    out = {"eps_real": e, "n": n, "mu": mu, "residual": es.residual, "t_end": es.t,
-           "separation": es.separation, "invariant_drift": es.invariant_drift, "rank": es.family.rank}
-    if es.stability is None:
+    model, n, mu, e = _model(check_int("K", K, 2), float(eps), check_int("d", d, 1), float(eta_x),
+                             float(eta_y), float(eta_W), check_int("n_max", n_max, 1))
+    Z0, W0 = model.initial_state(check_int("seed", seed, 0))
+    I0 = model.invariant(Z0, W0)
+    method = end_state_method(model.system.size)
+    tr = model.simulate(t_end=float(t_max), Z0=Z0, W0=W0, n_points=3, method=method,
+                        rtol=END_STATE_RTOL, atol=END_STATE_ATOL, stop_residual=tol)
+    Z, W, t_end, polished = tr.Z, tr.W, float(tr.extra.get("t_reached", t_max)), 0.0
+    res = residual(model, Z, W)
+    st = None
+    if res <= 1e-7:
+        try:
+            st = fm.classify_state(model, Z, W, residual_tol=1e-7)
+        except InvalidParameterError:
+            # decaying remnants (~tol) can leave a noise direction in the numerical symmetry tangent:
+            # continue to a tighter fixed point and classify there
+            tr = model.simulate(t_end=max(float(t_max) - t_end, 1.0), Z0=Z, W0=W, n_points=3,
+                                method=method, rtol=1e-10, atol=1e-14, stop_residual=POLISH_RESIDUAL)
+            Z, W, t_end, polished = tr.Z, tr.W, t_end + float(tr.extra.get("t_reached", 0.0)), 1.0
+            res = residual(model, Z, W)
+            try:
+                st = fm.classify_state(model, Z, W, residual_tol=1e-7)
+            except InvalidParameterError:  # recorded as unclassified (kind −99), counted in the summary
+                st = None
+    fam, _ = fm.state_family(model.graph, Z)
+    out = {"eps_real": e, "n": n, "mu": mu, "residual": res, "t_end": t_end, "polished": polished,
+           "separation": d_min(Z[model.N:]) / d_min(Z0[model.N:]),
+           "invariant_drift": abs(model.invariant(Z, W) - I0) / max(1.0, abs(I0)), "rank": fam.rank}
+    if st is None:
         out.update(kind=-99.0, n_unstable=-1.0)
     else:
-        s = es.stability
-        out.update(kind=KIND_CODE.get(s.kind, -float(s.n_unstable)), n_unstable=s.n_unstable,
-                   n_symmetry=s.n_symmetry, max_real=s.max_real)
+        out.update(kind=KIND_CODE.get(st.kind, -float(st.n_unstable)), n_unstable=st.n_unstable,
+                   n_symmetry=st.n_symmetry, max_real=st.max_real)
     sep = 0
-    for i, (nu, r) in enumerate(zip(es.family.nus, es.family.ranks)):
+    for i, (nu, r) in enumerate(zip(fam.nus, fam.ranks)):
         out[f"nu_{i}"] = nu
         out[f"r_{i}"] = r
         if 0 < abs(nu) < 1 - 1e-9:
             sep += r
     out["sep_rank"] = sep
     return {k: float(v) for k, v in out.items()}
+
+
+def _separated(f) -> bool:
+    """The family keeps a level 0 < |ν| < 1 (the classes stay apart)."""
+    return any(0 < abs(nu) < 1 - 1e-9 and r for nu, r in zip(f.nus, f.ranks))
+
+
+def _quick_members(f):
+    return [dict(lengths=np.ones(f.rank))]
+
+
+def derived_point(K: int = 3, eps: float = 0.1, d: int = 4, eta_W: float = 1.0, eta_x: float = 1.0,
+                  eta_y: float = 0.1, n_max: int = 4) -> dict:
+    r"""The derived layer of one (ε, d, η_W) cell (docs/model.md §3), searched until answered:
+    ``stable_separated`` = 1 if some family keeping a level 0 < |ν| < 1 has a stable member
+    (families scanned by decreasing rank with one member and spare head eigenvalues ±0.5; if none
+    is found every separated family is rescanned with all members of
+    :func:`~symcollapse.numerics.families.scan_family`); ``stable_collapsed`` = 1 if a family
+    keeping only ν ∈ {0, ±1} has a stable member with head spectrum in [−1, 1] (one member, ±0.5,
+    by increasing rank). Also the number of families, of classifications, and the rank found."""
+    from .numerics import families as fm
+
+    model, n, mu, e = _model(check_int("K", K, 2), float(eps), check_int("d", d, 1), float(eta_x),
+                             float(eta_y), float(eta_W), check_int("n_max", n_max, 1))
+    fams = fm.enumerate_families(model.graph, d)
+    sep = sorted((f for f in fams if _separated(f)), key=lambda f: (-f.rank, f.keeps(0.0), f.ranks))
+    col = [f for f in fams if not _separated(f)]
+    n_cls, found_sep, found_col = 0, 0, 0
+    for full in (False, True):
+        for f in sep:
+            verdict, _, labels = fm.scan_family(model, f, spares=(-0.5, 0.5) if not full else fm.MEMBER_SPARES,
+                                                members=None if full else _quick_members)
+            n_cls += len(labels)
+            if verdict == "stable":
+                found_sep = f.rank
+                break
+        if found_sep:
+            break
+    for f in col:
+        _, verdict_b, labels = fm.scan_family(model, f, spares=(-0.5, 0.5), members=_quick_members)
+        n_cls += len(labels)
+        if verdict_b == "stable":
+            found_col = f.rank if f.rank else 0.5  # Z = 0 has rank 0: 0.5 marks it
+            break
+    return {"eps_real": e, "n": n, "mu": mu, "stable_separated": float(found_sep > 0),
+            "stable_collapsed": float(found_col > 0), "separated_rank": float(found_sep),
+            "collapsed_rank": float(found_col), "families": float(len(fams)), "classified": float(n_cls)}
 
 
 @lru_cache(maxsize=None)
@@ -134,17 +221,39 @@ def check_phase_args(K, eps, d, seeds, eta_W=(1.0,)) -> tuple:
 
 
 def run_phase(K: int, eps, d, seeds: int, out, *, eta_W=(1.0,), eta_x: float = 1.0, eta_y: float = 0.1,
-              workers: int | None = None, backend: str = "processes", t_max: float = 2e4, progress=None) -> list[dict]:
+              workers: int | None = None, backend: str = "processes", t_max: float = 2e4, n_max: int = 4,
+              progress=None) -> list[dict]:
     r"""The seeded sweep of :func:`phase_point` over ε × d × η_W × seeds, streamed to
-    ``out/phase_K{K}.jsonl`` (finished points are skipped on rerun)."""
+    ``out/phase_K{K}.jsonl`` (finished points are skipped on rerun). Seeds vary fastest, so a
+    worker reuses the cell's model (:func:`_model`) for all its seeds."""
     from .numerics.sweeps import run_sweep
 
     K, eps, d, seeds, eta_W = check_phase_args(K, eps, d, seeds, eta_W)
+    n_max = check_int("n_max", n_max, 1)
     out = Path(out)
     params = {"K": [K], "eps": eps, "d": d, "eta_W": eta_W, "seed": list(range(seeds)),
-              "eta_x": [float(eta_x)], "eta_y": [float(eta_y)], "t_max": [float(t_max)]}
+              "eta_x": [float(eta_x)], "eta_y": [float(eta_y)], "t_max": [float(t_max)], "n_max": [n_max]}
     return run_sweep(phase_point, params, out / f"phase_K{K}.jsonl", backend=backend, workers=workers,
                      progress=progress)
+
+
+def run_derived(K: int, eps, d, out, *, eta_W=(1.0,), eta_x: float = 1.0, eta_y: float = 0.1, n_max: int = 4,
+                workers: int | None = None, backend: str = "processes", progress=None) -> list[dict]:
+    r"""The derived layer (:func:`derived_point`) of every cell, streamed to ``out/derived_K{K}.jsonl``
+    (resumable like the simulations)."""
+    from .numerics.sweeps import run_sweep
+
+    K, eps, d, _, eta_W = check_phase_args(K, eps, d, 1, eta_W)
+    params = {"K": [K], "eps": eps, "d": d, "eta_W": eta_W, "eta_x": [float(eta_x)], "eta_y": [float(eta_y)],
+              "n_max": [check_int("n_max", n_max, 1)]}
+    return run_sweep(derived_point, params, Path(out) / f"derived_K{K}.jsonl", backend=backend, workers=workers,
+                     progress=progress)
+
+
+def family_key(r: dict) -> str:
+    """The family name (:attr:`~symcollapse.numerics.families.Family.key`) of a phase_point result."""
+    return " ".join(f"{r[f'nu_{i}']:+.4f}x{int(r[f'r_{i}'])}" for i in range(64)
+                    if f"r_{i}" in r and r[f"r_{i}"] > 0) or "Z=0"
 
 
 def summarise(records: list[dict]) -> dict:
@@ -155,10 +264,10 @@ def summarise(records: list[dict]) -> dict:
         p, r = rec["params"], rec["result"]
         key = (p["eps"], p["d"], p["eta_W"])
         c = cells.setdefault(key, {"n": 0, "families": {}, "rho": [], "residual": 0.0, "unstable": 0,
-                                   "unclassified": 0, "eps_real": r["eps_real"]})
+                                   "unclassified": 0, "eps_real": r["eps_real"], "N": int(r["n"] * p["K"] +
+                                   r["mu"] * p["K"] * (p["K"] - 1) // 2), "n_max": p.get("n_max", 4)})
         c["n"] += 1
-        fam = " ".join(f"{r[f'nu_{i}']:+.4f}x{int(r[f'r_{i}'])}" for i in range(20)
-                       if f"r_{i}" in r and r[f"r_{i}"] > 0) or "Z=0"
+        fam = family_key(r)
         c["families"][fam] = c["families"].get(fam, 0) + 1
         c["rho"].append(r["separation"])
         c["residual"] = max(c["residual"], r["residual"])
@@ -172,58 +281,93 @@ def summarise(records: list[dict]) -> dict:
     return cells
 
 
-def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False) -> dict:
-    """Add each cell's derived stable families and the reached families that are not among them."""
-    for (e, d, ew), c in cells.items():
-        der = derived_cell(K, e, d, eta_x, eta_y, ew, quick=quick)
-        c["derived_stable_separated"] = der["stable_separated"]
-        c["derived_stable_collapsed"] = der["stable_collapsed"]
-        c["derived_bounded_separated"] = der["stable_separated_bounded"]
-        c["derived_bounded_collapsed"] = der["stable_collapsed_bounded"]
-        c["reached_not_derived_stable"] = [f for f in c["families"]
-                                           if f not in der["stable_separated"] + der["stable_collapsed"]]
-        if quick and c["reached_not_derived_stable"]:  # the full member scan, for reached families only
-            from .numerics import families as fm
+@lru_cache(maxsize=4096)
+def _reached_family_stable(K, eps, d, eta_x, eta_y, eta_W, n_max, key) -> bool:
+    """A family reached by simulation has a derived-stable member (full member scan)."""
+    from .numerics import families as fm
 
-            model, *_ = _model(K, e, d, eta_x, eta_y, ew, 4)
-            by_key = {f.key: f for f in fm.enumerate_families(model.graph, d)}
-            verified = [k for k in c["reached_not_derived_stable"]
-                        if k in by_key and fm.scan_family(model, by_key[k])[0] == "stable"]
-            c["reached_not_derived_stable"] = [k for k in c["reached_not_derived_stable"] if k not in verified]
-            c["derived_stable_separated"] = c["derived_stable_separated"] + [
-                k for k in verified if any(0 < abs(f_nu) < 1 - 1e-9 and r for f_nu, r in
-                                           zip(by_key[k].nus, by_key[k].ranks))]
+    model, *_ = _model(K, eps, d, eta_x, eta_y, eta_W, n_max)
+    by_key = {f.key: f for f in fm.enumerate_families(model.graph, d)}
+    return key in by_key and fm.scan_family(model, by_key[key])[0] == "stable"
+
+
+def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False,
+                   derived: list[dict] | None = None, search: bool = True) -> dict:
+    """Add each cell's derived layer (:func:`derived_point`: from ``derived`` records of
+    :func:`run_derived`, else computed here) and the reached families that have no derived-stable
+    member (each reached family gets the full member scan). ``search=False`` (large systems): only
+    the reached families are classified — ``derived_separated`` is True where a reached separated
+    family is derived-stable and None (not searched) elsewhere, ``derived_collapsed`` None.
+    ``quick`` is accepted for compatibility."""
+    del quick
+    by_cell = {(r["params"]["eps"], r["params"]["d"], r["params"]["eta_W"]): r["result"] for r in derived or ()}
+    for (e, d, ew), c in cells.items():
+        n_max = int(c.get("n_max", 4))
+        c["reached_not_derived_stable"] = [f for f in c["families"] if not _reached_family_stable(
+            K, float(e), int(d), float(eta_x), float(eta_y), float(ew), n_max, f)]
+        if not search:
+            ok_sep = [f for f in c["families"] if f not in c["reached_not_derived_stable"] and _key_separated(f)]
+            c["derived"] = None
+            c["derived_separated"] = True if ok_sep else None
+            c["derived_collapsed"] = None
+            continue
+        der = by_cell.get((e, d, ew))
+        if der is None:
+            der = derived_point(K, e, d, ew, eta_x, eta_y, n_max)
+        c["derived"] = der
+        c["derived_separated"] = bool(der["stable_separated"])
+        c["derived_collapsed"] = bool(der["stable_collapsed"])
     return cells
 
 
+def _key_separated(key: str) -> bool:
+    """A family name (ν×r parts) keeps a level 0 < |ν| < 1."""
+    return key != "Z=0" and any(0 < abs(float(p.split("x")[0])) < 1 - 1e-4 for p in key.split())
+
+
 def cells_from_results(path, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False, keep=None) -> dict:
-    """Cells (with the derived families attached) from a phase results file, finished points only."""
+    """Cells (with the derived layer attached: from ``derived_K{K}.jsonl`` beside ``path`` where
+    present) from a phase results file, finished points only."""
     from .numerics.sweeps import read_results
 
+    path = Path(path)
     recs = [r for r in read_results(path).values() if r["params"]["K"] == K and (keep is None or keep(r["params"]))]
     if not recs:
         raise InvalidParameterError(f"no K = {K} results in {str(path)!r}")
-    return attach_derived(summarise(recs), K, eta_x, eta_y, quick=quick)
+    der = list(read_results(path.parent / f"derived_K{K}.jsonl").values())
+    return attach_derived(summarise(recs), K, eta_x, eta_y, derived=der)
 
 
 def write_summary(cells: dict, path) -> Path:
-    """The per-cell summary as JSON (atomic)."""
+    """The per-cell summary as JSON (atomic): the data the figures are drawn from."""
     from .outputs.io import atomic_write_text
 
     rows = [{"eps": k[0], "d": k[1], "eta_W": k[2], **v} for k, v in sorted(cells.items())]
     return atomic_write_text(Path(path), json.dumps(rows, indent=1, sort_keys=True) + "\n")
 
 
+def read_summary(path) -> dict:
+    """Cells {(ε, d, η_W): cell} from a summary JSON of :func:`write_summary`."""
+    rows = json.loads(Path(path).read_text())
+    return {(r["eps"], r["d"], r["eta_W"]): {k: v for k, v in r.items() if k not in ("eps", "d", "eta_W")}
+            for r in rows}
+
+
 def write_outputs(K: int, eps, d, seeds: int, out, *, eta_W=(1.0,), eta_x: float = 1.0, eta_y: float = 0.1,
-                  workers: int = 1, t_max: float = 2e4, figures: bool = True, progress=None) -> list[Path]:
-    r"""Run (or resume) the sweep, then write ``phase_K{K}_summary.json`` (per cell: basins, ρ, the
-    derived stable families) and, with ``figures``, ``phase_K{K}_eps_d.png`` (η_W fixed) and/or
-    ``phase_K{K}_eps_etaW.png`` (d fixed)."""
+                  workers: int = 1, t_max: float = 2e4, figures: bool = True, n_max: int = 4,
+                  search: bool = True, progress=None) -> list[Path]:
+    r"""Run (or resume) the sweep and the derived layer, then write ``phase_K{K}_summary.json`` (per
+    cell: basins, ρ, the derived layer) and, with ``figures``, ``phase_K{K}_eps_d.png`` (η_W fixed)
+    and/or ``phase_K{K}_eps_etaW.png`` (d fixed). ``search=False``: no derived-layer search, only the
+    reached families are classified (:func:`attach_derived`)."""
     K, eps, d, seeds, eta_W = check_phase_args(K, eps, d, seeds, eta_W)
     out = Path(out)
+    backend = "serial" if workers == 1 else "processes"
     recs = run_phase(K, eps, d, seeds, out, eta_W=eta_W, eta_x=eta_x, eta_y=eta_y, workers=workers,
-                     backend="serial" if workers == 1 else "processes", t_max=t_max, progress=progress)
-    cells = attach_derived(summarise(recs), K, eta_x, eta_y)
+                     backend=backend, t_max=t_max, n_max=n_max, progress=progress)
+    der = run_derived(K, eps, d, out, eta_W=eta_W, eta_x=eta_x, eta_y=eta_y, n_max=n_max, workers=workers,
+                      backend=backend, progress=progress) if search else []
+    cells = attach_derived(summarise(recs), K, eta_x, eta_y, derived=der, search=search)
     paths = [write_summary(cells, out / f"phase_K{K}_summary.json")]
     if figures:
         from .outputs.phase_figures import phase_figure
@@ -235,26 +379,103 @@ def write_outputs(K: int, eps, d, seeds: int, out, *, eta_W=(1.0,), eta_x: float
     return paths
 
 
-#: The default (committed-figure) grids of the issue: ≥ 20 ε × ≥ 10 rows × 8 seeds per K. Slow:
-#: see :func:`regenerate` (a few hours per K on 2 cores; README states the cost).
-DEFAULT_EPS = tuple(round(0.02 * k, 2) for k in range(1, 21))
+# --- the default grids -----------------------------------------------------------------------------
+#: The default (committed-figure) grids: 20 realised ε × d = 1 … max(10, 2K + 4) × 8 seeds per K, and
+#: (ε, η_W/η_x) for K = 2 at d = 3. Largest balanced ensemble per K: n ≤ GRID_N_MAX[K] samples per class.
+GRID_N_SIZE = {2: 40, 3: 45, 4: 50}  # largest N = Kn + m of a default-grid ensemble
+GRID_EPS_RANGE = (0.05, 0.5)
+GRID_EPS_HI = {4: 0.6}  # K = 4 with N <= 50 has only 17 balanced ε <= 0.5
 DEFAULT_ETA_W = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+DEFAULT_EPS = tuple(round(0.02 * k, 2) for k in range(1, 21))  # kept for compatibility (targets only)
+
+
+def realisable_eps(K: int, count: int = 20, lo: float = GRID_EPS_RANGE[0], hi: float = GRID_EPS_RANGE[1],
+                   N_max: int | None = None) -> tuple:
+    r"""``count`` distinct frustration fractions ε = m/N of balanced ensembles B(K, n, μ) with
+    N = Kn + m ≤ N_max (m = μK(K−1)/2), spread over [max(lo, smallest), hi]: for each of ``count``
+    evenly spaced targets the nearest ε not taken yet. Each is realised exactly by
+    :func:`balanced_for_eps` with n_max = N_max // K."""
+    K = check_int("K", K, 2)
+    count = check_int("count", count, 1)
+    N_max = check_int("N_max", GRID_N_SIZE.get(K, 10 * K) if N_max is None else N_max, K + 1)
+    pairs = K * (K - 1) // 2
+    vals = sorted({round(mu * pairs / (K * n + mu * pairs), 12) for n in range(1, N_max // K + 1)
+                   for mu in range(1, N_max // pairs + 1) if K * n + mu * pairs <= N_max
+                   and mu * pairs / (K * n + mu * pairs) <= hi + 1e-12})
+    if not vals:
+        raise InvalidParameterError(f"no balanced ε <= {hi:g} with N <= {N_max} at K = {K}")
+    lo = max(lo, vals[0])
+    vals = [v for v in vals if v >= lo - 1e-12]
+    if len(vals) < count:
+        raise InvalidParameterError(f"only {len(vals)} balanced ε in [{lo:g}, {hi:g}] with N <= {N_max}; "
+                                    f"count must be <= {len(vals)}")
+    out = []
+    for t in np.linspace(lo, hi, count):
+        out.append(min((v for v in vals if v not in out), key=lambda v: (abs(v - t), v)))
+    return tuple(sorted(out))
+
+
+#: K = 10 (N = 55, 65, 75: the smallest balanced ensembles, ε = 45μ/(10n + 45μ) ≥ 0.6) up to d = 2K + 4 = 24,
+#: 3 seeds; the derived layer classifies the reached families only (one classification at d = 24 takes ~10 s)
+K10_GRID = {"eps": (45 / 55, 45 / 65, 45 / 75), "d": (1, 2, 4, 6, 8, 10, 12, 16, 20, 24), "seeds": 3, "n_max": 3,
+            "etaW": False, "search": False}
 
 
 def default_grid(K: int) -> dict:
-    """ε × d (d = 1 … max(10, 2K + 4)) and ε × η_W (d = K + 1) with 8 seeds per cell."""
-    return {"eps": DEFAULT_EPS, "d": tuple(range(1, max(10, 2 * K + 4) + 1)), "eta_W": DEFAULT_ETA_W,
-            "d_etaW": K + 1, "seeds": 8}
+    """ε × d (20 realised ε, d = 1 … max(10, 2K + 4), 8 seeds) and, for K = 2, ε × η_W/η_x (every
+    other ε × 10 rates) at d = K + 1; K = 10: :data:`K10_GRID`."""
+    K = check_int("K", K, 2)
+    if K == 10:
+        return dict(K10_GRID)
+    N_max = GRID_N_SIZE.get(K, 10 * K)
+    n_max = N_max // K
+    eps = realisable_eps(K, 20, hi=GRID_EPS_HI.get(K, GRID_EPS_RANGE[1]), N_max=N_max)
+    return {"eps": eps, "d": tuple(range(1, max(10, 2 * K + 4) + 1)), "eta_W": DEFAULT_ETA_W,
+            "eps_etaW": eps[::2], "d_etaW": K + 1, "seeds": 8, "n_max": n_max, "etaW": K == 2}
 
 
-def regenerate(out, Ks=(2, 3, 4), *, workers: int = 2, grids: dict | None = None, progress=None) -> list[Path]:
-    r"""The slow target: run (or resume) the default grids of every K and write their figures into
-    ``out/K{K}/`` and ``out/K{K}_etaW/``; ``grids`` {K: dict like :func:`default_grid`} overrides."""
-    paths = []
-    for K in Ks:
-        g = (grids or {}).get(K, default_grid(K))
+def regenerate(out, Ks=(2, 3, 4, 10), *, workers: int = 1, grids: dict | None = None, figures=None,
+               progress=None) -> list[Path]:
+    r"""The slow target: run (or resume) the default grids of every K into ``out/K{K}/`` (and
+    ``out/K{K}_etaW/``), then, with ``figures`` (a folder), copy the per-cell summaries to
+    ``figures/phase_data/`` and draw the paper figures from them (:func:`figures_from_summaries`).
+    ``grids`` {K: dict like :func:`default_grid`} overrides."""
+    import shutil
+
+    paths, summaries = [], []
+    grid_of = {K: (grids or {}).get(K, default_grid(K)) for K in Ks}
+    for K, g in grid_of.items():  # the (ε, d) diagrams first, then the (ε, η_W) ones
         paths += write_outputs(K, g["eps"], g["d"], g["seeds"], Path(out) / f"K{K}", workers=workers,
-                               progress=progress)
-        paths += write_outputs(K, g["eps"], [g["d_etaW"]], g["seeds"], Path(out) / f"K{K}_etaW",
-                               eta_W=g["eta_W"], workers=workers, progress=progress)
+                               n_max=g.get("n_max", 4), search=g.get("search", True), progress=progress)
+        summaries.append((Path(out) / f"K{K}" / f"phase_K{K}_summary.json", f"phase_K{K}_eps_d.json"))
+    for K, g in grid_of.items():
+        if g.get("etaW", True):
+            paths += write_outputs(K, g.get("eps_etaW", g["eps"]), [g["d_etaW"]], g["seeds"],
+                                   Path(out) / f"K{K}_etaW", eta_W=g["eta_W"], workers=workers,
+                                   n_max=g.get("n_max", 4), progress=progress)
+            summaries.append((Path(out) / f"K{K}_etaW" / f"phase_K{K}_summary.json", f"phase_K{K}_eps_etaW.json"))
+    if figures is not None:
+        from .outputs.io import ensure_writable_dir
+
+        data = ensure_writable_dir(Path(figures) / "phase_data")
+        for src, name in summaries:
+            shutil.copyfile(src, data / name)
+        paths += figures_from_summaries(figures)
+    return paths
+
+
+def figures_from_summaries(folder) -> list[Path]:
+    r"""Draw ``phase_eps_d.png`` (one panel per K) and ``phase_eps_etaW.png`` from the summaries in
+    ``folder/phase_data/`` (written by :func:`regenerate`)."""
+    from .outputs.phase_figures import phase_figure, phase_panels
+
+    folder = Path(folder)
+    data = folder / "phase_data"
+    sets = {int(p.name.split("_")[1][1:]): read_summary(p) for p in sorted(data.glob("phase_K*_eps_d.json"))}
+    if not sets:
+        raise InvalidParameterError(f"no phase_K*_eps_d.json summaries in {str(data)!r}")
+    paths = [phase_panels(sets, "d", folder / "phase_eps_d.png")]
+    for p in sorted(data.glob("phase_K*_eps_etaW.json")):
+        K = int(p.name.split("_")[1][1:])
+        paths.append(phase_figure(read_summary(p), K, "eta_W", folder / "phase_eps_etaW.png"))
     return paths

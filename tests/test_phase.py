@@ -81,3 +81,105 @@ def test_default_grids_regenerate(tmp_path):
     for summ in tmp_path.glob("*/phase_K*_summary.json"):
         for c in json.loads(summ.read_text()):
             assert c["residual"] <= 1e-9 and c["unstable"] == 0 and c["reached_not_derived_stable"] == []
+
+
+@pytest.mark.parametrize("K", [2, 3, 4])
+def test_default_grid_eps_are_distinct_balanced_ensembles_realised_exactly(K):
+    g = ph.default_grid(K)
+    assert len(g["eps"]) >= 20 and len(set(g["eps"])) == len(g["eps"]) and len(g["d"]) >= 10
+    assert max(g["d"]) >= 2 * K + 4 and g["seeds"] >= 8
+    for e in g["eps"]:
+        n, mu, real = ph.balanced_for_eps(K, e, g["n_max"])
+        m = mu * K * (K - 1) // 2
+        assert real == m / (K * n + m) and abs(real - e) <= 1e-11
+        assert K * n + m <= ph.GRID_N_SIZE[K]
+    with pytest.raises(ph.InvalidParameterError, match="count"):
+        ph.realisable_eps(K, 500)
+
+
+def test_derived_point_search_agrees_with_the_exhaustive_family_scan():
+    """The early-exit search of the derived layer against scanning every family (K = 2, small cells)."""
+    import numpy as np
+
+    from symcollapse.numerics import families as fm
+
+    for d in (1, 2, 3):
+        der = ph.derived_point(K=2, eps=0.25, d=d, n_max=4)
+        model, *_ = ph._model(2, 0.25, d, 1.0, 0.1, 1.0, 4)
+        sep, col = [], []
+        for f in fm.enumerate_families(model.graph, d):
+            v, vb, _ = fm.scan_family(model, f, spares=(-0.5, 0.5), members=lambda f: [dict(lengths=np.ones(f.rank))])
+            if ph._separated(f):
+                sep.append(v == "stable" or fm.scan_family(model, f)[0] == "stable")
+            else:
+                col.append(vb == "stable")
+        assert der["stable_separated"] == float(any(sep)), d
+        assert der["stable_collapsed"] == float(any(col)), d
+        assert der["families"] == len(sep) + len(col)
+    assert ph.derived_point(K=2, eps=0.25, d=1, n_max=4)["stable_separated"] == 0.0  # one mode: no separation
+    assert ph.derived_point(K=2, eps=0.25, d=2, n_max=4)["separated_rank"] == 2.0
+
+
+def _cells(K, yname):
+    ys = (1, 2, 3) if yname == "d" else (0.1, 1.0, 10.0)
+    cells = {}
+    for j, e in enumerate((0.1, 0.2, 0.3, 0.4)):
+        for i, y in enumerate(ys):
+            key = (e, y, 1.0) if yname == "d" else (e, 3, y)
+            cells[key] = {"n": 8, "eps_real": e + 0.01, "separated": i / 2, "rho_mean": 0.3 * i + 0.05 * j,
+                          "derived_separated": i > 0, "derived_collapsed": i == 0, "unstable": 0,
+                          "reached_not_derived_stable": ["bad"] if (i, j) == (2, 3) else []}
+    return cells
+
+
+def test_figures_from_summaries_draw_png_and_pdf(tmp_path):
+    data = tmp_path / "phase_data"
+    data.mkdir()
+    for K in (2, 3):
+        ph.write_summary(_cells(K, "d"), data / f"phase_K{K}_eps_d.json")
+    ph.write_summary(_cells(2, "eta_W"), data / "phase_K2_eps_etaW.json")
+    back = ph.read_summary(data / "phase_K2_eps_d.json")
+    assert back == _cells(2, "d")
+    paths = ph.figures_from_summaries(tmp_path)
+    assert [p.name for p in paths] == ["phase_eps_d.png", "phase_eps_etaW.png"]
+    for p in paths:
+        assert p.stat().st_size > 10_000 and p.with_suffix(".pdf").exists()
+    with pytest.raises(ph.InvalidParameterError, match="summaries"):
+        ph.figures_from_summaries(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("argv", [["phase", "--regenerate", "--K", "2", "--out", "o"],
+                                  ["phase", "--eps", "0.2", "--d", "1", "--out", "o"],
+                                  ["phase", "--K", "2", "--eps", "0.2", "--d", "1", "--n-max", "0", "--out", "o"]])
+def test_phase_cli_argument_combinations_exit_2(tmp_path, monkeypatch, argv, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert not (tmp_path / "o").exists()
+    assert "error" in capsys.readouterr().err
+
+
+def test_regenerate_cli_writes_summaries_and_paper_figures_and_resumes(tmp_path, monkeypatch, capsys):
+    """`symcollapse phase --regenerate` on tiny grids (the default grids are the slow test): the data,
+    the committed-figure summaries, the two paper figures drawn from them; a rerun computes nothing."""
+    tiny = {2: {"eps": (0.25,), "d": (1, 2), "seeds": 1, "n_max": 4, "eps_etaW": (0.25,), "eta_W": (0.5, 1.0),
+                "d_etaW": 1, "etaW": True},
+            3: {"eps": (0.25,), "d": (1,), "seeds": 1, "n_max": 4, "etaW": False, "search": False}}
+    monkeypatch.setattr(ph, "default_grid", lambda K: tiny[K])
+    monkeypatch.setattr(ph.regenerate, "__defaults__", ((2, 3),) + ph.regenerate.__defaults__[1:])
+    out, figs = tmp_path / "grids", tmp_path / "figs"
+    assert main(["phase", "--regenerate", "--out", str(out), "--figures", str(figs)]) == 0
+    names = sorted(p.name for p in (figs / "phase_data").iterdir())
+    assert names == ["phase_K2_eps_d.json", "phase_K2_eps_etaW.json", "phase_K3_eps_d.json"]
+    for name in ("phase_eps_d", "phase_eps_etaW"):
+        assert (figs / f"{name}.png").exists() and (figs / f"{name}.pdf").exists()
+    k2 = ph.read_summary(figs / "phase_data" / "phase_K2_eps_d.json")
+    assert set(k2) == {(0.25, 1, 1.0), (0.25, 2, 1.0)}
+    assert k2[(0.25, 1, 1.0)]["derived_separated"] is False and k2[(0.25, 2, 1.0)]["derived_separated"] is True
+    k3 = ph.read_summary(figs / "phase_data" / "phase_K3_eps_d.json")  # search=False: reached families only
+    assert all(c["derived_collapsed"] is None and c["derived"] is None and c["reached_not_derived_stable"] == []
+               for c in k3.values())
+    calls = []
+    monkeypatch.setattr(ph, "phase_point", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(ph, "derived_point", lambda **kw: calls.append(kw))
+    assert main(["phase", "--regenerate", "--out", str(out), "--no-figures"]) == 0
+    assert calls == []
