@@ -190,7 +190,6 @@ def cmd_phase(args) -> int:
 def _phase_regenerate(args, workers: int) -> int:
     """``symcollapse phase --regenerate``: the default grids of K = 2, 3, 4, 10 (slow, resumable) and the
     paper figures drawn from their summaries (into --figures, default: --out)."""
-    from .outputs.io import ensure_writable_dir
     from .phase import regenerate
 
     given = [f"--{n.replace('_', '-')}" for n in ("K", "eps", "d") if getattr(args, n) is not None]
