@@ -7,8 +7,9 @@ Layers, lowest first (a module may import only from its own layer or lower ones)
     1 symbolic  symbolic/*                (losses, stop-gradient, flows, reductions)
     2 numerics  numerics/*, cache         (compiled kernels, assembled systems, integration)
     3 models    models/* (except a model package's ``job`` module), variants
-    4 outputs   outputs/* (LaTeX, figures, atomic writes, the report)
-    5 jobs      jobs/*, models/<name>/job, literature/*, phase (the phase-diagram driver)
+    4 outputs   outputs/* (LaTeX, figures, the report, the derivation scripts' helper)
+    5 jobs      jobs/*, models/<name>/job, literature/*, phase (the phase-diagram driver),
+                sweep_points (the command line's built-in sweep points)
     6 app       cli
 
 Deferred (function-level) internal imports are allowed only with a reason from REASONS: an

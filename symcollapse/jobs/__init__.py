@@ -1,6 +1,9 @@
-"""Per-model jobs of the main command: each module here derives one model, verifies it,
-and writes its LaTeX and figures. ``symcollapse reproduce`` runs them all in ORDER, together with the jobs of the models
-registered in :mod:`symcollapse.models.registry` (a model package may carry its own job).
+"""The jobs of the main command: each job derives, verifies and writes its LaTeX and figures.
+A model's job lives in its package (``symcollapse/models/<name>/job.py``, registered in
+:mod:`symcollapse.models.registry`); the modules here are the jobs that are not one model's
+(the engine's own 30-digit rows, the literature cases). ``symcollapse reproduce`` runs them all
+in ORDER. (``jobs.embedding``, ``jobs.head``, ``jobs.teacher_student`` are deprecated aliases of
+the model packages' jobs and are not run twice.)
 
 A job module defines
     MODEL: str                      -- short name ('embedding', 'head', …)
