@@ -29,9 +29,7 @@ LAYERS = {"base": 0, "symbolic": 1, "numerics": 2, "models": 3, "outputs": 4, "j
 KNOWN_UPWARD: set = set()
 
 # cycles (as sets of modules) still to break
-KNOWN_CYCLES = [
-    {"symcollapse.symbolic.matcalc", "symcollapse.symbolic.stopgrad"},  # i10: sg of matrix expressions
-]
+KNOWN_CYCLES: list = []
 
 CLI_RULE = ("the command line's startup rule (#14): every argument is validated, exit 2 within ~0.2 s, "
             "before SymPy, SciPy or matplotlib are imported")
@@ -61,14 +59,8 @@ DEFERRED = {
 }
 
 # importer -> internal modules it still imports inside a function: debts of files owned by the
-# engineers of #10 (i10), #12 (i12) and the phase driver (i13b); to be hoisted to the top
+# engineers of #12 (i12) and the phase driver (i13b); to be hoisted to the top
 KNOWN_DEFERRED = {
-    "symcollapse.numerics.compile": {"symcollapse.cache"},  # i10
-    "symcollapse.numerics.matrix_kernels": {"symcollapse.cache", "symcollapse.symbolic.matrix_flow"},  # i10
-    "symcollapse.numerics.matrix_system": {"symcollapse.numerics.finite_differences"},  # i10
-    "symcollapse.symbolic.matcalc": {"symcollapse.symbolic.stopgrad"},  # i10 (the cycle)
-    "symcollapse.symbolic.matrix_flow": {"symcollapse.symbolic.flow"},  # i10
-    "symcollapse.symbolic.stopgrad": {"symcollapse.symbolic.matcalc"},  # i10 (the cycle)
     "symcollapse.numerics.trajectory": {"symcollapse.numerics.fitting", "symcollapse.numerics.method_choice",
                                         "symcollapse.numerics.column_flow", "symcollapse.validation"},  # i12
     "symcollapse.numerics.method_choice": {"symcollapse.numerics.column_flow"},  # i12
