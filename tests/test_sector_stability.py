@@ -45,6 +45,10 @@ def test_level_swap_zero_of_a_degenerate_level_is_a_symmetry_not_a_condition():
     assert out["pred"].label == out["numeric"].label == "stable"
     assert out["pred"].n_symmetry == out["numeric"].n_symmetry
     assert ss.hurwitz_stable(out["pred"])
+    # the separation block without kept modes in direction w = nu_s: its conditions are those of the
+    # deflated polynomial, bounded away from 0 (the undeflated c0 is 0 up to rounding)
+    swap = [vals for i, name, mult, kept, vals in out["pred"].hurwitz if i == 0 and name == "sep" and kept == ()]
+    assert swap and min(swap[0]) > 1e-3
 
 
 def test_unkept_sector_block_obeys_the_inertia_count():
