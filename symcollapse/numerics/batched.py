@@ -25,6 +25,7 @@ from ..errors import IntegrationError
 from ..symbolic.loss import LABEL, SAMPLE
 from .integrate import node_blocks
 from .matrix_kernels import Evaluator
+from .matrix_system import MatrixFlowSystem
 
 
 class BatchedEvaluator(Evaluator):
@@ -140,19 +141,24 @@ def batched_blocks(system, V: np.ndarray) -> dict:
     return out
 
 
+def batchable(system) -> bool:
+    """Whether the batched kernels evaluate ``system``: a matrix-level system without per-sample
+    data (a teacher–student student S u_i is evaluated seed by seed)."""
+    return isinstance(system, MatrixFlowSystem) and system.compiled.loss.data is None
+
+
 def batched_flow(system, V: np.ndarray) -> np.ndarray:
     """θ̇ of each row of V (B × size) in one evaluation of the batched kernels (a MatrixFlowSystem;
     any other system is evaluated row by row)."""
     V = np.asarray(V, dtype=float)
-    if not hasattr(system, "_static"):
+    if not batchable(system):
         return np.array([system.flow_vector(v) for v in V])
     st = batched_blocks(system, V)
-    has_x, has_data, shared_names, pv = system._static
-    if has_data:
-        raise NotImplementedError("batched kernels with per-sample data")
+    loss = system.compiled.loss
+    shared_names, pv = loss.shared_names, system._param_values
     nm = system._names
     nodes = {(nm[LABEL], ""): st[LABEL]}
-    if has_x:
+    if loss.x is not None:
         nodes[(nm[SAMPLE], "")] = st[SAMPLE]
     shared = {(nm[b], ""): st[b] for b in shared_names}
     ev = BatchedEvaluator(system.graph, nodes, shared, system.compiled.roles, pv)

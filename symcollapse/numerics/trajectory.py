@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import InvalidParameterError
 from ..validation import check_real
 from ..symbolic.loss import LABEL, SAMPLE
-from .batched import integrate_many
+from .batched import batchable, integrate_many
 from .integrate import METHODS, check_stop_residual, integrate, node_blocks, time_grid
 from .metrics import accuracy, accuracy_many, d_min, d_min_many
 from .system import FlowSystem
@@ -259,8 +259,7 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
     if choice is not None and choice.method in EXACT:
         return _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
     run_method = choice.method if choice is not None else method
-    if (run_method == "BDF-nodes" and use_jacobian and len(V0) > 1 and hasattr(system, "_static")
-            and not getattr(system, "_static")[1]):
+    if run_method == "BDF-nodes" and use_jacobian and len(V0) > 1 and batchable(system):
         return _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_states,
                              stop_residual)
     out = []
