@@ -221,3 +221,17 @@ def test_batched_seeds_without_stop_and_with_a_frozen_head_equal_single_runs():
             assert not tr.extra["stopped"]
             assert np.max(np.abs(tr.states - one.states)) <= 1e-6 * np.max(np.abs(one.states))
             np.testing.assert_allclose(tr.d_min, one.d_min, rtol=0, atol=1e-6 * np.max(np.abs(one.states)))
+
+
+def test_batched_jvp_jacobians_equal_the_assembled_jacobian():
+    from symcollapse.numerics.batched import batched_jvp, dense_jacobians
+
+    rng = np.random.default_rng(4)
+    h = sc.HeadModel(_random_P(2, N=7, K=3), d=3, eta_x=0.8, eta_y=0.4, eta_W=1.2)
+    V, dV = rng.normal(size=(3, h.system.size)), rng.normal(size=(3, h.system.size))
+    ref = np.array([h.system.jvp(v, w) for v, w in zip(V, dV)])
+    assert np.max(np.abs(batched_jvp(h.system, V, dV) - ref)) <= 1e-13 * np.max(np.abs(ref))
+    J = dense_jacobians(h.system, V)
+    for b in range(3):
+        A = h.system.jacobian(V[b]).toarray()
+        assert np.max(np.abs(J[b] - A)) <= 1e-13 * np.max(np.abs(A))

@@ -231,8 +231,13 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
     d-column matrices are stacked into one (N+K)×(d·B) matrix and the exact propagator acts on it
     (one reduced eigen-solution, batched products; each seed's fixed-point time is then located on
     its own). Other flows: 'auto' is resolved once from the first state (``extra['method']`` the
-    same for every seed) and the seeds are integrated one after another with that method, each
-    exactly as its single run with ``method=extra['method']``.
+    same for every seed). With 'BDF-nodes' (stiff matrix-level flows, e.g. the head model) the
+    seeds are integrated together (:func:`.batched.integrate_many`: batched kernels, one BDF over
+    the stacked state of up to ``batched.BATCH_SEEDS`` seeds with per-seed block-diagonal Newton
+    systems and per-seed error norms; a seed reaching ‖θ̇‖_∞ ≤ stop_residual is recorded at that
+    step and frozen), each equal to its single run to the integrator tolerance; ``extra['batch']``
+    is the number of seeds integrated together. Any other method runs the seeds one after
+    another, each exactly as its single run with ``method=extra['method']``.
     """
     V0 = np.asarray(V0, dtype=float)
     if V0.ndim != 2 or V0.shape[1] != system.size or not len(V0):
@@ -354,7 +359,7 @@ def _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_sta
         X = final.get(SAMPLE)
         Z = np.vstack([X, final[LABEL]]) if X is not None and X.shape[1] == final[LABEL].shape[1] else final[LABEL]
         extra = _record({"nfev": r["nfev"], "njev": r["njev"], "nlu": r["nlu"], "nsteps": r["nsteps"],
-                         "batch": len(V0)}, choice, "BDF-nodes", stop_residual, r["stopped"], r["t"][-1],
+                         "batch": r["batch"]}, choice, "BDF-nodes", stop_residual, r["stopped"], r["t"][-1],
                          r["residual"])
         if choice is not None:
             extra["method_reason"] = choice.reason + " (chosen from the first state; seeds integrated together)"
