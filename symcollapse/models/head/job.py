@@ -24,6 +24,7 @@ from ...symbolic.symbols import sqnorm
 from ...symbolic.losses import head_matrix_loss
 from ...symbolic.matrix_flow import derive_matrix_flow
 from ...verification import Check, close, identity
+from . import stability_rows
 
 MODEL = "head"
 ORDER = 20
@@ -272,6 +273,8 @@ def phase_checks() -> list[Check]:
     rows.append(Check(M, "symbolic reduced (X, Y, w) spectrum ⊂ spec J (d=1)", "symbolic", "eig of J", miss, 1e-9))
     rows.append(Check(M, "mean-field end state (fig 6) is a saddle", st_mf.label, f"λ_max = {st_mf.max_real:.3g}",
                       0.0 if st_mf.kind == "saddle" else float("inf"), 0.0))
+    rows.extend(stability_rows.condition_rows())
+    rows.extend(stability_rows.prediction_rows())
     for K, (recs, cells) in phase_records().items():
         res = max(r["result"]["residual"] for r in recs)
         rows.append(Check(M, f"K={K}: {len(recs)} simulated end states are fixed points", f"{res:.1e}",
