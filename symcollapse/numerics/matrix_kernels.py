@@ -18,10 +18,11 @@ from functools import lru_cache, reduce
 import numpy as np
 import sympy as sp
 
+from .. import cache
 from ..errors import SymcollapseError
 from ..symbolic import matcalc as mc
 from ..symbolic.loss import LABEL, SAMPLE
-from ..symbolic.matrix_flow import MatrixFlow
+from ..symbolic.matrix_flow import MatrixFlow, cross_check, derive_matrix_flow
 
 
 class StructureError(SymcollapseError):
@@ -448,9 +449,6 @@ def compile_matrix_loss(loss, check: bool = True) -> MatrixCompiledFlow:
     """Derive (cross-checked at d = 1, 2, 3 unless ``check=False``; a passed check is recorded in
     the on-disk cache) and classify the kernels of a
     :class:`~symcollapse.symbolic.matrix_flow.MatrixEdgeLoss`; once per loss, for every d and N."""
-    from .. import cache
-    from ..symbolic.matrix_flow import cross_check, derive_matrix_flow
-
     flow = derive_matrix_flow(loss, check=False)
     if check and not cache.matrix_check_passed(loss):
         cache.store_matrix_check(loss, cross_check(flow))

@@ -84,8 +84,14 @@ def _linear_loss(system, A, Z0):
     return inv
 
 
+def _samples(system, st: dict):
+    """The sample embeddings X of a state: its 'x' block, or ``system.samples(st)`` for a system
+    whose samples are a map of other blocks (x_i = S u_i, :mod:`.linear_map`)."""
+    return system.samples(st) if hasattr(system, "samples") else st.get(SAMPLE)
+
+
 def _metrics(system, st: dict, labels, head, loss: float | None = None):
-    X = st.get(SAMPLE)
+    X = _samples(system, st)
     Y = st[LABEL]
     W = st.get(head) if head else None
     acc = accuracy(X, Y, labels, W) if X is not None and X.shape[1] == Y.shape[1] else np.nan
@@ -119,8 +125,9 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
 
     if t_eval is None:
         t_eval = time_grid(t_end, n_points)
-    elif t_eval[-1] <= 0:
-        raise InvalidParameterError("t_end must be > 0")
+    elif not t_eval[-1] > 0:  # the parameter given is t_eval: name it
+        raise InvalidParameterError(f"t_eval must be increasing, non-negative times ending after 0; "
+                                    f"got {len(t_eval)} times ending at {t_eval[-1]:g}")
     stop_residual = check_stop_residual(stop_residual)
     rtol = check_real("rtol", rtol, 0.0, 1.0, strict_min=True)
     atol = check_real("atol", atol, 0.0, None, strict_min=True)
@@ -156,7 +163,7 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
         acc.append(b)
         ls.append(c)
     final = system.unpack(sol.y[-1])
-    X = final.get(SAMPLE)
+    X = _samples(system, final)
     Z = np.vstack([X, final[LABEL]]) if X is not None and X.shape[1] == final[LABEL].shape[1] else final[LABEL]
     extra = _record({"nfev": sol.nfev, "njev": sol.njev, "nsteps": sol.nsteps}, choice, method,
                     stop_residual, sol.stopped, sol.t[-1], sol.residual)
