@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import InvalidParameterError
 from ..validation import check_real
 from ..symbolic.loss import LABEL, SAMPLE
-from .batched import integrate_many
+from .batched import batchable, integrate_many
 from .integrate import METHODS, check_stop_residual, integrate, node_blocks, time_grid
 from .metrics import accuracy, accuracy_many, d_min, d_min_many
 from .system import FlowSystem
@@ -238,8 +238,13 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
     d-column matrices are stacked into one (N+K)×(d·B) matrix and the exact propagator acts on it
     (one reduced eigen-solution, batched products; each seed's fixed-point time is then located on
     its own). Other flows: 'auto' is resolved once from the first state (``extra['method']`` the
-    same for every seed) and the seeds are integrated one after another with that method, each
-    exactly as its single run with ``method=extra['method']``.
+    same for every seed). With 'BDF-nodes' (stiff matrix-level flows, e.g. the head model) the
+    seeds are integrated together (:func:`.batched.integrate_many`: batched kernels, one BDF over
+    the stacked state of up to ``batched.BATCH_SEEDS`` seeds with per-seed block-diagonal Newton
+    systems and per-seed error norms; a seed reaching ‖θ̇‖_∞ ≤ stop_residual is recorded at that
+    step and frozen), each equal to its single run to the integrator tolerance; ``extra['batch']``
+    is the number of seeds integrated together. Any other method runs the seeds one after
+    another, each exactly as its single run with ``method=extra['method']``.
     """
     V0 = np.asarray(V0, dtype=float)
     if V0.ndim != 2 or V0.shape[1] != system.size or not len(V0):
@@ -266,8 +271,7 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
     if choice is not None and choice.method in EXACT:
         return _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
     run_method = choice.method if choice is not None else method
-    if (run_method == "BDF-nodes" and use_jacobian and len(V0) > 1 and hasattr(system, "_static")
-            and not getattr(system, "_static")[1]):
+    if run_method == "BDF-nodes" and use_jacobian and len(V0) > 1 and batchable(system):
         return _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_states,
                              stop_residual)
     out = []
@@ -362,7 +366,7 @@ def _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_sta
         X = final.get(SAMPLE)
         Z = np.vstack([X, final[LABEL]]) if X is not None and X.shape[1] == final[LABEL].shape[1] else final[LABEL]
         extra = _record({"nfev": r["nfev"], "njev": r["njev"], "nlu": r["nlu"], "nsteps": r["nsteps"],
-                         "batch": len(V0)}, choice, "BDF-nodes", stop_residual, r["stopped"], r["t"][-1],
+                         "batch": r["batch"]}, choice, "BDF-nodes", stop_residual, r["stopped"], r["t"][-1],
                          r["residual"])
         if choice is not None:
             extra["method_reason"] = choice.reason + " (chosen from the first state; seeds integrated together)"
