@@ -696,6 +696,7 @@ def bench_linear_simulate(*, Ns, eps: float, spectral_upto: int, repeats: int, K
         rs = model.slow_rate()
         t_end = 5.0 / rs
         out = {}
+        model.system  # the compiled system is built once per model, outside the timing (as the hand side's graph)
 
         def run_sim():
             with _no_sparse_lu():
@@ -751,7 +752,7 @@ def _head_hand_vec(P, eta_x, eta_y, eta_W, N, K, d):
 
 @benchmark(rows=(10,), full=dict(cases=((4, 100, 4), (4, 100, 16), (10, 100, 4), (10, 100, 16), (4, 1000, 4),
                                         (10, 1000, 4), (4, 10000, 4), (4, 1000, 16)),
-                                 t_max=5000.0, eps=0.05, default_upto=2000, hand_upto=2000),
+                                 t_max=1e5, eps=0.05, default_upto=2000, hand_upto=2000),
            smoke=dict(cases=((2, 12, 2),), t_max=2000.0, eps=0.2, default_upto=100, hand_upto=100))
 def bench_head_fixed_point(*, cases, t_max: float, eps: float, default_upto: int, hand_upto: int) -> list[Row]:
     """Head model (sg): time to the fixed point (‖θ̇‖_∞ ≤ 1e-9) with simulate(method='auto',
