@@ -95,3 +95,13 @@ def test_decoupled_prediction_at_K3_K4(K, n, mu):
         m, Z, W, res, signs, amps, sim, dpred, dsim = _decoupled_case(K, n, mu, sectors, seed)
         assert within(res, 1e-9)
         assert within(abs(dpred - dsim) / max(dsim, 1e-300), 1e-6)
+
+
+def test_the_discovered_invariant_is_the_closed_form_Q():
+    # the engine finds exactly one matrix-level invariant; evaluated it is Zᵀ H⁻¹ Z − WᵀW/η_W
+    m = _model(3, 2, 1, 3, eta_W=0.7)
+    Z, W = m.initial_state(1)
+    W = W + 0.3 * np.random.default_rng(0).normal(size=W.shape)
+    H = np.concatenate([np.full(m.N, m.eta_x), np.full(m.K, m.eta_y)])
+    closed = Z.T @ (Z / H[:, None]) - W.T @ W / m.eta_W
+    assert within(np.max(np.abs(ep.matrix_invariant(m, Z, W) - closed)), 1e-12)

@@ -35,6 +35,22 @@ def test_dropped_level_beyond_a_kept_one_is_a_saddle_with_the_counted_directions
     assert out["pred"].label == out["numeric"].label == "saddle(2)"
 
 
+def test_level_swap_zero_of_a_degenerate_level_is_a_symmetry_not_a_condition():
+    # K = 3: +nu_s has multiplicity 2; keeping one pattern leaves a zero root in the other pattern's
+    # block of the head direction w = nu_s (a level swap), which the Hurwitz test must not count
+    model = sc.HeadModel(sc.balanced_couplings(3, 1, 1), d=2, eta_x=1.0, eta_y=0.1, eta_W=1.0)
+    mem = ss.aligned_member(3, 1, 1, 2, (0, 0, 0, 1, 1))
+    out = ss.compare_with_jacobian(model, mem, rotation=ROT)
+    assert out["match"] <= 1e-9
+    assert out["pred"].label == out["numeric"].label == "stable"
+    assert out["pred"].n_symmetry == out["numeric"].n_symmetry
+    assert ss.hurwitz_stable(out["pred"])
+    # the separation block without kept modes in direction w = nu_s: its conditions are those of the
+    # deflated polynomial, bounded away from 0 (the undeflated c0 is 0 up to rounding)
+    swap = [vals for i, name, mult, kept, vals in out["pred"].hurwitz if i == 0 and name == "sep" and kept == ()]
+    assert swap and min(swap[0]) > 1e-3
+
+
 def test_unkept_sector_block_obeys_the_inertia_count():
     # no kept mode: p(λ) = det(λ + w H_s D_s (w − M)); roots real, #positive = #{modes: w(w − ν) < 0}
     b = hs.derive_block("uniform", ())
@@ -78,3 +94,4 @@ def test_every_listed_family_member_matches_the_jacobian(K, n, mu, d):
         out = ss.compare_with_jacobian(model, mem, rotation=R)
         assert out["match"] <= 1e-9, ranks
         assert out["pred"].label == out["numeric"].label, ranks
+        assert ss.hurwitz_stable(out["pred"]) == (out["pred"].kind == "stable"), ranks

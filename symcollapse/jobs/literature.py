@@ -8,6 +8,13 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
+from ..literature import invariants_demo, saxe, simsiam, ufm
+from ..numerics.integrate import integrate
+from ..outputs.figures import plt  # pyplot with the Agg backend selected
+from ..outputs.io import atomic_savefig, atomic_write_text
+from ..outputs.latex import document, equation, invariants_latex, matrix_flow_latex, section
+from ..outputs.report import checks_table_latex, latex_text
+
 MODEL = "literature"
 ORDER = 40
 CAPTIONS = {  # report captions, by figure file stem
@@ -20,8 +27,6 @@ CAPTIONS = {  # report captions, by figure file stem
 
 
 def _cases():
-    from ..literature import invariants_demo, saxe, simsiam, ufm
-
     return (saxe, simsiam, ufm, invariants_demo)
 
 
@@ -61,12 +66,6 @@ def _edge_names(invariants, loss=None) -> list:
 
 def write_latex(folder) -> list[Path]:
     """derivations/literature.tex: the losses, derived equations and the verification rows."""
-    from ..literature import invariants_demo, saxe, simsiam, ufm
-    from ..outputs.io import atomic_write_text
-    from ..outputs.latex import document, equation, matrix_flow_latex, section
-    from ..outputs.report import checks_table_latex, latex_text
-    from ..symbolic.invariants import invariants_latex
-
     ds = saxe.derive()
     s1 = section(
         "Saxe, McClelland \\& Ganguli (2014): one mode of a two-layer linear network",
@@ -130,15 +129,6 @@ def write_latex(folder) -> list[Path]:
 
 def write_figures(folder) -> list[Path]:
     """Saxe u(t) (integrated vs closed form); SimSiam (p, w) trajectories; UFM ‖w_c‖² vs λ_H."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..literature import saxe, simsiam, ufm
-    from ..numerics.integrate import integrate
-    from ..outputs.io import atomic_savefig
-
     out = []
     tt, ab, _ = saxe.simulate()
     ref = sp.lambdify(saxe.t, saxe.published_u().subs({saxe.s: 2.0, saxe.tau: 1.5, saxe.u0: 1e-3}), "numpy")(tt)

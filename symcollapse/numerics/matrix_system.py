@@ -13,7 +13,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 import scipy.sparse as sps
 import sympy as sp
-from scipy.sparse.linalg import LinearOperator
+from scipy.sparse.linalg import LinearOperator, eigs
 
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic import matcalc as mc
@@ -194,8 +194,6 @@ class MatrixFlowSystem(BlockState):
         basis B and the next round works on J̃ = (I − BBᵀ) J (I − BBᵀ) − σ BBᵀ, σ = 2ρ + 1, whose
         spectrum is the rest of J's — until ``k`` nonzero ones are found. Returns {'eigenvalues',
         'n_zero' (locked), 'rho', 'n_matvec'}; refuses (InvalidParameterError) past ``max_zero``."""
-        from scipy.sparse.linalg import eigs
-
         v = np.array(v, dtype=float)
         J = self.linear_operator(v)
         n = J.shape[0]

@@ -2,8 +2,10 @@ r"""LaTeX from derived objects: every equation is printed by SymPy's printer, no
 from __future__ import annotations
 
 import sympy as sp
+from sympy.matrices.expressions import MatrixSymbol
 
 from ..symbolic import matcalc as mc
+from ..symbolic.invariants import QuadraticInvariant
 from ..symbolic.stopgrad import stop_gradient  # noqa: F401  (its _latex prints \operatorname{sg})
 
 PREAMBLE = r"""\documentclass[11pt]{article}
@@ -128,8 +130,6 @@ def matrix_flow_latex(mflow, *, jvp: bool = True) -> str:
     ẋ_i = η_x Σ_c P_ic F_x(x_i, y_c), ẏ_c = η_y Σ_i P_ic F_y(x_i, y_c), θ̇ = η_θ Σ_{i,c} P_ic F_θ,
     the forces F_b = −∂ℓ/∂θ_b with sg shown where it acted, and (``jvp``) the Jacobian-vector
     products δθ̇ = (∂θ̇/∂θ) δθ; every expression printed by SymPy's printer from the derived chains."""
-    from sympy.matrices.expressions import MatrixSymbol
-
     loss = mflow.loss
     sym = dict(loss.symbols)
     edge = {}
@@ -162,3 +162,11 @@ def matrix_flow_latex(mflow, *, jvp: bool = True) -> str:
                                        else r" \sum_{i,c} P_{ic}")
             out.append(_long_equation(lhs, pre, mc.factored_terms(mflow.jvps[b], edge), per_line=3))
     return "".join(out)
+
+
+def invariants_latex(invariants) -> str:
+    """LaTeX display equations I_k = θᵀQ_kθ, one per invariant found."""
+    if not invariants:
+        return "No invariant of this form exists.\n"
+    return "".join(equation(f"I_{{{k + 1}}}", inv.expr if isinstance(inv, QuadraticInvariant) else inv)
+                   for k, inv in enumerate(invariants))

@@ -1,7 +1,9 @@
 r"""What the conserved quantities of the stop-gradient head flow predict about its end state
 (docs/model.md §3.2).
 
-Conserved: the d × d matrix Q = Zᵀ H⁻¹ Z − WᵀW/η_W (H = diag(η_k)); I = tr Q. At a fixed point
+Conserved: the d × d matrix Q = Zᵀ H⁻¹ Z − WᵀW/η_W (H = diag(η_k)); I = tr Q. It is the only
+matrix-level invariant the engine's discovery finds for this flow (:func:`conserved_quantities`),
+and :func:`matrix_invariant` evaluates that discovered invariant. At a fixed point
 Z = Σ_{j∈S} φ_j b_jᵀ, W b_j = ν_j b_j. Q gives d(d+1)/2 equations for the d² unknowns of (B, W),
 so outside special classes the end state is not a function of the conserved quantities
 (:func:`equal_invariant_state` builds a second initial state with the same Q).
@@ -21,21 +23,40 @@ Two classes where it is:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 import numpy as np
 import sympy as sp
 
-from ...errors import InvalidParameterError
+from ...errors import DerivationCheckError, InvalidParameterError
+from ...symbolic.losses import head_matrix_loss
+from ...symbolic.matrix_flow import derive_matrix_flow
+from ...symbolic.matrix_invariants import matrix_invariants
 from ...validation import check_int, check_real
 from . import sector_blocks as hs
 from . import sector_stability as ss
 
 
+@lru_cache(maxsize=None)
+def conserved_quantities():
+    r"""The matrix-level invariants the engine discovers for the stop-gradient head flow
+    (:func:`~symcollapse.symbolic.matrix_invariants.matrix_invariants`): exactly one, the d × d matrix
+    Q = Σ_i x_i x_iᵀ/η_x + Σ_c y_c y_cᵀ/η_y − WᵀW/η_W (d(d+1)/2 conserved numbers; tr Q = I)."""
+    flow = derive_matrix_flow(head_matrix_loss("both", True))
+    invs = matrix_invariants(flow, check=False)
+    if len(invs) != 1 or invs[0].level != "matrix":
+        raise DerivationCheckError(f"expected one matrix-level invariant of the sg head flow; found {len(invs)}")
+    return flow, invs[0]
+
+
 def matrix_invariant(model, Z, W) -> np.ndarray:
-    r"""Q = Zᵀ H⁻¹ Z − WᵀW/η_W (d × d, conserved by the stop-gradient flow; tr Q = I)."""
+    r"""Q(Z, W) = Zᵀ H⁻¹ Z − WᵀW/η_W: the discovered invariant (:func:`conserved_quantities`) evaluated
+    at the model's rates."""
+    flow, inv = conserved_quantities()
+    rates = {flow.loss.rate(b): v for b, v in (("x", model.eta_x), ("y", model.eta_y), ("W", model.eta_W))}
     Z = np.asarray(Z, float)
-    W = np.asarray(W, float)
-    N = model.N
-    return Z[:N].T @ Z[:N] / model.eta_x + Z[N:].T @ Z[N:] / model.eta_y - W.T @ W / model.eta_W
+    blocks = {"x": Z[:model.N], "y": Z[model.N:], "W": np.asarray(W, float)}
+    val = inv.evaluate(blocks)  # entries: the rates as symbols times numbers
+    return np.vectorize(lambda e: float(sp.sympify(e).xreplace(rates)), otypes=[float])(np.asarray(val, dtype=object))
 
 
 def single_mode_amplitude(model, Z0, W0, phi: np.ndarray, nu: float) -> float:

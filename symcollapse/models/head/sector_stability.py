@@ -317,6 +317,8 @@ def _evaluate_block(name, kept, lengths, w, pars, ns):
             raise InvalidParameterError(f"level-swap zero expected in sector {name} at w = {w}")
         c = c[z:]
     roots = np.roots(np.concatenate([[1.0], c[::-1]])) if len(c) else np.zeros(0)
+    if z:  # the symbolic conditions are those of λ^z p̃(λ): apply Hurwitz to the deflated p̃
+        return roots, z, tuple(float(h) for h in hs.hurwitz_conditions(list(c))) if len(c) else ()
     return roots, z, tuple(float(h) for h in hur_f(*pars, w, nuv, *alphas))
 
 

@@ -19,7 +19,7 @@ from . import sector_stability as ss
 MODEL_NAME = "head"
 RATES = (1.0, 0.1)  # η_x, η_y
 #: (K, n, μ, d) × η_W/η_x of the condition rows; every family without a ν = 0 mode is checked
-CONDITION_POINTS = ((2, 5, 2, 2), (3, 2, 1, 3), (4, 2, 1, 4))
+CONDITION_POINTS = ((2, 5, 2, 2), (2, 2, 1, 3), (3, 2, 1, 3), (3, 3, 1, 4), (4, 2, 1, 4))
 ETA_W = (0.1, 1.0)
 SPARES = (0.5,)
 
