@@ -822,7 +822,7 @@ def sc_dmin(Y):
     return d_min(Y)
 
 
-@benchmark(rows=(11,), full=dict(seeds=64, K=4, N=1000, d=8, head_cases=((4, 1000, 8, 8), (3, 30, 8, 64))),
+@benchmark(rows=(11,), full=dict(seeds=64, K=4, N=1000, d=8, head_cases=((3, 30, 8, 16), (4, 1000, 8, 2))),
            smoke=dict(seeds=4, K=2, N=40, d=2, head_cases=((2, 12, 2, 2),)))
 def bench_simulate_many(*, seeds: int, K: int, N: int, d: int, head_cases) -> list[Row]:
     """simulate_many(seeds) vs the same seeds one by one: the embedding model at K, N, d to 5/r_s

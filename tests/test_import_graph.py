@@ -56,18 +56,41 @@ DEFERRED = {
     "symcollapse.jobs": {"symcollapse.outputs.report": CLI_RULE},
     # a sweep point's validate() runs in the CLI before the model (SymPy, SciPy) is built
     "symcollapse.sweep_points": {"symcollapse.models.embedding": CLI_RULE},
+    # the CLI imports the phase driver to check --K, --eps, --d (check_phase_args) before the engine
+    "symcollapse.phase": {t: CLI_RULE for t in (
+        "symcollapse.models.couplings", "symcollapse.models.head", "symcollapse.numerics.basins",
+        "symcollapse.numerics.families", "symcollapse.numerics.sweeps", "symcollapse.outputs.io",
+        "symcollapse.outputs.phase_figures")},
 }
 
 # importer -> internal modules it still imports inside a function: debts of files owned by the
-# engineers of #12 (i12) and the phase driver (i13b); to be hoisted to the top
+# engineers of #12 (i12) and of the phase figures (i13b); to be hoisted to the top
 KNOWN_DEFERRED = {
     "symcollapse.numerics.trajectory": {"symcollapse.numerics.fitting", "symcollapse.numerics.method_choice",
                                         "symcollapse.numerics.column_flow", "symcollapse.validation"},  # i12
     "symcollapse.numerics.method_choice": {"symcollapse.numerics.column_flow"},  # i12
     "symcollapse.outputs.phase_figures": {"symcollapse.outputs.figures"},  # i13b
-    "symcollapse.phase": {"symcollapse.models.couplings", "symcollapse.models.head", "symcollapse.numerics.basins",
-                          "symcollapse.numerics.families", "symcollapse.numerics.sweeps", "symcollapse.outputs.io",
-                          "symcollapse.outputs.phase_figures"},  # i13b
+}
+
+
+#: the required (non-optional) dependencies of pyproject.toml: imported at the top like internal
+#: modules, unless a reason of REASONS applies
+def _required_dependencies() -> set:
+    import tomllib
+
+    data = tomllib.loads((ROOT.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    return {d.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip() for d in data["project"]["dependencies"]}
+
+
+# importer -> required dependencies it still imports inside a function: debts of files owned by the
+# engineers of #10 (i10), #12 (i12), #13 (i13) and of the phase figures (i13b)
+KNOWN_DEFERRED_REQUIRED = {
+    "symcollapse.numerics.families": {"scipy"},  # i13
+    "symcollapse.numerics.matrix_kernels": {"scipy"},  # i10
+    "symcollapse.symbolic.matcalc": {"sympy"},  # i10
+    "symcollapse.numerics.propagator": {"scipy"},  # i12
+    "symcollapse.numerics.trajectory": {"scipy"},  # i12
+    "symcollapse.outputs.phase_figures": {"matplotlib"},  # i13b
 }
 
 
@@ -210,11 +233,12 @@ def test_the_lists_hold_no_stale_entry():
 
 def test_the_cli_rule_is_kept():
     """The deferred imports of the CLI rule are what keeps the bad-argument path light: importing
-    the command line and the job names loads neither SymPy, SciPy nor matplotlib."""
+    the command line, the job names, the sweep points and the phase driver loads neither SymPy,
+    SciPy nor matplotlib."""
     import subprocess
     import sys
 
-    code = ("import sys; import symcollapse.cli, symcollapse.jobs, symcollapse.sweep_points; "
+    code = ("import sys; import symcollapse.cli, symcollapse.jobs, symcollapse.sweep_points, symcollapse.phase; "
             "from symcollapse.jobs import job_names; job_names(); "
             "print(sorted(m for m in ('sympy', 'scipy', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT.parent,
@@ -330,3 +354,29 @@ def test_moved_names_forward_to_their_new_module():
                 assert getattr(old, name) is target
         with pytest.raises(AttributeError):
             getattr(old, "no_such_name")
+
+
+def _deferred_required() -> set:
+    """(importer, required dependency) for every import of SymPy, NumPy, SciPy, mpmath or matplotlib
+    inside a function."""
+    req = _required_dependencies()
+    out = set()
+    for mod, path in _modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            if id(node) in top or not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level:
+                continue
+            names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            out |= {(mod, n.split(".")[0]) for n in names if n.split(".")[0] in req}
+    return out
+
+
+def test_required_dependencies_are_imported_at_the_top():
+    assert {"sympy", "numpy", "scipy", "mpmath", "matplotlib"} <= _required_dependencies()
+    found = _deferred_required()
+    listed = {(a, b) for a, bs in KNOWN_DEFERRED_REQUIRED.items() for b in bs}
+    assert sorted(found - listed) == [], "import the required dependency at the top of the module"
+    assert sorted(listed - found) == [], "remove the stale entry from KNOWN_DEFERRED_REQUIRED"

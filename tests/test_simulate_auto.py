@@ -235,3 +235,11 @@ def test_batched_jvp_jacobians_equal_the_assembled_jacobian():
     for b in range(3):
         A = h.system.jacobian(V[b]).toarray()
         assert np.max(np.abs(J[b] - A)) <= 1e-13 * np.max(np.abs(A))
+
+
+def test_head_simulate_never_builds_the_component_path():
+    """The metrics of a matrix-level run must not touch the component-level system (its
+    derivation grows with d and is refused above d = 24)."""
+    h = sc.HeadModel(balanced_couplings(2, 3, 1), d=30)
+    tr = h.simulate(0.2, n_points=3)
+    assert np.all(np.isfinite(tr.d_min)) and "component" not in h.system.__dict__

@@ -10,6 +10,7 @@ import sympy as sp
 
 from ..literature import invariants_demo, saxe, simsiam, ufm
 from ..numerics.integrate import integrate
+from ..outputs.figures import plt  # pyplot with the Agg backend selected
 from ..outputs.io import atomic_savefig, atomic_write_text
 from ..outputs.latex import document, equation, invariants_latex, matrix_flow_latex, section
 from ..outputs.report import checks_table_latex, latex_text
@@ -128,11 +129,6 @@ def write_latex(folder) -> list[Path]:
 
 def write_figures(folder) -> list[Path]:
     """Saxe u(t) (integrated vs closed form); SimSiam (p, w) trajectories; UFM ‖w_c‖² vs λ_H."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = []
     tt, ab, _ = saxe.simulate()
     ref = sp.lambdify(saxe.t, saxe.published_u().subs({saxe.s: 2.0, saxe.tau: 1.5, saxe.u0: 1e-3}), "numpy")(tt)

@@ -209,7 +209,7 @@ def dense_jacobians(system, V: np.ndarray) -> np.ndarray:
 
 #: largest B·n² for which the batched integrator builds the Jacobians densely from batched JVPs
 #: (else: the assembled sparse Jacobian of each seed)
-DENSE_JACOBIAN_ENTRIES = 2 * 10**7
+DENSE_JACOBIAN_ENTRIES = 4 * 10**6
 
 
 # --- the batched stiff integrator ---------------------------------------------------------------

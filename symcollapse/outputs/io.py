@@ -2,8 +2,11 @@
 (the writers are :mod:`symcollapse.atomic`'s, re-exported here), and byte-reproducible figures."""
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
+
+from matplotlib.text import Text
 
 from ..atomic import (STALE_TEMP_AGE, _HOST, _TEMP, _pid_alive, _temp_name,  # noqa: F401  (re-exported)
                       atomic_write_bytes, atomic_write_text, ensure_writable_dir, sweep_stale_temps)
@@ -31,8 +34,6 @@ def mathtext_label(text: str) -> str:
 
 
 def _mathtext_labels(fig) -> None:
-    from matplotlib.text import Text
-
     for t in fig.findobj(Text):
         txt = t.get_text()
         if "_" in txt:
@@ -45,8 +46,6 @@ def atomic_savefig(fig, path, **kwargs) -> Path:
     """Save a matplotlib figure as PNG atomically with fixed metadata (byte-reproducible), and
     the same figure as a vector PDF beside it (``x.png`` -> ``x.pdf``, no dates or software
     metadata). Literal subscripts in every text ('r_s') are written as mathtext first."""
-    import io
-
     path = Path(path)
     _mathtext_labels(fig)
     buf = io.BytesIO()

@@ -2,6 +2,7 @@ r"""LaTeX from derived objects: every equation is printed by SymPy's printer, no
 from __future__ import annotations
 
 import sympy as sp
+from sympy.matrices.expressions import MatrixSymbol
 
 from ..symbolic import matcalc as mc
 from ..symbolic.invariants import QuadraticInvariant
@@ -129,8 +130,6 @@ def matrix_flow_latex(mflow, *, jvp: bool = True) -> str:
     ẋ_i = η_x Σ_c P_ic F_x(x_i, y_c), ẏ_c = η_y Σ_i P_ic F_y(x_i, y_c), θ̇ = η_θ Σ_{i,c} P_ic F_θ,
     the forces F_b = −∂ℓ/∂θ_b with sg shown where it acted, and (``jvp``) the Jacobian-vector
     products δθ̇ = (∂θ̇/∂θ) δθ; every expression printed by SymPy's printer from the derived chains."""
-    from sympy.matrices.expressions import MatrixSymbol
-
     loss = mflow.loss
     sym = dict(loss.symbols)
     edge = {}

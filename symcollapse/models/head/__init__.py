@@ -15,6 +15,7 @@ from __future__ import annotations
 from functools import cached_property
 
 import numpy as np
+from scipy.linalg import eigh
 
 from ...errors import InvalidParameterError
 from ...numerics.graph import CouplingGraph
@@ -67,8 +68,6 @@ def self_consistent_head(P, Z) -> np.ndarray:
 
 def graph_modes(P) -> tuple[np.ndarray, np.ndarray]:
     r"""Generalised graph modes Aφ = νDφ (ν ascending, φ D-orthonormal); needs no isolated node."""
-    from scipy.linalg import eigh
-
     g = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
     if np.any(g.degree <= 0):
         raise InvalidParameterError("P must give every sample and every label at least one edge "

@@ -21,6 +21,7 @@ from ...verification import Check, close, identity
 from ...numerics.kernels import compile_loss
 from ...numerics.linear_map import verify_linear_map
 from ...numerics.metrics import d_min
+from ...outputs.figures import plt  # pyplot with the Agg backend selected
 from ...outputs.io import atomic_savefig, atomic_write_text, ensure_writable_dir
 from ...outputs.latex import document, equation, matrix_flow_latex, section, tex
 from ...symbolic.reparam import map_structure_difference
@@ -251,11 +252,6 @@ def write_latex(folder) -> list[Path]:
 
 # --- figures --------------------------------------------------------------------------------------------
 def write_figures(folder) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     folder = ensure_writable_dir(folder)
     runs = figure_runs()
     titles = {"eps0": r"$\varepsilon=0$", "eps": r"$\varepsilon=0.1$",
