@@ -12,10 +12,10 @@ Layers, lowest first (a module may import only from its own layer or lower ones)
                 sweep_points (the command line's built-in sweep points)
     6 app       cli
 
-Deferred (function-level) internal imports are allowed only with a reason from REASONS: an
-optional dependency of pyproject.toml, or the command line's startup rule (issue #14). The
-KNOWN_* lists are debts owned by another issue's engineer; the test fails on any edge that is
-not listed and on any listed edge that is gone, so they can only shrink.
+Deferred (function-level) imports, of internal modules and of the required dependencies, are
+allowed only with a reason from REASONS: an optional dependency of pyproject.toml, or the
+command line's startup rule (issue #14). The KNOWN_* lists (debts) are empty; the test fails on
+any edge that is not listed and on any listed edge that is gone.
 """
 import ast
 import collections
@@ -63,14 +63,8 @@ DEFERRED = {
         "symcollapse.outputs.phase_figures")},
 }
 
-# importer -> internal modules it still imports inside a function: debts of files owned by the
-# engineers of #12 (i12) and of the phase figures (i13b); to be hoisted to the top
-KNOWN_DEFERRED = {
-    "symcollapse.numerics.trajectory": {"symcollapse.numerics.fitting", "symcollapse.numerics.method_choice",
-                                        "symcollapse.numerics.column_flow", "symcollapse.validation"},  # i12
-    "symcollapse.numerics.method_choice": {"symcollapse.numerics.column_flow"},  # i12
-    "symcollapse.outputs.phase_figures": {"symcollapse.outputs.figures"},  # i13b
-}
+# importer -> internal modules it still imports inside a function without a reason (debts): none left
+KNOWN_DEFERRED: dict = {}
 
 
 #: the required (non-optional) dependencies of pyproject.toml: imported at the top like internal
@@ -82,16 +76,18 @@ def _required_dependencies() -> set:
     return {d.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip() for d in data["project"]["dependencies"]}
 
 
-# importer -> required dependencies it still imports inside a function: debts of files owned by the
-# engineers of #10 (i10), #12 (i12), #13 (i13) and of the phase figures (i13b)
-KNOWN_DEFERRED_REQUIRED = {
-    "symcollapse.numerics.families": {"scipy"},  # i13
-    "symcollapse.numerics.matrix_kernels": {"scipy"},  # i10
-    "symcollapse.symbolic.matcalc": {"sympy"},  # i10
-    "symcollapse.numerics.propagator": {"scipy"},  # i12
-    "symcollapse.numerics.trajectory": {"scipy"},  # i12
-    "symcollapse.outputs.phase_figures": {"matplotlib"},  # i13b
-}
+# importer -> required dependencies it still imports inside a function (debts): none left
+KNOWN_DEFERRED_REQUIRED: dict = {}
+
+
+def _in_functions(tree) -> set:
+    """ids of the import statements inside a function (the deferred ones; a module-level
+    ``try: import … except ImportError`` is not deferred)."""
+    out = set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            out |= {id(n) for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return out
 
 
 def _modules() -> dict:
@@ -131,7 +127,7 @@ def import_edges() -> list:
     for mod, path in mods.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
-        top = {id(n) for n in tree.body}
+        deferred = _in_functions(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
@@ -151,7 +147,7 @@ def import_edges() -> list:
                 while t not in mods and "." in t:
                     t = t.rsplit(".", 1)[0]
                 if t != mod:
-                    edges.append((mod, t, id(node) not in top, node.lineno))
+                    edges.append((mod, t, id(node) in deferred, node.lineno))
     return edges
 
 
@@ -363,9 +359,9 @@ def _deferred_required() -> set:
     out = set()
     for mod, path in _modules().items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        top = {id(n) for n in tree.body}
+        deferred = _in_functions(tree)
         for node in ast.walk(tree):
-            if id(node) in top or not isinstance(node, (ast.Import, ast.ImportFrom)):
+            if id(node) not in deferred or not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
             if isinstance(node, ast.ImportFrom) and node.level:
                 continue

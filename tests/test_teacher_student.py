@@ -428,7 +428,7 @@ def test_bad_input_distribution_is_refused_with_the_parameter_name(kw, name):
         ts.teacher_data(**data_kw)
 
 
-@pytest.mark.parametrize("kw, coordinates", [({}, "rowspace"), ({"head": True}, "S")])
+@pytest.mark.parametrize("kw, coordinates", [({}, "S"), ({"head": True}, "rowspace")])
 def test_simulate_is_the_shared_simulate_system(kw, coordinates):
     """TeacherStudentModel.simulate is the engine's one simulate_system (x = S u through the
     system's samples) plus the test accuracy and the invariants; its own training metrics are

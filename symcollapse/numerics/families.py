@@ -23,6 +23,7 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.linalg import eigh
 
 from ..errors import InvalidParameterError
 from ..validation import check_int, check_real
@@ -101,8 +102,6 @@ def nu_levels(P, tol: float = LEVEL_TOL) -> list[Level]:
 
 
 def _nu_levels(g: CouplingGraph, tol: float) -> list[Level]:
-    from scipy.linalg import eigh
-
     if np.any(g.degree <= 0):
         raise InvalidParameterError("P must give every sample and every label at least one edge")
     vals, phi = eigh(g.adjacency.toarray(), np.diag(g.degree))

@@ -12,6 +12,7 @@ few dense products (docs/model.md §2–§4). A chain outside these forms raises
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache, reduce
 
@@ -429,9 +430,7 @@ except ImportError:  # pragma: no cover
 
 @lru_cache(maxsize=None)
 def _at(compiled: MatrixCompiledFlow, dims: tuple) -> MatrixCompiledFlow:
-    from dataclasses import replace
-
-    return replace(compiled, default_dims=dims)
+    return dataclasses.replace(compiled, default_dims=dims)
 
 
 def _add(a, b):

@@ -13,7 +13,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 import scipy.sparse as sps
 import sympy as sp
-from scipy.sparse.linalg import LinearOperator
+from scipy.sparse.linalg import LinearOperator, eigs
 
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic import matcalc as mc
@@ -183,6 +183,58 @@ class MatrixFlowSystem(BlockState):
         v = np.array(v, dtype=float)
         n = self.size
         return LinearOperator((n, n), matvec=lambda w: self.jvp(v, np.ravel(w)), dtype=float)
+
+    def slowest_modes(self, v: np.ndarray, k: int = 4, *, zero_tol: float = 1e-9, block: int = 12,
+                      max_zero: int = 2000, arpack_tol: float = 1e-12, seed: int = 0) -> dict:
+        r"""The k rightmost nonzero eigenvalues of J(v) (at a stable fixed point: the slowest
+        decay rates) from the JVP LinearOperator alone (ARPACK, which='LR').
+
+        The zero modes of a family of fixed points come first in that order; each round's
+        eigenvalues with |λ| ≤ zero_tol·ρ(J) are locked — their eigenvectors join an orthonormal
+        basis B and the next round works on J̃ = (I − BBᵀ) J (I − BBᵀ) − σ BBᵀ, σ = 2ρ + 1, whose
+        spectrum is the rest of J's — until ``k`` nonzero ones are found. Returns {'eigenvalues',
+        'n_zero' (locked), 'rho', 'n_matvec'}; refuses (InvalidParameterError) past ``max_zero``."""
+        v = np.array(v, dtype=float)
+        J = self.linear_operator(v)
+        n = J.shape[0]
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=n)
+        rho = 0.0
+        for _ in range(30):  # power iteration: the scale of the spectrum
+            y = J.matvec(x / np.linalg.norm(x))
+            rho, x = max(rho, float(np.linalg.norm(y))), y
+        sigma, thr = 2.0 * rho + 1.0, zero_tol * max(rho, 1e-300)
+        B = np.zeros((n, 0))
+        count = [0]
+        found = []
+        while True:
+            def mv(w, B=B):
+                w = np.ravel(w)
+                count[0] += 1
+                if not B.shape[1]:
+                    return J.matvec(w)
+                c = B.T @ w
+                y = J.matvec(w - B @ c)
+                return y - B @ (B.T @ y) - sigma * (B @ c)
+            op = LinearOperator((n, n), matvec=mv, dtype=float)
+            kk = min(block, n - B.shape[1] - 2)
+            if kk < 1:
+                raise InvalidParameterError("too few free directions left for ARPACK")
+            ev, vec = eigs(op, k=kk, which="LR", tol=arpack_tol, maxiter=50 * n, v0=rng.normal(size=n))
+            keep = ev.real > -sigma / 2  # the locked modes sit at −σ
+            ev, vec = ev[keep], vec[:, keep]
+            zero = np.abs(ev) <= thr
+            found = sorted([e for e in ev[~zero]], key=lambda e: -e.real)
+            if len(found) >= k or not np.any(zero):
+                break
+            V = np.hstack([vec[:, zero].real, vec[:, zero].imag])
+            V = V - B @ (B.T @ V)
+            U, sv, _ = np.linalg.svd(V, full_matrices=False)
+            B = np.hstack([B, U[:, sv > 1e-8 * max(float(sv[0]), 1e-300)]])
+            if B.shape[1] > max_zero:
+                raise InvalidParameterError(f"more than max_zero = {max_zero} zero modes locked; the family of "
+                                            "fixed points is too large for deflation")
+        return {"eigenvalues": np.array(found[:k]), "n_zero": int(B.shape[1]), "rho": rho, "n_matvec": count[0]}
 
     # --- loss --------------------------------------------------------------------------------
     def loss(self, st: dict) -> float:

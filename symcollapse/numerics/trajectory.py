@@ -4,12 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.sparse.linalg import expm_multiply
 
 from ..errors import InvalidParameterError
-from ..validation import check_real
+from ..validation import check_int, check_real
 from ..symbolic.loss import LABEL, SAMPLE
 from .batched import DENSE_JACOBIAN_ENTRIES, batchable, integrate_many
+from .column_flow import column_propagator
+from .fitting import fit_exponential_rate
 from .integrate import METHODS, check_stop_residual, integrate, node_blocks, time_grid
+from .method_choice import choose, linear_choice
 from .metrics import accuracy, accuracy_many, d_min, d_min_many
 from .system import FlowSystem
 
@@ -45,8 +49,6 @@ class Trajectory:
         Uses the last ``fraction`` of the time span in which Δ_min/Δ_min(0) > ``floor`` (so the
         solver's absolute error does not enter) and, if given, t ≥ ``t_min`` (after the fast modes).
         """
-        from .fitting import fit_exponential_rate
-
         return fit_exponential_rate(self.t, self.d_min, floor=floor, fraction=fraction, t_min=t_min)
 
 
@@ -59,8 +61,6 @@ def check_method(method) -> str:
 
 def check_seeds(seeds) -> list:
     """A non-empty sequence of distinct integer seeds ≥ 0, else InvalidParameterError."""
-    from ..validation import check_int
-
     try:
         seeds = list(seeds)
     except TypeError:
@@ -123,8 +123,6 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
     records ``method``, ``method_reason`` and what was measured. ``stop_residual``: end at the first
     time with ‖θ̇‖_∞ ≤ stop_residual (``extra['stopped']``, ``['t_reached']``, ``['residual']``).
     """
-    from .method_choice import choose
-
     if t_eval is None:
         t_eval = time_grid(t_end, n_points)
     elif not t_eval[-1] > 0:  # the parameter given is t_eval: name it
@@ -141,14 +139,10 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
         check_method(method)
     if method in EXACT:
         if choice is None:
-            from .method_choice import linear_choice
-
             choice = linear_choice(system, float(t_eval[-1]))
             if choice is None:
                 raise InvalidParameterError(f"method={method!r} needs a linear flow Ż = A Z; use 'auto'")
             if choice.method != method:
-                from .column_flow import column_propagator
-
                 g = system.graph
                 h = system.scale * np.concatenate([np.full(g.N, system.rates[SAMPLE]),
                                                    np.full(g.K, system.rates[LABEL])])
@@ -219,8 +213,6 @@ def _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_resid
 
 def _first_crossing(prop, seq, A, Z_lo, t_lo, t_hi, tol):
     """Bisection on [t_lo, t_hi] for the first time with ‖A Z(t)‖_∞ ≤ tol (Z(t_hi) satisfies it)."""
-    from scipy.sparse.linalg import expm_multiply
-
     def state(t):
         return seq.at(t) if prop.method == "spectral" else expm_multiply(A * (t - t_lo), Z_lo)
 
@@ -269,8 +261,6 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
     check_method(method)
     choice = None
     if method == "auto" or method in EXACT:
-        from .method_choice import choose, linear_choice
-
         choice = (choose(system, V0[0], float(t_eval[-1]), lu_limit=lu_limit) if method == "auto"
                   else linear_choice(system, float(t_eval[-1])))
         if method in EXACT and (choice is None or choice.method != method):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import sympy as sp
+from sympy.printing.latex import LatexPrinter
 from sympy.matrices.expressions import (Identity, MatAdd, MatMul, MatPow, MatrixExpr,
                                         MatrixSymbol, Trace, Transpose, ZeroMatrix)
 
@@ -258,8 +259,6 @@ def factored_latex(sum_: dict, symbols: dict, shape=None) -> str:
 
 def factored_terms(sum_: dict, symbols: dict, shape=None) -> list:
     r"""The top-level terms of :func:`factored_latex`, each with its sign ('+ …' or '- …')."""
-    from sympy.printing.latex import LatexPrinter
-
     pr = LatexPrinter()
 
     def lt(L):

@@ -228,6 +228,12 @@ def prove(inv: MatrixInvariant) -> None:
 
 
 def cross_check_invariants(flow: MatrixFlow, invariants, sizes=(1, 2, 3)) -> dict:
+    """See :func:`_cross_check` (the result is kept per flow, invariants and sizes in this process)."""
+    return dict(_cross_check(flow, tuple(invariants), tuple(sizes)))
+
+
+@lru_cache(maxsize=None)
+def _cross_check(flow: MatrixFlow, invariants: tuple, sizes: tuple) -> dict:
     """Each invariant written out at the sizes ``sizes`` (d = 1, 2, 3; a second size D cycles so
     that it differs from d) on :data:`CHECK_GRAPH`: conserved by the
     assembled component flow, and in the span of the component-level invariants found there

@@ -281,7 +281,8 @@ def embedding_loss(d: int = 2) -> EdgeLoss:
 def head_loss(d: int = 2, stop_gradient: bool = True) -> EdgeLoss:
     """ℓ = ½(‖Wx − sg(y)‖² + ‖Wy − sg(x)‖²) (model (b)), sg optional: the package's one
     definition, :func:`symcollapse.symbolic.losses.head_loss`."""
-    return losses.head_loss(d, "both" if stop_gradient else "none", True)
+    return losses.head_loss(d, "both" if stop_gradient else "none", True,
+                            name="head_sg" if stop_gradient else "head_nosg")  # short names: the rows' labels
 
 
 def invariant_rate(flow: EdgeFlow) -> sp.Expr:
