@@ -338,6 +338,22 @@ def cells_from_results(path, K: int, eta_x: float = 1.0, eta_y: float = 0.1, qui
     return attach_derived(summarise(recs), K, eta_x, eta_y, derived=der)
 
 
+def grid_checks(cells: dict) -> dict:
+    r"""The verification counts of a grid (docs/model.md §3): end states, the worst flow residual, how many
+    end states were unstable or unclassified, how many reached families have no derived-stable member,
+    and how many end states fell in each family (summed over the cells)."""
+    fams: dict = {}
+    for c in cells.values():
+        for k, v in c["families"].items():
+            fams[k] = fams.get(k, 0) + v
+    return {"cells": len(cells), "end_states": sum(c["n"] for c in cells.values()),
+            "max_residual": max(c["residual"] for c in cells.values()),
+            "unstable": sum(c["unstable"] for c in cells.values()),
+            "unclassified": sum(c["unclassified"] for c in cells.values()),
+            "reached_not_derived_stable": sum(len(c["reached_not_derived_stable"]) for c in cells.values()),
+            "families": dict(sorted(fams.items(), key=lambda kv: -kv[1]))}
+
+
 def write_summary(cells: dict, path) -> Path:
     """The per-cell summary as JSON (atomic): the data the figures are drawn from."""
     from .outputs.io import atomic_write_text
@@ -466,7 +482,8 @@ def regenerate(out, Ks=(2, 3, 4, 10), *, workers: int = 1, grids: dict | None = 
 
 def figures_from_summaries(folder) -> list[Path]:
     r"""Draw ``phase_eps_d.png`` (one panel per K) and ``phase_eps_etaW.png`` from the summaries in
-    ``folder/phase_data/`` (written by :func:`regenerate`)."""
+    ``folder/phase_data/`` (written by :func:`regenerate`), and write their :func:`grid_checks` to
+    ``folder/phase_data/checks.json``."""
     from .outputs.phase_figures import phase_figure, phase_panels
 
     folder = Path(folder)
@@ -475,7 +492,11 @@ def figures_from_summaries(folder) -> list[Path]:
     if not sets:
         raise InvalidParameterError(f"no phase_K*_eps_d.json summaries in {str(data)!r}")
     paths = [phase_panels(sets, "d", folder / "phase_eps_d.png")]
+    checks = {p.stem: grid_checks(read_summary(p)) for p in sorted(data.glob("phase_K*_eps_*.json"))}
     for p in sorted(data.glob("phase_K*_eps_etaW.json")):
         K = int(p.name.split("_")[1][1:])
         paths.append(phase_figure(read_summary(p), K, "eta_W", folder / "phase_eps_etaW.png"))
+    from .outputs.io import atomic_write_text
+
+    paths.append(atomic_write_text(data / "checks.json", json.dumps(checks, indent=1) + "\n"))
     return paths

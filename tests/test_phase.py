@@ -126,7 +126,9 @@ def _cells(K, yname):
     for j, e in enumerate((0.1, 0.2, 0.3, 0.4)):
         for i, y in enumerate(ys):
             key = (e, y, 1.0) if yname == "d" else (e, 3, y)
+            fams = {"+0.5000x1 +1.0000x1": 5, "Z=0": 3} if (i, j) == (0, 0) else {"+0.5000x1 +1.0000x1": 8}
             cells[key] = {"n": 8, "eps_real": e + 0.01, "separated": i / 2, "rho_mean": 0.3 * i + 0.05 * j,
+                          "families": fams, "residual": 1e-10 * (i + 1), "unclassified": 0,
                           "derived_separated": i > 0, "derived_collapsed": i == 0, "unstable": 0,
                           "reached_not_derived_stable": ["bad"] if (i, j) == (2, 3) else []}
     return cells
@@ -141,8 +143,12 @@ def test_figures_from_summaries_draw_png_and_pdf(tmp_path):
     back = ph.read_summary(data / "phase_K2_eps_d.json")
     assert back == _cells(2, "d")
     paths = ph.figures_from_summaries(tmp_path)
-    assert [p.name for p in paths] == ["phase_eps_d.png", "phase_eps_etaW.png"]
-    for p in paths:
+    assert [p.name for p in paths] == ["phase_eps_d.png", "phase_eps_etaW.png", "checks.json"]
+    checks = json.loads(paths[-1].read_text())
+    assert set(checks) == {"phase_K2_eps_d", "phase_K3_eps_d", "phase_K2_eps_etaW"}
+    assert checks["phase_K2_eps_d"]["end_states"] == 12 * 8 and checks["phase_K2_eps_d"]["reached_not_derived_stable"] == 1
+    assert checks["phase_K2_eps_d"]["families"] == {"+0.5000x1 +1.0000x1": 12 * 8 - 3, "Z=0": 3}
+    for p in paths[:2]:
         assert p.stat().st_size > 10_000 and p.with_suffix(".pdf").exists()
     with pytest.raises(ph.InvalidParameterError, match="summaries"):
         ph.figures_from_summaries(tmp_path / "empty")
@@ -169,7 +175,7 @@ def test_regenerate_cli_writes_summaries_and_paper_figures_and_resumes(tmp_path,
     out, figs = tmp_path / "grids", tmp_path / "figs"
     assert main(["phase", "--regenerate", "--out", str(out), "--figures", str(figs)]) == 0
     names = sorted(p.name for p in (figs / "phase_data").iterdir())
-    assert names == ["phase_K2_eps_d.json", "phase_K2_eps_etaW.json", "phase_K3_eps_d.json"]
+    assert names == ["checks.json", "phase_K2_eps_d.json", "phase_K2_eps_etaW.json", "phase_K3_eps_d.json"]
     for name in ("phase_eps_d", "phase_eps_etaW"):
         assert (figs / f"{name}.png").exists() and (figs / f"{name}.pdf").exists()
     k2 = ph.read_summary(figs / "phase_data" / "phase_K2_eps_d.json")
