@@ -130,22 +130,28 @@ def _quick_members(f):
     return [dict(lengths=np.ones(f.rank))]
 
 
+#: the collapsed families searched keep at most this many ν = 0 modes (the scan over all of them costs
+#: 4(d + 1) classifications per cell)
+COLLAPSED_MAX_NU0 = 1
+
+
 def derived_point(K: int = 3, eps: float = 0.1, d: int = 4, eta_W: float = 1.0, eta_x: float = 1.0,
                   eta_y: float = 0.1, n_max: int = 4) -> dict:
     r"""The derived layer of one (ε, d, η_W) cell (docs/model.md §3), searched until answered:
     ``stable_separated`` = 1 if some family keeping a level 0 < |ν| < 1 has a stable member
-    (families scanned by decreasing rank with one member and spare head eigenvalues ±0.5; if none
+    (families scanned by fewest kept ν = 0 modes, then decreasing rank, with one member and spare head eigenvalues ±0.5; if none
     is found every separated family is rescanned with all members of
     :func:`~symcollapse.numerics.families.scan_family`); ``stable_collapsed`` = 1 if a family
-    keeping only ν ∈ {0, ±1} has a stable member with head spectrum in [−1, 1] (one member, ±0.5,
-    by increasing rank). Also the number of families, of classifications, and the rank found."""
+    keeping only ν ∈ {0, ±1}, at most :data:`COLLAPSED_MAX_NU0` of them ν = 0, has a stable member with
+    head spectrum in [−1, 1] (one member, ±0.5, by increasing rank). Also the number of families, of
+    classifications, and the rank found."""
     from .numerics import families as fm
 
     model, n, mu, e = _model(check_int("K", K, 2), float(eps), check_int("d", d, 1), float(eta_x),
                              float(eta_y), float(eta_W), check_int("n_max", n_max, 1))
     fams = fm.enumerate_families(model.graph, d)
-    sep = sorted((f for f in fams if _separated(f)), key=lambda f: (-f.rank, f.keeps(0.0), f.ranks))
-    col = [f for f in fams if not _separated(f)]
+    sep = sorted((f for f in fams if _separated(f)), key=lambda f: (f.keeps(0.0), -f.rank, f.ranks))
+    col = [f for f in fams if not _separated(f) and f.keeps(0.0) <= COLLAPSED_MAX_NU0]
     n_cls, found_sep, found_col = 0, 0, 0
     for full in (False, True):
         for f in sep:

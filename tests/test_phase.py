@@ -112,9 +112,9 @@ def test_derived_point_search_agrees_with_the_exhaustive_family_scan():
             if ph._separated(f):
                 sep.append(v == "stable" or fm.scan_family(model, f)[0] == "stable")
             else:
-                col.append(vb == "stable")
+                col.append((vb == "stable", f.keeps(0.0)))
         assert der["stable_separated"] == float(any(sep)), d
-        assert der["stable_collapsed"] == float(any(col)), d
+        assert der["stable_collapsed"] == float(any(ok for ok, k0 in col if k0 <= ph.COLLAPSED_MAX_NU0)), d
         assert der["families"] == len(sep) + len(col)
     assert ph.derived_point(K=2, eps=0.25, d=1, n_max=4)["stable_separated"] == 0.0  # one mode: no separation
     assert ph.derived_point(K=2, eps=0.25, d=2, n_max=4)["separated_rank"] == 2.0
