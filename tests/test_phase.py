@@ -74,13 +74,20 @@ def test_balanced_for_eps_picks_the_closest_small_ensemble():
 
 @pytest.mark.slow
 def test_default_grids_regenerate(tmp_path):
-    """The slow target: the default grids of K = 2, 3, 4 (20 eps x >= 10 rows x 8 seeds) and the
-    acceptance checks on every cell (hours on two cores)."""
-    paths = ph.regenerate(tmp_path, workers=2)
+    """The slow target: the default grids of K = 2, 3, 4 (20 eps x >= 10 d x 8 seeds), K = 10 and the
+    (eps, eta_W) grid, with the acceptance checks on every cell (hours on two cores)."""
+    paths = ph.regenerate(tmp_path / "grids", workers=2, figures=tmp_path / "figs")
+    assert (tmp_path / "figs" / "phase_eps_d.png").exists() and (tmp_path / "figs" / "phase_eps_etaW.png").exists()
+    checks = json.loads((tmp_path / "figs" / "phase_data" / "checks.json").read_text())
+    assert {"phase_K2_eps_d", "phase_K3_eps_d", "phase_K4_eps_d", "phase_K10_eps_d", "phase_K2_eps_etaW"} == set(checks)
+    for name, c in checks.items():
+        K = int(name.split("_")[1][1:])
+        g = ph.default_grid(K)
+        cells = len(g["eps_etaW"]) * len(g["eta_W"]) if name.endswith("etaW") else len(g["eps"]) * len(g["d"])
+        assert c["cells"] == cells and c["end_states"] == cells * g["seeds"], name
+        assert c["max_residual"] <= 1e-9 and c["unstable"] == 0 and c["unclassified"] == 0, name
+        assert c["reached_not_derived_stable"] == 0 and sum(c["families"].values()) == c["end_states"], name
     assert paths
-    for summ in tmp_path.glob("*/phase_K*_summary.json"):
-        for c in json.loads(summ.read_text()):
-            assert c["residual"] <= 1e-9 and c["unstable"] == 0 and c["reached_not_derived_stable"] == []
 
 
 @pytest.mark.parametrize("K", [2, 3, 4])
