@@ -81,3 +81,24 @@ def test_collapsed_embedding_model_ends_at_chance():
     assert tr.accuracy[0] < 1.0 and max(tr.accuracy) == 1.0
     assert tr.d_min[-1] < 1e-12
     assert tr.accuracy[-1] == pytest.approx(0.25, abs=1e-12)
+
+
+def test_batched_metrics_equal_the_single_ones_including_ties():
+    """d_min_many / accuracy_many over B states = d_min / accuracy state by state, also where
+    labels coincide (ties, the collapsed state) and through a head W."""
+    from symcollapse.numerics.metrics import accuracy, accuracy_many, d_min, d_min_many
+
+    rng = np.random.default_rng(5)
+    B, N, K, d = 6, 40, 3, 2
+    X, Y, W = rng.normal(size=(B, N, d)), rng.normal(size=(B, K, d)), rng.normal(size=(B, d, d))
+    Y[1, 2] = Y[1, 0]            # two labels tied exactly
+    Y[2] = Y[2, 0]               # complete collapse: every label tied (credit 1/K)
+    X[3, :5] = 0.5 * (Y[3, 0] + Y[3, 1])  # samples equidistant from two labels
+    labels = rng.integers(0, K, size=N)
+    labels[::7] = -1             # frustrated samples do not count
+    for Wb in (None, W):
+        got = accuracy_many(X, Y, labels, Wb)
+        want = [accuracy(X[b], Y[b], labels, None if Wb is None else Wb[b]) for b in range(B)]
+        np.testing.assert_array_equal(got, want)
+    assert abs(accuracy_many(X, Y, labels)[2] - 1.0 / K) < 1e-15
+    np.testing.assert_array_equal(d_min_many(Y), [d_min(Y[b]) for b in range(B)])

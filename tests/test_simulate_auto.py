@@ -145,10 +145,12 @@ def test_head_auto_choices_agree_with_the_other_integrators():
     small = sc.HeadModel(balanced_couplings(2, 3, 1), d=2, eta_x=1.0, eta_y=0.5)
     long_ = small.simulate(3000.0, seed=1, n_points=8, rtol=1e-10, atol=1e-12, stop_residual=1e-9)
     assert short.extra["method"] == "DOP853" and short.extra["stiffness"] <= 2000
-    assert long_.extra["method"] == "BDF" and long_.extra["stiffness"] > 2000  # 4 W columns: no Schur
+    # stiff: the sample rows are eliminated in closed form (block-diagonal sample block)
+    assert long_.extra["method"] == "BDF-nodes" and long_.extra["stiffness"] > 2000
+    assert long_.extra["schur_size"] == small.K * 2 + 4
     assert "ρ(J)·t_end" in long_.extra["method_reason"]
     for mod, ref, T, others in ((m, short, 2.0, ("BDF", "LSODA", "BDF-Schur")),
-                                (small, long_, long_.t[-1], ("BDF-Schur",))):
+                                (small, long_, long_.t[-1], ("BDF", "BDF-Schur"))):
         for meth in others:
             other = mod.simulate(T, seed=1, t_eval=ref.t, rtol=1e-10, atol=1e-12, method=meth)
             scale = np.max(np.abs(ref.Z))
@@ -168,14 +170,36 @@ def test_simulate_many_equals_single_runs():
         np.testing.assert_allclose(tr.t, one.t, rtol=1e-12)
         assert np.max(np.abs(tr.states - one.states)) <= 1e-12
         assert tr.extra["stopped"] and tr.extra["batch"] == 3
+    # the head model: all seeds in one BDF over the stacked state (batched kernels, per-seed
+    # Newton blocks and error norms): each seed equals its single run to the integrator tolerance
     h = sc.HeadModel(balanced_couplings(2, 3, 1), d=2, eta_x=1.0, eta_y=0.5)
-    many = h.simulate_many(seeds=[1, 2], t_end=2000.0, stop_residual=1e-9, n_points=5)
+    kw = dict(stop_residual=1e-9, n_points=5, rtol=1e-10, atol=1e-12)
+    many = h.simulate_many(seeds=[1, 2], t_end=2000.0, **kw)
     for s, tr in zip([1, 2], many):
-        one = h.simulate(2000.0, seed=s, stop_residual=1e-9, n_points=5, method=tr.extra["method"])
-        np.testing.assert_allclose(tr.t, one.t, rtol=1e-12)
-        np.testing.assert_allclose(tr.Z, one.Z, rtol=0, atol=1e-12)
-        np.testing.assert_allclose(tr.W, one.W, rtol=0, atol=1e-12)
+        assert tr.extra["method"] == "BDF-nodes" and tr.extra["batch"] == 2
+        one = h.simulate(2000.0, seed=s, **kw)
+        assert one.extra["method"] == "BDF-nodes"
+        assert tr.extra["stopped"] and one.extra["stopped"]
+        np.testing.assert_allclose(tr.t[:-1], one.t[:-1], rtol=1e-12)  # the requested times
+        assert abs(tr.t[-1] / one.t[-1] - 1) <= 0.05  # the fixed point reached at about the same time
+        assert np.max(np.abs(tr.Z - one.Z)) <= 1e-7 * np.max(np.abs(one.Z))
+        assert np.max(np.abs(tr.W - one.W)) <= 1e-7 * np.max(np.abs(one.W))
+        dZ, dW = h.flow(tr.Z, tr.W)  # a fixed point of the derived flow
+        assert max(np.max(np.abs(dZ)), np.max(np.abs(dW))) <= 1e-9
     with pytest.raises(InvalidParameterError, match="seeds"):
         h.simulate_many(seeds=[])
     with pytest.raises(InvalidParameterError, match="seeds"):
         m.simulate_many(seeds=[1, -2])
+
+
+def test_batched_kernels_equal_the_flow_seed_by_seed():
+    """The batch axis of the matrix kernels: θ̇ of B stacked states = flow_vector state by state
+    (with and without stop-gradient, learned and frozen head)."""
+    from symcollapse.numerics.batched import batched_flow
+
+    rng = np.random.default_rng(2)
+    for kw in (dict(), dict(stop_gradient=False), dict(learn_head=False, W_frozen=rng.normal(size=(3, 3)))):
+        h = sc.HeadModel(_random_P(1, N=8, K=3), d=3, eta_x=0.7, eta_y=0.4, eta_W=1.3, **kw)
+        V = rng.normal(size=(5, h.system.size))
+        ref = np.array([h.system.flow_vector(v) for v in V])
+        assert np.max(np.abs(batched_flow(h.system, V) - ref)) <= 1e-13 * np.max(np.abs(ref))

@@ -14,9 +14,10 @@ from scipy.sparse import csc_matrix, issparse
 from scipy.sparse.linalg import splu
 
 from ..errors import IntegrationError, InvalidParameterError, ProblemTooLargeError
+from ..symbolic.loss import SAMPLE
 from ..validation import check_array, check_int, check_real
 
-STIFF = ("BDF", "Radau", "LSODA", "BDF-Schur")
+STIFF = ("BDF", "Radau", "LSODA", "BDF-Schur", "BDF-nodes")
 METHODS = STIFF + ("RK45", "DOP853", "RK23")
 METHOD_CLASSES = {"BDF": BDF, "Radau": Radau, "LSODA": LSODA, "RK45": RK45, "DOP853": DOP853, "RK23": RK23}
 
@@ -73,6 +74,69 @@ class SchurBDF(BDF):
         self.solve_lu = lambda LU, b: LU.solve(b)
 
 
+class NodeBlockLU:
+    r"""Exact solve of A x = b, A = [[A₁₁, A₁₂], [A₂₁, A₂₂]], whose leading n₁ = N·k unknowns
+    (the sample rows of an edge-loss flow: samples couple only to labels and shared blocks,
+    docs/model.md §1) form a block-diagonal A₁₁ of N k×k blocks. A₁₁ is inverted block by block
+    (batched LAPACK), the m×m Schur complement S = A₂₂ − A₂₁A₁₁⁻¹A₁₂ (labels + shared blocks) is
+    factorised densely: cost O(N k³ + N k m²), no sparse LU, no fill-in over the samples.
+    Raises ValueError when A₁₁ is not block diagonal."""
+
+    def __init__(self, A, n_blocks: int, k: int):
+        A = A.tocsr() if issparse(A) else csc_matrix(A).tocsr()
+        n1 = n_blocks * k
+        self.n1, self.N, self.k = n1, n_blocks, k
+        A11 = A[:n1, :n1].tocoo()
+        bi = A11.row // k
+        if np.any(A11.col // k != bi):
+            raise ValueError("the leading block is not block diagonal")
+        B = np.zeros((n_blocks, k, k))
+        np.add.at(B, (bi, A11.row % k, A11.col % k), A11.data)
+        self.Binv = np.linalg.inv(B)
+        A12 = A[:n1, n1:].toarray().reshape(n_blocks, k, -1)
+        self.X = (self.Binv @ A12).reshape(n1, -1)
+        A21 = A[n1:, :n1]
+        self.A21 = A21.toarray() if A21.nnz > 0.3 * A21.shape[0] * A21.shape[1] else A21
+        S = A[n1:, n1:].toarray() - self.A21 @ self.X
+        self.luS = lu_factor(S, overwrite_a=True, check_finite=False)
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        n1 = self.n1
+        u = (self.Binv @ b[:n1].reshape(self.N, self.k, 1)).reshape(n1)
+        x2 = lu_solve(self.luS, b[n1:] - self.A21 @ u, check_finite=False)
+        return np.concatenate([u - self.X @ x2, x2])
+
+
+class NodeBDF(BDF):
+    """scipy's BDF whose Newton systems I − cJ are solved by :class:`NodeBlockLU` over the leading
+    ``node_blocks = (N, k)`` block-diagonal sample rows (same steps and error control as "BDF");
+    plain splu if the structure does not hold."""
+
+    def __init__(self, fun, t0, y0, t_bound, node_blocks=None, **options):
+        super().__init__(fun, t0, y0, t_bound, **options)
+        if node_blocks is None or not issparse(self.J):
+            return
+        N, k = node_blocks
+
+        def lu(A):
+            self.nlu += 1
+            try:
+                return NodeBlockLU(A, N, k)
+            except (ValueError, np.linalg.LinAlgError):  # not block diagonal or a singular block
+                return _SpluSolve(splu(csc_matrix(A)))
+
+        self.lu = lu
+        self.solve_lu = lambda LU, b: LU.solve(b)
+
+
+class _SpluSolve:
+    def __init__(self, lu):
+        self.lu = lu
+
+    def solve(self, b):
+        return self.lu.solve(b)
+
+
 class _NonFinite(ArithmeticError):
     """The flow returned NaN or inf at time ``args[0]`` (internal signal)."""
 
@@ -99,6 +163,15 @@ class Solution:
 #: largest number of unknowns for which a stiff solver may factorise the sparse Jacobian (SuperLU);
 #: beyond it integrate() refuses with ProblemTooLargeError instead of failing inside SuperLU.
 LU_LIMIT = 1_500_000
+
+
+def node_blocks(system) -> tuple | None:
+    """(N, k) when the state starts with the N sample rows of width k (their Jacobian block is
+    block diagonal: samples couple only through labels and shared blocks), else None."""
+    lay = getattr(system, "layout", {})
+    if SAMPLE in lay and lay[SAMPLE][0] == 0 and len(lay[SAMPLE][1]) == 2:
+        return tuple(int(v) for v in lay[SAMPLE][1])
+    return None
 
 
 def time_grid(t_end: float, n_points: int = 200, t_first: float | None = None) -> np.ndarray:
@@ -129,12 +202,14 @@ def check_stop_residual(stop_residual) -> float | None:
 
 def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str = "BDF",
               rtol: float = 1e-10, atol: float = 1e-12, stop_residual: float | None = None,
-              lu_limit: int | None = None) -> Solution:
+              lu_limit: int | None = None, node_blocks: tuple | None = None) -> Solution:
     """Solve θ̇ = fun(θ) from θ(0) = y0, returning θ at ``t_eval`` (increasing, from 0).
 
     ``jac(θ)`` (sparse or dense) is passed to the stiff solvers; "BDF-Schur" is BDF with the
     Newton systems of a sparse ``jac`` solved through the dense Schur complement of its dense
-    trailing columns (:class:`SchurBDF`; same steps and error control as "BDF").
+    trailing columns (:class:`SchurBDF`; same steps and error control as "BDF"); "BDF-nodes"
+    eliminates the leading ``node_blocks = (N, k)`` block-diagonal sample rows instead
+    (:class:`NodeBDF`).
     ``stop_residual``: end at the first step with ‖θ̇‖_∞ ≤ stop_residual (a fixed point reached).
     A stiff method with more than ``lu_limit`` unknowns is refused (:class:`ProblemTooLargeError`).
     """
@@ -148,7 +223,9 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
     if len(t_eval) < 2 or np.any(np.diff(t_eval) <= 0) or t_eval[0] < 0:
         raise InvalidParameterError("t_eval must be increasing, non-negative times (at least two); "
                                     f"got {len(t_eval)} times from {t_eval[0]:g}")
-    if method in STIFF and jac is not None:
+    if method == "BDF-nodes" and node_blocks is None:
+        raise InvalidParameterError("method='BDF-nodes' needs node_blocks = (N, k): the leading block-diagonal rows")
+    if method in STIFF and jac is not None and method != "BDF-nodes":
         check_lu_size(len(y0), method, lu_limit)
     try:
         f0 = np.asarray(fun(y0), dtype=float)
@@ -173,7 +250,9 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
         kw["jac"] = lambda t, y: (lambda J: J.toarray() if issparse(J) else J)(jac(y))
     elif jac is not None and method in STIFF:
         kw["jac"] = lambda t, y: jac(y)
-    cls = SchurBDF if method == "BDF-Schur" else METHOD_CLASSES[method]
+    cls = {"BDF-Schur": SchurBDF, "BDF-nodes": NodeBDF}.get(method) or METHOD_CLASSES[method]
+    if method == "BDF-nodes":
+        kw["node_blocks"] = node_blocks
     t0, t1 = float(t_eval[0]), float(t_eval[-1])
     ts, ys = [t0], [y0.copy()]
     residual = float(np.max(np.abs(f0))) if f0.size else 0.0

@@ -6,8 +6,12 @@ r"""method='auto': the cheapest correct way to solve θ̇ = f(θ), chosen from t
 2. Otherwise the stiffness ρ(J)·t_end is measured — ρ the spectral radius of the derived
    Jacobian at θ₀ by power iteration (matrix-vector products only) — and an explicit high-order
    method (DOP853) is used when ρ·t_end ≤ EXPLICIT_STIFFNESS (its step count is then set by
-   accuracy, not stability); BDF with the analytic Jacobian when it is larger: 'BDF-Schur'
-   (sparse LU + dense Schur complement of the shared-block columns) when the Jacobian has
+   accuracy, not stability); BDF with the analytic Jacobian when it is larger: 'BDF-nodes'
+   when the sample rows of the Jacobian are block diagonal (every edge loss: a sample couples
+   only to its labels and the shared blocks) — the samples are eliminated in closed form and
+   only the labels + shared blocks are factorised densely (measured to the fixed point, head
+   model K=4, N=102, single-threaded BLAS: d=16 6.3 s vs plain BDF 33 s; d=4 1.0 s vs 1.2 s);
+   else 'BDF-Schur' (sparse LU + dense Schur complement of the shared-block columns) when the Jacobian has
    at least SCHUR_MIN_COLUMNS dense trailing columns (d ≥ 32 heads) and their block fits in memory,
    plain sparse 'BDF' otherwise.
 """
@@ -19,7 +23,13 @@ import numpy as np
 import scipy.sparse as sps
 
 from ..errors import DerivationCheckError, InvalidParameterError
-from .integrate import LU_LIMIT, dense_tail
+from .integrate import LU_LIMIT, dense_tail, node_blocks
+
+
+def _block_diagonal(J, N: int, k: int) -> bool:
+    """Whether the leading N·k × N·k block of J has entries only in its N diagonal k×k blocks."""
+    A = sps.coo_matrix(sps.csr_matrix(J)[:N * k, :N * k])
+    return bool(np.all(A.row // k == A.col // k))
 
 #: ρ(J)·t_end up to which the explicit DOP853 is chosen (beyond it its steps are stability-bound)
 EXPLICIT_STIFFNESS = 2000.0
@@ -111,6 +121,14 @@ def choose(system, v0: np.ndarray, t_end: float, *, lu_limit: int | None = None)
     if n > limit:
         return Choice("DOP853", f"ρ(J)·t_end = {stiff:.3g} is stiff but {n} unknowns exceed the "
                       f"sparse-LU limit {limit}: explicit (factorisation-free, slow)", measured)
+    blocks = node_blocks(system)
+    if blocks is not None:
+        n1 = blocks[0] * blocks[1]
+        if 0 < n1 < n and 8.0 * n1 * (n - n1) <= SCHUR_BYTES and _block_diagonal(J, *blocks):
+            measured["schur_size"] = n - n1
+            return Choice("BDF-nodes", f"ρ(J)·t_end = {stiff:.3g} > {EXPLICIT_STIFFNESS:g}: stiff; BDF "
+                          f"with the analytic Jacobian, the {blocks[0]} block-diagonal sample rows "
+                          f"eliminated in closed form (dense Schur complement of size {n - n1})", measured)
     k = dense_tail(J)
     measured["dense_columns"] = k
     if SCHUR_MIN_COLUMNS <= k < n and 8.0 * n * k <= SCHUR_BYTES:

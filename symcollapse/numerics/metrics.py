@@ -68,3 +68,49 @@ def accuracy(X: np.ndarray, Y: np.ndarray, labels: np.ndarray, W: np.ndarray | N
             own = tied[np.arange(int(close.sum())), lab[close]]
             credit[close] = own / tied.sum(axis=1)
     return float(np.mean(credit))
+
+
+def d_min_many(Y: np.ndarray) -> np.ndarray:
+    """Δ_min of each of B label sets Y[b] (B×K×d): the same pairwise norms as :func:`d_min`."""
+    Y = np.asarray(Y, dtype=float)
+    iu, ju = np.triu_indices(Y.shape[1], 1)
+    diff = Y[:, iu, :] - Y[:, ju, :]
+    return np.sqrt(np.einsum("bpk,bpk->bp", diff, diff)).min(axis=1)
+
+
+def accuracy_many(X: np.ndarray, Y: np.ndarray, labels: np.ndarray, W: np.ndarray | None = None,
+                  *, rtol: float = TIE_RTOL) -> np.ndarray:
+    """:func:`accuracy` of B states at once (X: B×N×d, Y: B×K×d, W: B×d×d or None), equal to it
+    seed by seed: the nearest label is argmin_c (‖y_c‖² − 2 q·y_c) (‖q‖² is common to a row);
+    a seed with a row whose two nearest labels are within the tie/round-off margin of
+    :func:`accuracy` is passed to :func:`accuracy` itself."""
+    labels = np.asarray(labels)
+    mask = labels >= 0
+    B = X.shape[0]
+    if not np.any(mask):
+        return np.full(B, np.nan)
+    X, lab = np.asarray(X, dtype=float), labels[mask].astype(int)
+    if not np.all(mask):
+        X = X[:, mask]
+    Y = np.asarray(Y, dtype=float)
+    Q = X if W is None else X @ np.swapaxes(np.asarray(W, dtype=float), 1, 2)
+    yy = np.einsum("bck,bck->bc", Y, Y)
+    score = Y @ np.swapaxes(Q, 1, 2)  # (B, K, N): −½(‖y_c‖² − 2 q_i·y_c) up to the factor
+    score *= -2.0
+    score += yy[:, :, None]
+    # the two smallest scores over the K labels, by a loop over K (first minimum, as np.argmin)
+    m1, near, m2 = score[:, 0].copy(), np.zeros(score.shape[::2], dtype=int), np.full(score.shape[::2], np.inf)
+    for c in range(1, score.shape[1]):
+        v = score[:, c]
+        lt = v < m1
+        m2 = np.where(lt, m1, np.minimum(m2, v))
+        m1 = np.where(lt, v, m1)
+        near = np.where(lt, c, near)
+    out = (near == lab[None, :]).mean(axis=1)
+    if Y.shape[1] > 1:
+        # s² ≤ 2(‖q‖² + max‖y‖²): a margin of twice accuracy()'s, so every row it recomputes is caught
+        s2 = 2.0 * ((Q * Q) @ np.ones(Q.shape[2]) + yy.max(axis=1)[:, None])
+        close = m2 - m1 <= 2.0 * (3 * rtol + 64 * np.finfo(float).eps) * s2
+        for b in np.flatnonzero(close.any(axis=1)):
+            out[b] = accuracy(X[b], Y[b], lab, None if W is None else W[b], rtol=rtol)
+    return out

@@ -8,8 +8,9 @@ import numpy as np
 from ..errors import InvalidParameterError
 from ..validation import check_real
 from ..symbolic.loss import LABEL, SAMPLE
-from .integrate import METHODS, check_stop_residual, integrate, time_grid
-from .metrics import accuracy, d_min
+from .batched import integrate_many
+from .integrate import METHODS, check_stop_residual, integrate, node_blocks, time_grid
+from .metrics import accuracy, accuracy_many, d_min, d_min_many
 from .system import FlowSystem
 
 
@@ -147,7 +148,7 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
         return _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_residual)
     jac = system.jacobian if use_jacobian else None
     sol = integrate(system.flow_vector, v0, t_eval, jac=jac, method=method, rtol=rtol, atol=atol,
-                    stop_residual=stop_residual, lu_limit=lu_limit)
+                    stop_residual=stop_residual, lu_limit=lu_limit, node_blocks=node_blocks(system))
     dm, acc, ls = [], [], []
     for v in sol.y:
         a, b, c = _metrics(system, system.unpack(v), labels, head)
@@ -258,6 +259,10 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
     if choice is not None and choice.method in EXACT:
         return _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
     run_method = choice.method if choice is not None else method
+    if (run_method == "BDF-nodes" and use_jacobian and len(V0) > 1 and hasattr(system, "_static")
+            and not getattr(system, "_static")[1]):
+        return _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_states,
+                             stop_residual)
     out = []
     for v in V0:
         tr = simulate_system(system, v, t_end, labels=labels, n_points=n_points, head=head,
@@ -271,44 +276,58 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
 
 
 def _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual) -> list:
+    """All seeds' columns under one propagator; the metrics of all seeds still running are
+    computed at once at each time (:func:`.metrics.d_min_many`, :func:`.metrics.accuracy_many`)."""
     prop, A, g = choice.propagator, choice.propagator.A, system.graph
     d = system.layout[LABEL][1][1]
-    B = len(V0)
-    Z0s = [v.reshape(g.N + g.K, d) for v in V0]
+    B, n = len(V0), g.N + g.K
+    Z0s = [v.reshape(n, d) for v in V0]
     Zall = np.hstack(Z0s)
     inv = _linear_loss(system, A, Z0s[0])
     rec = [dict(t=[], dm=[], acc=[], ls=[], states=[], stopped=False, residual=np.nan, Z=None)
            for _ in range(B)]
-    active = list(range(B))
+    active = np.arange(B)
     t_prev, Z_prev = 0.0, Zall
+    chunk = max(1, 65536 // (n * d))  # seeds per metric batch: its arrays stay in cache
     for t, Z in zip(t_eval, prop.states(Zall, t_eval)):
         AZ = A @ Z
-        R = np.abs(AZ)
-        LZ = None if inv is None else Z * AZ * inv[:, None]
+        sel = slice(None) if len(active) == B else active
+        Z3 = np.ascontiguousarray(Z.reshape(n, B, d).transpose(1, 0, 2)[sel])  # (seeds, nodes, d)
+        res = (np.abs(AZ).max(axis=0).reshape(B, d).max(axis=1)[sel] if Z.size
+               else np.zeros(len(active)))
+        ls = None if inv is None else -0.5 * (inv @ (Z * AZ)).reshape(B, d).sum(axis=1)[sel]
+        dm = d_min_many(Z3[:, g.N:])
+        acc = np.concatenate([accuracy_many(Z3[c:c + chunk, :g.N], Z3[c:c + chunk, g.N:], labels)
+                              for c in range(0, len(Z3), chunk)])
         still = []
-        for b in active:
-            cols = slice(b * d, (b + 1) * d)
-            Zb, res, tb = Z[:, cols], float(R[:, cols].max()) if Z.size else 0.0, float(t)
-            r = rec[b]
-            if stop_residual is not None and res <= stop_residual:
-                if tb > 0:
-                    seq = prop.states(Z0s[b], t_eval) if prop.method == "spectral" else None
-                    tb, Zb, res = _first_crossing(prop, seq, A, Z_prev[:, cols], t_prev, tb, stop_residual)
+        for j, b in enumerate(active):
+            r, tb, rb = rec[b], float(t), float(res[j])
+            Zb = Z3[j]
+            if stop_residual is not None and rb <= stop_residual:
                 r["stopped"] = True
+                if tb > 0:  # the crossing, located on this seed alone, with its own metrics
+                    seq = prop.states(Z0s[b], t_eval) if prop.method == "spectral" else None
+                    cols = slice(b * d, (b + 1) * d)
+                    tb, Zb, rb = _first_crossing(prop, seq, A, Z_prev[:, cols], t_prev, tb, stop_residual)
+                    a, c, e = _metrics(system, {SAMPLE: Zb[:g.N], LABEL: Zb[g.N:],
+                                                **getattr(system, "frozen", {})}, labels, None)
+                else:
+                    a, c, e = dm[j], acc[j], (ls[j] if ls is not None else None)
+            else:
+                a, c, e = dm[j], acc[j], (ls[j] if ls is not None else None)
+            if e is None:
+                e = system.loss({SAMPLE: Zb[:g.N], LABEL: Zb[g.N:], **getattr(system, "frozen", {})})
             r["t"].append(tb)
-            a, c, e = _metrics(system, {SAMPLE: Zb[:g.N], LABEL: Zb[g.N:], **getattr(system, "frozen", {})},
-                               labels, None,
-                               None if (LZ is None or r["stopped"]) else -0.5 * float(LZ[:, cols].sum()))
-            r["dm"].append(a)
-            r["acc"].append(c)
-            r["ls"].append(e)
+            r["dm"].append(float(a))
+            r["acc"].append(float(c))
+            r["ls"].append(float(e))
             if keep_states:
                 r["states"].append(Zb.ravel().copy())
-            r["residual"], r["Z"] = res, Zb.copy()
+            r["residual"], r["Z"] = rb, Zb
             if not r["stopped"]:
                 still.append(b)
-        active = still
-        if not active:
+        active = np.array(still, dtype=int)
+        if not len(active):
             break
         t_prev, Z_prev = float(t), Z
     out = []
@@ -316,5 +335,30 @@ def _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
         extra = _record({"nfev": 0, "njev": 0, "nsteps": 0, "batch": B}, choice, choice.method,
                         stop_residual, r["stopped"], r["t"][-1], r["residual"])
         out.append(Trajectory(np.array(r["t"]), np.array(r["dm"]), np.array(r["acc"]), np.array(r["ls"]),
-                              r["Z"], None, np.array(r["states"]) if keep_states else None, extra))
+                              np.array(r["Z"]), None, np.array(r["states"]) if keep_states else None, extra))
+    return out
+
+
+def _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_states, stop_residual) -> list:
+    recs = integrate_many(system, V0, np.asarray(t_eval, dtype=float), rtol=rtol, atol=atol,
+                          stop_residual=stop_residual)
+    out = []
+    for r in recs:
+        ys = np.array(r["y"])
+        dm, acc, ls = [], [], []
+        for v in ys:
+            a, b, c = _metrics(system, system.unpack(v), labels, head)
+            dm.append(a)
+            acc.append(b)
+            ls.append(c)
+        final = system.unpack(ys[-1])
+        X = final.get(SAMPLE)
+        Z = np.vstack([X, final[LABEL]]) if X is not None and X.shape[1] == final[LABEL].shape[1] else final[LABEL]
+        extra = _record({"nfev": r["nfev"], "njev": r["njev"], "nlu": r["nlu"], "nsteps": r["nsteps"],
+                         "batch": len(V0)}, choice, "BDF-nodes", stop_residual, r["stopped"], r["t"][-1],
+                         r["residual"])
+        if choice is not None:
+            extra["method_reason"] = choice.reason + " (chosen from the first state; seeds integrated together)"
+        out.append(Trajectory(np.array(r["t"]), np.array(dm), np.array(acc), np.array(ls), Z,
+                              final.get(head) if head else None, ys if keep_states else None, extra))
     return out

@@ -1,0 +1,374 @@
+r"""Many initial states of one flow at once: a batch axis for the matrix-product kernels and one
+stiff integrator over the stacked state.
+
+* :class:`BatchedEvaluator` evaluates the plans of :mod:`.matrix_kernels` on B states at once:
+  node arrays B×N×k, shared matrices B×r×c, every product a batched ``matmul`` and every graph
+  sum one sparse product over the B·k columns (docs/model.md §1–§3: F = A M B over the moments).
+* :func:`batched_flow` is θ̇ for B stacked states of a :class:`.matrix_system.MatrixFlowSystem`.
+* :class:`BatchedNodeBDF` is scipy's BDF on the stacked state with a block-diagonal Jacobian (one
+  block per seed, never assembled): each seed's Newton system is solved as in "BDF-nodes" (its
+  block-diagonal sample rows eliminated in closed form, the dense Schur complement of labels +
+  shared blocks inverted), all seeds in batched LAPACK calls, and its error norm is the largest
+  per-seed RMS norm, so every seed meets the tolerances of its own single run.
+"""
+from __future__ import annotations
+
+import types
+from functools import reduce
+
+import numpy as np
+import scipy.integrate._ivp.bdf as _bdf
+import scipy.sparse as sps
+from scipy.integrate import BDF
+
+from ..errors import IntegrationError
+from ..symbolic.loss import LABEL, SAMPLE
+from .integrate import node_blocks
+from .matrix_kernels import Evaluator
+
+
+class BatchedEvaluator(Evaluator):
+    """:class:`~.matrix_kernels.Evaluator` with a leading batch axis on every node array and
+    shared matrix (the same plans; results B×…)."""
+
+    def letter(self, L):
+        m = self.shared[(L[1], L[3])]
+        return np.swapaxes(m, -1, -2) if L[2] else m
+
+    def prod(self, chain):
+        if not chain:
+            return None
+        if chain not in self._prod:
+            self._prod[chain] = reduce(np.matmul, [self.letter(L) for L in chain])
+        return self._prod[chain]
+
+    def neighbour_sum(self, L, target_side):
+        key = (L[1], L[3], target_side)
+        if key not in self._nb:
+            arr = self.rows(L)
+            if self.side(L) == target_side:
+                deg = self.g.sample_degree if target_side == "sample" else self.g.label_degree
+                self._nb[key] = arr * deg[:, None]
+            else:
+                M = self.g.csr if target_side == "sample" else self.g.csr_T
+                B, n, k = arr.shape
+                out = M @ np.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(n, B * k)
+                self._nb[key] = out.reshape(-1, B, k).transpose(1, 0, 2)
+        return self._nb[key]
+
+    def m1(self, L):
+        key = (L[1], L[3])
+        if key not in self._m1:
+            deg = self.g.sample_degree if self.side(L) == "sample" else self.g.label_degree
+            self._m1[key] = np.einsum("bnk,n->bk", self.rows(L), deg)[:, :, None]
+        return self._m1[key]
+
+    def m2(self, Lp, Lq):
+        kp, kq = (Lp[1], Lp[3]), (Lq[1], Lq[3])
+        if (kp, kq) in self._m2:
+            return self._m2[(kp, kq)]
+        if (kq, kp) in self._m2:
+            return np.swapaxes(self._m2[(kq, kp)], -1, -2)
+        val = np.swapaxes(self.rows(Lp), -1, -2) @ self.neighbour_sum(Lq, self.side(Lp))
+        self._m2[(kp, kq)] = val
+        return val
+
+    def node_force(self, plan, side: str, shape: tuple) -> np.ndarray:
+        out = np.zeros(shape)
+        deg = self.g.sample_degree if side == "sample" else self.g.label_degree
+        by_letter = {}
+        for c, form, data in plan.terms:
+            c = self.coef(c)
+            if form == "const":
+                v = self.prod(data[0])
+                out += c * deg[None, :, None] * (v[:, None, :, 0] if v is not None else 1.0)
+                continue
+            prefix, L = data
+            A = self.prod(prefix)
+            term = c * A if A is not None else c
+            key = (L[1], L[3])
+            by_letter[key] = (L, term) if key not in by_letter else (L, _badd(by_letter[key][1], term))
+        for L, A in by_letter.values():
+            nb = self.neighbour_sum(L, side)
+            if isinstance(A, float):
+                if A != 0.0:
+                    out += A * nb
+            else:
+                out += nb @ np.swapaxes(A, -1, -2)
+        return out
+
+    def shared_force(self, plan, shape: tuple) -> np.ndarray:
+        out = np.zeros(shape)
+        for c, form, data in plan.terms:
+            c = self.coef(c)
+            if form == "m0":
+                v = self.prod(data[0])
+                out += c * float(self.g.sample_degree.sum()) * (v if v is not None else np.eye(shape[-2]))
+            elif form == "m1r":
+                A, m = self.prod(data[0]), self.m1(data[1])
+                out += c * (A @ m if A is not None else m)
+            elif form == "m1l":
+                B, m = self.prod(data[1]), np.swapaxes(self.m1(data[0]), -1, -2)
+                out += c * (m @ B if B is not None else m)
+            else:
+                A, Lp, Lq, B = self.prod(data[0]), data[1], data[2], self.prod(data[3])
+                M = self.m2(Lp, Lq)
+                if A is not None:
+                    M = A @ M
+                if B is not None:
+                    M = M @ B
+                out += c * M
+        return out
+
+
+def _badd(a, b):
+    if isinstance(a, float) and isinstance(b, float):
+        return a + b
+    if isinstance(a, float):
+        a, b = b, a
+    if isinstance(b, float):
+        return a + b * np.eye(a.shape[-2], a.shape[-1])
+    return a + b
+
+
+def batched_blocks(system, V: np.ndarray) -> dict:
+    """{block: B×shape} views of the B stacked states (rows of V); frozen blocks broadcast."""
+    B = len(V)
+    out = {b: V[:, o:o + int(np.prod(s))].reshape((B,) + tuple(s)) for b, (o, s) in system.layout.items()}
+    for b, val in getattr(system, "frozen", {}).items():
+        out[b] = np.broadcast_to(val, (B,) + val.shape)
+    return out
+
+
+def batched_flow(system, V: np.ndarray) -> np.ndarray:
+    """θ̇ of each row of V (B × size) in one evaluation of the batched kernels (a MatrixFlowSystem;
+    any other system is evaluated row by row)."""
+    V = np.asarray(V, dtype=float)
+    if not hasattr(system, "_static"):
+        return np.array([system.flow_vector(v) for v in V])
+    st = batched_blocks(system, V)
+    has_x, has_data, shared_names, pv = system._static
+    if has_data:
+        raise NotImplementedError("batched kernels with per-sample data")
+    nm = system._names
+    nodes = {(nm[LABEL], ""): st[LABEL]}
+    if has_x:
+        nodes[(nm[SAMPLE], "")] = st[SAMPLE]
+    shared = {(nm[b], ""): st[b] for b in shared_names}
+    ev = BatchedEvaluator(system.graph, nodes, shared, system.compiled.roles, pv)
+    B = len(V)
+    parts = []
+    for b in system.compiled.learned:
+        shape = (B,) + tuple(system._shape(b))
+        plan = system.compiled.forces[b]
+        if b == SAMPLE:
+            F = ev.node_force(plan, "sample", shape)
+        elif b == LABEL:
+            F = ev.node_force(plan, "label", shape)
+        else:
+            F = ev.shared_force(plan, shape)
+        parts.append((system.scale * system.rates[b]) * F.reshape(B, -1))
+    return np.concatenate(parts, axis=1)
+
+
+# --- the batched stiff integrator ---------------------------------------------------------------
+class BlockJacobian:
+    """The Jacobians of B seeds, each split as [[J₁₁, J₁₂], [J₂₁, J₂₂]] with J₁₁ block diagonal
+    (N blocks k×k over the sample rows): D (B,N,k,k), J12 (B,n₁,m), J21 (B,m,n₁), J22 (B,m,m)."""
+
+    def __init__(self, mats: list, N: int, k: int, active: np.ndarray):
+        B = len(mats)
+        n1 = N * k
+        n = mats[0].shape[0]
+        m = n - n1
+        self.shape = (B * n, B * n)
+        self.B, self.N, self.k, self.n1, self.m = B, N, k, n1, m
+        self.D = np.zeros((B, N, k, k))
+        self.J12 = np.zeros((B, n1, m))
+        self.J21 = np.zeros((B, m, n1))
+        self.J22 = np.zeros((B, m, m))
+        for b, J in enumerate(mats):
+            if isinstance(J, _Zero) or not active[b]:
+                continue  # a seed at its fixed point: frozen, zero Jacobian
+            J = sps.csr_matrix(J)
+            A11 = J[:n1, :n1].tocoo()
+            bi = A11.row // k
+            if np.any(A11.col // k != bi):
+                raise ValueError("the sample block of the Jacobian is not block diagonal")
+            np.add.at(self.D[b], (bi, A11.row % k, A11.col % k), A11.data)
+            self.J12[b] = J[:n1, n1:].toarray()
+            self.J21[b] = J[n1:, :n1].toarray()
+            self.J22[b] = J[n1:, n1:].toarray()
+
+    def __rmul__(self, c):
+        return _Shifted(float(c), self)
+
+
+class _Shifted:
+    """I − c·J, built lazily by BDF as ``self.I - c * J``."""
+
+    def __init__(self, c: float, J: BlockJacobian):
+        self.c, self.J = c, J
+
+
+class _Identity:
+    def __sub__(self, other: _Shifted) -> _Shifted:
+        return other
+
+
+class BatchedNodeLU:
+    """(I − cJ)⁻¹ of a :class:`BlockJacobian`, seed by seed in batched LAPACK calls: the sample
+    blocks I − cD inverted, S = I − cJ₂₂ − c²J₂₁(I − cD)⁻¹J₁₂ inverted (m×m per seed)."""
+
+    def __init__(self, sh: _Shifted):
+        J, c = sh.J, sh.c
+        B, N, k, m = J.B, J.N, J.k, J.m
+        self.J, self.c = J, c
+        self.Dinv = np.linalg.inv(np.eye(k) - c * J.D)
+        self.X = (self.Dinv @ (-c * J.J12).reshape(B, N, k, m)).reshape(B, J.n1, m)
+        S = np.eye(m) - c * J.J22 + c * (J.J21 @ self.X)
+        self.Sinv = np.linalg.inv(S)
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        J = self.J
+        r = rhs.reshape(J.B, -1)
+        u = (self.Dinv @ r[:, :J.n1].reshape(J.B, J.N, J.k, 1)).reshape(J.B, J.n1)
+        b2 = r[:, J.n1:] + self.c * (J.J21 @ u[:, :, None])[:, :, 0]
+        x2 = (self.Sinv @ b2[:, :, None])[:, :, 0]
+        x1 = u - (self.X @ x2[:, :, None])[:, :, 0]
+        return np.concatenate([x1, x2], axis=1).ravel()
+
+
+def _seed_norm(B: int, active: np.ndarray):
+    def norm(x):
+        """The largest RMS norm over the seeds still running (each keeps its single-run tolerance)."""
+        x = np.asarray(x).reshape(B, -1)[active]
+        return float(np.max(np.sqrt(np.mean(x * x, axis=1)))) if len(x) else 0.0
+    return norm
+
+
+def _rebind(fn, **names):
+    g = dict(fn.__globals__)
+    g.update(names)
+    return types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+class BatchedNodeBDF(BDF):
+    """scipy's BDF (unchanged steps, order and Newton logic) on B stacked states whose Jacobian
+    ``jac(y) -> BlockJacobian`` is block diagonal over the seeds; the error and Newton norms are
+    the largest per-seed RMS norm."""
+
+    def __init__(self, fun, t0, y0, t_bound, *, jac, batch: int, active: np.ndarray, **options):
+        self._B = batch
+        # BDF.__init__ with its identity matrix skipped (B·n could be large; I − cJ stays lazy)
+        init = _rebind(BDF.__init__, issparse=lambda J: True, eye=lambda *a, **k: None)
+        init(self, fun, t0, y0, t_bound, jac=jac, **options)
+        self.I = _Identity()
+
+        def lu(A):
+            self.nlu += 1
+            return BatchedNodeLU(A)
+
+        self.lu = lu
+        self.solve_lu = lambda LU, b: LU.solve(b)
+        norm = _seed_norm(batch, active)
+        sbs = _rebind(_bdf.solve_bdf_system, norm=norm)
+        self._step_impl = types.MethodType(_rebind(BDF._step_impl, norm=norm, solve_bdf_system=sbs), self)
+
+    def _validate_jac(self, jac, sparsity):
+        def wrapped(t, y):
+            self.njev += 1
+            return jac(t, y)
+        return wrapped, wrapped(self.t, self.y)
+
+
+#: largest memory (bytes) the batched Jacobian blocks and their Schur factors may take; more
+#: seeds are run in consecutive sub-batches
+BATCH_BYTES = 1.0e9
+
+
+def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, atol: float,
+                   stop_residual: float | None) -> list:
+    """Integrate the B initial states (rows of V0) of ``system`` (samples first, block-diagonal
+    sample rows) with one :class:`BatchedNodeBDF`. Returns per seed (t, states, stopped, residual,
+    nsteps): states at the times of t_eval the seed reached and, if it stopped (‖θ̇‖_∞ ≤
+    stop_residual at an accepted step), its state at that step, after which it is frozen."""
+    N, k = node_blocks(system)
+    B, n = V0.shape
+    m = n - N * k
+    per_seed = 8.0 * (3 * N * k * m + 2 * m * m + N * k * k)
+    chunk = max(1, int(BATCH_BYTES // per_seed))
+    if B > chunk:
+        out = []
+        for i in range(0, B, chunk):
+            out += integrate_many(system, V0[i:i + chunk], t_eval, rtol=rtol, atol=atol,
+                                  stop_residual=stop_residual)
+        return out
+    active = np.ones(B, dtype=bool)
+    nfev = [0]
+
+    def fun(t, y):
+        nfev[0] += 1
+        F = batched_flow(system, y.reshape(B, n))
+        F[~active] = 0.0
+        if not np.all(np.isfinite(F)):
+            raise IntegrationError(f"the state diverged (non-finite flow) after t = {t:g}; "
+                                   "no trajectory returned")
+        return F.ravel()
+
+    def jac(t, y):
+        Y = y.reshape(B, n)
+        mats = [system.jacobian(Y[b]) if active[b] else None for b in range(B)]
+        return BlockJacobian([M if M is not None else _Zero(n) for M in mats], N, k, active)
+
+    res0 = np.abs(batched_flow(system, V0)).max(axis=1)
+    rec = [dict(t=[float(t_eval[0])], y=[V0[b].copy()], stopped=False, residual=float(res0[b]), nsteps=0)
+           for b in range(B)]
+    if stop_residual is not None:
+        for b in np.flatnonzero(res0 <= stop_residual):
+            active[b], rec[b]["stopped"] = False, True
+    if not active.any():
+        return rec
+    solver = BatchedNodeBDF(fun, float(t_eval[0]), V0.ravel().copy(), float(t_eval[-1]), jac=jac,
+                            batch=B, active=active, rtol=rtol, atol=atol)
+    i_eval, nsteps = 1, 0
+    while solver.status == "running" and active.any():
+        msg = solver.step()
+        if solver.status == "failed":
+            raise IntegrationError(f"integration failed at t = {solver.t:g} of {t_eval[-1]:g}: {msg}; "
+                                   "no trajectory returned")
+        nsteps += 1
+        t = float(solver.t)
+        j = int(np.searchsorted(t_eval, t, side="right"))
+        if j > i_eval:
+            Ys = np.atleast_2d(solver.dense_output()(t_eval[i_eval:j])).T.reshape(j - i_eval, B, n)
+            for b in np.flatnonzero(active):
+                rec[b]["t"].extend(t_eval[i_eval:j].tolist())
+                rec[b]["y"].extend(Ys[:, b])
+            i_eval = j
+        Y = solver.y.reshape(B, n)
+        if stop_residual is not None:
+            R = np.abs(batched_flow(system, Y)).max(axis=1)
+            for b in np.flatnonzero(active & (R <= stop_residual)):
+                r = rec[b]
+                if r["t"][-1] != t:
+                    r["t"].append(t)
+                    r["y"].append(Y[b].copy())
+                r["stopped"], r["residual"], r["nsteps"] = True, float(R[b]), nsteps
+                active[b] = False
+    for b in np.flatnonzero(active):
+        r = rec[b]
+        if len(r["t"]) != len(t_eval):
+            raise IntegrationError(f"integration stopped at t = {solver.t:g} of {t_eval[-1]:g} before "
+                                   "the last requested time; no trajectory returned")
+        r["residual"], r["nsteps"] = float(np.abs(system.flow_vector(r["y"][-1])).max()), nsteps
+    for r in rec:
+        r["nfev"], r["njev"], r["nlu"] = nfev[0], solver.njev, solver.nlu
+    return rec
+
+
+class _Zero:
+    """Stands in for the Jacobian of a frozen seed (its blocks stay zero)."""
+
+    def __init__(self, n):
+        self.shape = (n, n)
