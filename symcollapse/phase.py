@@ -263,25 +263,27 @@ def family_key(r: dict) -> str:
 
 
 def summarise(records: list[dict]) -> dict:
-    r"""Per cell (ε, d, η_W): basin fraction of every family reached, fraction separated
-    (ρ > 1e-6), mean ± std of ρ, worst residual, and how many end states were unstable."""
+    r"""Per cell (ε, d, η_W): basin fraction of every family reached, fraction separated (the end
+    state's family keeps a level 0 < |ν| < 1), mean ± std of ρ, worst residual, and how many end
+    states were unstable."""
     cells: dict = {}
     for rec in records:
         p, r = rec["params"], rec["result"]
         key = (p["eps"], p["d"], p["eta_W"])
-        c = cells.setdefault(key, {"n": 0, "families": {}, "rho": [], "residual": 0.0, "unstable": 0,
+        c = cells.setdefault(key, {"n": 0, "families": {}, "rho": [], "sep": [], "residual": 0.0, "unstable": 0,
                                    "unclassified": 0, "eps_real": r["eps_real"], "N": int(r["n"] * p["K"] +
                                    r["mu"] * p["K"] * (p["K"] - 1) // 2), "n_max": p.get("n_max", 4)})
         c["n"] += 1
         fam = family_key(r)
         c["families"][fam] = c["families"].get(fam, 0) + 1
         c["rho"].append(r["separation"])
+        c["sep"].append(r["sep_rank"] > 0 if "sep_rank" in r else r["separation"] > 1e-6)
         c["residual"] = max(c["residual"], r["residual"])
         c["unstable"] += int(r["kind"] < 0 and r["kind"] != -99)
         c["unclassified"] += int(r["kind"] == -99)
     for c in cells.values():
         rho = np.array(c.pop("rho"))
-        c["separated"] = float(np.mean(rho > 1e-6))
+        c["separated"] = float(np.mean(c.pop("sep")))
         c["rho_mean"], c["rho_std"] = float(rho.mean()), float(rho.std())
         c["basin"] = {k: v / c["n"] for k, v in c["families"].items()}
     return cells
