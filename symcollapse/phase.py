@@ -139,9 +139,9 @@ def derived_point(K: int = 3, eps: float = 0.1, d: int = 4, eta_W: float = 1.0, 
                   eta_y: float = 0.1, n_max: int = 4) -> dict:
     r"""The derived layer of one (ε, d, η_W) cell (docs/model.md §3), searched until answered:
     ``stable_separated`` = 1 if some family keeping a level 0 < |ν| < 1 has a stable member
-    (families scanned by fewest kept ν = 0 modes, then decreasing rank, with one member and spare head eigenvalues ±0.5; if none
-    is found every separated family is rescanned with all members of
-    :func:`~symcollapse.numerics.families.scan_family`); ``stable_collapsed`` = 1 if a family
+    (families scanned by fewest kept ν = 0 modes, then decreasing rank, with one member and spare
+    head eigenvalues ±0.5; if none is found every separated family is rescanned with all members
+    of :func:`~symcollapse.numerics.families.scan_family`); ``stable_collapsed`` = 1 if a family
     keeping only ν ∈ {0, ±1}, at most :data:`COLLAPSED_MAX_NU0` of them ν = 0, has a stable member with
     head spectrum in [−1, 1] (one member, ±0.5, by increasing rank). Also the number of families, of
     classifications, and the rank found."""
@@ -303,9 +303,10 @@ def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, 
                    derived: list[dict] | None = None, search: bool = True) -> dict:
     """Add each cell's derived layer (:func:`derived_point`: from ``derived`` records of
     :func:`run_derived`, else computed here) and the reached families that have no derived-stable
-    member (each reached family gets the full member scan). ``search=False`` (large systems): only
-    the reached families are classified — ``derived_separated`` is True where a reached separated
-    family is derived-stable and None (not searched) elsewhere, ``derived_collapsed`` None.
+    member (each reached family gets the full member scan). ``search=False`` (large systems, partial
+    grids): cells without a ``derived`` record are not searched — only their reached families are
+    classified: ``derived_separated`` is True where a reached separated family is derived-stable and
+    None (not searched) elsewhere, ``derived_collapsed`` None.
     ``quick`` is accepted for compatibility."""
     del quick
     by_cell = {(r["params"]["eps"], r["params"]["d"], r["params"]["eta_W"]): r["result"] for r in derived or ()}
@@ -313,13 +314,13 @@ def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, 
         n_max = int(c.get("n_max", 4))
         c["reached_not_derived_stable"] = [f for f in c["families"] if not _reached_family_stable(
             K, float(e), int(d), float(eta_x), float(eta_y), float(ew), n_max, f)]
-        if not search:
+        der = by_cell.get((e, d, ew))
+        if der is None and not search:
             ok_sep = [f for f in c["families"] if f not in c["reached_not_derived_stable"] and _key_separated(f)]
             c["derived"] = None
             c["derived_separated"] = True if ok_sep else None
             c["derived_collapsed"] = None
             continue
-        der = by_cell.get((e, d, ew))
         if der is None:
             der = derived_point(K, e, d, ew, eta_x, eta_y, n_max)
         c["derived"] = der
@@ -333,17 +334,22 @@ def _key_separated(key: str) -> bool:
     return key != "Z=0" and any(0 < abs(float(p.split("x")[0])) < 1 - 1e-4 for p in key.split())
 
 
-def cells_from_results(path, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False, keep=None) -> dict:
+def cells_from_results(path, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False, keep=None,
+                       search: bool = True, seeds: int | None = None) -> dict:
     """Cells (with the derived layer attached: from ``derived_K{K}.jsonl`` beside ``path`` where
-    present) from a phase results file, finished points only."""
+    present, see :func:`attach_derived` for ``search``) from a phase results file, finished points
+    only; with ``seeds``, only the cells in which all ``seeds`` seeds have finished (partial runs)."""
     from .numerics.sweeps import read_results
 
     path = Path(path)
     recs = [r for r in read_results(path).values() if r["params"]["K"] == K and (keep is None or keep(r["params"]))]
     if not recs:
         raise InvalidParameterError(f"no K = {K} results in {str(path)!r}")
+    cells = summarise(recs)
+    if seeds is not None:
+        cells = {k: c for k, c in cells.items() if c["n"] >= seeds}
     der = list(read_results(path.parent / f"derived_K{K}.jsonl").values())
-    return attach_derived(summarise(recs), K, eta_x, eta_y, derived=der)
+    return attach_derived(cells, K, eta_x, eta_y, derived=der, search=search)
 
 
 def grid_checks(cells: dict) -> dict:
