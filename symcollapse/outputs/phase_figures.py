@@ -134,7 +134,8 @@ def phase_panels(cell_sets: dict, yname: str, path) -> Path:
     Ks = sorted(cell_sets)
     rows = 2 if len(Ks) == 4 else 1
     cols = len(Ks) // rows
-    fig, axes = new_figure(rows, cols, width=3.9 if rows == 2 else 3.6, height=3.5 if rows == 2 else 3.7)
+    width = 3.9 if rows == 2 else (3.6 if cols > 1 else 5.0)
+    fig, axes = new_figure(rows, cols, width=width, height=3.5 if rows == 2 else 3.7)
     flat = list(axes.ravel())
     for ax, K in zip(flat, Ks):
         phase_figure(cell_sets[K], K, yname, None, ax=ax, legend=False)
