@@ -10,11 +10,12 @@ SEP_CMAP = "viridis"
 COLOUR_LABEL = "basin fraction of separated end states"
 
 
-def _edges(v: np.ndarray, log: bool = False) -> np.ndarray:
-    """Cell edges around the centres v (midpoints; the outer cells symmetric)."""
+def _edges(v: np.ndarray, log: bool = False, half: float = 0.5) -> np.ndarray:
+    """Cell edges around the centres v (midpoints; the outer cells symmetric; ``half`` the half-width
+    of a single cell)."""
     v = np.log(v) if log else np.asarray(v, float)
     if len(v) == 1:
-        e = np.array([v[0] - 0.5, v[0] + 0.5]) if not log else np.array([v[0] - 0.3, v[0] + 0.3])
+        e = np.array([v[0] - half, v[0] + half]) if not log else np.array([v[0] - 0.3, v[0] + 0.3])
     else:
         mid = 0.5 * (v[1:] + v[:-1])
         e = np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
@@ -48,7 +49,8 @@ def legend_handles(with_x: bool) -> list:
     out = [Patch(fc="none", ec="0.3", hatch="////", label="derived: no stable separated family"),
            Line2D([], [], ls="none", marker="o", mfc="none", mec="orange", label="derived: stable collapsed family")]
     if with_x:
-        out.append(Line2D([], [], ls="none", marker="x", color="r", label="simulated end state not derived-stable"))
+        out.append(Line2D([], [], ls="none", marker="x", color="r",
+                          label="reached family: no derived-stable member scanned"))
     return out
 
 
@@ -57,7 +59,8 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool
     """(ε, y) diagram, y = 'd' or 'eta_W', on the realised ε of each cell. Simulated: colour = basin
     fraction of separated end states, white contours = mean ρ = Δ_min(T)/Δ_min(0). Derived: hatched =
     no stable separated family, orange ring = a stable collapsed family with head spectrum in [−1, 1];
-    red 'x' = a simulated end state that is unstable or whose family has no derived-stable member."""
+    red 'x' = a simulated end state that is unstable, or whose family has no stable member among the
+    scanned ones (the end state itself may be stable: the scan tries a few spare head eigenvalues)."""
     from matplotlib.patches import Rectangle
 
     from .figures import label_axes, new_figure, save_figure
@@ -86,7 +89,7 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool
         fig, axes = new_figure(1, 1, width=5.0, height=3.6)
         ax = axes[0, 0]
     logy = yname != "d"
-    xe, ye = _edges(ex), (_edges(yv, log=True) if logy else _edges(yv))
+    xe, ye = _edges(ex, half=0.04), (_edges(yv, log=True) if logy else _edges(yv))
     im = ax.pcolormesh(xe, ye, np.ma.masked_invalid(F), vmin=0, vmax=1, cmap=SEP_CMAP, shading="flat")
     if len(eps) > 2 and len(ys) > 2 and np.all(np.isfinite(R)):
         cs = ax.contour(ex, yv, R, levels=[0.2, 0.4, 0.6, 0.8], colors="w", linewidths=0.9)
