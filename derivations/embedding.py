@@ -1,10 +1,10 @@
-"""Appendix-style derivation of the embedding-only model, run with the package.
+"""Appendix-style derivation of the embedding-only model (docs/model.md §2), run with the package.
 
     python derivations/embedding.py
 
 loss → flow → class-separation sector (closure proof) → characteristic polynomial → slow rate
 → its series, each step printed; then the LaTeX of the same derivation is written next to this
-file as embedding.tex (built by the job's LaTeX builder, so the two cannot diverge).
+file as embedding.tex (the model job's document, so the two cannot diverge).
 """
 from __future__ import annotations
 
@@ -13,60 +13,48 @@ from pathlib import Path
 
 import sympy as sp
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # run from a source checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout without installing
 
-from symcollapse.models.embedding import job  # noqa: E402
-from symcollapse.models.embedding import EmbeddingModel, embedding_loss  # noqa: E402
 from symcollapse.models.couplings import balanced_couplings  # noqa: E402
-from symcollapse.outputs.io import atomic_write_text  # noqa: E402
+from symcollapse.models.embedding import EmbeddingModel, embedding_loss, embedding_sector, job  # noqa: E402
+from symcollapse.outputs.appendix import step, write_latex  # noqa: E402
 from symcollapse.symbolic.flow import derive_flow  # noqa: E402
-
-
-def step(title: str) -> None:
-    print(f"\n== {title} ==")
+from symcollapse.symbolic.series import slow_rate_series  # noqa: E402
 
 
 def main() -> int:
-    # 1. The loss: one edge (i, c) of the sample–label graph, L = Σ P_ic ℓ(x_i, y_c).
+    step("1. The loss of one edge (i, c) of the sample–label graph, L = Σ P_ic ℓ(x_i, y_c)")
     loss = embedding_loss(1)
-    step("edge loss")
-    print("l(x, y) =", loss.expr)
+    print("ℓ(x, y) =", loss.expr)
 
-    # 2. The gradient flow, derived by the engine.
+    step("2. The gradient flow, derived by the engine: F_b = −∂ℓ/∂b")
     flow = derive_flow(loss)
-    step("derived forces F_b = -dl/db")
     print("F_x =", flow.force("x")[0], "   F_y =", flow.force("y")[0])
 
-    # 3. The class-separation sector of B(K, n, mu, omega): closure proved symbolically.
-    s = job.sector()
-    step("closure of the ansatz X v_c, F (v_a + v_b), Y v_c with sum_b v_b = 0")
-    for p in s.closure:
-        print(f"node {p.node}: flow = ({p.coefficient}) * pattern   [residual {p.residual}]")
-    step("sector matrix M on (X, F, Y), general omega")
-    sp.pprint(s.matrix)
+    step("3. Closure of the ansatz X v_c, F (v_a + v_b), Y v_c with Σ_b v_b = 0 on B(K, n, μ, ω)")
+    sector = embedding_sector()
+    for p in sector.closure:
+        print(f"node {p.node}: flow = ({p.coefficient}) · pattern   [residual {p.residual}]")
+    print("sector matrix M on (X, F, Y), general ω:")
+    sp.pprint(sector.matrix)
 
-    # 4. The characteristic polynomial det(r I + M) (omega = 2).
-    s2 = job.sector(2)
-    step("det(r I + M), omega = 2")
-    print(sp.collect(s2.charpoly, s2.r))
+    step("4. The characteristic polynomial det(r I + M), ω = 2")
+    sector2 = embedding_sector(omega=2)
+    print(sp.collect(sector2.charpoly, sector2.r))
 
-    # 5. The slow rate: its leading order in mu, and the fast-label limit in epsilon = m/N.
-    ser = job.series()
-    step("slow root")
-    print("leading order in mu:   r_s ~", ser.leading_mu)
-    print("fast labels (eta_y -> oo):   r_s =", ser.fast_closed_form)
-    print("series:   r_s =", ser.fast_series, f"+ O(epsilon^{ser.order + 1})")
+    step("5. The slow root: leading order in μ and the fast-label limit in ε = m/N")
+    ser = slow_rate_series(sector, omega=2, order=3)
+    print("leading order in μ:   r_s ≈", ser.leading_mu)
+    print("fast labels (η_y → ∞):   r_s =", ser.fast_closed_form)
+    print("series:   r_s =", ser.fast_series, f"+ O(ε^{ser.order + 1})")
 
-    # 6. A numerical cross-check: sector root vs spectrum of the assembled flow.
     K, n, mu = 3, 40, 2
-    root = job.sector_rates(K, n, mu)[0]
+    step(f"6. Check (K = {K}, n = {n}, μ = {mu}): the sector root against the assembled flow")
+    root = sector2.rates(dict(eta_x=1.0, eta_y=1.0, n=n, mu=mu, K=K))[0]
     full = EmbeddingModel(balanced_couplings(K, n, mu), d=1).slow_rate()
-    step(f"check (K={K}, n={n}, mu={mu})")
     print(f"sector root {root:.12g}   smallest nonzero eigenvalue of H L_G {full:.12g}")
 
-    out = atomic_write_text(HERE / "embedding.tex", job.latex_document())
-    print(f"\nwrote {out.name}")
+    write_latex(__file__, job.latex_document())
     return 0
 
 

@@ -18,40 +18,40 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # run from a source checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout without installing
 
 from symcollapse.models.couplings import balanced_couplings, consistent_labels  # noqa: E402
 from symcollapse.numerics.kernels import compile_loss, verify_compiled  # noqa: E402
 from symcollapse.numerics.trajectory import simulate_system  # noqa: E402
-from symcollapse.outputs.io import atomic_write_text  # noqa: E402
+from symcollapse.outputs.appendix import step, write_latex  # noqa: E402
 from symcollapse.outputs.latex import document, equation, section  # noqa: E402
 from symcollapse.symbolic.assemble import assemble_symbolic  # noqa: E402
 from symcollapse.symbolic.flow import derive_flow  # noqa: E402
-from symcollapse.symbolic.invariants import invariants_latex, linear_invariants, quadratic_invariants  # noqa: E402
+from symcollapse.outputs.latex import invariants_latex  # noqa: E402
+from symcollapse.symbolic.invariants import linear_invariants, quadratic_invariants  # noqa: E402
 from symcollapse.variants import embedding_loss, head_loss, make_variant  # noqa: E402
 
 
 def main() -> int:
-    # 1. the loss and the variant's choices (ω in P, mean in the scale, per-block rates)
+    step("1. the loss and the variant's choices (ω in P, mean in the scale, per-block rates)")
     loss = embedding_loss(2)
     P = balanced_couplings(K=3, n=4, mu=1, omega=1.0)
     variant = make_variant(loss, P, mean=True, rates={"x": 1.0, "y": 0.5})
     print("edge loss:", loss.expr)
 
-    # 2. the flow, derived; 3. the compiled kernels, checked against finite differences
+    step("2. the flow, derived; 3. the compiled kernels, checked against finite differences")
     flow = derive_flow(loss)
     print("F_x =", list(flow.force("x")), " F_y =", list(flow.force("y")))
     errors = verify_compiled(compile_loss(loss))
     print("kernel checks (relative errors):", {k: f"{v:.1e}" for k, v in errors.items()})
 
-    # 4. invariants found on a tiny instance: two classes, one ω = 1 frustrated sample
+    step("4. invariants found on a tiny instance: two classes, one ω = 1 frustrated sample")
     tiny = make_variant(embedding_loss(1), [[1, 0], [0.5, 0.5], [0, 1]], mean=True)
     S = tiny.symbolic()
     lin = linear_invariants(S)
     print("linear invariants c (I = c·θ):", [list(c) for c in lin])
 
-    # 5. the slow rate: smallest non-zero decay rate of the Jacobian, vs the simulated Δ_min decay
+    step("5. the slow rate: smallest non-zero decay rate of the Jacobian, vs the simulated Δ_min decay")
     sysm = variant.system()
     rates = np.sort(-np.linalg.eigvals(sysm.jacobian(np.zeros(sysm.size)).toarray()).real)
     slow = float(rates[rates > 1e-9][0])
@@ -66,9 +66,9 @@ def main() -> int:
     if gap > 1e-4:
         raise SystemExit("the fitted decay of Δ_min disagrees with the slow eigenvalue")
 
-    # 6. invariant discovery on the head model: which sg placement conserves a quadratic form?
+    step("6. invariant discovery on the head model: which sg placement conserves a quadratic form?")
     found = {}
-    for sg in ("both", "label", "sample", "none"):
+    for sg in ("both", "labels", "samples", "none"):
         Sh = assemble_symbolic(derive_flow(head_loss(1, sg)), [[1, 0], [1, 1], [0, 1]])
         found[sg] = quadratic_invariants(Sh, "full")
         print(f"head, sg = {sg}: {[str(i.expr) for i in found[sg]] or 'no quadratic invariant'}")
@@ -84,8 +84,7 @@ def main() -> int:
                 f"$\\Delta_{{\\min}}(t)$: ${fitted:.8f}$ (relative gap ${gap:.1e}$)."),
         section("Head model: quadratic invariants by stop-gradient placement",
                 *[f"\\paragraph{{sg = {sg}.}}\n" + invariants_latex(v) for sg, v in found.items()]))
-    path = atomic_write_text(HERE / "variant_example.tex", text)
-    print("wrote", path.name)
+    write_latex(__file__, text)
     return 0
 
 

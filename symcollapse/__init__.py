@@ -22,7 +22,7 @@ _EXPORTS = {
     "EmbeddingModel": "models.embedding", "embedding_sector": "models.embedding",
     "HeadModel": "models.head", "self_consistent_head": "models.head", "nu_sep": "models.head",
     "TeacherStudentModel": "models.teacher_student",
-    "head_loss": "variants", "make_variant": "variants", "quadratic_invariants": "symbolic.invariants", "write_report": "outputs.report",
+    "head_loss": "variants", "make_variant": "variants", "quadratic_invariants": "symbolic.invariants", "write_report": "jobs",
     # errors
     "SymcollapseError": "errors", "InvalidParameterError": "errors",
     "DerivationCheckError": "errors", "IntegrationError": "errors",

@@ -25,7 +25,8 @@ from pathlib import Path
 import sympy as sp
 
 from .errors import SymcollapseError
-from .outputs.io import atomic_write_bytes
+from . import __version__
+from .atomic import atomic_write_bytes
 from .symbolic import polydiff
 from .symbolic.flow import EdgeFlow, derive_flow
 from .symbolic.loss import EdgeLoss
@@ -72,8 +73,6 @@ def cache_dir() -> Path:
 @lru_cache(maxsize=1)
 def engine_fingerprint() -> str:
     """sha256 of the package/SymPy/Python versions and the derivation sources."""
-    from . import __version__
-
     h = hashlib.sha256()
     h.update(f"format={FORMAT};symcollapse={__version__};sympy={sp.__version__};"
              f"python={platform.python_version()}".encode())

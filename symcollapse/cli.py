@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .atomic import ensure_writable_dir
 from .errors import DerivationCheckError, IntegrationError, InvalidParameterError, SymcollapseError
 
 
@@ -77,8 +78,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .outputs.io import ensure_writable_dir
-
     _check_models(args.model)  # refuse unknown models before creating any folder
     out = Path(args.out)
     try:
@@ -101,25 +100,24 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .outputs.io import ensure_writable_dir
-
     _check_models(args.model)
     try:
         out = ensure_writable_dir(Path(args.out))
     except InvalidParameterError as exc:
         raise InvalidParameterError(f"--out: {exc}") from exc
-    from .outputs.report import write_report
+    from .outputs.report import build_report
 
     mods = _select(args.model)
     _progress("deriving, verifying and writing the report: " + ", ".join(m.MODEL for m in mods))
-    rep = write_report(out, mods)
+    rep = build_report(out, mods)
     print(f"wrote {rep.tex} and {rep.md}; {rep.pdf_message}")
     print(f"{rep.n_checks - len(rep.failed)} passed, {len(rep.failed)} failed")
     return 1 if rep.failed else 0
 
 
 def cmd_sweep(args) -> int:
-    from .numerics.sweeps import model_function, parse_param, run_sweep
+    from .numerics.sweeps import parse_param, run_sweep
+    from .sweep_points import model_function
 
     fn = model_function(args.model)
     params = {}
@@ -157,7 +155,6 @@ def cmd_phase(args) -> int:
     import os
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # many small eigenproblems: one thread each
-    from .outputs.io import ensure_writable_dir
     from .phase import check_phase_args
 
     if args.model != "head":
@@ -193,7 +190,6 @@ def cmd_phase(args) -> int:
 def _phase_regenerate(args, workers: int) -> int:
     """``symcollapse phase --regenerate``: the default grids of K = 2, 3, 4, 10 (slow, resumable) and the
     paper figures drawn from their summaries (into --figures, default: --out)."""
-    from .outputs.io import ensure_writable_dir
     from .phase import regenerate
 
     given = [f"--{n.replace('_', '-')}" for n in ("K", "eps", "d") if getattr(args, n) is not None]

@@ -20,7 +20,7 @@ import sympy as sp
 __all__ = [
     "sector_matrix", "sector_cubic", "sector_cubic_coefficients", "sector_rates", "slow_rate",
     "slow_rate_leading_mu", "slow_rate_fast_labels", "slow_rate_fast_labels_series",
-    "slow_rate_k2_fast_labels", "class_end_point", "weighted_mean",
+    "slow_rate_k2_fast_labels", "class_end_point", "embedding_invariants", "weighted_mean",
     "head_edge_forces", "head_invariant", "nu_sep_squared", "nu_sep_squared_k2",
     "meanfield_reduced_rhs", "meanfield_w_star_squared", "meanfield_y_over_x", "meanfield_y_inf_squared",
     "ema_edge_forces", "ema_component_end_value", "ema_sector_blocks", "ema_sector_polynomial", "ema_sector_rates", "ema_invariants", "ema_end_state",
@@ -97,6 +97,16 @@ def class_end_point(xs, y, eta_x, eta_y):
         for x in xs[1:]:
             total = total + x
     return (total / eta_x + y / eta_y) / (n_c / eta_x + 1 / eta_y)
+
+
+def embedding_invariants(Z, eta, components=None) -> np.ndarray:
+    r"""Σ_{k∈C} z_k/η_k for every connected component C (docs/model.md §2): conserved by the flow.
+    ``components`` = (count, label of each node); default: one component (all nodes)."""
+    Z, eta = np.asarray(Z, dtype=float), np.asarray(eta, dtype=float)
+    count, lab = components if components is not None else (1, np.zeros(len(Z), dtype=int))
+    out = np.zeros((count, Z.shape[1]))
+    np.add.at(out, lab, Z / eta[:, None])
+    return out
 
 
 def weighted_mean(Z, eta):

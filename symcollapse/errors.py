@@ -21,3 +21,7 @@ class IntegrationError(SymcollapseError):
 class ProblemTooLargeError(SymcollapseError):
     """The problem is too large for the chosen method (the message gives its size, what the method
     needs and which option to use instead)."""
+
+
+class UnsupportedExpression(SymcollapseError, ValueError):
+    """The expression is outside the polynomial matrix grammar of the matrix calculus."""

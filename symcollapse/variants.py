@@ -20,6 +20,11 @@ from .errors import InvalidParameterError
 from .symbolic import losses as _losses
 from .symbolic.loss import EdgeLoss
 from .validation import check_rate
+from .numerics.graph import CouplingGraph
+from .numerics.kernels import compile_loss
+from .numerics.system import FlowSystem
+from .symbolic.assemble import assemble_symbolic
+from .symbolic.flow import derive_flow
 
 #: the one stop-gradient vocabulary (symbolic/losses.py); "label"/"sample" still work and warn
 SG_CHOICES = _losses.SG_CHOICES
@@ -66,9 +71,6 @@ class Variant:
 
     def system(self, **kw):
         """The compiled, self-checked :class:`~symcollapse.numerics.system.FlowSystem`."""
-        from .numerics.kernels import compile_loss
-        from .numerics.system import FlowSystem
-
         return FlowSystem(compile_loss(self.loss), self.P, rates=self.rates, scale=self.scale,
                           frozen=self.frozen or None, **kw)
 
@@ -81,9 +83,6 @@ class Variant:
 
     def symbolic(self):
         """The flow written out on this (small) graph with symbolic rates (exact statements)."""
-        from .symbolic.assemble import assemble_symbolic
-        from .symbolic.flow import derive_flow
-
         scale = sp.nsimplify(self.scale)
         return assemble_symbolic(derive_flow(self.loss), sp.Matrix(self.P).applyfunc(sp.nsimplify),
                                  scale=scale, frozen={k: sp.Matrix(v).applyfunc(sp.nsimplify)
@@ -97,8 +96,6 @@ def make_variant(loss: EdgeLoss, P, *, mean: bool = False, rates: dict | None = 
     ``rates`` maps blocks to numbers (default 1 for every learned block); ``frozen`` gives
     the values of frozen shared blocks (default: the identity for a frozen square head).
     """
-    from .numerics.graph import CouplingGraph
-
     if not isinstance(loss, EdgeLoss):
         raise InvalidParameterError(f"loss must be an EdgeLoss; got {type(loss).__name__}")
     if not isinstance(mean, bool):

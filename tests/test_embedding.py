@@ -165,6 +165,8 @@ def test_no_frustration_no_collapse_end_state_is_R_c():
     tr = m.simulate(t_end=60.0, Z0=Z0, keep_states=True, n_points=60)
     inv0 = m.invariants(Z0)  # one row per class component: Σ_{k∈C} z_k/η_k
     assert inv0.shape == (K, 2)
+    eta = np.array([eta_x] * (K * n) + [eta_y] * K)
+    assert np.max(np.abs(inv0 - cf.embedding_invariants(Z0, eta, m.graph.components))) < 1e-12
     drift = max(np.max(np.abs(m.invariants(v.reshape(Z0.shape)) - inv0)) for v in tr.states)
     assert drift < 1e-9 * np.max(np.abs(inv0))
     X0, Y0 = Z0[:K * n], Z0[K * n:]
@@ -184,11 +186,11 @@ def test_connected_frustration_ends_at_weighted_mean_and_conserves_invariants():
     mean = cf.weighted_mean(Z0, eta)
     tr = m.simulate(t_end=400.0, Z0=Z0, keep_states=True, n_points=80)
     assert np.max(np.abs(tr.Z - mean[None, :])) < 1e-8
-    inv0 = (Z0 / eta[:, None]).sum(0)
+    inv0 = cf.embedding_invariants(Z0, eta)  # one component: Σ_k z_k/η_k (docs/model.md §2)
     for v in tr.states:
-        inv = (v.reshape(Z0.shape) / eta[:, None]).sum(0)
+        inv = cf.embedding_invariants(v.reshape(Z0.shape), eta)
         assert np.max(np.abs(inv - inv0)) < 1e-9 * np.max(np.abs(inv0))
-    assert np.max(np.abs(m.invariants(Z0) - inv0[None, :])) < 1e-12
+    assert np.max(np.abs(m.invariants(Z0) - inv0)) < 1e-12
 
 
 @pytest.mark.parametrize("call,param", [

@@ -107,3 +107,28 @@ def test_member_scan_zero_state_attracts_only_with_a_large_spare_head():
     assert verdict == "stable" and bounded != "stable"
     assert dict(labels)[0.5].startswith("saddle") or dict(labels)[0.5] == "degenerate"
     assert fm.classify_family(m2, zero, spare=1.5).kind == "stable"
+
+
+def test_near_fixed_point_with_remnant_noise_is_classified_not_refused():
+    # a simulated end state stops at residual ~1e-9: O(1e-10) errors of a rank-deficient state's head
+    # must not enter the symmetry tangent (with the raw W they made it leave the Jacobian's kernel:
+    # 7 of 20 such states were refused before)
+    m = sc.HeadModel(sc.balanced_couplings(2, 3, 1), d=3, eta_x=1.0, eta_y=0.1, eta_W=1.0)
+    rng = np.random.default_rng(0)
+    for ranks in [(0, 0, 0, 1, 1), (0, 0, 0, 1, 0)]:
+        fam = fm.Family(tuple(lv.nu for lv in fm.nu_levels(m.graph)), ranks)
+        Z, W = fm.representative(m.graph, 3, fam, seed=1, spare=0.5)
+        exact = fm.classify_state(m, Z, W)
+        for _ in range(10):
+            st = fm.classify_state(m, Z + 5e-10 * rng.normal(size=Z.shape), W + 5e-10 * rng.normal(size=W.shape))
+            assert st.label == exact.label and st.n_symmetry == exact.n_symmetry
+
+
+def test_collapsed_state_noise_is_not_a_kept_mode():
+    m = sc.HeadModel(sc.balanced_couplings(3, 2, 1), d=2, eta_x=1.0, eta_y=0.1, eta_W=1.0)
+    Z = 1e-15 * np.random.default_rng(1).normal(size=(m.N + m.K, 2))
+    fam, _ = fm.state_family(m.graph, Z)
+    assert fam.rank == 0
+    st = fm.classify_state(m, np.zeros_like(Z), np.diag([0.9, 1.0]))
+    assert st.kind == "saddle"
+    assert fm.classify_state(m, Z, np.diag([0.9, 1.0])).label == st.label

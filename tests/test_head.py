@@ -5,6 +5,7 @@ import sympy as sp
 
 import symcollapse as sc
 import symcollapse.closed_forms as cf
+from symcollapse.models.couplings import frustration_fraction
 from symcollapse.errors import InvalidParameterError
 from symcollapse.models.head import graph_modes, head_loss, require_frustration
 from symcollapse.symbolic.assemble import assemble_symbolic
@@ -93,7 +94,7 @@ def test_nu_sep_matches_generalised_spectrum_and_model_md(K, n, mu, omega):
 
 def test_nu_sep_k2_in_terms_of_eps():
     n, mu = 9, 3
-    eps = mu / (2 * n + mu)
+    eps = frustration_fraction(2, n, mu)  # μ/(2n + μ) for K = 2
     assert abs(sc.nu_sep(2, n, mu) - np.sqrt(cf.nu_sep_squared_k2(eps))) < 1e-14
 
 
@@ -140,6 +141,11 @@ def test_without_stop_gradient_collapses_and_mode_condition_forbids_separation()
     assert quad == 0
     c_sg, *_ = mode_condition(True, 2)
     assert sp.expand(c_sg + W.T * (W - nu * I) * a) == sp.zeros(2, 1)
+    # both conditions from the specification's head forces: c(a) = F_x(a, 0) + ν F_x(0, a)
+    zero = sp.zeros(2, 1)
+    for sg, c_derived in ((("x", "y"), c_sg), ((), c)):
+        c_spec = cf.head_edge_forces(a, zero, W, sg)[0] + nu * cf.head_edge_forces(zero, a, W, sg)[0]
+        assert sp.expand(c_derived - c_spec) == sp.zeros(2, 1)
     P = sc.balanced_couplings(2, 6, 2)
     tr = sc.HeadModel(P, d=3, eta_y=0.1, stop_gradient=False).simulate(t_end=3000.0, seed=0, n_points=20)
     assert tr.d_min[-1] < 1e-8 * tr.d_min[0]

@@ -2,16 +2,20 @@
 import deferred into a function except to an optional dependency (or one of the listed debts).
 
 Layers, lowest first (a module may import only from its own layer or lower ones):
-    0 base      errors, validation, tolerance, closed_forms, verification, the package root (lazy names)
+    0 base      errors, validation, tolerance, closed_forms, verification, atomic (file writes),
+                deprecation (old paths), the package root (lazy names)
     1 symbolic  symbolic/*                (losses, stop-gradient, flows, reductions)
     2 numerics  numerics/*, cache         (compiled kernels, assembled systems, integration)
     3 models    models/* (except a model package's ``job`` module), variants
-    4 outputs   outputs/* (LaTeX, figures, atomic writes, the report)
-    5 jobs      jobs/*, models/<name>/job, literature/*, phase (the phase-diagram driver)
+    4 outputs   outputs/* (LaTeX, figures, the report, the derivation scripts' helper)
+    5 jobs      jobs/*, models/<name>/job, literature/*, phase (the phase-diagram driver),
+                sweep_points (the command line's built-in sweep points)
     6 app       cli
 
-KNOWN_* below are the debts left by issue #11 with their owner; the test fails on any edge that
-is not listed, so the lists can only shrink. Remove an entry when its edge is gone.
+Deferred (function-level) imports, of internal modules and of the required dependencies, are
+allowed only with a reason from REASONS: an optional dependency of pyproject.toml, or the
+command line's startup rule (issue #14). The KNOWN_* lists (debts) are empty; the test fails on
+any edge that is not listed and on any listed edge that is gone.
 """
 import ast
 import collections
@@ -22,82 +26,68 @@ ROOT = Path(__file__).resolve().parents[1] / "symcollapse"
 LAYERS = {"base": 0, "symbolic": 1, "numerics": 2, "models": 3, "outputs": 4, "jobs": 5, "app": 6}
 
 # (importer, imported): upward edges still to remove
-KNOWN_UPWARD = {
-    # the engine's 30-digit slow-rate row assembles a model's system (move to jobs.engine)
-    ("symcollapse.symbolic.mpcheck", "symcollapse.models.couplings"),
-    ("symcollapse.symbolic.mpcheck", "symcollapse.numerics.kernels"),
-    ("symcollapse.symbolic.mpcheck", "symcollapse.numerics.system"),
-    # LaTeX of found invariants (belongs in outputs.latex)
-    ("symcollapse.symbolic.invariants", "symcollapse.outputs.latex"),
-    # the built-in 'embedding' sweep point (move the point functions to the models/jobs layer)
-    ("symcollapse.numerics.sweeps", "symcollapse.models.couplings"),
-    ("symcollapse.numerics.sweeps", "symcollapse.models.embedding"),
-    # write_report(out) runs every job when no modules are given (a public default)
-    ("symcollapse.outputs.report", "symcollapse.jobs"),
-    # the cache's atomic writes (move the helper to the base layer)
-    ("symcollapse.cache", "symcollapse.outputs.io"),
-}
+KNOWN_UPWARD: set = set()
 
 # cycles (as sets of modules) still to break
-KNOWN_CYCLES = [
-    {"symcollapse.symbolic.matcalc", "symcollapse.symbolic.stopgrad"},  # matrix path: sg of matrix expressions
-]
+KNOWN_CYCLES: list = []
 
-# importer module -> internal modules it may still import inside a function (each one a debt)
-KNOWN_DEFERRED = {
-    "symcollapse.cache": {"symcollapse"},
-    "symcollapse.cli": {"symcollapse.jobs", "symcollapse.verification", "symcollapse.phase", "symcollapse.numerics.sweeps", "symcollapse.outputs.io",
-                        "symcollapse.outputs.report"},
-    "symcollapse.outputs.report": {"symcollapse.jobs"},
-    "symcollapse.numerics.compile": {"symcollapse.cache"},
-    "symcollapse.numerics.sweeps": {"symcollapse.models.couplings", "symcollapse.models.embedding",
-                                    "symcollapse.validation"},
-    "symcollapse.numerics.trajectory": {"symcollapse.numerics.fitting", "symcollapse.numerics.method_choice",
-                                        "symcollapse.numerics.column_flow", "symcollapse.validation"},
-    "symcollapse.numerics.method_choice": {"symcollapse.numerics.column_flow"},
-    "symcollapse.symbolic.mpcheck": {"symcollapse.models.couplings", "symcollapse.numerics.kernels",
-                                     "symcollapse.numerics.system", "symcollapse.symbolic.stopgrad",
-                                     "symcollapse.symbolic.symbols"},
-    "symcollapse.symbolic.invariants": {"symcollapse.outputs.latex", "symcollapse.verification"},
-    "symcollapse.models.embedding": {"symcollapse.symbolic.sectors"},
-    "symcollapse.variants": {"symcollapse.numerics.kernels", "symcollapse.numerics.system",
-                             "symcollapse.numerics.graph", "symcollapse.symbolic.assemble",
-                             "symcollapse.symbolic.flow"},
-    # jobs import their outputs (matplotlib) and heavy numerics only when they write or run
-    "symcollapse.models.embedding.job": {"symcollapse.outputs.latex", "symcollapse.outputs.io",
-                                   "symcollapse.outputs.figures", "symcollapse.numerics.metrics"},
-    "symcollapse.models.head.job": {"symcollapse.outputs.latex", "symcollapse.outputs.io",
-                              "symcollapse.outputs.figures", "symcollapse.models.head.phase",
-                              "symcollapse.numerics.graph", "symcollapse.numerics.integrate",
-                              "symcollapse.models.embedding", "symcollapse.numerics.basins",
-                              "symcollapse.numerics.families", "symcollapse.phase",
-                              "symcollapse.outputs.phase_figures"},
-    "symcollapse.models.teacher_student.job": {"symcollapse.outputs.latex", "symcollapse.outputs.io",
-                                         "symcollapse.outputs.figures", "symcollapse.models.embedding",
-                                         "symcollapse.numerics.linear_map", "symcollapse.numerics.kernels",
-                                         "symcollapse.numerics.metrics", "symcollapse.symbolic.reparam"},
-    "symcollapse.jobs.literature": {"symcollapse.outputs.io", "symcollapse.outputs.latex",
-                                    "symcollapse.outputs.report", "symcollapse.numerics.integrate",
-                                    "symcollapse.literature.invariants_demo", "symcollapse.literature.saxe",
-                                    "symcollapse.literature.simsiam", "symcollapse.literature.ufm",
-                                    "symcollapse.symbolic.invariants"},
-    "symcollapse.jobs.engine": {"symcollapse.symbolic.mpcheck"},
-    "symcollapse.models.ema.job": {"symcollapse.outputs.latex", "symcollapse.outputs.io"},
-    "symcollapse.literature.saxe": {"symcollapse.numerics.kernels", "symcollapse.numerics.system"},
-    "symcollapse.literature.simsiam": {"symcollapse.numerics.kernels", "symcollapse.numerics.system"},
-    # the matrix path, the phase diagrams and the losses module (added alongside #11)
-    "symcollapse.numerics.matrix_kernels": {"symcollapse.cache", "symcollapse.symbolic.matrix_flow"},
-    "symcollapse.numerics.matrix_system": {"symcollapse.numerics.finite_differences", "symcollapse.numerics.kernels",
-                                           "symcollapse.numerics.system"},
-    "symcollapse.symbolic.losses": {"symcollapse.validation"},
-    "symcollapse.symbolic.matcalc": {"symcollapse.symbolic.stopgrad"},
-    "symcollapse.symbolic.matrix_flow": {"symcollapse.symbolic.flow"},
-    "symcollapse.symbolic.stopgrad": {"symcollapse.symbolic.matcalc"},
-    "symcollapse.outputs.phase_figures": {"symcollapse.outputs.figures"},
-    "symcollapse.phase": {"symcollapse.models.couplings", "symcollapse.models.head", "symcollapse.numerics.basins",
-                          "symcollapse.numerics.families", "symcollapse.numerics.sweeps", "symcollapse.outputs.io",
-                          "symcollapse.outputs.phase_figures"},
+CLI_RULE = ("the command line's startup rule (#14): every argument is validated, exit 2 within ~0.2 s, "
+            "before SymPy, SciPy or matplotlib are imported")
+
+
+def _optional_dependencies() -> set:
+    import tomllib
+
+    data = tomllib.loads((ROOT.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    deps = {d for ds in data["project"].get("optional-dependencies", {}).values() for d in ds}
+    return {d.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip() for d in deps}
+
+
+#: the allowed reasons for a deferred internal import
+REASONS = {CLI_RULE} | {f"optional dependency: {d}" for d in _optional_dependencies()}
+
+# importer -> {internal module imported inside a function: reason (one of REASONS)}
+DEFERRED = {
+    # the commands import their engine only after their arguments are checked
+    "symcollapse.cli": {t: CLI_RULE for t in (
+        "symcollapse.jobs", "symcollapse.verification", "symcollapse.phase", "symcollapse.numerics.sweeps",
+        "symcollapse.sweep_points", "symcollapse.outputs.report")},
+    # the CLI imports symcollapse.jobs to check --model; the report (LaTeX, matplotlib) only when written
+    "symcollapse.jobs": {"symcollapse.outputs.report": CLI_RULE},
+    # a sweep point's validate() runs in the CLI before the model (SymPy, SciPy) is built
+    "symcollapse.sweep_points": {"symcollapse.models.embedding": CLI_RULE},
+    # the CLI imports the phase driver to check --K, --eps, --d (check_phase_args) before the engine
+    "symcollapse.phase": {t: CLI_RULE for t in (
+        "symcollapse.models.couplings", "symcollapse.models.head", "symcollapse.numerics.basins",
+        "symcollapse.numerics.families", "symcollapse.numerics.sweeps", "symcollapse.outputs.io",
+        "symcollapse.outputs.phase_figures")},
 }
+
+# importer -> internal modules it still imports inside a function without a reason (debts): none left
+KNOWN_DEFERRED: dict = {}
+
+
+#: the required (non-optional) dependencies of pyproject.toml: imported at the top like internal
+#: modules, unless a reason of REASONS applies
+def _required_dependencies() -> set:
+    import tomllib
+
+    data = tomllib.loads((ROOT.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    return {d.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip() for d in data["project"]["dependencies"]}
+
+
+# importer -> required dependencies it still imports inside a function (debts): none left
+KNOWN_DEFERRED_REQUIRED: dict = {}
+
+
+def _in_functions(tree) -> set:
+    """ids of the import statements inside a function (the deferred ones; a module-level
+    ``try: import … except ImportError`` is not deferred)."""
+    out = set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            out |= {id(n) for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return out
 
 
 def _modules() -> dict:
@@ -113,7 +103,7 @@ def _modules() -> dict:
 def layer(mod: str) -> int:
     parts = mod.split(".")
     if len(parts) == 1 or parts[1] in ("errors", "validation", "tolerance", "closed_forms", "verification",
-                                       "deprecation"):
+                                       "deprecation", "atomic"):
         return LAYERS["base"]
     top = parts[1]
     if top == "models" and parts[-1] == "job" and len(parts) >= 4:
@@ -124,7 +114,7 @@ def layer(mod: str) -> int:
         return LAYERS["numerics"]
     if top == "variants":
         return LAYERS["models"]
-    if top in ("literature", "phase"):
+    if top in ("literature", "phase", "sweep_points"):
         return LAYERS["jobs"]
     assert top in LAYERS, f"module {mod} has no layer: add it to the layer table of this test"
     return LAYERS[top]
@@ -137,7 +127,7 @@ def import_edges() -> list:
     for mod, path in mods.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
-        top = {id(n) for n in tree.body}
+        deferred = _in_functions(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
@@ -157,7 +147,7 @@ def import_edges() -> list:
                 while t not in mods and "." in t:
                     t = t.rsplit(".", 1)[0]
                 if t != mod:
-                    edges.append((mod, t, id(node) not in top, node.lineno))
+                    edges.append((mod, t, id(node) in deferred, node.lineno))
     return edges
 
 
@@ -216,9 +206,40 @@ def test_no_new_cycle():
 
 def test_no_new_deferred_import():
     new = sorted((a, b, line) for a, b, deferred, line in EDGES
-                 if deferred and b not in KNOWN_DEFERRED.get(a, set()))
+                 if deferred and b not in KNOWN_DEFERRED.get(a, set()) and b not in DEFERRED.get(a, {}))
     assert new == [], "internal imports deferred into functions (import them at the top): " + ", ".join(
         f"{a}:{line} -> {b}" for a, b, line in new)
+
+
+def test_every_deferred_import_has_an_allowed_reason():
+    bad = sorted((a, b, why) for a, targets in DEFERRED.items() for b, why in targets.items() if why not in REASONS)
+    assert bad == [], f"a deferred import needs an optional dependency or the CLI startup rule: {bad}"
+    assert "optional dependency: dask" in REASONS  # the extras are read from pyproject.toml
+
+
+def test_the_lists_hold_no_stale_entry():
+    """An entry whose edge is gone must be removed (the lists only shrink)."""
+    deferred = {(a, b) for a, b, d, _ in EDGES if d}
+    listed = {(a, b) for table in (DEFERRED, KNOWN_DEFERRED) for a, bs in table.items() for b in bs}
+    assert sorted(listed - deferred) == []
+    assert sorted(KNOWN_UPWARD - {(a, b) for a, b, _, _ in EDGES}) == []
+    cycles = _cycles(EDGES)
+    assert [k for k in KNOWN_CYCLES if not any(k <= c for c in cycles)] == []
+
+
+def test_the_cli_rule_is_kept():
+    """The deferred imports of the CLI rule are what keeps the bad-argument path light: importing
+    the command line, the job names, the sweep points and the phase driver loads neither SymPy,
+    SciPy nor matplotlib."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import symcollapse.cli, symcollapse.jobs, symcollapse.sweep_points, symcollapse.phase; "
+            "from symcollapse.jobs import job_names; job_names(); "
+            "print(sorted(m for m in ('sympy', 'scipy', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT.parent,
+                         check=True, timeout=60).stdout.strip()
+    assert out == "[]", out
 
 
 def test_the_checker_sees_a_violation(tmp_path):
@@ -294,3 +315,64 @@ def test_one_home_per_model():
         assert mods[home].name == "__init__.py", f"{name}: the model is not a package"
         assert entry.model.partition(":")[0] == home, name
         assert entry.job == f"{home}.job" and f"{home}.job" in mods, name
+
+
+def _moved_tables() -> dict:
+    """module -> its MOVED table {name: new module} (names that left it, see symcollapse.deprecation)."""
+    out = {}
+    for mod, path in _modules().items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["MOVED"]:
+                out[mod] = node.value
+    return out
+
+
+def test_moved_names_forward_to_their_new_module():
+    """Every name a module gave away is defined at the top of its new module and no longer in the old
+    one; reading it from the old module warns and returns the new object."""
+    import importlib
+    import warnings
+
+    import pytest
+
+    tables = _moved_tables()
+    assert {"symcollapse.symbolic.mpcheck", "symcollapse.symbolic.invariants", "symcollapse.numerics.sweeps",
+            "symcollapse.outputs.report"} <= set(tables)
+    for mod in tables:
+        old = importlib.import_module(mod)
+        assert callable(old.__dict__["__getattr__"]), mod
+        for name, new in old.MOVED.items():
+            assert name not in old.__dict__, f"{mod}.{name} is still defined there"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                target = getattr(importlib.import_module(new), name)
+            with pytest.warns(DeprecationWarning, match=f"{mod}.{name}"):
+                assert getattr(old, name) is target
+        with pytest.raises(AttributeError):
+            getattr(old, "no_such_name")
+
+
+def _deferred_required() -> set:
+    """(importer, required dependency) for every import of SymPy, NumPy, SciPy, mpmath or matplotlib
+    inside a function."""
+    req = _required_dependencies()
+    out = set()
+    for mod, path in _modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        deferred = _in_functions(tree)
+        for node in ast.walk(tree):
+            if id(node) not in deferred or not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level:
+                continue
+            names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            out |= {(mod, n.split(".")[0]) for n in names if n.split(".")[0] in req}
+    return out
+
+
+def test_required_dependencies_are_imported_at_the_top():
+    assert {"sympy", "numpy", "scipy", "mpmath", "matplotlib"} <= _required_dependencies()
+    found = _deferred_required()
+    listed = {(a, b) for a, bs in KNOWN_DEFERRED_REQUIRED.items() for b in bs}
+    assert sorted(found - listed) == [], "import the required dependency at the top of the module"
+    assert sorted(listed - found) == [], "remove the stale entry from KNOWN_DEFERRED_REQUIRED"

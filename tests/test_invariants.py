@@ -7,8 +7,9 @@ from symcollapse.errors import InvalidParameterError
 from symcollapse.numerics.integrate import integrate
 from symcollapse.symbolic.assemble import assemble_symbolic
 from symcollapse.symbolic.flow import derive_flow
-from symcollapse.symbolic.invariants import (invariant_check, invariants_latex, linear_invariants,
-                                             quadratic_invariants, verify_invariant)
+from symcollapse.outputs.latex import invariants_latex
+from symcollapse.symbolic.invariants import (invariant_check, linear_invariants, quadratic_invariants,
+                                             verify_invariant)
 from symcollapse.variants import embedding_loss, head_loss, make_variant
 
 PATH = [[1, 0], [1, 1], [0, 1]]  # x0–y0–f–y1–x2: two classes and one frustrated sample

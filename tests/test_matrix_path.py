@@ -250,3 +250,22 @@ def test_row_blocked_graph_sums_equal_the_unblocked_flow(monkeypatch):
     assert relative_error(jv, unblocked) <= 1e-12
     h = 1e-6
     assert relative_error(jv, (m.system.flow_vector(v + h * w) - m.system.flow_vector(v - h * w)) / (2 * h)) <= 1e-6
+
+
+def test_slowest_modes_from_the_linear_operator_equal_the_assembled_jacobian_at_d8():
+    """At a stop-gradient fixed point (d = 8, a family of fixed points: many zero modes) the
+    rightmost nonzero eigenvalues found from the JVP LinearOperator alone equal those of the
+    dense spectrum of the exactly assembled sparse Jacobian."""
+    m = sc.HeadModel(sc.balanced_couplings(2, 3, 1), d=8, eta_x=1.0, eta_y=0.5, eta_W=1.0)
+    tr = m.simulate(t_end=2000.0, seed=0, stop_residual=1e-12, n_points=5)
+    assert tr.extra["stopped"]
+    v = m.pack(tr.Z, tr.W)
+    ev = np.linalg.eigvals(m.system.jacobian(v).toarray())
+    rho = float(np.max(np.abs(ev)))
+    nonzero = sorted(ev[np.abs(ev) > 1e-9 * rho], key=lambda e: -e.real)
+    assert np.sum(np.abs(ev) <= 1e-9 * rho) > 0 and nonzero[0].real < 0  # a stable family
+    res = m.system.slowest_modes(v, k=4)
+    got = np.sort(res["eigenvalues"].real)[::-1]
+    assert len(got) == 4 and abs(res["rho"] - rho) <= 0.05 * rho
+    assert np.max(np.abs(got - np.array([e.real for e in nonzero[:4]]))) <= 1e-8 * rho
+    assert np.max(np.abs(res["eigenvalues"].imag)) <= 1e-8 * rho

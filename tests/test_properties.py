@@ -18,10 +18,11 @@ from symcollapse.numerics.kernels import compile_loss
 from symcollapse.numerics.system import FlowSystem
 from symcollapse.symbolic import EdgeLoss, derive_flow
 from symcollapse.symbolic.flow import EdgeFlow
+from symcollapse.jobs.engine import balanced_slow_rate_engine, engine_checks
 from symcollapse.symbolic.mpcheck import (balanced_sector_cubic, check_edge_jacobian,
                                           check_forces, check_identity, check_root,
-                                          balanced_slow_rate_engine, edge_hessian_asymmetry, embedding_loss,
-                                          engine_checks, head_loss, invariant_rate, require)
+                                          edge_hessian_asymmetry, embedding_loss,
+                                          head_loss, invariant_rate, require)
 from symcollapse.errors import DerivationCheckError
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -248,8 +249,7 @@ def test_stop_gradient_quadratic_invariant_along_trajectory(g):
 
     def inv(v):
         st_ = sysm.unpack(v)
-        return (np.sum(st_["x"] ** 2) / eta_x + np.sum(st_["y"] ** 2) / eta_y
-                - np.sum(st_["W"] ** 2) / rates["W"])
+        return cf.head_invariant(st_["x"], st_["y"], st_["W"], eta_x, eta_y, rates["W"])
 
     sol = integrate(sysm.flow_vector, v0, time_grid(2.0, 10), jac=sysm.jacobian,
                     rtol=1e-12, atol=1e-14)
@@ -318,8 +318,7 @@ def test_identity_check_hessian_symmetry_only_without_sg():
 def test_sector_cubic_is_the_characteristic_polynomial_of_model_md_sector_matrix():
     r, K, n, mu = sp.symbols("r K n mu", positive=True)
     ex, ey = sp.symbols("eta_x eta_y", positive=True)
-    M = sp.Matrix([[-ex, 0, ex], [0, -2 * ex, ex],
-                   [ey * n, ey * mu * (K - 2), -ey * (n + (K - 1) * mu)]])
+    M = cf.sector_matrix(K, n, mu, ex, ey)
     charpoly = (r * sp.eye(3) + M).det()  # decay rates r: eigenvalues of −M
     row = check_identity("t", "cubic", charpoly - balanced_sector_cubic(r, K, n, mu, ex, ey))
     assert row.passed

@@ -34,3 +34,28 @@ def test_job_names_gradient_of_value_and_moment_index():
     assert sp.expand(sp.Matrix(full) + fx_full) == sp.zeros(2, 1)
     assert sp.expand(sp.Matrix(derive_flow(loss).force("x")) - fx_full) != sp.zeros(2, 1)  # sg acts
     assert moment_index(2) == [(0, 0), (0, 1), (1, 1)]
+
+
+def test_moved_modules_and_names_keep_working():
+    """The model packages keep every name of the old modules; the old paths warn and are the same objects."""
+    import importlib
+
+    import pytest
+
+    from symcollapse.models.head import (SG_VARIANTS, HeadModel, graph_modes, head_loss, head_matrix_loss,  # noqa: F401
+                                         nu_sep, require_frustration, self_consistent_head)
+    from symcollapse.models.head import meanfield, phase, sector, stability
+
+    assert sc.HeadModel is HeadModel and sc.write_report.__module__ == "symcollapse.jobs"
+    assert meanfield.separation_nu_squared is sector.separation_nu_squared
+    assert phase.nu_sep_grid is sector.nu_sep_grid
+    old = {"symcollapse.symbolic.meanfield": meanfield, "symcollapse.numerics.phase": phase,
+           "symcollapse.numerics.stability": stability}
+    for path, new in old.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            assert importlib.import_module(path) is new
+    from symcollapse.symbolic import mpcheck
+
+    with pytest.warns(DeprecationWarning, match="jobs.engine"):
+        assert mpcheck.engine_checks is importlib.import_module("symcollapse.jobs.engine").engine_checks

@@ -41,7 +41,7 @@ BAD = Check("beta", "a deliberately failing row", "1", "2", 0.5, 1e-6)
 
 def test_report_contains_rows_errors_and_figures(tmp_path, monkeypatch):
     monkeypatch.setattr(rep.shutil, "which", lambda name: None)
-    out = rep.write_report(tmp_path, [_fake_job("alpha", [GOOD]), _fake_job("beta", [BAD], False)])
+    out = rep.build_report(tmp_path, [_fake_job("alpha", [GOOD]), _fake_job("beta", [BAD], False)])
     tex, md = out.tex.read_text(), out.md.read_text()
     assert out.n_checks == 2 and [r.claim for r in out.failed] == [BAD.claim]
     assert out.pdf is None and "pdflatex is not installed" in out.pdf_message
@@ -92,7 +92,7 @@ def test_cli_report_exit_codes(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.skipif(rep.shutil.which("pdflatex") is None, reason="pdflatex not installed")
 def test_pdf_is_built_when_pdflatex_exists(tmp_path):
-    out = rep.write_report(tmp_path, [_fake_job("alpha", [GOOD])])
+    out = rep.build_report(tmp_path, [_fake_job("alpha", [GOOD])])
     assert out.pdf is not None and out.pdf.stat().st_size > 0
 
 
@@ -101,5 +101,17 @@ def test_pdf_is_built_for_a_relative_out_folder(tmp_path, monkeypatch):
     """`symcollapse report --out report` (relative): pdflatex must find the figures (TEXINPUTS was
     relative to the folder pdflatex runs in, so the PDF failed with the README's own command)."""
     monkeypatch.chdir(tmp_path)
-    out = rep.write_report("report", [_fake_job("alpha", [GOOD])])
+    out = rep.build_report("report", [_fake_job("alpha", [GOOD])])
     assert out.pdf is not None and out.pdf.stat().st_size > 0, out.pdf_message
+
+
+def test_derivation_helper_writes_the_latex_beside_the_script(tmp_path, capsys):
+    from symcollapse.outputs.appendix import step, write_latex
+
+    script = tmp_path / "my_model.py"
+    step("1. The loss")
+    out = write_latex(str(script), "\\documentclass{article}\n")
+    assert out == (tmp_path / "my_model.tex").resolve() and out.read_text() == "\\documentclass{article}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_model.tex"]  # no temporary left
+    printed = capsys.readouterr().out
+    assert "== 1. The loss ==" in printed and "wrote my_model.tex" in printed

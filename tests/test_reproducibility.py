@@ -16,9 +16,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from symcollapse.errors import InvalidParameterError  # noqa: E402
-from symcollapse.outputs import io  # noqa: E402
+from symcollapse import atomic  # noqa: E402  (the writers: symcollapse.atomic, re-exported by outputs.io)
 from symcollapse.outputs.io import atomic_savefig, atomic_write_bytes, atomic_write_text  # noqa: E402
-from symcollapse.symbolic.mpcheck import engine_checks  # noqa: E402
+from symcollapse.jobs.engine import engine_checks  # noqa: E402
 from symcollapse.verification import format_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,15 +49,15 @@ def test_failure_during_write_keeps_old_file_and_removes_temporary(tmp_path, mon
 
     data = b"new content that must not appear\n"
     if where == "write":
-        real_fdopen = io.os.fdopen
+        real_fdopen = atomic.os.fdopen
 
         def half_writing_fdopen(fd, mode):
             fh = real_fdopen(fd, mode)
             return _HalfWriter(fh, exc)
 
-        monkeypatch.setattr(io.os, "fdopen", half_writing_fdopen)
+        monkeypatch.setattr(atomic.os, "fdopen", half_writing_fdopen)
     else:
-        monkeypatch.setattr(io.os, where, fail)
+        monkeypatch.setattr(atomic.os, where, fail)
     with pytest.raises(type(exc)):
         atomic_write_bytes(p, data)
     assert p.read_text() == "old content\n"
@@ -155,7 +155,8 @@ import sympy as sp
 from symcollapse.outputs.io import atomic_savefig, atomic_write_text
 from symcollapse.outputs.latex import document, equation, section
 from symcollapse.symbolic import derive_flow
-from symcollapse.symbolic.mpcheck import engine_checks, head_loss
+from symcollapse.jobs.engine import engine_checks
+from symcollapse.symbolic.mpcheck import head_loss
 from symcollapse.verification import format_table
 
 out = sys.argv[1]

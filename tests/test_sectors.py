@@ -12,6 +12,7 @@ import sympy as sp
 import symcollapse as sc
 import symcollapse.closed_forms as cf
 from symcollapse.errors import DerivationCheckError
+from symcollapse.models.couplings import frustration_fraction
 from symcollapse.models.embedding import embedding_loss
 from symcollapse.symbolic.assemble import assemble_symbolic
 from symcollapse.symbolic.fixedpoints import end_state, linear_fixed_points
@@ -140,7 +141,7 @@ def test_series_approach_the_exact_root(series, sector2):
         errs.append(abs(lead / exact - 1))
     assert errs[0] < 1e-2 and errs[1] < errs[0] / 5
     Kn, nn, mm = 4, 30, 3
-    eps = mm * Kn * (Kn - 1) / 2 / (Kn * nn + mm * Kn * (Kn - 1) / 2)
+    eps = frustration_fraction(Kn, nn, mm)
     closed = float(series.fast_closed_form.subs({ex: 1.0, K: Kn, series.eps: eps}))
     exact = sector2.rates(dict(eta_x=1.0, eta_y=1e7, n=nn, mu=mm, K=Kn))[0]
     assert abs(closed / exact - 1) < 1e-6

@@ -203,3 +203,43 @@ def test_batched_kernels_equal_the_flow_seed_by_seed():
         V = rng.normal(size=(5, h.system.size))
         ref = np.array([h.system.flow_vector(v) for v in V])
         assert np.max(np.abs(batched_flow(h.system, V) - ref)) <= 1e-13 * np.max(np.abs(ref))
+
+
+def test_batched_seeds_without_stop_and_with_a_frozen_head_equal_single_runs():
+    """simulate_many through the batched BDF also records every requested time (no stop) and
+    handles a frozen head (no W block); each seed = its single run to the integrator tolerance."""
+    P = balanced_couplings(2, 3, 1)
+    rng = np.random.default_rng(0)
+    for h in (sc.HeadModel(P, d=2, eta_x=1.0, eta_y=0.5),
+              sc.HeadModel(P, d=2, eta_x=1.0, eta_y=0.5, learn_head=False, W_frozen=np.eye(2) + 0.3 * rng.normal(size=(2, 2)))):
+        kw = dict(t_end=20.0, n_points=5, rtol=1e-9, atol=1e-11, keep_states=True, method="BDF-nodes")
+        many = h.simulate_many(seeds=[0, 3], **kw)
+        for s, tr in zip([0, 3], many):
+            one = h.simulate(seed=s, **kw)
+            assert tr.extra["method"] == one.extra["method"] == "BDF-nodes" and tr.extra["batch"] == 2
+            np.testing.assert_array_equal(tr.t, one.t)
+            assert not tr.extra["stopped"]
+            assert np.max(np.abs(tr.states - one.states)) <= 1e-6 * np.max(np.abs(one.states))
+            np.testing.assert_allclose(tr.d_min, one.d_min, rtol=0, atol=1e-6 * np.max(np.abs(one.states)))
+
+
+def test_batched_jvp_jacobians_equal_the_assembled_jacobian():
+    from symcollapse.numerics.batched import batched_jvp, dense_jacobians
+
+    rng = np.random.default_rng(4)
+    h = sc.HeadModel(_random_P(2, N=7, K=3), d=3, eta_x=0.8, eta_y=0.4, eta_W=1.2)
+    V, dV = rng.normal(size=(3, h.system.size)), rng.normal(size=(3, h.system.size))
+    ref = np.array([h.system.jvp(v, w) for v, w in zip(V, dV)])
+    assert np.max(np.abs(batched_jvp(h.system, V, dV) - ref)) <= 1e-13 * np.max(np.abs(ref))
+    J = dense_jacobians(h.system, V)
+    for b in range(3):
+        A = h.system.jacobian(V[b]).toarray()
+        assert np.max(np.abs(J[b] - A)) <= 1e-13 * np.max(np.abs(A))
+
+
+def test_head_simulate_never_builds_the_component_path():
+    """The metrics of a matrix-level run must not touch the component-level system (its
+    derivation grows with d and is refused above d = 24)."""
+    h = sc.HeadModel(balanced_couplings(2, 3, 1), d=30)
+    tr = h.simulate(0.2, n_points=3)
+    assert np.all(np.isfinite(tr.d_min)) and "component" not in h.system.__dict__

@@ -7,19 +7,20 @@ import numpy as np
 import pytest
 
 import symcollapse as sc
+import symcollapse.closed_forms as cf
 from symcollapse.errors import InvalidParameterError
+from symcollapse.models.couplings import frustration_fraction
 from symcollapse.numerics import spectra
 
 K, n, mu = 3, 4, 1
 
 
 def cubic_root(eta_x: float, eta_y: float) -> float:
-    """Smallest root of the MODEL.md §2 sector cubic at 80 digits, in units of η_x
+    """Smallest root of the docs/model.md §2 sector cubic at 80 digits, in units of η_x
     (r_s(η_x, η_y) = η_x r_s(1, η_y/η_x)), times η_x."""
     with mpmath.workdps(80):
         ex, ey = mpmath.mpf(1), mpmath.mpf(eta_y) / mpmath.mpf(eta_x)
-        coeffs = [1, -(3 * ex + ey * n + (K - 1) * ey * mu),
-                  2 * ex**2 + 2 * ex * ey * n + (2 * K - 1) * ex * ey * mu, -K * ex**2 * ey * mu]
+        coeffs = cf.sector_cubic_coefficients(K, n, mu, ex, ey)  # mpmath numbers: 80 digits
         roots = mpmath.polyroots(coeffs, maxsteps=400, extraprec=400)
         return float(mpmath.mpf(eta_x) * min(mpmath.re(r) for r in roots))
 
@@ -43,10 +44,9 @@ def test_issue_example_eta_y_1e15():
 
 def test_tiny_rates_are_not_rounded_to_zero():
     P = sc.balanced_couplings(K, n, mu)
-    m = mu * K * (K - 1) // 2
-    eps = m / (K * n + m)
-    # labels infinitely faster than samples (η_y/η_x = 1e300): the MODEL.md §2 closed form
-    fast_labels = (K * eps + K - 1 - np.sqrt((K - 1) ** 2 - K * (K - 2) * eps**2)) / ((K - 1) * (1 + eps))
+    eps = frustration_fraction(K, n, mu)
+    # labels infinitely faster than samples (η_y/η_x = 1e300): the docs/model.md §2 closed form
+    fast_labels = cf.slow_rate_fast_labels(K, eps, 1.0)
     r = sc.EmbeddingModel(P, eta_x=1e-300).slow_rate()
     assert r > 0 and abs(r / (1e-300 * fast_labels) - 1) < 1e-10
     both = spectra.slow_rate(P, 1e-300, 1e-300)

@@ -161,7 +161,7 @@ def test_cli_sweep_runs_resumes_and_refuses_bad_input(tmp_path, capsys):
 def test_builtin_point_is_validated_on_every_grid_point_before_any_work(tmp_path):
     """A bad value anywhere in the grid is refused before the first point runs (it used to
     be found by the worker that reached it, after the earlier points were computed)."""
-    from symcollapse.numerics.sweeps import embedding_point
+    from symcollapse.sweep_points import embedding_point
 
     out = tmp_path / "v.jsonl"
     for params, msg in (({"eps": [0.2, "abc"]}, "eps must be a real number"),
@@ -174,7 +174,7 @@ def test_builtin_point_is_validated_on_every_grid_point_before_any_work(tmp_path
             run_sweep(embedding_point, params, out, backend="serial")
         assert not out.exists()
     # the smallest eps the message names does give a frustrated sample (and the next lower one not)
-    from symcollapse.numerics.sweeps import embedding_arguments
+    from symcollapse.sweep_points import embedding_arguments
     assert embedding_arguments(eps=0.0244)["mu"] == 1
     with pytest.raises(InvalidParameterError):
         embedding_arguments(eps=0.0243)

@@ -426,3 +426,31 @@ def test_bad_input_distribution_is_refused_with_the_parameter_name(kw, name):
     data_kw.setdefault("eps", 0.05)
     with pytest.raises(InvalidParameterError, match=name):
         ts.teacher_data(**data_kw)
+
+
+@pytest.mark.parametrize("kw, coordinates", [({}, "S"), ({"head": True}, "rowspace")])
+def test_simulate_is_the_shared_simulate_system(kw, coordinates):
+    """TeacherStudentModel.simulate is the engine's one simulate_system (x = S u through the
+    system's samples) plus the test accuracy and the invariants; its own training metrics are
+    recomputed here independently from the states."""
+    from symcollapse.numerics.metrics import d_min
+    from symcollapse.numerics.trajectory import simulate_system
+
+    m = ts.TeacherStudentModel(D=12, n_inputs=6, K=2, d=2, eps=0.2, **kw)
+    tr = m.simulate(40.0, n_points=8, coordinates=coordinates, keep_states=True)
+    st0 = m.initial_state()
+    if coordinates == "rowspace":
+        sysm = m.rowspace_system(st0.pop(ts.MAP))
+        st0[sysm.COORD] = np.zeros((m.n_inputs, m.d))
+    else:
+        sysm = m.system
+    ref = simulate_system(sysm, sysm.pack(st0), 40.0, labels=m.labels, n_points=8, head=m.head_block,
+                          method="auto", rtol=1e-10, atol=1e-12)
+    for name in ("t", "d_min", "accuracy", "loss", "Z"):
+        assert np.array_equal(getattr(tr, name), getattr(ref, name)), name
+    assert tr.extra["method"] == ref.extra["method"] and "t_reached" in tr.extra  # the shared record
+    for v, dm, acc in zip(tr.states, tr.d_min, tr.accuracy):
+        st = sysm.unpack(v)
+        X = m.data.U @ st[ts.MAP].T
+        assert not abs(dm - d_min(st["y"])) > 1e-12
+        assert acc == accuracy(X, st["y"], m.labels, st.get("W"))

@@ -1,6 +1,9 @@
-"""Per-model jobs of the main command: each module here derives one model, verifies it,
-and writes its LaTeX and figures. ``symcollapse reproduce`` runs them all in ORDER, together with the jobs of the models
-registered in :mod:`symcollapse.models.registry` (a model package may carry its own job).
+"""The jobs of the main command: each job derives, verifies and writes its LaTeX and figures.
+A model's job lives in its package (``symcollapse/models/<name>/job.py``, registered in
+:mod:`symcollapse.models.registry`); the modules here are the jobs that are not one model's
+(the engine's own 30-digit rows, the literature cases). ``symcollapse reproduce`` runs them all
+in ORDER. (``jobs.embedding``, ``jobs.head``, ``jobs.teacher_student`` are deprecated aliases of
+the model packages' jobs and are not run twice.)
 
 A job module defines
     MODEL: str                      -- short name ('embedding', 'head', …)
@@ -69,3 +72,16 @@ def job_names() -> list[str]:
                 c = {"MODEL": mod.MODEL, "ORDER": getattr(mod, "ORDER", 100)}
             found.append((c.get("ORDER", 100), c["MODEL"]))
     return [name for _, name in sorted(found)]
+
+
+def write_report(out, modules=None, *, figures: bool = True, documents: bool = True,
+                 pdf: bool = True):
+    """Run the jobs (default: every job, :func:`job_modules`), write their outputs and
+    report.tex / report.md (and report.pdf) under ``out``; returns the
+    :class:`~symcollapse.outputs.report.Report`."""
+    # imported here, not at the top: the command line imports this package to check --model
+    # before SymPy and matplotlib are loaded (its startup rule)
+    from ..outputs.report import build_report
+
+    return build_report(out, job_modules() if modules is None else modules, figures=figures,
+                        documents=documents, pdf=pdf)

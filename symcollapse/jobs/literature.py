@@ -8,6 +8,13 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
+from ..literature import invariants_demo, saxe, simsiam, ufm
+from ..numerics.integrate import integrate
+from ..outputs.figures import plt  # pyplot with the Agg backend selected
+from ..outputs.io import atomic_savefig, atomic_write_text
+from ..outputs.latex import document, equation, invariants_latex, matrix_flow_latex, section
+from ..outputs.report import checks_table_latex, latex_text
+
 MODEL = "literature"
 ORDER = 40
 CAPTIONS = {  # report captions, by figure file stem
@@ -20,8 +27,6 @@ CAPTIONS = {  # report captions, by figure file stem
 
 
 def _cases():
-    from ..literature import invariants_demo, saxe, simsiam, ufm
-
     return (saxe, simsiam, ufm, invariants_demo)
 
 
@@ -61,17 +66,17 @@ def _edge_names(invariants, loss=None) -> list:
 
 def write_latex(folder) -> list[Path]:
     """derivations/literature.tex: the losses, derived equations and the verification rows."""
-    from ..literature import invariants_demo, saxe, simsiam, ufm
-    from ..outputs.io import atomic_write_text
-    from ..outputs.latex import document, equation, section
-    from ..outputs.report import checks_table_latex, latex_text
-    from ..symbolic.invariants import invariants_latex
-
     ds = saxe.derive()
     s1 = section(
         "Saxe, McClelland \\& Ganguli (2014): one mode of a two-layer linear network",
-        "Edge loss (one edge, $a$ as the sample block, $b$ as the label block, rates $1/\\tau$):",
-        equation(r"\ell", ds["loss"].expr),
+        "Matrix-level loss of one input--output mode through a hidden layer of any width $d$ "
+        "($a \\in \\mathbb{R}^d$ the sample block, $b \\in \\mathbb{R}^d$ the label block, rates $1/\\tau$) "
+        "and its flow, derived once for every $d$:",
+        matrix_flow_latex(ds["matrix_flow"], jvp=False),
+        "Matrix-level invariant found by the engine (every $d$; Saxe's balancedness):",
+        *[equation("I", inv.latex()) for inv in ds["matrix_invariants"]],
+        "The published scalar mode is the case $d = 1$:",
+        equation(r"\ell", sp.factor(ds["loss"].expr)),
         "Derived flow and the balanced-mode equation ($a=b=\\sqrt{u}$):",
         equation(r"\dot a", ds["adot"]), equation(r"\dot b", ds["bdot"]), equation(r"\dot u", ds["udot"]),
         "Quadratic invariant found by the engine:", invariants_latex(_edge_names(ds["invariants"], ds["loss"])),
@@ -82,6 +87,10 @@ def write_latex(folder) -> list[Path]:
     dm = simsiam.derive()
     s2 = section(
         "SimSiam-style linear predictor with stop-gradient (Tian, Chen \\& Ganguli 2021)",
+        "Matrix-level loss per input sample $u$ (with $X = \\sum_i u_i u_i^T$; $W$ and the predictor $Q = W_p$ "
+        "shared, rates $1$ and $\\alpha_p$; weight decays $\\lambda_W = \\eta/N$, $\\lambda_Q = \\eta/(\\alpha_p N)$ "
+        "on each of the $N$ samples) and its flow, derived once for every size:",
+        matrix_flow_latex(dm["matrix_flow"], jvp=False),
         "Mode loss (aligned eigenbasis; $x=w_j$, $y=p_j$, rates $1$ and $\\alpha_p$):",
         equation(r"\ell", dm["loss"].expr),
         "Derived mode flow:", equation(r"\dot w", dm["wdot"]), equation(r"\dot p", dm["pdot"]),
@@ -96,15 +105,23 @@ def write_latex(folder) -> list[Path]:
         f"Loss for $K={du['K']}$, $n={du['n']}$: $L = \\frac{{1}}{{2N}}\\|WH-Y\\|_F^2 + \\frac{{\\lambda_W}}{{2}}\\|W\\|_F^2"
         " + \\frac{\\lambda_H}{2}\\|H\\|_F^2$. Reduced flow on the collapsed ansatz $W = aI$, $H = bY$:",
         equation(r"\dot a", du["adot"]), equation(r"\dot b", du["bdot"]),
+        "The same loss as an edge loss over the samples (feature $h_i \\in \\mathbb{R}^d$, one-hot target "
+        "$u_i \\in \\mathbb{R}^K$, $W \\in \\mathbb{R}^{K\\times d}$) and its flow, derived once for every $d$ and $K$:",
+        matrix_flow_latex(du["matrix_flow"], jvp=False),
         "Published collapsed norm $\\|w_c\\|^2$ and threshold on $\\lambda_W\\lambda_H$:",
         equation(r"\|w_c\|^2", ufm.published_norm(du["K"], du["n"])),
         equation(r"\lambda_W\lambda_H", ufm.published_threshold(du["K"], du["n"])),
         checks_table_latex(ufm.checks(), long=False))
-    parts = []
+    parts = ["\\paragraph{Matrix level (every $d$, every graph).} Invariants found among the block sums and Gram "
+             "forms of the learned blocks and proved by the trace calculus (docs/model.md \\S 7):"]
+    for label, mflow, invs in invariants_demo.matrix_level():
+        body = "".join(equation("I", inv.latex()) for inv in invs) if invs else "none.\n"
+        parts.append(f"{latex_text(label)}: " + body)
+    parts.append("\\paragraph{Component level (the cross-check), on the path graph.}")
     for label, sg, ansatz, S, inv in invariants_demo.discovered():
         parts.append(f"\\paragraph{{{latex_text(label)}, sg = {sg} ({ansatz} ansatz).}}\n"
                      + invariants_latex(_edge_names(inv)))
-    s4 = section("Quadratic invariants discovered on the head and student models (path graph)", *parts,
+    s4 = section("Invariants discovered on the head and student models", *parts,
                  checks_table_latex(invariants_demo.checks(), long=False))
     text = document("Literature cases derived with symcollapse", s1, s2, s3, s4)
     return [atomic_write_text(Path(folder) / "literature.tex", text)]
@@ -112,15 +129,6 @@ def write_latex(folder) -> list[Path]:
 
 def write_figures(folder) -> list[Path]:
     """Saxe u(t) (integrated vs closed form); SimSiam (p, w) trajectories; UFM ‖w_c‖² vs λ_H."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..literature import saxe, simsiam, ufm
-    from ..numerics.integrate import integrate
-    from ..outputs.io import atomic_savefig
-
     out = []
     tt, ab, _ = saxe.simulate()
     ref = sp.lambdify(saxe.t, saxe.published_u().subs({saxe.s: 2.0, saxe.tau: 1.5, saxe.u0: 1e-3}), "numpy")(tt)

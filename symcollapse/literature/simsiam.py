@@ -11,6 +11,12 @@ with the fixed points (0, 0) and p± = [τ ± √(τ² − 4η(1+σ²)/s_j)] / (
 (existing iff η ≤ s_j τ²/(4(1+σ²))), the law p_j²/α_p − w_j² ∝ e^{−2ηt}, and the stability
 statements: (0, 0) and p₊ stable, p₋ a saddle. (Transcribed from the paper's linear analysis;
 the normalisation of σ² is ours: multiplicative augmentation, so that X' = (1+σ²)X.)
+
+Matrix path (:func:`simsiam_matrix_loss`): J as an edge loss over input samples u_i with
+X = Σ_i u_i u_iᵀ, ℓ_i = ½(1+σ²)‖W_p W u_i‖² − τ (W_p W u_i)ᵀ sg(W) u_i + λ_Q‖W_p‖²/2 + λ_W‖W‖²/2
+(λ_W = η/N, λ_Q = η/(α_p N)),
+derived once for every size d (W, W_p ∈ R^{d×d}); the explicit n = 2 derivation of J is its
+cross-check, and the aligned-mode reduction is taken from the matrix-path flow.
 """
 from __future__ import annotations
 
@@ -19,7 +25,13 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
+from sympy import MatrixSymbol, Trace
+
 from ..numerics.integrate import integrate
+from ..numerics.kernels import compile_loss
+from ..numerics.system import FlowSystem
+from ..symbolic import matcalc as mc
+from ..symbolic.matrix_flow import MatrixEdgeLoss, derive_matrix_flow
 from ..symbolic.assemble import assemble_symbolic
 from ..symbolic.flow import derive_flow
 from ..symbolic.invariants import quadratic_invariants
@@ -44,6 +56,39 @@ def matrix_flow(n: int = 2):
     Wdot = W.applyfunc(lambda w: -strip_stop_gradient(sp.diff(J, w)))
     Wpdot = Wp.applyfunc(lambda q: -alpha * strip_stop_gradient(sp.diff(J, q)))
     return W, Wp, s, Wdot, Wpdot
+
+
+#: the weight decays on one of N input samples, λ_W = η/N and λ_Q = η/(α_p N) (a polynomial loss)
+lam_W, lam_Q = sp.symbols("lambda_W lambda_Q", positive=True)
+
+
+@lru_cache(maxsize=None)
+def simsiam_matrix_loss() -> MatrixEdgeLoss:
+    """J per input sample u ∈ R^d (data), W and W_p = Q ∈ R^{d×d} shared (rates 1 and α_p), the
+    target sg(W), the weight decay spread over the N samples (λ_W = η/N, λ_Q = η/(α_p N)); the
+    label block y is not used."""
+    d = sp.Symbol("d", integer=True, positive=True)
+    u, y, W, Q = MatrixSymbol("u", d, 1), MatrixSymbol("y", d, 1), MatrixSymbol("W", d, d), MatrixSymbol("Q", d, d)
+    pred = Q * W * u
+    expr = (sp.Rational(1, 2) * (1 + sigma2) * Trace(pred.T * pred) - tau_ * Trace(pred.T * sg(W) * u)
+            + lam_Q / 2 * Trace(Q.T * Q) + lam_W / 2 * Trace(W.T * W))
+    return MatrixEdgeLoss(expr, None, y, shared=(("W", W), ("Q", Q)), data=u,
+                          rates=(("W", sp.S.One), ("Q", alpha)), learned=frozenset({"W", "Q"}), name="simsiam")
+
+
+def matrix_path_flow(n: int = 2):
+    """(Ẇ, Ẇ_p) of the matrix-level flow summed over the inputs u_j = √s_j e_j (X = diag(s)),
+    in the explicit symbols of :func:`matrix_flow`."""
+    W, Wp = matrix("W", n, n), matrix("Q", n, n)
+    s = sp.symbols(f"s_0:{n}", positive=True)
+    mflow = derive_matrix_flow(simsiam_matrix_loss())
+    Wd, Qd = sp.zeros(n, n), sp.zeros(n, n)
+    for j in range(n):
+        vals = {"W": W, "Q": Wp, "u": sp.Matrix(n, 1, lambda i, _: sp.sqrt(s[j]) if i == j else 0)}
+        decay = {lam_W: eta / n, lam_Q: eta / (alpha * n)}
+        Wd += mc.explicit_chains(mflow.forces["W"], vals, (n, n)).subs(decay)
+        Qd += alpha * mc.explicit_chains(mflow.forces["Q"], vals, (n, n)).subs(decay)
+    return W, Wp, s, Wd.applyfunc(sp.expand), Qd.applyfunc(sp.expand), mflow
 
 
 def mode_loss() -> EdgeLoss:
@@ -74,7 +119,9 @@ def paper_fixed_points():
 
 @lru_cache(maxsize=None)
 def derive() -> dict:
-    W, Wp, s, Wdot, Wpdot = matrix_flow(2)
+    W, Wp, s, Wdot, Wpdot, mflow = matrix_path_flow(2)  # the matrix path (every d) at n = 2
+    _, _, _, cWdot, cWpdot = matrix_flow(2)  # its component cross-check: J differentiated at n = 2
+    component_gap = sp.Matrix([*(Wdot - cWdot.applyfunc(sp.expand)), *(Wpdot - cWpdot.applyfunc(sp.expand))])
     w = sp.symbols("w_0:2", real=True)
     p = sp.symbols("p_0:2", real=True)
     sub = {W[a, b]: (w[a] if a == b else 0) for a in range(2) for b in range(2)}
@@ -92,6 +139,7 @@ def derive() -> dict:
     peq = sp.expand(sp.cancel(wdot / wm))  # ẇ = w · g(p)
     inv_eta0 = quadratic_invariants(assemble_symbolic(derive_flow(_mode_loss_eta0()), [[1]]), "full")
     return {"W": W, "Wp": Wp, "s": s, "Wd": Wd, "Pd": Pd, "w": w, "p": p, "loss": loss, "flow": flow,
+            "matrix_flow": mflow, "component_gap": component_gap,
             "wm": wm, "pm": pm, "wdot": wdot, "pdot": pdot, "fixed": sols, "g": peq,
             "inv_eta0": inv_eta0}
 
@@ -108,9 +156,6 @@ def _num(expr) -> float:
 
 @lru_cache(maxsize=None)
 def _system():
-    from ..numerics.kernels import compile_loss
-    from ..numerics.system import FlowSystem
-
     return FlowSystem(compile_loss(mode_loss()), [[1.0]], rates={"x": 1.0, "y": POINT["alpha_p"]},
                       params={k: v for k, v in POINT.items() if k != "alpha_p"} | {"alpha_p": POINT["alpha_p"]})
 
@@ -120,6 +165,8 @@ def checks() -> tuple[Check, ...]:
     d = derive()
     rows = []
     w, p, s = d["w"], d["p"], d["s"]
+    rows.append(identity(MODEL, "matrix-level flow of J (every size, inputs u_j = √s_j e_j) = explicit n = 2 derivation",
+                         d["component_gap"], "J differentiated entry by entry"))
     off = [d["Wd"][0, 1], d["Wd"][1, 0], d["Pd"][0, 1], d["Pd"][1, 0]]
     rows.append(identity(MODEL, "aligned ansatz W, W_p diagonal is closed (off-diagonal flow ≡ 0)",
                          sp.Matrix(off), "derived matrix flow of J (n = 2)"))

@@ -6,6 +6,12 @@ Compared with the known closed form (Tirer & Bruna 2022; also Zhou et al. 2022):
 K√(nλ_Hλ_W) < 1 the minimisers are collapsed, W Wᵀ = ρ I_K with
 ρ = ‖w_c‖² = √(nλ_H/λ_W) − Knλ_H, every feature equal to its class mean; otherwise the only
 minimiser is W = H = 0 — and at the same threshold W = H = 0 loses stability.
+
+Matrix path (:func:`ufm_matrix_loss`): the same loss as an edge loss over the samples, each
+sample's feature h_i ∈ R^d the 'sample' block, its one-hot target u_i ∈ R^K per-sample data and
+W ∈ R^{K×d} shared, ℓ_i = ‖W h_i − u_i‖²/(2N) + λ_H‖h_i‖²/2 + λ_W‖W‖_F²/(2N), derived once for
+every d and K (Σ_i ℓ_i = L); the component derivation of the full loss is its cross-check, and
+the simulations integrate the engine's matrix-path flow.
 """
 from __future__ import annotations
 
@@ -14,8 +20,15 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
+from scipy.optimize import brentq
+from sympy import MatrixSymbol, Trace
+
 from ..numerics.integrate import integrate
+from ..numerics.matrix_kernels import compile_matrix_loss
+from ..numerics.matrix_system import MatrixFlowSystem
+from ..symbolic import matcalc as mc
 from ..symbolic import polydiff
+from ..symbolic.matrix_flow import MatrixEdgeLoss, derive_matrix_flow
 from ..verification import Check, close, identity
 
 MODEL = "literature: UFM neural collapse"
@@ -33,6 +46,36 @@ def ufm_loss(K: int, n: int, d: int):
     L = (sum(e**2 for e in R) / (2 * N) + lam_W / 2 * sum(e**2 for e in W)
          + lam_H / 2 * sum(e**2 for e in H))
     return sp.expand(L), W, H, Y
+
+
+N_s = sp.Symbol("N", positive=True)  # the number of samples, a parameter of the edge loss
+
+
+@lru_cache(maxsize=None)
+def ufm_matrix_loss() -> MatrixEdgeLoss:
+    """ℓ_i = ‖W h_i − u_i‖²/(2N) + λ_H‖h_i‖²/2 + λ_W‖W‖_F²/(2N) with h ∈ R^d (learned, rate 1),
+    the one-hot target u ∈ R^K as per-sample data, W ∈ R^{K×d} (rate 1); the label block y is
+    not used (the targets are fixed)."""
+    d, Kd = sp.Symbol("d", integer=True, positive=True), sp.Symbol("K", integer=True, positive=True)
+    h, y, u, W = MatrixSymbol("h", d, 1), MatrixSymbol("y", Kd, 1), MatrixSymbol("u", Kd, 1), MatrixSymbol("W", Kd, d)
+    r = W * h - u
+    expr = Trace(r.T * r) / (2 * N_s) + lam_H / 2 * Trace(h.T * h) + lam_W / (2 * N_s) * Trace(W.T * W)
+    return MatrixEdgeLoss(expr, h, y, shared=(("W", W),), data=u, rates=(("x", sp.S.One), ("W", sp.S.One)),
+                          learned=frozenset({"x", "W"}), name="ufm")
+
+
+def matrix_path_flow(K: int, n: int, d: int):
+    """(Ẇ, Ḣ) of the matrix-level flow assembled on the instance (K, n, d): Ẇ = Σ_i F_W(h_i, u_i),
+    ḣ_i = F_h(h_i, u_i), with the explicit symbols of :func:`ufm_loss`."""
+    _, W, H, Y = ufm_loss(K, n, d)
+    mflow = derive_matrix_flow(ufm_matrix_loss())
+    N = K * n
+    Wd, Hd = sp.zeros(K, d), sp.zeros(d, N)
+    for i in range(N):
+        vals = {"W": W, "h": H[:, i], "u": Y[:, i]}
+        Hd[:, i] = mc.explicit_chains(mflow.forces["x"], vals, (d, 1)).subs(N_s, N)
+        Wd += mc.explicit_chains(mflow.forces["W"], vals, (K, d)).subs(N_s, N)
+    return Wd.applyfunc(sp.expand), Hd.applyfunc(sp.expand)
 
 
 def published_norm(K, n):
@@ -63,7 +106,10 @@ def derive(K: int = 2, n: int = 2) -> dict:
     rows = [polydiff.gradient(g[v], vs) for v in vs]  # Hessian of L = Jacobian of its gradient
     hess = sp.Matrix(len(vs), len(vs), lambda i, j: sp.sympify(rows[i][vs[j]]))
     hess0 = hess.xreplace(zero)
+    mW, mH = matrix_path_flow(K, n, K)
     return {"L": L, "W": W, "H": H, "Y": Y, "adot": adot, "bdot": bdot, "closure": closure,
+            "matrix_minus_component": sp.Matrix([*(mW - Wd), *(mH - Hd)]),
+            "matrix_flow": derive_matrix_flow(ufm_matrix_loss()),
             "fixed": fixed, "hess0": hess0, "hess": hess, "vars": vs, "ansatz": ans, "K": K, "n": n}
 
 
@@ -71,7 +117,9 @@ def derive(K: int = 2, n: int = 2) -> dict:
 def checks() -> tuple[Check, ...]:
     d = derive()
     K, n = d["K"], d["n"]
-    rows = [identity(MODEL, f"collapsed ansatz W = a I, H = b Y is closed under the flow (K = {K}, n = {n})",
+    rows = [identity(MODEL, f"matrix-level flow (every d, K) assembled on K = {K}, n = {n} = derivation of the full loss",
+                     d["matrix_minus_component"], "component derivation (polydiff of L)"),
+            identity(MODEL, f"collapsed ansatz W = a I, H = b Y is closed under the flow (K = {K}, n = {n})",
                      d["closure"], "derived flow of the full loss")]
     nonzero = [f for f in d["fixed"] if f[a] != 0]
     # ρ = a² on the non-trivial branch with ab > 0, at random λ below threshold
@@ -98,7 +146,6 @@ def checks() -> tuple[Check, ...]:
                       ", ".join(str(t) for t in thr), f"λ_Wλ_H = {published_threshold(K, n)}",
                       0.0 if ok else float("inf"), 0.0))
     # W = H = 0 loses stability at the same threshold: smallest Hessian eigenvalue crosses 0
-    from scipy.optimize import brentq
     h0 = sp.lambdify([lam_W, lam_H], d["hess0"], "numpy")
     lw = 0.07
     lmin = lambda lh: float(np.linalg.eigvalsh(np.array(h0(lw, lh), dtype=float)).min())  # noqa: E731
@@ -138,6 +185,13 @@ def _flow_fn(K, n, d):
     return f, unpack
 
 
+def matrix_system(K: int, n: int, d: int, lw: float, lh: float) -> MatrixFlowSystem:
+    """The engine's matrix-path system of the UFM on K classes of n samples (state: H rows, then W)."""
+    Y = np.kron(np.eye(K), np.ones((n, 1)))  # sample i -> its class (the edge) and its one-hot target
+    return MatrixFlowSystem(compile_matrix_loss(ufm_matrix_loss()), Y, rates={"x": 1.0, "W": 1.0},
+                            dims={"d": d, "K": K}, data=Y, params={"lambda_W": lw, "lambda_H": lh, "N": K * n})
+
+
 def _simulated(K: int, n: int) -> list[Check]:
     d = K
     f, unpack = _flow_fn(K, n, d)
@@ -149,9 +203,23 @@ def _simulated(K: int, n: int) -> list[Check]:
     rows = [close(MODEL, f"derived symbolic flow = matrix-form gradient at a random point (K = {K}, n = {n})",
                   np.array(grad(v0, 0.03, 0.02), dtype=float), f(v0, 0.03, 0.02), 1e-12)]
     below, above = (0.03, 0.02), (0.3, 0.2)  # K√(nλλ): 0.104 and 1.04
+
+    def to_engine(v):  # (W, H) -> the engine's state (rows h_iᵀ, then W)
+        W, H = unpack(v)
+        return np.concatenate([H.T.ravel(), W.ravel()])
+
+    def from_engine(u):
+        H = u[:K * n * d].reshape(K * n, d).T
+        return np.concatenate([u[K * n * d:], H.ravel()])
+    ms = matrix_system(K, n, d, *below)
+    rows.append(close(MODEL, f"engine matrix-path flow = hand-written matrix-form gradient (K = {K}, n = {n})",
+                      from_engine(ms.flow_vector(to_engine(v0))), f(v0, *below), 1e-12,
+                      derived_text="MatrixFlowSystem (derived once for every d, K)"))
     for (lw, lh), label in ((below, "below"), (above, "above")):
-        sol = integrate(lambda v: f(v, lw, lh), v0, np.array([0.0, 3000.0]), rtol=1e-11, atol=1e-13)
-        W, H = unpack(sol.y[-1])
+        ms = matrix_system(K, n, d, lw, lh)
+        sol = integrate(ms.flow_vector, to_engine(v0), np.array([0.0, 3000.0]), rtol=1e-11, atol=1e-13)
+        sol_end = from_engine(sol.y[-1])
+        W, H = unpack(sol_end)
         if label == "below":
             rho = float(published_norm(K, n).subs({lam_W: lw, lam_H: lh}))
             rows.append(close(MODEL, f"integrated flow below threshold: W Wᵀ = ρ I_K (λ_W, λ_H = {lw}, {lh})",
@@ -161,7 +229,7 @@ def _simulated(K: int, n: int) -> list[Check]:
             rows.append(Check(MODEL, "features collapse to their class means (NC1): max|h − mean|/max|h|",
                               f"{spread:.2e}", "0", spread, 1e-6))
         else:
-            size = float(np.abs(sol.y[-1]).max() / np.abs(v0).max())
+            size = float(np.abs(sol_end).max() / np.abs(v0).max())
             rows.append(Check(MODEL, f"integrated flow above threshold collapses to W = H = 0 (λ = {lw}, {lh})",
                               f"{size:.2e}", "0", size, 1e-6))
     return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import cached_property
 
 import numpy as np
+import sympy as sp
 
 from ..errors import InvalidParameterError
 from ..numerics.graph import CouplingGraph
@@ -43,8 +44,6 @@ class OnGraph:
 
 def model_latex(title: str, loss, **sizes) -> str:
     r"""Notebook display of a model: L = s Σ_{i,c} P_ic ℓ(x_i, y_c) with its edge loss ℓ and sizes."""
-    import sympy as sp
-
     items = r",\ ".join(f"{sp.latex(sp.Symbol(k))} = {v:g}" if isinstance(v, float)
                           else f"{sp.latex(sp.Symbol(k))} = {v}" for k, v in sizes.items())
     return (rf"$\mathrm{{{title}}}:\ L = \sum_{{i,c}} P_{{ic}}\,\ell(x_i, y_c),\quad "

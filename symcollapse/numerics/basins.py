@@ -37,7 +37,8 @@ def residual(model, Z, W) -> float:
 
 def run_to_fixed_point(model, Z0, W0, *, tol: float = 1e-9, t_first: float = 500.0, t_max: float = 2e4,
                        method: str = "LSODA", rtol: float = 1e-10, atol: float = 1e-13):
-    r"""Integrate in doubling chunks (t_first, 2t_first, …) until residual ≤ tol or t ≥ t_max.
+    r"""Integrate in doubling chunks (t_first, 2t_first, …) until residual ≤ tol or t ≥ t_max; each
+    chunk ends early once ‖θ̇‖_∞ ≤ tol·max(1, ‖θ‖_∞) (the integrator's ``stop_residual``).
     Returns (Z, W, t, residual)."""
     tol = check_real("tol", tol, 0.0, None, strict_min=True)
     Z, W, t = np.asarray(Z0, float), np.asarray(W0, float), 0.0
@@ -45,9 +46,12 @@ def run_to_fixed_point(model, Z0, W0, *, tol: float = 1e-9, t_first: float = 500
     res = residual(model, Z, W)
     while not res <= tol and t < t_max:
         step = min(chunk, t_max - t)
-        tr = model.simulate(t_eval=np.array([0.0, step]), Z0=Z, W0=W, rtol=rtol, atol=atol, method=method,
-                            use_jacobian=method in ("BDF", "Radau", "BDF-Schur"))
-        Z, W, t = tr.Z, tr.W, t + step
+        scale = max(1.0, float(np.max(np.abs(model.pack(Z, W)))))
+        tr = model.simulate(t_end=step, n_points=3, Z0=Z, W0=W, rtol=rtol, atol=atol, method=method,
+                            use_jacobian=method in ("BDF", "Radau", "BDF-Schur", "auto"),
+                            stop_residual=0.5 * tol * scale)
+        Z, W = tr.Z, tr.W
+        t += float(tr.extra.get("t_reached", step))
         res = residual(model, Z, W)
         chunk *= 2.0
     return Z, W, t, res

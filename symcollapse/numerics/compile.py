@@ -19,6 +19,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 import sympy as sp
 
+from .. import cache
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic.flow import EdgeFlow, derive_flow
 from ..symbolic.loss import EdgeLoss
@@ -97,8 +98,6 @@ def compile_loss(loss: EdgeLoss, check: bool = True) -> CompiledFlow:
 def _compile_loss(loss: EdgeLoss, check: bool = True) -> CompiledFlow:
     """Derive the flow of ``loss`` and compile it; cached per loss in this process, and the
     derivation on disk (:mod:`symcollapse.cache`; the compiled kernels are re-checked)."""
-    from .. import cache
-
     flow, from_cache = cache.lookup(loss)
     kernels = cache.load_kernels(loss) if from_cache else None
     try:
@@ -131,8 +130,6 @@ compile_loss.cache_info = _compile_loss.cache_info
 def _rederive_on_deferred_failure(compiled: CompiledFlow) -> None:
     """A cached flow whose deferred checks (edge kernels, Jacobian) fail is discarded, derived
     afresh and swapped into ``compiled`` once, with a warning; a second failure raises."""
-    from .. import cache
-
     loss = compiled.loss
     state = {"done": False}
 

@@ -23,6 +23,7 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.linalg import eigh
 
 from ..errors import InvalidParameterError
 from ..validation import check_int, check_real
@@ -101,8 +102,6 @@ def nu_levels(P, tol: float = LEVEL_TOL) -> list[Level]:
 
 
 def _nu_levels(g: CouplingGraph, tol: float) -> list[Level]:
-    from scipy.linalg import eigh
-
     if np.any(g.degree <= 0):
         raise InvalidParameterError("P must give every sample and every label at least one edge")
     vals, phi = eigh(g.adjacency.toarray(), np.diag(g.degree))
@@ -162,14 +161,17 @@ def level_amplitudes(P, Z) -> list[np.ndarray]:
     return [lv.phi.T @ DZ for lv in nu_levels(g)]
 
 
-def state_family(P, Z, *, rel_tol: float = 1e-6) -> tuple[Family, np.ndarray]:
+ABS_TOL = 1e-9  # amplitudes below this are zero whatever the largest one (a collapsed state's noise)
+
+
+def state_family(P, Z, *, rel_tol: float = 1e-6, abs_tol: float = ABS_TOL) -> tuple[Family, np.ndarray]:
     r"""The family a state belongs to: r_ℓ = numerical rank of C_ℓ (singular values above
-    rel_tol·max over all levels); also returns every level's largest singular value."""
+    max(rel_tol·max over all levels, abs_tol)); also returns every level's largest singular value."""
     levels = nu_levels(P)
     C = level_amplitudes(P, Z)
     sv = [np.linalg.svd(c, compute_uv=False) if c.size else np.zeros(0) for c in C]
     top = max((float(s[0]) for s in sv if len(s)), default=0.0)
-    thr = rel_tol * max(top, 1e-300)
+    thr = max(rel_tol * top, abs_tol)
     ranks = tuple(int(np.sum(s > thr)) for s in sv)
     amp = np.array([float(s[0]) if len(s) else 0.0 for s in sv])
     return Family(tuple(lv.nu for lv in levels), ranks), amp
@@ -185,11 +187,11 @@ def _orth(A: np.ndarray, tol: float) -> np.ndarray:
     return U[:, :int(np.sum(s > tol * s[0]))]
 
 
-def symmetry_tangent(model, Z, W, *, rel_tol: float = 1e-6) -> np.ndarray:
+def symmetry_tangent(model, Z, W, *, rel_tol: float = 1e-6, abs_tol: float = ABS_TOL) -> np.ndarray:
     r"""Orthonormal basis of T = gauge ⊕ free head on R⊥ ⊕ level swaps at the fixed point (Z, W).
 
     Built at the cleaned state Z_c = Σ_ℓ Φ_ℓ [C_ℓ]_{r_ℓ} (each level truncated to its rank: amplitudes
-    below rel_tol of the largest are decaying remnants, not kept modes), so the three sets are exactly
+    below rel_tol of the largest, or below abs_tol, are decaying remnants, not kept modes), so the three sets are exactly
     consistent and overlaps are removed without picking up remnant directions."""
     d = model.d
     P = model.graph
@@ -200,20 +202,26 @@ def symmetry_tangent(model, Z, W, *, rel_tol: float = 1e-6) -> np.ndarray:
     kept = []
     for lv, c in zip(levels, C):
         Ul, sl, Vl = np.linalg.svd(c, full_matrices=False)
-        rl = int(np.sum(sl > rel_tol * max(top, 1e-300)))
+        rl = int(np.sum(sl > max(rel_tol * top, abs_tol)))
         kept.append((lv, Vl[:rl]))
         if rl:
             Zc += lv.phi @ ((Ul[:, :rl] * sl[:rl]) @ Vl[:rl])
+    rows = np.vstack([V for _, V in kept if len(V)]) if any(len(V) for _, V in kept) else np.zeros((0, d))
+    r = int(np.linalg.matrix_rank(rows)) if len(rows) else 0
+    _, _, Vt = np.linalg.svd(rows if len(rows) else np.zeros((1, d)), full_matrices=True)
+    perp = Vt[r:]  # orthonormal basis of R⊥ (rows)
+    # the head of the cleaned fixed point: self-consistent on R (W b_j = ν_j b_j), W itself on R⊥.
+    # Gauge vectors built with the raw W would carry its O(remnant) error as spurious extra rank.
+    Wc = np.asarray(W, float) @ (perp.T @ perp)
+    if r:
+        DZ = P.degree[:, None] * Zc
+        Wc = Wc + (Zc.T @ (P.adjacency @ Zc)) @ np.linalg.pinv(Zc.T @ DZ, rcond=1e-12, hermitian=True)
     vecs = []
     E = np.eye(d)
     for p in range(d):
         for q in range(d):
             M = np.outer(E[p], E[q])
-            vecs.append(model.pack(Zc @ M.T, M @ W - W @ M))
-    rows = np.vstack([V for _, V in kept if len(V)]) if any(len(V) for _, V in kept) else np.zeros((0, d))
-    r = int(np.linalg.matrix_rank(rows)) if len(rows) else 0
-    _, _, Vt = np.linalg.svd(rows if len(rows) else np.zeros((1, d)), full_matrices=True)
-    perp = Vt[r:]  # orthonormal basis of R⊥ (rows)
+            vecs.append(model.pack(Zc @ M.T, M @ Wc - Wc @ M))
     zero = np.zeros_like(Zc)
     for v in perp:
         for u in E:

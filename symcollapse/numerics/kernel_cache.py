@@ -1,6 +1,8 @@
 """Serialisation of compiled moment-path kernels (their generated source) for the on-disk cache."""
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import sympy as sp
 
@@ -11,8 +13,6 @@ from .lambdify import AffineCoefficient
 
 def kernel_sources(compiled) -> dict | None:
     """The generated source of the moment-path kernels (for the on-disk cache), or None."""
-    import inspect
-
     try:
         losses = {"loss": inspect.getsource(compiled.loss_fn),
                   "frozen_loss": inspect.getsource(compiled.frozen_loss_fn)}

@@ -12,16 +12,18 @@ few dense products (docs/model.md §2–§4). A chain outside these forms raises
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache, reduce
 
 import numpy as np
 import sympy as sp
 
+from .. import cache
 from ..errors import SymcollapseError
 from ..symbolic import matcalc as mc
 from ..symbolic.loss import LABEL, SAMPLE
-from ..symbolic.matrix_flow import MatrixFlow
+from ..symbolic.matrix_flow import MatrixFlow, cross_check, derive_matrix_flow
 
 
 class StructureError(SymcollapseError):
@@ -428,9 +430,7 @@ except ImportError:  # pragma: no cover
 
 @lru_cache(maxsize=None)
 def _at(compiled: MatrixCompiledFlow, dims: tuple) -> MatrixCompiledFlow:
-    from dataclasses import replace
-
-    return replace(compiled, default_dims=dims)
+    return dataclasses.replace(compiled, default_dims=dims)
 
 
 def _add(a, b):
@@ -448,9 +448,6 @@ def compile_matrix_loss(loss, check: bool = True) -> MatrixCompiledFlow:
     """Derive (cross-checked at d = 1, 2, 3 unless ``check=False``; a passed check is recorded in
     the on-disk cache) and classify the kernels of a
     :class:`~symcollapse.symbolic.matrix_flow.MatrixEdgeLoss`; once per loss, for every d and N."""
-    from .. import cache
-    from ..symbolic.matrix_flow import cross_check, derive_matrix_flow
-
     flow = derive_matrix_flow(loss, check=False)
     if check and not cache.matrix_check_passed(loss):
         cache.store_matrix_check(loss, cross_check(flow))

@@ -11,6 +11,9 @@ from __future__ import annotations
 from functools import cached_property, lru_cache
 
 import numpy as np
+import scipy.sparse as sps
+import sympy as sp
+from scipy.sparse.linalg import LinearOperator, eigs
 
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic import matcalc as mc
@@ -20,6 +23,7 @@ from ..validation import check_array, check_int, check_real
 from .blocks import BlockState, check_frozen_names, checked_params, checked_rates
 from .graph import CouplingGraph
 from .compile import compile_loss
+from .finite_differences import central_gradient, central_jacobian
 from .matrix_kernels import Evaluator, MatrixCompiledFlow
 from .system import FlowSystem
 
@@ -113,7 +117,8 @@ class MatrixFlowSystem(BlockState):
         X = st.get(SAMPLE)
         if loss.x is not None:
             nodes[(nm[SAMPLE], "")] = X if X is not None else np.zeros(self._shape(SAMPLE))
-        nodes[(nm[LABEL], "")] = st[LABEL]
+        Y = st.get(LABEL)  # a label block that is not learned (and so absent from ℓ's flow) is zero
+        nodes[(nm[LABEL], "")] = Y if Y is not None else np.zeros(self._shape(LABEL))
         if loss.data is not None:
             nodes[(nm["u"], "")] = nodes[(nm["u"], "0")] = self.data
         for b in loss.shared_names:
@@ -125,7 +130,7 @@ class MatrixFlowSystem(BlockState):
         if st0 is not None:
             if loss.x is not None:
                 nodes[(nm[SAMPLE], "0")] = st0.get(SAMPLE, nodes[(nm[SAMPLE], "")])
-            nodes[(nm[LABEL], "0")] = st0[LABEL]
+            nodes[(nm[LABEL], "0")] = st0.get(LABEL, nodes[(nm[LABEL], "")])
             for b in loss.shared_names:
                 shared[(nm[b], "0")] = np.asarray(st0[b], dtype=float)
         return Evaluator(self.graph, nodes, shared, self.compiled.roles, self._param_values)
@@ -175,11 +180,61 @@ class MatrixFlowSystem(BlockState):
 
     def linear_operator(self, v: np.ndarray):
         """The Jacobian ∂θ̇/∂θ at v as a ``scipy.sparse.linalg.LinearOperator`` (matvec = JVP)."""
-        from scipy.sparse.linalg import LinearOperator
-
         v = np.array(v, dtype=float)
         n = self.size
         return LinearOperator((n, n), matvec=lambda w: self.jvp(v, np.ravel(w)), dtype=float)
+
+    def slowest_modes(self, v: np.ndarray, k: int = 4, *, zero_tol: float = 1e-9, block: int = 12,
+                      max_zero: int = 2000, arpack_tol: float = 1e-12, seed: int = 0) -> dict:
+        r"""The k rightmost nonzero eigenvalues of J(v) (at a stable fixed point: the slowest
+        decay rates) from the JVP LinearOperator alone (ARPACK, which='LR').
+
+        The zero modes of a family of fixed points come first in that order; each round's
+        eigenvalues with |λ| ≤ zero_tol·ρ(J) are locked — their eigenvectors join an orthonormal
+        basis B and the next round works on J̃ = (I − BBᵀ) J (I − BBᵀ) − σ BBᵀ, σ = 2ρ + 1, whose
+        spectrum is the rest of J's — until ``k`` nonzero ones are found. Returns {'eigenvalues',
+        'n_zero' (locked), 'rho', 'n_matvec'}; refuses (InvalidParameterError) past ``max_zero``."""
+        v = np.array(v, dtype=float)
+        J = self.linear_operator(v)
+        n = J.shape[0]
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=n)
+        rho = 0.0
+        for _ in range(30):  # power iteration: the scale of the spectrum
+            y = J.matvec(x / np.linalg.norm(x))
+            rho, x = max(rho, float(np.linalg.norm(y))), y
+        sigma, thr = 2.0 * rho + 1.0, zero_tol * max(rho, 1e-300)
+        B = np.zeros((n, 0))
+        count = [0]
+        found = []
+        while True:
+            def mv(w, B=B):
+                w = np.ravel(w)
+                count[0] += 1
+                if not B.shape[1]:
+                    return J.matvec(w)
+                c = B.T @ w
+                y = J.matvec(w - B @ c)
+                return y - B @ (B.T @ y) - sigma * (B @ c)
+            op = LinearOperator((n, n), matvec=mv, dtype=float)
+            kk = min(block, n - B.shape[1] - 2)
+            if kk < 1:
+                raise InvalidParameterError("too few free directions left for ARPACK")
+            ev, vec = eigs(op, k=kk, which="LR", tol=arpack_tol, maxiter=50 * n, v0=rng.normal(size=n))
+            keep = ev.real > -sigma / 2  # the locked modes sit at −σ
+            ev, vec = ev[keep], vec[:, keep]
+            zero = np.abs(ev) <= thr
+            found = sorted([e for e in ev[~zero]], key=lambda e: -e.real)
+            if len(found) >= k or not np.any(zero):
+                break
+            V = np.hstack([vec[:, zero].real, vec[:, zero].imag])
+            V = V - B @ (B.T @ V)
+            U, sv, _ = np.linalg.svd(V, full_matrices=False)
+            B = np.hstack([B, U[:, sv > 1e-8 * max(float(sv[0]), 1e-300)]])
+            if B.shape[1] > max_zero:
+                raise InvalidParameterError(f"more than max_zero = {max_zero} zero modes locked; the family of "
+                                            "fixed points is too large for deflation")
+        return {"eigenvalues": np.array(found[:k]), "n_zero": int(B.shape[1]), "rho": rho, "n_matvec": count[0]}
 
     # --- loss --------------------------------------------------------------------------------
     def loss(self, st: dict) -> float:
@@ -196,14 +251,10 @@ class MatrixFlowSystem(BlockState):
 
     def frozen_loss_gradient_fd(self, v: np.ndarray, h: float = 1e-5) -> np.ndarray:
         """∂L/∂θ with sg held at v, by central differences (n loss evaluations: small systems)."""
-        from .finite_differences import central_gradient
-
         v = np.asarray(v, dtype=float)
         return central_gradient(lambda w: self.frozen_loss(w, v), v, h)
 
     def flow_jacobian_fd(self, v: np.ndarray, h: float = 1e-6) -> np.ndarray:
-        from .finite_differences import central_jacobian
-
         return central_jacobian(self.flow_vector, v, h)
 
     # --- the assembled Jacobian, from the derived JVP chains ---------------------------------
@@ -216,8 +267,6 @@ class MatrixFlowSystem(BlockState):
         node–node blocks deg ⊗ A and P ⊗ A (sparse), the shared columns and rows dense.
         Refuses (InvalidParameterError) when the dense parts exceed ``max_dense`` entries:
         use :meth:`linear_operator` there."""
-        import scipy.sparse as sps
-
         st = self.unpack(np.asarray(v, dtype=float))
         n_shared = sum(int(np.prod(s)) for b, (_, s) in self.layout.items() if b not in (SAMPLE, LABEL))
         dense = n_shared * (self.size - n_shared) * 2 + n_shared ** 2
@@ -245,8 +294,6 @@ class MatrixFlowSystem(BlockState):
 
     def _jac_term(self, ev, b, form, data, c):
         """[(tangent block, ∂(term)/∂(tangent block))] for one δF chain of output block b."""
-        import scipy.sparse as sps
-
         g = self.graph
         tb_of = self._sym_block
         out_shape = self._shape(b)
@@ -369,8 +416,6 @@ class MatrixFlowSystem(BlockState):
 def _structural(M):
     """A dense block as CSR with every entry stored (exact zeros too: the structure of a block
     must not depend on the state, e.g. W = I, for the solvers that inspect it); sparse as is."""
-    import scipy.sparse as sps
-
     if M is None or sps.issparse(M):
         return M
     r, c = M.shape
@@ -379,8 +424,6 @@ def _structural(M):
 
 
 def sp_free(expr) -> list:
-    import sympy as sp
-
     return [s.name for s in sp.sympify(expr).free_symbols]
 
 

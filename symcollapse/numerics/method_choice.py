@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sps
 
 from ..errors import DerivationCheckError, InvalidParameterError
+from .column_flow import MAX_REDUCED, column_propagator, expm_cost, node_operator
 from .integrate import LU_LIMIT, dense_tail, node_blocks
 
 
@@ -73,8 +74,6 @@ def spectral_radius(J, iters: int = 40, seed: int = 0) -> float:
 
 def linear_choice(system, t_end: float) -> Choice | None:
     """The exact solution of a column-wise linear flow, or None if the flow is not one."""
-    from .column_flow import MAX_REDUCED, column_propagator, expm_cost, node_operator
-
     try:
         A = node_operator(system)
     except DerivationCheckError:

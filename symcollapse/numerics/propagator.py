@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sps
-from scipy.sparse.linalg import expm_multiply, splu
+from scipy.sparse.linalg import LinearOperator, eigsh, expm_multiply, splu
 
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..tolerance import within
@@ -85,8 +85,6 @@ def spectral_propagator(system, t_min: float, *, tol: float = 1e-12, k0: int = 1
     until the largest one found exceeds cutoff = ln(1/tol)/t_min. Refuses a J that is not
     symmetrisable by the rates (DerivationCheckError); use :func:`linear_propagator` then.
     """
-    from scipy.sparse.linalg import eigsh
-
     t_min = check_real("t_min", t_min, 0.0, None, strict_min=True)
     tol = check_real("tol", tol, 0.0, 1.0, strict_min=True, strict_max=True)
     prop = linear_propagator(system)
@@ -145,8 +143,6 @@ def missed_mode(lu, phi: np.ndarray, sigma: float, cutoff: float, n: int) -> boo
     iff λ* ≤ cutoff, i.e. θ ≥ 1/(cutoff − σ). θ is found by an independent Lanczos run
     on the deflated operator, where a missed mode is the dominant one.
     """
-    from scipy.sparse.linalg import LinearOperator, eigsh
-
     def project(x):
         return x - phi @ (phi.T @ x)
 

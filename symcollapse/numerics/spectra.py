@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sps
 from scipy.linalg import eigh, eigvalsh
 from scipy.optimize import brentq
+from scipy.sparse.linalg import LinearOperator, eigsh, splu
 
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..validation import check_rate
@@ -190,8 +191,6 @@ def slow_rate_sparse(P, eta_x: float = 1.0, eta_y: float = 1.0) -> float:
     its largest eigenvalue is 1/(r_s − σ). (Counting zeros instead is unreliable: Lanczos does
     not resolve a highly degenerate eigenvalue 0.)
     """
-    from scipy.sparse.linalg import LinearOperator, eigsh, splu
-
     eta_x, eta_y = check_rate("eta_x", eta_x), check_rate("eta_y", eta_y)
     g = _graph(P)
     n = g.N + g.K

@@ -2,8 +2,10 @@ r"""LaTeX from derived objects: every equation is printed by SymPy's printer, no
 from __future__ import annotations
 
 import sympy as sp
+from sympy.matrices.expressions import MatrixSymbol
 
 from ..symbolic import matcalc as mc
+from ..symbolic.invariants import QuadraticInvariant
 from ..symbolic.stopgrad import stop_gradient  # noqa: F401  (its _latex prints \operatorname{sg})
 
 PREAMBLE = r"""\documentclass[11pt]{article}
@@ -128,8 +130,6 @@ def matrix_flow_latex(mflow, *, jvp: bool = True) -> str:
     ẋ_i = η_x Σ_c P_ic F_x(x_i, y_c), ẏ_c = η_y Σ_i P_ic F_y(x_i, y_c), θ̇ = η_θ Σ_{i,c} P_ic F_θ,
     the forces F_b = −∂ℓ/∂θ_b with sg shown where it acted, and (``jvp``) the Jacobian-vector
     products δθ̇ = (∂θ̇/∂θ) δθ; every expression printed by SymPy's printer from the derived chains."""
-    from sympy.matrices.expressions import MatrixSymbol
-
     loss = mflow.loss
     sym = dict(loss.symbols)
     edge = {}
@@ -137,7 +137,9 @@ def matrix_flow_latex(mflow, *, jvp: bool = True) -> str:
         idx = "c" if b == "y" else ("i" if b in ("x", "u") else None)
         edge[m.name] = MatrixSymbol(f"{m.name}_{{{idx}}}", *m.shape) if idx else m
     plain = {m.name: m for m in sym.values()}
-    out = [equation(r"\ell(" + ", ".join(tex(sym[b]) for b in ("x", "y") if b in sym) + ")", loss.expr)]
+    used = loss.expr.atoms(MatrixSymbol)
+    out = [equation(r"\ell(" + ", ".join(tex(sym[b]) for b in ("x", "y", "u") if b in sym and sym[b] in used) + ")",
+                    loss.expr)]
     for b in mflow.learned:
         out.append(f"\\begin{{equation*}}\n\\fitmath{{F_{{{b}}} = {mc.factored_latex(mflow.forces_with_sg[b], plain)}}}\n"
                    "\\end{equation*}\n")
@@ -145,17 +147,26 @@ def matrix_flow_latex(mflow, *, jvp: bool = True) -> str:
         eta = tex(loss.rate(b))
         m = sym[b]
         if b == "x":
-            lhs, pre = r"\dot x_{i}", eta + r" \sum_{c} P_{ic}"
+            lhs, pre = r"\dot " + tex(m) + "_{i}", eta + r" \sum_{c} P_{ic}"
         elif b == "y":
-            lhs, pre = r"\dot y_{c}", eta + r" \sum_{i} P_{ic}"
+            lhs, pre = r"\dot " + tex(m) + "_{c}", eta + r" \sum_{i} P_{ic}"
         else:
             lhs, pre = r"\dot " + tex(m), eta + r" \sum_{i,c} P_{ic}"
         out.append(_long_equation(lhs, pre, mc.factored_terms(mflow.forces[b], edge)))
     if jvp:
         for b in mflow.learned:
             m = sym[b]
-            lhs = {"x": r"\delta\dot x_{i}", "y": r"\delta\dot y_{c}"}.get(b, r"\delta\dot " + tex(m))
+            lhs = {"x": r"\delta\dot " + tex(m) + "_{i}", "y": r"\delta\dot " + tex(m) + "_{c}"}.get(
+                b, r"\delta\dot " + tex(m))
             pre = tex(loss.rate(b)) + (r" \sum_{c} P_{ic}" if b == "x" else r" \sum_{i} P_{ic}" if b == "y"
                                        else r" \sum_{i,c} P_{ic}")
             out.append(_long_equation(lhs, pre, mc.factored_terms(mflow.jvps[b], edge), per_line=3))
     return "".join(out)
+
+
+def invariants_latex(invariants) -> str:
+    """LaTeX display equations I_k = θᵀQ_kθ, one per invariant found."""
+    if not invariants:
+        return "No invariant of this form exists.\n"
+    return "".join(equation(f"I_{{{k + 1}}}", inv.expr if isinstance(inv, QuadraticInvariant) else inv)
+                   for k, inv in enumerate(invariants))

@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+
+from .figures import label_axes, new_figure, plt, save_figure  # pyplot with the Agg backend selected
 
 SEP_CMAP = "viridis"
 COLOUR_LABEL = "basin fraction of separated end states"
@@ -43,8 +47,6 @@ def _flag(c: dict, new: str, old: str) -> bool | None:
 
 def legend_handles(with_x: bool) -> list:
     """Legend entries of the derived layer (and of unverified end states if any are drawn)."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
     out = [Patch(fc="none", ec="0.3", hatch="////", label="derived: no stable separated family"),
            Line2D([], [], ls="none", marker="o", mfc="none", mec="orange", label="derived: stable collapsed family")]
@@ -61,10 +63,6 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool
     no stable separated family, orange ring = a stable collapsed family with head spectrum in [−1, 1];
     red 'x' = a simulated end state that is unstable, or whose family has no stable member among the
     scanned ones (the end state itself may be stable: the scan tries a few spare head eigenvalues)."""
-    from matplotlib.patches import Rectangle
-
-    from .figures import label_axes, new_figure, save_figure
-
     keys = sorted(cells)
     eps = sorted({k[0] for k in keys})
     ycol = 1 if yname == "d" else 2
@@ -130,9 +128,7 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool
 
 def phase_panels(cell_sets: dict, yname: str, path) -> Path:
     """One panel per K ({K: cells}) side by side, shared colour scale (basin fraction separated)."""
-    import matplotlib.pyplot as plt
 
-    from .figures import new_figure, save_figure
 
     Ks = sorted(cell_sets)
     rows = 2 if len(Ks) == 4 else 1

@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..deprecation import moved_names
 from ..verification import Check
 from .io import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from .latex import PREAMBLE
@@ -239,16 +240,17 @@ def build_pdf(tex_path: Path, timeout: float = 120.0) -> tuple[Path | None, str]
     return target, f"built {target.name}"
 
 
-def write_report(out, modules=None, *, figures: bool = True, documents: bool = True,
-                 pdf: bool = True) -> Report:
-    """Run the jobs, write their outputs and report.tex / report.md (and report.pdf) under ``out``."""
-    if modules is None:
-        from ..jobs import job_modules
-
-        modules = job_modules()
+def build_report(out, modules, *, figures: bool = True, documents: bool = True, pdf: bool = True) -> Report:
+    """Run the given jobs, write their outputs and report.tex / report.md (and report.pdf) under ``out``.
+    (:func:`symcollapse.jobs.write_report` runs every job when none are given.)"""
     out = ensure_writable_dir(out)
     sections = collect(modules, out, figures=figures, documents=documents)
     tex = atomic_write_text(out / "report.tex", report_latex(sections, out))
     md = atomic_write_text(out / "report.md", report_markdown(sections))
     pdf_path, msg = build_pdf(tex) if pdf else (None, "PDF not requested")
     return Report(tex, md, pdf_path, msg, sections)
+
+
+# write_report's default (every job) belongs to the jobs layer: symcollapse.jobs.write_report
+MOVED = {"write_report": "symcollapse.jobs"}
+__getattr__ = moved_names(__name__, MOVED)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..deprecation import moved_names
 from ..errors import InvalidParameterError
+from ..verification import identity
 from . import polydiff
 from .assemble import SymbolicSystem
 
@@ -173,18 +175,11 @@ def _normalise(v: sp.Matrix, system: SymbolicSystem, cols, pairs) -> sp.Matrix:
 
 def invariant_check(I, system: SymbolicSystem, *, model: str = "invariants", claim: str | None = None):
     """A verification row: dI/dt along the assembled flow simplifies to 0."""
-    from ..verification import identity
-
     expr = I.expr if isinstance(I, QuadraticInvariant) else I
     return identity(model, claim or f"dI/dt = 0 for I = {expr}", system.time_derivative(expr),
                     "dI/dt = ∇I·θ̇ on the assembled flow")
 
 
-def invariants_latex(invariants) -> str:
-    """LaTeX display equations I_k = θᵀQ_kθ, one per invariant found."""
-    from ..outputs.latex import equation
-
-    if not invariants:
-        return "No invariant of this form exists.\n"
-    return "".join(equation(f"I_{{{k + 1}}}", inv.expr if isinstance(inv, QuadraticInvariant) else inv)
-                   for k, inv in enumerate(invariants))
+# LaTeX of the invariants is an output (symcollapse.outputs.latex)
+MOVED = {"invariants_latex": "symcollapse.outputs.latex"}
+__getattr__ = moved_names(__name__, MOVED)

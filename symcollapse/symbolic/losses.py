@@ -25,6 +25,7 @@ from .loss import EdgeLoss
 from .matrix_flow import MatrixEdgeLoss
 from .stopgrad import sg as _sg
 from .symbols import rate
+from ..validation import check_int
 
 SG_CHOICES = ("both", "labels", "samples", "none")
 _ALIASES = {True: "both", False: "none", "label": "labels", "sample": "samples"}
@@ -142,8 +143,6 @@ def student_matrix_loss(head: bool = False, stop_gradient="both", rates: tuple =
 # --- the same losses in components at a given d (cross-check, exact statements) ---------------
 def embedding_loss(d: int, *, rates: dict | None = None, name: str | None = None) -> EdgeLoss:
     """Model (a) at dimension d: ℓ = ½‖x − y‖²."""
-    from ..validation import check_int
-
     dv = check_int("d", d, 1)
     m = embedding_matrix_loss(_rate_items(rates), name or "embedding")
     return m.component(d=dv)
@@ -152,8 +151,6 @@ def embedding_loss(d: int, *, rates: dict | None = None, name: str | None = None
 def head_loss(d: int, stop_gradient="both", learn_head: bool = True, *, rates: dict | None = None,
               name: str | None = None, param: str = "stop_gradient") -> EdgeLoss:
     """Model (b) at dimension d: ℓ = ½(‖W x − t_y‖² + ‖W y − t_x‖²), W ∈ R^{d×d}."""
-    from ..validation import check_int
-
     dv = check_int("d", d, 1)
     if not isinstance(learn_head, bool):
         raise InvalidParameterError(f"learn_head must be True or False; got {learn_head!r}")
@@ -164,8 +161,6 @@ def head_loss(d: int, stop_gradient="both", learn_head: bool = True, *, rates: d
 def student_loss(d: int, D: int, *, head: bool = False, stop_gradient="both", rates: dict | None = None,
                  name: str | None = None, param: str = "stop_gradient") -> EdgeLoss:
     """Model (c) at dimensions d, D: x = S u with learned S ∈ R^{d×D}."""
-    from ..validation import check_int
-
     dv, Dv = check_int("d", d, 1), check_int("D", D, 1)
     if not isinstance(head, bool):
         raise InvalidParameterError(f"head must be True or False; got {head!r}")

@@ -17,47 +17,14 @@ from __future__ import annotations
 from collections import defaultdict
 
 import sympy as sp
+from sympy.printing.latex import LatexPrinter
 from sympy.matrices.expressions import (Identity, MatAdd, MatMul, MatPow, MatrixExpr,
                                         MatrixSymbol, Trace, Transpose, ZeroMatrix)
 
-from ..errors import SymcollapseError
+from ..errors import UnsupportedExpression
+from .stopgrad import MatrixStopGradient, stop_gradient
 
 PLAIN, FROZEN, TANGENT = "", "0", "d"
-
-
-class UnsupportedExpression(SymcollapseError, ValueError):
-    """The expression is outside the polynomial matrix grammar of this module."""
-
-
-class MatrixStopGradient(MatrixExpr):
-    r"""sg(A) for a matrix expression A: value A, derivative zero; printed ``\operatorname{sg}``."""
-
-    def __new__(cls, arg):
-        arg = sp.sympify(arg)
-        if not isinstance(arg, MatrixExpr):
-            raise UnsupportedExpression("MatrixStopGradient needs a matrix expression")
-        return sp.Basic.__new__(cls, arg)
-
-    @property
-    def arg(self):
-        return self.args[0]
-
-    @property
-    def shape(self):
-        return self.args[0].shape
-
-    def _entry(self, i, j, **kw):
-        from .stopgrad import stop_gradient
-
-        return stop_gradient(self.args[0]._entry(i, j, **kw))
-
-    def _eval_transpose(self):
-        return MatrixStopGradient(Transpose(self.args[0]))
-
-    def _latex(self, printer, exp=None):
-        inner = printer._print(self.args[0])
-        tex = r"\operatorname{sg}\left(%s\right)" % inner
-        return tex if exp is None else r"%s^{%s}" % (tex, exp)
 
 
 # --- letters -------------------------------------------------------------------------------
@@ -292,8 +259,6 @@ def factored_latex(sum_: dict, symbols: dict, shape=None) -> str:
 
 def factored_terms(sum_: dict, symbols: dict, shape=None) -> list:
     r"""The top-level terms of :func:`factored_latex`, each with its sign ('+ …' or '- …')."""
-    from sympy.printing.latex import LatexPrinter
-
     pr = LatexPrinter()
 
     def lt(L):
@@ -351,8 +316,6 @@ def factored_terms(sum_: dict, symbols: dict, shape=None) -> list:
 def explicit(expr, values: dict):
     """Evaluate a matrix expression tree with explicit SymPy matrices (``values``: name -> Matrix);
     sg(A) becomes the elementwise scalar stop_gradient. Independent of :func:`expand`."""
-    from .stopgrad import stop_gradient
-
     expr = sp.sympify(expr)
     if isinstance(expr, MatrixStopGradient):
         return explicit(expr.arg, values).applyfunc(stop_gradient)
@@ -397,10 +360,7 @@ def explicit_chains(sum_: dict, values: dict, shape=None):
         m = None
         for L in ch:
             if L[0] == "g":
-                v = explicit_chains(as_dict(L[1]), values)
-                from .stopgrad import stop_gradient
-
-                v = v.applyfunc(stop_gradient)
+                v = explicit_chains(as_dict(L[1]), values).applyfunc(stop_gradient)
             else:
                 key = L[1] + ("__" + L[3] if L[3] else "")
                 v = sp.Matrix(values[key])

@@ -21,6 +21,7 @@ from sympy.matrices.expressions import MatrixSymbol
 from ..errors import DerivationCheckError, InvalidParameterError
 from . import matcalc as mc
 from . import polydiff
+from .flow import derive_flow
 from .loss import LABEL, SAMPLE, EdgeLoss
 from .symbols import matrix as _matrix, rate as _rate, vector as _vector
 
@@ -179,22 +180,27 @@ class MatrixFlow:
     def learned(self) -> tuple:
         return tuple(b for b in self.loss.blocks if b in self.loss.learned)
 
+    @cached_property
+    def _by_name(self) -> dict:
+        """MatrixSymbol name -> MatrixSymbol (the chains' letters carry the symbol names)."""
+        return {m.name: m for m in self.loss.symbols.values()}
+
     def force_expr(self, block: str, with_sg: bool = False):
         """F_b as a SymPy matrix expression."""
         src = self.forces_with_sg if with_sg else self.forces
-        return mc.to_expr(src[block], self.loss.symbols, self.loss.block(block).shape)
+        return mc.to_expr(src[block], self._by_name, self.loss.block(block).shape)
 
     def jvp_expr(self, block: str):
         """δF_b as a SymPy matrix expression in the tangents δθ."""
-        return mc.to_expr(self.jvps[block], self.loss.symbols, self.loss.block(block).shape)
+        return mc.to_expr(self.jvps[block], self._by_name, self.loss.block(block).shape)
 
     def force_latex(self, block: str, with_sg: bool = False) -> str:
         """F_b in matrix notation with common left factors pulled out (e.g. −Wᵀ(W x − y))."""
         src = self.forces_with_sg if with_sg else self.forces
-        return mc.factored_latex(src[block], self.loss.symbols, self.loss.block(block).shape)
+        return mc.factored_latex(src[block], self._by_name, self.loss.block(block).shape)
 
     def jvp_latex(self, block: str) -> str:
-        return mc.factored_latex(self.jvps[block], self.loss.symbols, self.loss.block(block).shape)
+        return mc.factored_latex(self.jvps[block], self._by_name, self.loss.block(block).shape)
 
     @cached_property
     def uses_stop_gradient(self) -> bool:
@@ -241,8 +247,6 @@ def cross_check(flow: MatrixFlow, sizes=CHECK_DIMS) -> dict:
     same explicit matrices must equal it identically (expanded difference 0). Returns
     {size tag: number of identities checked}; raises :class:`DerivationCheckError`.
     """
-    from .flow import derive_flow
-
     loss = flow.loss
     report = {}
     for dims in _dim_sets(loss, sizes):

@@ -17,13 +17,14 @@ import random
 from typing import Iterable
 
 import mpmath
-import numpy as np
 import sympy as sp
 
 from ..closed_forms import sector_cubic
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..validation import check_int
+from ..deprecation import moved_names
 from ..verification import Check
+from . import losses
 from .flow import EdgeFlow, derive_flow
 from .loss import EdgeLoss
 from .stopgrad import freeze_stop_gradient, strip_stop_gradient
@@ -273,22 +274,15 @@ def require(rows: list[Check]) -> list[Check]:
 
 # --- the engine's own rows ------------------------------------------------------------------
 def embedding_loss(d: int = 2) -> EdgeLoss:
-    """ℓ = ½‖x − y‖² (model (a))."""
-    from .symbols import sqnorm, vector
-
-    x, y = vector("x", d), vector("y", d)
-    return EdgeLoss(sp.Rational(1, 2) * sqnorm(x - y), x, y, name=f"embedding_d{d}")
+    """ℓ = ½‖x − y‖² (model (a)): the package's one definition, :func:`symcollapse.symbolic.losses.embedding_loss`."""
+    return losses.embedding_loss(d)
 
 
 def head_loss(d: int = 2, stop_gradient: bool = True) -> EdgeLoss:
-    """ℓ = ½(‖Wx − sg(y)‖² + ‖Wy − sg(x)‖²) (model (b)), sg optional."""
-    from .stopgrad import sg
-    from .symbols import matrix, sqnorm, vector
-
-    x, y, W = vector("x", d), vector("y", d), matrix("W", d, d)
-    s = sg if stop_gradient else (lambda v: v)
-    expr = sp.Rational(1, 2) * (sqnorm(W * x - s(y)) + sqnorm(W * y - s(x)))
-    return EdgeLoss(expr, x, y, shared=(("W", W),), name=f"head_d{d}_{'sg' if stop_gradient else 'nosg'}")
+    """ℓ = ½(‖Wx − sg(y)‖² + ‖Wy − sg(x)‖²) (model (b)), sg optional: the package's one
+    definition, :func:`symcollapse.symbolic.losses.head_loss`."""
+    return losses.head_loss(d, "both" if stop_gradient else "none", True,
+                            name="head_sg" if stop_gradient else "head_nosg")  # short names: the rows' labels
 
 
 def invariant_rate(flow: EdgeFlow) -> sp.Expr:
@@ -316,47 +310,12 @@ def edge_hessian_asymmetry(flow: EdgeFlow) -> sp.Matrix:
     return J - J.T
 
 
-def balanced_slow_rate_engine(K: int, n: int, mu: int, eta_x: float, eta_y: float) -> float:
-    """Smallest nonzero decay rate of the engine's embedding flow on B(K, n, μ, ω=2), d = 1."""
-    from ..models.couplings import balanced_couplings
-    from ..numerics.kernels import compile_loss
-    from ..numerics.system import FlowSystem
-
-    sysm = FlowSystem(compile_loss(embedding_loss(1)), balanced_couplings(K, n, mu),
-                      rates={"x": eta_x, "y": eta_y})
-    J = sysm.jacobian(np.zeros(sysm.size)).toarray()
-    rates = np.sort(np.linalg.eigvals(-J).real)
-    return float(rates[rates > 1e-9 * max(1.0, rates[-1])][0])
-
-
 def balanced_sector_cubic(r: sp.Symbol, K, n, mu, eta_x, eta_y) -> sp.Expr:
     r"""The class-separation cubic (ω = 2, docs/model.md §2), from
     :func:`symcollapse.closed_forms.sector_cubic`."""
     return sector_cubic(r, K, n, mu, eta_x, eta_y)
 
 
-def engine_checks(seed: int = 0) -> list[Check]:
-    """The engine's 30-digit rows: forces of the embedding and head losses (with and without
-    sg), the stop-gradient invariant, gradient-flow symmetry, and the balanced slow rate."""
-    rows: list[Check] = []
-    emb = embedding_loss(2)
-    head_sg, head_nosg = head_loss(2, True), head_loss(2, False)
-    flows = {loss.name: derive_flow(loss) for loss in (emb, head_sg, head_nosg)}
-    for loss in (emb, head_sg, head_nosg):
-        rows += check_forces(loss, model="engine", flow=flows[loss.name], seed=seed)
-    f_sg = flows[head_sg.name]
-    rows.append(check_edge_jacobian(f_sg, model="engine", seed=seed))
-    rows.append(check_identity(
-        "engine", "sg invariant: x.F_x + y.F_y - <W,F_W> = 0 per edge (dI/dt = 0)",
-        invariant_rate(f_sg), seed=seed))
-    rows.append(check_identity(
-        "engine", "no sg: per-edge Jacobian symmetric (gradient flow)",
-        edge_hessian_asymmetry(flows[head_nosg.name]), seed=seed))
-    r = sp.Symbol("r")
-    for K, n, mu, ex, ey in ((2, 1, 1, 1, 1), (3, 2, 1, sp.Rational(3, 4), sp.Rational(5, 4))):
-        claimed = balanced_slow_rate_engine(K, n, mu, float(ex), float(ey))
-        rows.append(check_root(
-            "engine", f"slow rate r_s, B(K={K}, n={n}, mu={mu}), eta=({ex},{ey})",
-            balanced_sector_cubic(r, K, n, mu, ex, ey), r, claimed, which="smallest_positive",
-            compared_with="smallest root of the docs/model.md §2 sector cubic, 30 digits", tol=1e-9))
-    return rows
+# the engine's rows assemble a model's system: they are the 'engine' job's (symcollapse.jobs.engine)
+MOVED = {"balanced_slow_rate_engine": "symcollapse.jobs.engine", "engine_checks": "symcollapse.jobs.engine"}
+__getattr__ = moved_names(__name__, MOVED)

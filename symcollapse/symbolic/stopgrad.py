@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import sympy as sp
+from sympy.matrices.expressions import MatrixExpr, Transpose
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, UnsupportedExpression
 
 
 class stop_gradient(sp.Function):  # noqa: N801  (reads like the math: sg(x))
@@ -30,14 +31,39 @@ class stop_gradient(sp.Function):  # noqa: N801  (reads like the math: sg(x))
         return tex if exp is None else r"%s^{%s}" % (tex, exp)
 
 
+class MatrixStopGradient(MatrixExpr):
+    r"""sg(A) for a matrix expression A: value A, derivative zero; printed ``\operatorname{sg}``."""
+
+    def __new__(cls, arg):
+        arg = sp.sympify(arg)
+        if not isinstance(arg, MatrixExpr):
+            raise UnsupportedExpression("MatrixStopGradient needs a matrix expression")
+        return sp.Basic.__new__(cls, arg)
+
+    @property
+    def arg(self):
+        return self.args[0]
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+    def _entry(self, i, j, **kw):
+        return stop_gradient(self.args[0]._entry(i, j, **kw))
+
+    def _eval_transpose(self):
+        return MatrixStopGradient(Transpose(self.args[0]))
+
+    def _latex(self, printer, exp=None):
+        inner = printer._print(self.args[0])
+        tex = r"\operatorname{sg}\left(%s\right)" % inner
+        return tex if exp is None else r"%s^{%s}" % (tex, exp)
+
+
 def sg(expr):
     """Apply stop-gradient to a scalar expression, elementwise to an explicit matrix, or as one
     node sg(A) to a symbolic matrix expression (MatrixSymbol products of any size)."""
-    from sympy.matrices.expressions import MatrixExpr
-
     if isinstance(expr, MatrixExpr) and not isinstance(expr, sp.MatrixBase):
-        from .matcalc import MatrixStopGradient
-
         return MatrixStopGradient(expr)
     if isinstance(expr, sp.MatrixBase):
         return sp.ImmutableMatrix(expr.applyfunc(stop_gradient))

@@ -20,6 +20,8 @@ from ...symbolic.invariants import linear_invariants
 from ...verification import Check, close, identity
 from ..couplings import balanced_couplings
 from . import TAU, EMATargetModel, ema_loss, ema_symbolic_system
+from ...outputs.io import atomic_write_text, ensure_writable_dir
+from ...outputs.latex import document, equation, section, tex
 
 MODEL = "ema"
 ORDER = 35
@@ -133,8 +135,6 @@ def checks() -> list[Check]:
 # --- LaTeX ----------------------------------------------------------------------------------------
 def latex_document() -> str:
     """The derivation as a standalone LaTeX document (every formula printed by SymPy)."""
-    from ...outputs.latex import document, equation, section, tex
-
     loss = ema_loss(1)
     fl = flow(1)
     ps = path_system()
@@ -176,8 +176,6 @@ def latex_document() -> str:
 
 def _by_powers(expr, var) -> str:
     """expr as Σ_j (factored coefficient)·var^j, one power of var per line (aligned)."""
-    from ...outputs.latex import tex
-
     body = ""
     for k, ((j,), a) in enumerate(sorted(sp.Poly(sp.expand(expr), var).terms(), reverse=True)):
         a = sp.factor(a)
@@ -191,8 +189,6 @@ def _by_powers(expr, var) -> str:
 
 
 def write_latex(folder) -> list[Path]:
-    from ...outputs.io import atomic_write_text, ensure_writable_dir
-
     out = ensure_writable_dir(folder) / "ema.tex"
     return [atomic_write_text(out, latex_document())]
 

@@ -21,6 +21,7 @@ from ...validation import check_array, check_int, check_rate, check_real
 from ..base import Model
 from ..couplings import balanced_couplings
 from ..graph_model import OnGraph, coupling_graph, model_latex
+from ...symbolic.sectors import balanced_separation_sector
 
 
 def embedding_loss(d: int) -> EdgeLoss:
@@ -207,6 +208,4 @@ def embedding_sector(omega=None):
     (X, F, Y)), ``.charpoly`` = det(r I + M) in the symbol r, and the closure proofs. ``omega``
     may be a number (e.g. 2) or None for the symbol ω.
     """
-    from ...symbolic.sectors import balanced_separation_sector
-
     return balanced_separation_sector(embedding_loss(1), omega=omega)

@@ -25,6 +25,10 @@ from ...symbolic.series import slow_rate_series
 from ...symbolic.losses import embedding_matrix_loss
 from ...symbolic.matrix_flow import derive_matrix_flow
 from ...verification import Check, close, identity
+from ...numerics.metrics import d_min
+from ...outputs.figures import label_axes, log_time_axis, mark_time, new_figure, plot_embedding, save_figure
+from ...outputs.io import atomic_write_text, ensure_writable_dir
+from ...outputs.latex import document, equation, matrix_flow_latex, section, tex
 
 MODEL = "embedding"
 ORDER = 10
@@ -217,8 +221,6 @@ def _end_state_checks() -> list[Check]:
 # --- LaTeX ----------------------------------------------------------------------------------
 def latex_document() -> str:
     """The derivation as a standalone LaTeX document (every formula printed by SymPy)."""
-    from ...outputs.latex import document, equation, section, tex
-
     loss = embedding_loss(1)
     flow = derive_flow(loss)
     s, s2, ser = sector(), sector(2), series()
@@ -228,7 +230,6 @@ def latex_document() -> str:
     ex, ey = loss.rate("x"), loss.rate("y")
     on_edge = {x: sp.Symbol("x_i"), y: sp.Symbol("y_c")}
     edge = {b: flow.force(b)[0].subs(on_edge) for b in ("x", "y")}
-    from ...outputs.latex import matrix_flow_latex
 
     parts = []
     parts.append(section(
@@ -315,16 +316,12 @@ def latex_document() -> str:
 
 
 def write_latex(folder) -> list[Path]:
-    from ...outputs.io import atomic_write_text, ensure_writable_dir
-
     out = ensure_writable_dir(folder) / "embedding.tex"
     return [atomic_write_text(out, latex_document())]
 
 
 # --- figures ---------------------------------------------------------------------------------
 def write_figures(folder) -> list[Path]:
-    from ...outputs.io import ensure_writable_dir
-
     folder = ensure_writable_dir(folder)
     return [figure_time_course(folder / "fig1_time_course.png"),
             figure_slow_rate(folder / "fig2_slow_rate.png"),
@@ -333,8 +330,6 @@ def write_figures(folder) -> list[Path]:
 
 def figure_time_course(path) -> Path:
     """Accuracy, Δ_min and loss vs t (log axis), ε = 0 vs ε > 0."""
-    from ...outputs.figures import label_axes, log_time_axis, mark_time, new_figure, save_figure
-
     K, n, mu = 3, N_PER_CLASS, 2
     r_s = sector_rates(K, n, mu)[0]
     t_end = 12.0 / r_s
@@ -361,8 +356,6 @@ def figure_time_course(path) -> Path:
 
 def figure_slow_rate(path) -> Path:
     """r_s vs ε (log–log): sector root, full spectrum, fitted decay, leading order in μ."""
-    from ...outputs.figures import label_axes, new_figure, save_figure
-
     K, n = 3, N_PER_CLASS
     ser = series()
     S = sector(2).symbols
@@ -390,9 +383,6 @@ def figure_slow_rate(path) -> Path:
 
 def figure_snapshots(path) -> Path:
     """Embeddings (d = 2) at t = 0, on the fast scale, at 1/r_s and 5/r_s."""
-    from ...numerics.metrics import d_min
-    from ...outputs.figures import new_figure, plot_embedding, save_figure
-
     K, n, mu = 3, 20, 2
     model = EmbeddingModel(balanced_couplings(K, n, mu), d=2)
     r_s = model.slow_rate()

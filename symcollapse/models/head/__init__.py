@@ -15,6 +15,7 @@ from __future__ import annotations
 from functools import cached_property
 
 import numpy as np
+from scipy.linalg import eigh
 
 from ...errors import InvalidParameterError
 from ...numerics.graph import CouplingGraph
@@ -67,8 +68,6 @@ def self_consistent_head(P, Z) -> np.ndarray:
 
 def graph_modes(P) -> tuple[np.ndarray, np.ndarray]:
     r"""Generalised graph modes Aφ = νDφ (ν ascending, φ D-orthonormal); needs no isolated node."""
-    from scipy.linalg import eigh
-
     g = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
     if np.any(g.degree <= 0):
         raise InvalidParameterError("P must give every sample and every label at least one edge "
@@ -254,9 +253,9 @@ class HeadModel(OnGraph, Model):
         (argmin_c ‖W x_i − y_c‖), loss; ``extra['invariant']`` holds I(t) when states are kept.
 
         ``method='auto'`` (default) measures the stiffness ρ(J)·t_end of the derived Jacobian and
-        takes DOP853 when it is small, else BDF with the analytic Jacobian — "BDF-Schur" (exact
-        elimination of the dense W columns, much faster than a sparse LU of the whole) when the
-        head is learned; ``extra['method']``/``['method_reason']`` record the choice. Any SciPy
+        takes DOP853 when it is small, else BDF with the analytic Jacobian — "BDF-nodes" (the
+        block-diagonal sample rows eliminated exactly, only labels + W factorised densely);
+        ``extra['method']``/``['method_reason']`` record the choice. Any SciPy
         method name forces that integrator. ``stop_residual``: end when ‖θ̇‖_∞ ≤ stop_residual
         (``extra['stopped']``, ``['t_reached']``, ``['residual']``)."""
         check_method(method)
@@ -279,8 +278,10 @@ class HeadModel(OnGraph, Model):
                       atol: float = 1e-11, method: str = "auto", use_jacobian: bool = True,
                       stop_residual: float | None = None, lu_limit: int | None = None) -> list[Trajectory]:
         """One trajectory per seed (or per (Z0s[i], W0s[i])), each equal to
-        ``simulate(t_end, seed, method=tr.extra['method'], ...)``: 'auto' is resolved once, from
-        the first state, and the choice (measured stiffness, method) is shared by the batch.
+        ``simulate(t_end, seed, method=tr.extra['method'], ...)`` to the integrator tolerance:
+        'auto' is resolved once, from the first state, and the choice (measured stiffness, method)
+        is shared by the batch; with 'BDF-nodes' up to 16 seeds are integrated together (batched
+        kernels, one BDF over the stacked states, ``tr.extra['batch']``).
 
         For phase sweeps: ``model.simulate_many(seeds=range(8), t_end=T, stop_residual=1e-9,
         n_points=3)`` gives end states ``tr.Z``, ``tr.W`` with ``tr.extra['stopped']``,

@@ -24,6 +24,19 @@ from ...symbolic.symbols import sqnorm
 from ...symbolic.losses import head_matrix_loss
 from ...symbolic.matrix_flow import derive_matrix_flow
 from ...verification import Check, close, identity
+from ... import phase as ph
+from ...numerics import families as fm
+from ...numerics.basins import run_to_fixed_point
+from ...numerics.graph import CouplingGraph
+from ...numerics.integrate import integrate
+from ...outputs.figures import label_axes, log_time_axis, new_figure, save_figure
+from ...outputs.io import atomic_write_text, ensure_writable_dir
+from ...outputs.latex import document, equation, matrix_flow_latex, section
+from ...outputs.phase_figures import phase_figure
+from ...phase import SPARES
+from ..embedding import EmbeddingModel
+from .phase import final_separation_grid
+from . import stability_rows
 
 MODEL = "head"
 ORDER = 20
@@ -80,8 +93,6 @@ def sim_k2(stop_gradient=True, d: int = 4, n: int = 6, mu: int = 2, t_end: float
 
 @lru_cache(maxsize=None)
 def meanfield_vs_full(n: int = 5, m: int = 2, omega: int = 2, d: int = 1, t_end: float = 30.0):
-    from ...numerics.integrate import integrate
-
     ex, ey, eW = 1.0, 0.5, 1.0
     model = HeadModel(balanced_couplings(2, n, m, omega), d=d, eta_x=ex, eta_y=ey, eta_W=eW)
     rng = np.random.default_rng(7)
@@ -120,7 +131,6 @@ def checks() -> list[Check]:
     P = balanced_couplings(3, 4, 2)
     hm = HeadModel(P, d=3, eta_x=1.3, eta_y=0.4, learn_head=False)
     Z, W = hm.initial_state(5)
-    from ...numerics.graph import CouplingGraph
     g = CouplingGraph.from_couplings(P)
     H = np.concatenate([np.full(hm.N, 1.3), np.full(hm.K, 0.4)])
     rows.append(close(M, "frozen-I head flow = −H L_G Z numerically", hm.flow(Z, W)[0],
@@ -209,8 +219,6 @@ def meanfield_saddle(n: int = 5, m: int = 2, eta=(1.0, 0.5, 1.0)):
     r"""The K = 2 mean-field end state (X*, Y* = w*X*, σ² = τ² = 0, w*) as a full d = 1 state: the
     symbolic (X, Y, w)-block eigenvalues of the reduced Jacobian, the full Jacobian's spectrum and
     the derived classification."""
-    from ...numerics import families as fm
-
     sol = mfm.self_consistency(True)
     X0 = sp.Symbol("X_0", positive=True)
     at = {mfm.X_: X0, mfm.Y_: sol["Y_over_X"] * X0, mfm.s2_: 0, mfm.t2_: 0, mfm.w_: sp.sqrt(sol["w2"])}
@@ -233,9 +241,6 @@ def phase_records():
     reached family is scanned for a derived-stable member (not the whole family table: cheap)."""
     import tempfile
 
-    from ... import phase as ph
-    from ...numerics import families as fm
-
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for K, (e, ds) in PHASE_GRID.items():
@@ -252,8 +257,6 @@ def phase_records():
 
 def phase_checks() -> list[Check]:
     """Rows: families and stability (derived) against spectra and simulations (independent)."""
-    from ...numerics import families as fm
-
     M = MODEL
     rows = []
     P = balanced_couplings(2, 5, 2)
@@ -272,6 +275,8 @@ def phase_checks() -> list[Check]:
     rows.append(Check(M, "symbolic reduced (X, Y, w) spectrum ⊂ spec J (d=1)", "symbolic", "eig of J", miss, 1e-9))
     rows.append(Check(M, "mean-field end state (fig 6) is a saddle", st_mf.label, f"λ_max = {st_mf.max_real:.3g}",
                       0.0 if st_mf.kind == "saddle" else float("inf"), 0.0))
+    rows.extend(stability_rows.condition_rows())
+    rows.extend(stability_rows.prediction_rows())
     for K, (recs, cells) in phase_records().items():
         res = max(r["result"]["residual"] for r in recs)
         rows.append(Check(M, f"K={K}: {len(recs)} simulated end states are fixed points", f"{res:.1e}",
@@ -290,8 +295,6 @@ def phase_checks() -> list[Check]:
 
 # --- LaTeX -------------------------------------------------------------------------------------------
 def latex_document() -> str:
-    from ...outputs.latex import document, equation, section
-
     fl, fl0 = flow(2, True), flow(2, False)
     loss = fl.loss
     s1, s0 = path_system(True), path_system(False)
@@ -308,7 +311,6 @@ def latex_document() -> str:
     names = ["\\dot X", "\\dot Y", "\\dot{\\sigma^2}", "\\dot{\\tau^2}", "\\dot w"]
     reduced = "".join(equation(nm, e) for nm, e in zip(names, mf.rhs))
     reduced0 = "".join(equation(nm, e) for nm, e in zip(names, mf0.rhs))
-    from ...outputs.latex import matrix_flow_latex
 
     msg, mno = derive_matrix_flow(head_matrix_loss("both")), derive_matrix_flow(head_matrix_loss("none"))
     secs = [
@@ -350,9 +352,6 @@ def latex_document() -> str:
 
 def stability_table() -> str:
     """Derived stability of every fixed-point family of B(2, 5, 2) for d = 1…4 (stable ones listed)."""
-    from ...numerics import families as fm
-    from ...phase import SPARES
-
     P = balanced_couplings(2, 5, 2)
     lines = ["Fixed-point families $Z = \\sum_\\ell \\Phi_\\ell C_\\ell$ (rank $r_\\ell$ per $\\nu$-level) of $B(2, 5, 2)$, "
              "$\\eta = (1, 0.1, 1)$; stability from the engine Jacobian with the gauge, free-head and "
@@ -378,16 +377,12 @@ def stability_table() -> str:
 
 
 def write_latex(folder) -> list[Path]:
-    from ...outputs.io import atomic_write_text, ensure_writable_dir
-
     out = ensure_writable_dir(folder) / "head.tex"
     return [atomic_write_text(out, latex_document())]
 
 
 # --- figures ---------------------------------------------------------------------------------------
 def write_figures(folder) -> list[Path]:
-    from ...outputs.io import ensure_writable_dir
-
     folder = ensure_writable_dir(folder)
     return [figure_variants(folder / "fig4_head_variants.png"),
             figure_phase_d(folder / "fig5_phase_eps_d.png"),
@@ -410,9 +405,6 @@ def resolved(values: np.ndarray, floor: float = NOISE_FLOOR) -> np.ndarray:
 
 def figure_variants(path) -> Path:
     """Δ_min(t): no head / head without sg / head + sg frozen W = I / head + sg learned W."""
-    from ..embedding import EmbeddingModel
-    from ...outputs.figures import label_axes, log_time_axis, new_figure, save_figure
-
     K, n, mu, d = 3, 8, 2, 6
     P = balanced_couplings(K, n, mu)
     fig, axes = new_figure(1, 1, width=4.4, height=3.2)
@@ -444,9 +436,6 @@ def figure_phase_d(path) -> Path:
     The larger committed diagrams come from :func:`symcollapse.phase.regenerate`."""
     import tempfile
 
-    from ... import phase as ph
-    from ...outputs.phase_figures import phase_figure
-
     g = FIG5_GRID
     with tempfile.TemporaryDirectory() as tmp:
         recs = ph.run_phase(g["K"], list(g["eps"]), list(g["d"]), g["seeds"], tmp, eta_x=RATES[0], eta_y=RATES[1],
@@ -458,9 +447,6 @@ def figure_phase_d(path) -> Path:
 def figure_phase_etaW(path) -> Path:
     """Final separation |Y_∞|/|Y_0| over ε and η_W/η_x of the mean-field end state (map; a saddle of the
     full model), the ansatz runs (circles) and the stable end states of the same runs nudged by 1e-8 (squares)."""
-    from .phase import final_separation_grid
-    from ...outputs.figures import label_axes, new_figure, save_figure
-
     n, X0, Y0, w0 = 10, 0.0, 1.0, 1.0
     ms = np.arange(0, 21)
     etaW = np.geomspace(0.05, 20, 60)
@@ -477,8 +463,6 @@ def figure_phase_etaW(path) -> Path:
     cs = ax.contour(eps, etaW, (Yinf / Y0).T, levels=[0.1, 0.2, 0.3], colors="w", linewidths=0.8)
     ax.clabel(cs, fontsize=6)
     ax.set_yscale("log")
-    from ...numerics import families as fm
-    from ...numerics.basins import run_to_fixed_point
 
     for m in (2, 20):
         for eW in (0.1, 1.0, 10.0):
@@ -506,8 +490,6 @@ def figure_phase_etaW(path) -> Path:
 
 def figure_meanfield(path) -> Path:
     """w, X, Y over time: mean-field reduction (lines) vs full simulation (markers)."""
-    from ...outputs.figures import label_axes, log_time_axis, new_figure, save_figure
-
     t, proj, red = meanfield_vs_full()
     fig, axes = new_figure(1, 1, width=4.4, height=3.2)
     ax = axes[0, 0]

@@ -24,14 +24,12 @@ import numpy as np
 import sympy as sp
 
 from ...errors import InvalidParameterError
-from ...numerics.method_choice import choose as choose_method
 from ...numerics.graph import CouplingGraph
-from ...numerics.integrate import integrate, time_grid
 from ...numerics.matrix_kernels import compile_matrix_loss
 from ...numerics.matrix_system import MatrixFlowSystem
 from ...numerics.linear_map import LinearMapSystem, RowSpaceSystem, verify_linear_map
-from ...numerics.metrics import accuracy, d_min
-from ...numerics.trajectory import Trajectory
+from ...numerics.metrics import accuracy
+from ...numerics.trajectory import Trajectory, simulate_system
 from ...symbolic.assemble import assemble_symbolic
 from ...symbolic.invariants import linear_invariants
 from ...symbolic import losses
@@ -420,10 +418,6 @@ class TeacherStudentModel(Model):
         are the state vectors of the chosen coordinates. ``method='auto'`` (default) measures the
         stiffness ρ(J)·t_end of the derived Jacobian and takes DOP853 or BDF (numerics/method_choice.py);
         ``extra['method']``, ``extra['method_reason']`` record it."""
-        if t_eval is None:
-            t_eval = time_grid(t_end, n_points)
-        else:
-            t_eval = np.asarray(t_eval, dtype=float)
         st0 = dict(state0 if state0 is not None else self.initial_state())
         if coordinates == "rowspace":
             sysm = self.rowspace_system(st0.pop(MAP))
@@ -432,29 +426,21 @@ class TeacherStudentModel(Model):
             sysm = self.system
         else:
             raise InvalidParameterError(f"coordinates must be 'rowspace' or 'S'; got {coordinates!r}")
-        v0 = sysm.pack(st0)
-        reason = "chosen by the caller"
-        if method == "auto":  # measured stiffness ρ(J)·t_end: DOP853 or BDF with the Jacobian
-            choice = choose_method(sysm, v0, float(t_eval[-1]))
-            method, reason = choice.method, choice.reason
-        sol = integrate(sysm.flow_vector, v0, t_eval, jac=sysm.jacobian, method=method,
-                        rtol=rtol, atol=atol)
+        # the one simulation of every model (Δ_min, accuracy, loss, method choice), with x = S u
+        tr = simulate_system(sysm, sysm.pack(st0), t_end, labels=self.labels, n_points=n_points,
+                             head=self.head_block, method=method, rtol=rtol, atol=atol, keep_states=True,
+                             t_eval=None if t_eval is None else np.asarray(t_eval, dtype=float))
         data = self.data
-        dm, acc, tacc, ls, inv = [], [], [], [], []
-        for v in sol.y:
+        tacc, inv = [], []
+        for v in tr.states:  # what this model adds: the teacher-labelled test accuracy, the invariants
             st = sysm.unpack(v)
-            S, Y, W = st[MAP], st["y"], st.get("W")
-            dm.append(d_min(Y))
-            acc.append(accuracy(data.U @ S.T, Y, data.train_labels, W))
-            tacc.append(accuracy(data.U_test @ S.T, Y, data.labels_test, W))
-            ls.append(sysm.loss(st))
+            tacc.append(accuracy(data.U_test @ st[MAP].T, st["y"], data.labels_test, st.get("W")))
             inv.append(self.norm_invariant(st) if self.head else self.invariants(st))
-        final = sysm.unpack(sol.y[-1])
-        Z = np.vstack([sysm.samples(final), final["y"]])
-        return TeacherStudentTrajectory(
-            sol.t, np.array(dm), np.array(acc), np.array(ls), Z, final.get("W"),
-            sol.y if keep_states else None, {"invariant": np.array(inv), "method": method, "method_reason": reason},
-            test_accuracy=np.array(tacc), S=final[MAP])
+        final = sysm.unpack(tr.states[-1])
+        tr.extra["invariant"] = np.array(inv)
+        return TeacherStudentTrajectory(tr.t, tr.d_min, tr.accuracy, tr.loss, tr.Z, tr.W,
+                                        tr.states if keep_states else None, tr.extra,
+                                        test_accuracy=np.array(tacc), S=final[MAP])
 
 
 # --- exact statements on small instances (SymPy) ----------------------------------------------

@@ -18,6 +18,14 @@ from . import MAP, TeacherStudentModel
 from ...symbolic.losses import student_matrix_loss
 from ...symbolic.matrix_flow import derive_matrix_flow
 from ...verification import Check, close, identity
+from ...numerics.kernels import compile_loss
+from ...numerics.linear_map import verify_linear_map
+from ...numerics.metrics import d_min
+from ...outputs.figures import plt  # pyplot with the Agg backend selected
+from ...outputs.io import atomic_savefig, atomic_write_text, ensure_writable_dir
+from ...outputs.latex import document, equation, matrix_flow_latex, section, tex
+from ...symbolic.reparam import map_structure_difference
+from ..embedding import EmbeddingModel
 
 MODEL = "teacher_student"
 ORDER = 30
@@ -100,7 +108,6 @@ def symbolic_checks() -> list[Check]:
         rows.append(identity(MODEL, f"chain rule F_S = F_x u^T ({tag}, d={d}, D0={probe})",
                              sp.Matrix(lm.composite.force(MAP)) - sp.Matrix(lm.force_S),
                              "composite loss l(Su, y) differentiated by the engine"))
-    from ...symbolic.reparam import map_structure_difference
     lm = ts.derive_student_map(1)
     rows.append(identity(MODEL, "map Jacobian d(Su)_m/dS_kj = delta_mk u_j (D0=3)",
                          map_structure_difference(lm.map_jacobian, lm.u, 1), "x_k = sum_j S_kj u_j"))
@@ -129,10 +136,6 @@ def symbolic_checks() -> list[Check]:
 
 
 def numeric_checks() -> list[Check]:
-    from ..embedding import EmbeddingModel
-    from ...numerics.linear_map import verify_linear_map
-    from ...numerics.kernels import compile_loss
-
     rows = []
     for d, head, sgv in ((8, False, True), (4, True, True), (4, True, False)):
         errs = verify_linear_map(compile_loss(ts.student_loss(d, head, sgv)), name=MAP)
@@ -159,7 +162,6 @@ def numeric_checks() -> list[Check]:
     # ε = 0: no collapse, end state from the invariants
     m0 = TeacherStudentModel(eps=0.0, **RATE_CASE)
     tr0 = m0.simulate(400.0)
-    from ...numerics.metrics import d_min
     pred = d_min(end_state_labels(m0, m0.initial_state()))
     rows.append(close(MODEL, "eps = 0: final Delta_min = end state of the invariants", tr0.d_min[-1], pred, 1e-6))
     rows.append(_bound("eps = 0: Delta_min(T)/Delta_min(0) stays finite", tr0.d_min[-1] / tr0.d_min[0], lower=0.05))
@@ -186,8 +188,6 @@ def checks() -> list[Check]:
 # --- LaTeX ---------------------------------------------------------------------------------------------
 def latex_document() -> str:
     """The derivation document, printed from the derived objects."""
-    from ...outputs.latex import document, equation, section, tex
-
     lm = ts.derive_student_map(1, False, True, 2)
     lmh = ts.derive_student_map(1, True, True, 2)
     loss, lossh = lm.base.loss, lmh.base.loss
@@ -205,7 +205,6 @@ def latex_document() -> str:
         equation(r"F_S", lm.force_S),
         equation(r"F_S^{\mathrm{head}}", lmh.force_S),
     )
-    from ...outputs.latex import matrix_flow_latex
 
     s_mat = section(
         "The student derived once for every $d$ and $D$",
@@ -247,22 +246,12 @@ def latex_document() -> str:
 
 
 def write_latex(folder) -> list[Path]:
-    from ...outputs.io import atomic_write_text, ensure_writable_dir
-
     path = ensure_writable_dir(folder) / "teacher_student.tex"
     return [atomic_write_text(path, latex_document())]
 
 
 # --- figures --------------------------------------------------------------------------------------------
 def write_figures(folder) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..embedding import EmbeddingModel
-    from ...outputs.io import atomic_savefig, ensure_writable_dir
-
     folder = ensure_writable_dir(folder)
     runs = figure_runs()
     titles = {"eps0": r"$\varepsilon=0$", "eps": r"$\varepsilon=0.1$",

@@ -1,0 +1,34 @@
+"""Matrix-free classification (JVP LinearOperator + ARPACK with symmetry modes shifted away and
+Schur deflation of found eigenvalues) against the dense classification of the same states."""
+import numpy as np
+import pytest
+
+import symcollapse as sc
+from symcollapse.errors import InvalidParameterError
+from symcollapse.numerics import families as fm
+from symcollapse.numerics import operator_stability as osb
+
+
+@pytest.fixture(scope="module")
+def m3():
+    return sc.HeadModel(sc.balanced_couplings(3, 2, 1), d=4, eta_x=1.0, eta_y=0.1, eta_W=1.0)
+
+
+@pytest.mark.parametrize("ranks", [(1, 1, 0, 1, 1), (0, 0, 0, 0, 0), (0, 1, 0, 1, 0), (0, 0, 1, 1, 1)])
+def test_operator_classification_equals_dense(m3, ranks):
+    # (0,0,0,0,0): 12 unstable eigenvalues in repeated clusters, which one Krylov space cannot count
+    fam = fm.Family(tuple(lv.nu for lv in fm.nu_levels(m3.graph)), ranks)
+    Z, W = fm.representative(m3.graph, 4, fam, seed=1, spare=0.5)
+    dense = fm.classify_state(m3, Z, W)
+    op = osb.classify_state_operator(m3, Z, W)
+    assert op.label == dense.label
+    assert op.n_symmetry == dense.n_symmetry
+    assert abs(op.max_real - dense.max_real) <= 1e-8 * max(1.0, abs(dense.max_real))
+    uns = np.sort_complex(dense.eigenvalues[dense.eigenvalues.real > 1e-6])
+    assert np.allclose(np.sort_complex(op.eigenvalues[op.eigenvalues.real > 1e-6]), uns, atol=1e-8)
+
+
+def test_operator_refuses_a_non_fixed_point(m3):
+    Z, W = m3.initial_state(0)
+    with pytest.raises(InvalidParameterError, match="not a fixed point"):
+        osb.classify_state_operator(m3, Z, W)
