@@ -634,7 +634,7 @@ _MEMORY = textwrap.dedent("""
 @benchmark(rows=(13,), full=dict(K=10, eps=0.1, d=24, seeds=8), smoke=dict(K=2, eps=0.25, d=2, seeds=2))
 def bench_phase_cell(*, K: int, eps: float, d: int, seeds: int) -> list[Row]:
     """One (ε, d) cell of the phase diagram (issue #13), end to end: ``seeds`` seeded head simulations
-    integrated together (simulate_many, batched BDF) until every residual ≤ 1e-9, each end state's family
+    (one at a time, method 'auto') until every residual ≤ 1e-9, each end state's family
     (ranks per ν-level) and its stability from the JVP operator (ARPACK with symmetry modes shifted
     away and deflation), every family of the cell classified from the derived sector blocks; against the
     dense classification of the same end states (both must agree)."""
@@ -649,10 +649,9 @@ def bench_phase_cell(*, K: int, eps: float, d: int, seeds: int) -> list[Row]:
     states = [model.initial_state(s) for s in range(seeds)]
     t_reached, chunk = np.zeros(seeds), 500.0
     todo = list(range(seeds))
-    while todo and chunk <= 64000:
-        trs = model.simulate_many(Z0s=[states[i][0] for i in todo], W0s=[states[i][1] for i in todo],
-                                  t_end=chunk, stop_residual=1e-9, n_points=3)
-        for i, tr in zip(todo, trs):
+    while todo and chunk <= 64000:  # one seed at a time ('auto': the structured one-seed BDF)
+        for i in todo:
+            tr = model.simulate(Z0=states[i][0], W0=states[i][1], t_end=chunk, stop_residual=1e-9, n_points=3)
             states[i] = (tr.Z, tr.W)
             t_reached[i] += float(tr.extra.get("t_reached", chunk))
         todo = [i for i in todo if not residual(model, *states[i]) <= 1e-9]

@@ -130,22 +130,28 @@ def _quick_members(f):
     return [dict(lengths=np.ones(f.rank))]
 
 
+#: the collapsed families searched keep at most this many ν = 0 modes (the scan over all of them costs
+#: 4(d + 1) classifications per cell)
+COLLAPSED_MAX_NU0 = 1
+
+
 def derived_point(K: int = 3, eps: float = 0.1, d: int = 4, eta_W: float = 1.0, eta_x: float = 1.0,
                   eta_y: float = 0.1, n_max: int = 4) -> dict:
     r"""The derived layer of one (ε, d, η_W) cell (docs/model.md §3), searched until answered:
     ``stable_separated`` = 1 if some family keeping a level 0 < |ν| < 1 has a stable member
-    (families scanned by decreasing rank with one member and spare head eigenvalues ±0.5; if none
-    is found every separated family is rescanned with all members of
-    :func:`~symcollapse.numerics.families.scan_family`); ``stable_collapsed`` = 1 if a family
-    keeping only ν ∈ {0, ±1} has a stable member with head spectrum in [−1, 1] (one member, ±0.5,
-    by increasing rank). Also the number of families, of classifications, and the rank found."""
+    (families scanned by fewest kept ν = 0 modes, then decreasing rank, with one member and spare
+    head eigenvalues ±0.5; if none is found every separated family is rescanned with all members
+    of :func:`~symcollapse.numerics.families.scan_family`); ``stable_collapsed`` = 1 if a family
+    keeping only ν ∈ {0, ±1}, at most :data:`COLLAPSED_MAX_NU0` of them ν = 0, has a stable member with
+    head spectrum in [−1, 1] (one member, ±0.5, by increasing rank). Also the number of families, of
+    classifications, and the rank found."""
     from .numerics import families as fm
 
     model, n, mu, e = _model(check_int("K", K, 2), float(eps), check_int("d", d, 1), float(eta_x),
                              float(eta_y), float(eta_W), check_int("n_max", n_max, 1))
     fams = fm.enumerate_families(model.graph, d)
-    sep = sorted((f for f in fams if _separated(f)), key=lambda f: (-f.rank, f.keeps(0.0), f.ranks))
-    col = [f for f in fams if not _separated(f)]
+    sep = sorted((f for f in fams if _separated(f)), key=lambda f: (f.keeps(0.0), -f.rank, f.ranks))
+    col = [f for f in fams if not _separated(f) and f.keeps(0.0) <= COLLAPSED_MAX_NU0]
     n_cls, found_sep, found_col = 0, 0, 0
     for full in (False, True):
         for f in sep:
@@ -257,25 +263,27 @@ def family_key(r: dict) -> str:
 
 
 def summarise(records: list[dict]) -> dict:
-    r"""Per cell (ε, d, η_W): basin fraction of every family reached, fraction separated
-    (ρ > 1e-6), mean ± std of ρ, worst residual, and how many end states were unstable."""
+    r"""Per cell (ε, d, η_W): basin fraction of every family reached, fraction separated (the end
+    state's family keeps a level 0 < |ν| < 1), mean ± std of ρ, worst residual, and how many end
+    states were unstable."""
     cells: dict = {}
     for rec in records:
         p, r = rec["params"], rec["result"]
         key = (p["eps"], p["d"], p["eta_W"])
-        c = cells.setdefault(key, {"n": 0, "families": {}, "rho": [], "residual": 0.0, "unstable": 0,
+        c = cells.setdefault(key, {"n": 0, "families": {}, "rho": [], "sep": [], "residual": 0.0, "unstable": 0,
                                    "unclassified": 0, "eps_real": r["eps_real"], "N": int(r["n"] * p["K"] +
                                    r["mu"] * p["K"] * (p["K"] - 1) // 2), "n_max": p.get("n_max", 4)})
         c["n"] += 1
         fam = family_key(r)
         c["families"][fam] = c["families"].get(fam, 0) + 1
         c["rho"].append(r["separation"])
+        c["sep"].append(r["sep_rank"] > 0 if "sep_rank" in r else r["separation"] > 1e-6)
         c["residual"] = max(c["residual"], r["residual"])
         c["unstable"] += int(r["kind"] < 0 and r["kind"] != -99)
         c["unclassified"] += int(r["kind"] == -99)
     for c in cells.values():
         rho = np.array(c.pop("rho"))
-        c["separated"] = float(np.mean(rho > 1e-6))
+        c["separated"] = float(np.mean(c.pop("sep")))
         c["rho_mean"], c["rho_std"] = float(rho.mean()), float(rho.std())
         c["basin"] = {k: v / c["n"] for k, v in c["families"].items()}
     return cells
@@ -295,9 +303,10 @@ def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, 
                    derived: list[dict] | None = None, search: bool = True) -> dict:
     """Add each cell's derived layer (:func:`derived_point`: from ``derived`` records of
     :func:`run_derived`, else computed here) and the reached families that have no derived-stable
-    member (each reached family gets the full member scan). ``search=False`` (large systems): only
-    the reached families are classified — ``derived_separated`` is True where a reached separated
-    family is derived-stable and None (not searched) elsewhere, ``derived_collapsed`` None.
+    member (each reached family gets the full member scan). ``search=False`` (large systems, partial
+    grids): cells without a ``derived`` record are not searched — only their reached families are
+    classified: ``derived_separated`` is True where a reached separated family is derived-stable and
+    None (not searched) elsewhere, ``derived_collapsed`` None.
     ``quick`` is accepted for compatibility."""
     del quick
     by_cell = {(r["params"]["eps"], r["params"]["d"], r["params"]["eta_W"]): r["result"] for r in derived or ()}
@@ -305,13 +314,13 @@ def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, 
         n_max = int(c.get("n_max", 4))
         c["reached_not_derived_stable"] = [f for f in c["families"] if not _reached_family_stable(
             K, float(e), int(d), float(eta_x), float(eta_y), float(ew), n_max, f)]
-        if not search:
+        der = by_cell.get((e, d, ew))
+        if der is None and not search:
             ok_sep = [f for f in c["families"] if f not in c["reached_not_derived_stable"] and _key_separated(f)]
             c["derived"] = None
             c["derived_separated"] = True if ok_sep else None
             c["derived_collapsed"] = None
             continue
-        der = by_cell.get((e, d, ew))
         if der is None:
             der = derived_point(K, e, d, ew, eta_x, eta_y, n_max)
         c["derived"] = der
@@ -325,17 +334,38 @@ def _key_separated(key: str) -> bool:
     return key != "Z=0" and any(0 < abs(float(p.split("x")[0])) < 1 - 1e-4 for p in key.split())
 
 
-def cells_from_results(path, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False, keep=None) -> dict:
+def cells_from_results(path, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False, keep=None,
+                       search: bool = True, seeds: int | None = None) -> dict:
     """Cells (with the derived layer attached: from ``derived_K{K}.jsonl`` beside ``path`` where
-    present) from a phase results file, finished points only."""
+    present, see :func:`attach_derived` for ``search``) from a phase results file, finished points
+    only; with ``seeds``, only the cells in which all ``seeds`` seeds have finished (partial runs)."""
     from .numerics.sweeps import read_results
 
     path = Path(path)
     recs = [r for r in read_results(path).values() if r["params"]["K"] == K and (keep is None or keep(r["params"]))]
     if not recs:
         raise InvalidParameterError(f"no K = {K} results in {str(path)!r}")
+    cells = summarise(recs)
+    if seeds is not None:
+        cells = {k: c for k, c in cells.items() if c["n"] >= seeds}
     der = list(read_results(path.parent / f"derived_K{K}.jsonl").values())
-    return attach_derived(summarise(recs), K, eta_x, eta_y, derived=der)
+    return attach_derived(cells, K, eta_x, eta_y, derived=der, search=search)
+
+
+def grid_checks(cells: dict) -> dict:
+    r"""The verification counts of a grid (docs/model.md §3): end states, the worst flow residual, how many
+    end states were unstable or unclassified, how many reached families have no derived-stable member,
+    and how many end states fell in each family (summed over the cells)."""
+    fams: dict = {}
+    for c in cells.values():
+        for k, v in c["families"].items():
+            fams[k] = fams.get(k, 0) + v
+    return {"cells": len(cells), "end_states": sum(c["n"] for c in cells.values()),
+            "max_residual": max(c["residual"] for c in cells.values()),
+            "unstable": sum(c["unstable"] for c in cells.values()),
+            "unclassified": sum(c["unclassified"] for c in cells.values()),
+            "reached_not_derived_stable": sum(len(c["reached_not_derived_stable"]) for c in cells.values()),
+            "families": dict(sorted(fams.items(), key=lambda kv: -kv[1]))}
 
 
 def write_summary(cells: dict, path) -> Path:
@@ -466,7 +496,8 @@ def regenerate(out, Ks=(2, 3, 4, 10), *, workers: int = 1, grids: dict | None = 
 
 def figures_from_summaries(folder) -> list[Path]:
     r"""Draw ``phase_eps_d.png`` (one panel per K) and ``phase_eps_etaW.png`` from the summaries in
-    ``folder/phase_data/`` (written by :func:`regenerate`)."""
+    ``folder/phase_data/`` (written by :func:`regenerate`), and write their :func:`grid_checks` to
+    ``folder/phase_data/checks.json``."""
     from .outputs.phase_figures import phase_figure, phase_panels
 
     folder = Path(folder)
@@ -475,7 +506,11 @@ def figures_from_summaries(folder) -> list[Path]:
     if not sets:
         raise InvalidParameterError(f"no phase_K*_eps_d.json summaries in {str(data)!r}")
     paths = [phase_panels(sets, "d", folder / "phase_eps_d.png")]
+    checks = {p.stem: grid_checks(read_summary(p)) for p in sorted(data.glob("phase_K*_eps_*.json"))}
     for p in sorted(data.glob("phase_K*_eps_etaW.json")):
         K = int(p.name.split("_")[1][1:])
         paths.append(phase_figure(read_summary(p), K, "eta_W", folder / "phase_eps_etaW.png"))
+    from .outputs.io import atomic_write_text
+
+    paths.append(atomic_write_text(data / "checks.json", json.dumps(checks, indent=1) + "\n"))
     return paths

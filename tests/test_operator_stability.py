@@ -32,3 +32,18 @@ def test_operator_refuses_a_non_fixed_point(m3):
     Z, W = m3.initial_state(0)
     with pytest.raises(InvalidParameterError, match="not a fixed point"):
         osb.classify_state_operator(m3, Z, W)
+
+
+@pytest.mark.slow
+def test_k10_d24_operator_classification_equals_the_derived_blocks():
+    # K = 10, d = 24 (state 2856): a stable and a saddle member, against the Jacobian-free prediction
+    from symcollapse.models.head import sector_stability as ss
+
+    m = sc.HeadModel(sc.balanced_couplings(10, 4, 1), d=24, eta_x=1.0, eta_y=0.1, eta_W=1.0)
+    R = np.linalg.qr(np.random.default_rng(0).normal(size=(24, 24)))[0]
+    for ranks, spare in (((0, 0, 0, 9, 1), 1.5), ((0, 0, 0, 8, 1), 0.5)):
+        mem = ss.aligned_member(10, 4, 1, 24, ranks, spares=[spare] * (24 - sum(ranks)))
+        pred = ss.predict(mem, 1.0, 0.1, 1.0)
+        op = osb.classify_state_operator(m, *ss.member_state(mem, R))
+        assert op.label == pred.label
+        assert abs(op.max_real - float(np.max(pred.eigenvalues.real))) <= 1e-7

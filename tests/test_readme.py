@@ -52,6 +52,9 @@ HOW = {
     "symcollapse --version": "tests/test_cli.py::test_version",
     "symcollapse phase --model head --K 2 --eps 0.25 --d 1 --seeds 3 --out phase":
         "tests/test_phase.py::test_readme_phase_command_end_states_are_derived_stable_fixed_points_and_resume",
+    "symcollapse phase --regenerate --out phase_grids --figures figures":
+        "tests/test_phase.py::test_regenerate_cli_writes_summaries_and_paper_figures_and_resumes (tiny grids; "
+        "the default grids: tests/test_phase.py::test_default_grids_regenerate, slow)",
     "python derivations/embedding.py": "test_derivation_scripts",
     "python derivations/variant_example.py": "test_derivation_scripts",
     "python benchmarks/run.py": "tests/test_benchmarks.py (--smoke: the same code at tiny sizes)",

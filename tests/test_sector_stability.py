@@ -35,6 +35,14 @@ def test_dropped_level_beyond_a_kept_one_is_a_saddle_with_the_counted_directions
     assert out["pred"].label == out["numeric"].label == "saddle(2)"
 
 
+def test_kept_nu_zero_mode_makes_a_degenerate_head_direction():
+    # a kept ν = 0 mode (a within-class deviation) gives the head eigenvalue w = 0: its u-block vanishes
+    model = sc.HeadModel(sc.balanced_couplings(2, 5, 2), d=2, eta_x=1.0, eta_y=0.1, eta_W=1.0)
+    out = ss.compare_with_jacobian(model, ss.aligned_member(2, 5, 2, 2, (0, 0, 1, 0, 1)), rotation=ROT)
+    assert out["match"] <= 1e-9
+    assert out["pred"].label == out["numeric"].label == "degenerate"
+
+
 def test_level_swap_zero_of_a_degenerate_level_is_a_symmetry_not_a_condition():
     # K = 3: +nu_s has multiplicity 2; keeping one pattern leaves a zero root in the other pattern's
     # block of the head direction w = nu_s (a level swap), which the Hurwitz test must not count

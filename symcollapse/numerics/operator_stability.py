@@ -5,11 +5,15 @@ symmetry zero modes moved out of the way.
 With T the orthonormal symmetry tangent (gauge, free head, level swaps; J T = 0) and
 P = I − TTᵀ, the operator J̃ = P J P − σ T Tᵀ has spectrum spec(QᵀJQ) ∪ {−σ}: the non-symmetry
 spectrum of the dense classification (:func:`~symcollapse.numerics.families.classify_state`) plus
-the symmetry modes shifted to −σ (σ > ρ(J)). ARPACK (``scipy.sparse.linalg.eigs``, which='LR')
+the symmetry modes shifted to −σ (σ > ρ(J)). J̃ + ρI is handed to ARPACK (same order of the real
+parts; its relative tolerance then means an absolute one ∝ ρ, and a cluster of zero eigenvalues —
+a degenerate state — converges). ARPACK (``scipy.sparse.linalg.eigs``, which='LR')
 gives its k rightmost eigenvalues, one copy of each (a Krylov space from one start vector misses
-repeated eigenvalues, and the family symmetries make them common). Every eigenvalue with
-Re λ > −tol·scale found is locked: its invariant subspace joins T (Schur deflation: the deflated
-operator has the remaining spectrum), and ARPACK runs again, until a round finds none.
+repeated eigenvalues, and the family symmetries make them common). Every unstable eigenvalue
+found (Re λ > tol·scale) is locked: its invariant subspace joins T (Schur deflation: the deflated
+operator has the remaining spectrum), and ARPACK runs again, until a round finds none. The
+unstable count is then complete; degenerate eigenvalues (|Re λ| ≤ tol·scale, e.g. the whole
+column of a w = 0 head direction) are detected but counted only as far as found (a lower bound).
 """
 from __future__ import annotations
 
@@ -25,8 +29,9 @@ from . import families as fm
 
 @dataclass(frozen=True)
 class OperatorStability:
-    """Classification from the locked non-stable eigenvalues plus the last round's k rightmost ones
-    (``complete``: the deflation ended with a round whose eigenvalues are all stable)."""
+    """Classification from the locked unstable eigenvalues plus the last round's k rightmost ones
+    (``complete``: the deflation ended with a round without unstable eigenvalues; ``n_degenerate``
+    is a lower bound)."""
 
     kind: str
     n_unstable: int
@@ -99,21 +104,23 @@ def classify_state_operator(model, Z, W, *, k: int = 8, k_max: int = 200, tol: f
             x = np.ravel(x)
             count[0] += 1
             if not B.shape[1]:
-                return J.matvec(x)
+                return J.matvec(x) + rho * x
             c = B.T @ x
             y = J.matvec(x - B @ c)
-            return y - B @ (B.T @ y) - sigma * (B @ c)
+            return y - B @ (B.T @ y) - sigma * (B @ c) + rho * x
 
         op = LinearOperator((n, n), matvec=mv, dtype=float)
         try:
-            ev, vec = eigs(op, k=k, which="LR", tol=arpack_tol, maxiter=20 * n, v0=rng.normal(size=n))
+            ev, vec = eigs(op, k=k, which="LR", tol=arpack_tol, maxiter=20 * n, v0=rng.normal(size=n),
+                           ncv=min(n - B.shape[1] - 1, max(4 * k + 1, 40)))
         except ArpackNoConvergence as err:  # pragma: no cover - reported, not hidden
             raise InvalidParameterError(f"ARPACK did not converge for k = {k} ({len(err.eigenvalues)} "
                                         "eigenvalues found); raise arpack_tol") from err
+        ev = ev - rho  # the operator is shifted by +ρ: ARPACK's relative tolerance then means ~tol·ρ
         keep = ev.real > -sigma / 2  # the shifted symmetry / locked modes are not eigenvalues of J
         ev, vec = ev[keep], vec[:, keep]
         last = ev
-        lock = ev.real > -thr
+        lock = ev.real > thr  # unstable: lock and look for more copies (degenerate ones are only counted)
         if not np.any(lock):
             break
         found.extend(ev[lock])

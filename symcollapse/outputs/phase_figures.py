@@ -14,11 +14,12 @@ SEP_CMAP = "viridis"
 COLOUR_LABEL = "basin fraction of separated end states"
 
 
-def _edges(v: np.ndarray, log: bool = False) -> np.ndarray:
-    """Cell edges around the centres v (midpoints; the outer cells symmetric)."""
+def _edges(v: np.ndarray, log: bool = False, half: float = 0.5) -> np.ndarray:
+    """Cell edges around the centres v (midpoints; the outer cells symmetric; ``half`` the half-width
+    of a single cell)."""
     v = np.log(v) if log else np.asarray(v, float)
     if len(v) == 1:
-        e = np.array([v[0] - 0.5, v[0] + 0.5]) if not log else np.array([v[0] - 0.3, v[0] + 0.3])
+        e = np.array([v[0] - half, v[0] + half]) if not log else np.array([v[0] - 0.3, v[0] + 0.3])
     else:
         mid = 0.5 * (v[1:] + v[:-1])
         e = np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
@@ -50,7 +51,8 @@ def legend_handles(with_x: bool) -> list:
     out = [Patch(fc="none", ec="0.3", hatch="////", label="derived: no stable separated family"),
            Line2D([], [], ls="none", marker="o", mfc="none", mec="orange", label="derived: stable collapsed family")]
     if with_x:
-        out.append(Line2D([], [], ls="none", marker="x", color="r", label="simulated end state not derived-stable"))
+        out.append(Line2D([], [], ls="none", marker="x", color="r",
+                          label="reached family: no derived-stable member scanned"))
     return out
 
 
@@ -59,9 +61,8 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool
     """(ε, y) diagram, y = 'd' or 'eta_W', on the realised ε of each cell. Simulated: colour = basin
     fraction of separated end states, white contours = mean ρ = Δ_min(T)/Δ_min(0). Derived: hatched =
     no stable separated family, orange ring = a stable collapsed family with head spectrum in [−1, 1];
-    red 'x' = a simulated end state that is unstable or whose family has no derived-stable member."""
-
-
+    red 'x' = a simulated end state that is unstable, or whose family has no stable member among the
+    scanned ones (the end state itself may be stable: the scan tries a few spare head eigenvalues)."""
     keys = sorted(cells)
     eps = sorted({k[0] for k in keys})
     ycol = 1 if yname == "d" else 2
@@ -86,7 +87,7 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool
         fig, axes = new_figure(1, 1, width=5.0, height=3.6)
         ax = axes[0, 0]
     logy = yname != "d"
-    xe, ye = _edges(ex), (_edges(yv, log=True) if logy else _edges(yv))
+    xe, ye = _edges(ex, half=0.04), (_edges(yv, log=True) if logy else _edges(yv))
     im = ax.pcolormesh(xe, ye, np.ma.masked_invalid(F), vmin=0, vmax=1, cmap=SEP_CMAP, shading="flat")
     if len(eps) > 2 and len(ys) > 2 and np.all(np.isfinite(R)):
         cs = ax.contour(ex, yv, R, levels=[0.2, 0.4, 0.6, 0.8], colors="w", linewidths=0.9)
@@ -132,7 +133,8 @@ def phase_panels(cell_sets: dict, yname: str, path) -> Path:
     Ks = sorted(cell_sets)
     rows = 2 if len(Ks) == 4 else 1
     cols = len(Ks) // rows
-    fig, axes = new_figure(rows, cols, width=3.9 if rows == 2 else 3.6, height=3.5 if rows == 2 else 3.7)
+    width = 3.9 if rows == 2 else (3.6 if cols > 1 else 5.0)
+    fig, axes = new_figure(rows, cols, width=width, height=3.5 if rows == 2 else 3.7)
     flat = list(axes.ravel())
     for ax, K in zip(flat, Ks):
         phase_figure(cell_sets[K], K, yname, None, ax=ax, legend=False)

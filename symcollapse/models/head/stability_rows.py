@@ -57,7 +57,7 @@ def condition_rows() -> list[Check]:
                     verdicts[(ranks, s, eW)] = p.kind
             summary = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
             where = f"K={K} ε={eps:.2f} d={d} η_W/η_x={eW:g}"
-            rows.append(Check(MODEL_NAME, f"{where}: derived sector blocks = spec J ({count} members)",
+            rows.append(Check(MODEL_NAME, f"{where}: derived sector blocks = spec J ({count} members, no ν=0 mode)",
                               f"{worst:.1e}", "eig of engine J", worst, 1e-9))
             rows.append(Check(MODEL_NAME, f"{where}: derived verdict = numerical ({summary})",
                               f"{count - bad}/{count} agree", "classify_state", 0.0 if bad == 0 else float("inf"), 0.0))
