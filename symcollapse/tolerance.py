@@ -51,3 +51,19 @@ def require_within(err, tol, what: str, error: type = DerivationCheckError) -> f
         shown = repr(err)
     reason = "is not finite" if shown in ("nan", "inf", "-inf") else f"> {float(tol):g}"
     raise error(f"{what}: relative error {shown} {reason}")
+
+
+def spectrum_counts(ev, thr: float, what: str = "spectrum") -> tuple[int, int, str]:
+    r"""(n_unstable, n_degenerate, kind) of eigenvalues λ: unstable Re λ > thr, degenerate |Re λ| ≤ thr.
+
+    kind is "saddle" if any is unstable, else "degenerate" if any is degenerate, else "stable". A
+    non-finite eigenvalue (NaN/inf: neither count sees it) raises DerivationCheckError instead of
+    being classified stable.
+    """
+    ev = np.asarray(ev, dtype=complex)
+    if not np.all(np.isfinite(ev)):
+        raise DerivationCheckError(f"{what}: {int(np.sum(~np.isfinite(ev)))} of {ev.size} eigenvalues are not "
+                                   "finite; no stability verdict")
+    n_uns = int(np.sum(ev.real > thr))
+    n_deg = int(np.sum(np.abs(ev.real) <= thr))
+    return n_uns, n_deg, "saddle" if n_uns else ("degenerate" if n_deg else "stable")

@@ -132,3 +132,21 @@ def test_collapsed_state_noise_is_not_a_kept_mode():
     st = fm.classify_state(m, np.zeros_like(Z), np.diag([0.9, 1.0]))
     assert st.kind == "saddle"
     assert fm.classify_state(m, Z, np.diag([0.9, 1.0])).label == st.label
+
+
+def test_a_non_finite_spectrum_is_an_error_not_a_verdict(monkeypatch):
+    # the counts `Re λ > thr`, `|Re λ| <= thr` do not see a NaN eigenvalue: without the guard a
+    # spectrum with one NaN would be called "stable"
+    from symcollapse.errors import DerivationCheckError
+    from symcollapse.models.head import stability as hst
+
+    m = sc.HeadModel(sc.balanced_couplings(2, 3, 1), d=3, eta_x=1.0, eta_y=0.1, eta_W=1.0)
+    fam = fm.Family(tuple(lv.nu for lv in fm.nu_levels(m.graph)), (0, 0, 0, 1, 1))
+    Z, W = fm.representative(m.graph, 3, fam, seed=1, spare=0.5)
+    assert fm.classify_state(m, Z, W).kind == "stable"
+    true_eigvals = np.linalg.eigvals
+    monkeypatch.setattr(np.linalg, "eigvals", lambda a: np.append(true_eigvals(a)[:-1], np.nan))
+    with pytest.raises(DerivationCheckError, match="not finite"):
+        fm.classify_state(m, Z, W)
+    with pytest.raises(DerivationCheckError, match="not finite"):
+        hst.classify(m, Z, W)

@@ -64,3 +64,16 @@ def test_linear_propagator_refuses_a_nan_linearity_error():
 
     with pytest.raises(DerivationCheckError):
         linear_propagator(_NaNFlow())
+
+
+def test_spectrum_counts_classifies_and_refuses_non_finite_eigenvalues():
+    from symcollapse.errors import DerivationCheckError
+    from symcollapse.tolerance import spectrum_counts
+
+    assert spectrum_counts([-1.0, -2.0 + 1j], 1e-9) == (0, 0, "stable")
+    assert spectrum_counts([-1.0, 1e-12, 3.0], 1e-9) == (1, 1, "saddle")
+    assert spectrum_counts([-1.0, -1e-12], 1e-9) == (0, 1, "degenerate")
+    for bad in (np.nan, np.inf, complex(0.0, np.nan)):
+        # `Re λ > thr` and `|Re λ| <= thr` are both False for NaN: counting alone would say "stable"
+        with pytest.raises(DerivationCheckError, match="not finite"):
+            spectrum_counts([-1.0, bad], 1e-9)

@@ -26,6 +26,7 @@ import numpy as np
 from scipy.linalg import eigh
 
 from ..errors import InvalidParameterError
+from ..tolerance import spectrum_counts
 from ..validation import check_int, check_real
 from .graph import CouplingGraph
 
@@ -266,9 +267,7 @@ def classify_state(model, Z, W, *, tol: float = 1e-6, residual_tol: float = 1e-7
     else:
         ev = np.linalg.eigvals(J)
     thr = tol * jn
-    n_uns = int(np.sum(ev.real > thr))
-    n_deg = int(np.sum(np.abs(ev.real) <= thr))
-    kind = "saddle" if n_uns else ("degenerate" if n_deg else "stable")
+    n_uns, n_deg, kind = spectrum_counts(ev, thr, "reduced Jacobian at the state")
     mr = float(np.max(ev.real)) if len(ev) else -np.inf
     return Stability(kind, n_uns, n_deg, mr, np.sort_complex(ev), int(T.shape[1]), inv_res)
 

@@ -23,6 +23,7 @@ import numpy as np
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigs
 
 from ..errors import InvalidParameterError
+from ..tolerance import spectrum_counts
 from ..validation import check_int, check_real
 from . import families as fm
 
@@ -131,9 +132,7 @@ def classify_state_operator(model, Z, W, *, k: int = 8, k_max: int = 200, tol: f
     else:
         raise InvalidParameterError(f"more than {k_max} rounds of deflation: raise k_max")
     ev = np.concatenate([np.asarray(found, complex), last])
-    n_uns = int(np.sum(ev.real > thr))
-    n_deg = int(np.sum(np.abs(ev.real) <= thr))
-    kind = "saddle" if n_uns else ("degenerate" if n_deg else "stable")
+    n_uns, n_deg, kind = spectrum_counts(ev, thr, "ARPACK eigenvalues of the JVP operator")
     return OperatorStability(kind, n_uns, n_deg, float(np.max(ev.real)), np.sort_complex(ev), int(T.shape[1]),
                              float(sc_), True, count[0])
 

@@ -23,6 +23,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ...errors import InvalidParameterError
 from ...numerics import families as fm
+from ...tolerance import spectrum_counts
 from ...validation import check_int, check_real
 from . import sector_blocks as hs
 
@@ -295,9 +296,7 @@ def predict(mem: Member, eta_x: float, eta_y: float, eta_W: float, *, tol: float
             eig.extend(list(roots) * mult)
             hur.append((i, name, mult, kept, hv))
     ev = np.array(eig, complex)
-    n_uns = int(np.sum(ev.real > tol))
-    n_deg = int(np.sum(np.abs(ev.real) <= tol))
-    kind = "saddle" if n_uns else ("degenerate" if n_deg else "stable")
+    n_uns, n_deg, kind = spectrum_counts(ev, tol, "sector-block roots")
     return SectorPrediction(kind, n_uns, n_deg, np.sort_complex(ev), n_sym, tuple(hur))
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import InvalidParameterError
-from ...tolerance import within
+from ...tolerance import spectrum_counts, within
 from ...validation import check_int, check_real
 from . import HeadModel, graph_modes
 
@@ -121,13 +121,8 @@ def classify(model, Z, W, T=None, n_rotation: int = 0, tol: float = 1e-7) -> Sta
     ev = np.linalg.eigvals(Q.T @ J @ Q)
     jscale = max(1.0, float(np.max(np.abs(ev)))) if len(ev) else 1.0
     mr = float(np.max(ev.real)) if len(ev) else 0.0
-    n_marg = int(np.sum(np.abs(ev.real) <= tol * jscale))
-    if mr > tol * jscale:
-        kind = "saddle"
-    elif n_marg:
-        kind = "marginal"
-    else:
-        kind = "stable"
+    n_uns, n_marg, kind = spectrum_counts(ev, tol * jscale, "reduced Jacobian at (Z, W)")
+    kind = "marginal" if kind == "degenerate" else kind
     return StabilityResult(kind, mr, np.sort_complex(ev), nT, int(n_rotation), n_marg)
 
 
