@@ -117,11 +117,14 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool
     label_axes(ax, "frustration ε = m/N", ylabel, f"K = {K}{extra}: {len(cells)} cells × {seeds} seeds{note}",
                legend=False)
     if legend:
-        ax.figure.legend(handles=legend_handles(X.any()), loc="outside lower center", ncol=2, fontsize=7,
+        # three entries do not fit in two columns of a single panel: one column then
+        ax.figure.legend(handles=legend_handles(X.any()), loc="outside lower center", ncol=1 if X.any() else 2,
+                         fontsize=7,
                          frameon=False)
     if own:
         if colorbar:
-            fig.colorbar(im, ax=ax, label=COLOUR_LABEL + "\n(white contours: mean final separation ρ)")
+            cb = fig.colorbar(im, ax=ax)  # a smaller label: at 3.6 in its two lines are taller than the panel
+            cb.set_label(COLOUR_LABEL + "\n(white contours: mean final separation ρ)", fontsize=8)
         return save_figure(fig, path)
     return None
 
