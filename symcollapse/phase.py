@@ -402,8 +402,10 @@ def reached_family_verdict(K, eps, d, eta_x, eta_y, eta_W, n_max, key, members=(
 def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False,
                    derived: list[dict] | None = None, search: bool = True) -> dict:
     """Add each cell's derived layer (:func:`derived_point`: from ``derived`` records of
-    :func:`run_derived`, else computed here) and the reached families that have no derived-stable
-    member (each reached family gets the full member scan). ``search=False`` (large systems, partial
+    :func:`run_derived`, else computed here) and the verdict of every reached family
+    (:func:`reached_family_verdict`): ``reached_not_derived_stable`` (no stable member found: a FAIL)
+    and ``reached_stable_at_amplitudes`` (no stable scanned member, stable at its reached amplitudes;
+    such a separated family makes ``derived_separated`` True). ``search=False`` (large systems, partial
     grids): cells without a ``derived`` record are not searched — only their reached families are
     classified: ``derived_separated`` is True where a reached separated family is derived-stable and
     None (not searched) elsewhere, ``derived_collapsed`` None.
@@ -427,7 +429,10 @@ def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, 
         if der is None:
             der = derived_point(K, e, d, ew, eta_x, eta_y, n_max)
         c["derived"] = der
-        c["derived_separated"] = bool(der["stable_separated"])
+        # a separated family stable at its reached amplitudes is a stable separated family of the cell
+        # (the search's scanned members can all miss it: stability is amplitude-limited)
+        c["derived_separated"] = bool(der["stable_separated"]) or any(
+            _key_separated(f) for f in c["reached_stable_at_amplitudes"])
         c["derived_collapsed"] = bool(der["stable_collapsed"])
     return cells
 

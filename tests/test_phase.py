@@ -239,3 +239,11 @@ def test_reached_family_is_classified_at_its_reached_amplitudes():
     (c,) = cells.values()
     assert c["reached_not_derived_stable"] == [] and c["reached_stable_at_amplitudes"] == [key]
     assert "members" not in c and ph.grid_checks(cells)["reached_stable_at_amplitudes"] == 1
+    assert c["derived_separated"] is True
+    # with a searched derived layer that found no stable separated member (the old hatching of this cell)
+    # the family stable at its reached amplitudes still makes the cell derived-separated
+    rec = {"params": {"K": 2, "eps": args["eps"], "d": 3, "eta_W": 0.05, "seed": 1, "n_max": 20}, "result": r}
+    der = [{"params": {"eps": args["eps"], "d": 3, "eta_W": 0.05}, "result": {"stable_separated": 0.0,
+                                                                           "stable_collapsed": 0.0}}]
+    (c,) = ph.attach_derived(ph.summarise([rec]), 2, derived=der).values()
+    assert c["derived_separated"] is True and c["derived_collapsed"] is False
