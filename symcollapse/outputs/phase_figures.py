@@ -52,7 +52,7 @@ def legend_handles(with_x: bool) -> list:
            Line2D([], [], ls="none", marker="o", mfc="none", mec="orange", label="derived: stable collapsed family")]
     if with_x:
         out.append(Line2D([], [], ls="none", marker="x", color="r",
-                          label="reached family: no derived-stable member scanned"))
+                          label="reached family: no derived-stable member found"))
     return out
 
 
@@ -61,8 +61,8 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool
     """(ε, y) diagram, y = 'd' or 'eta_W', on the realised ε of each cell. Simulated: colour = basin
     fraction of separated end states, white contours = mean ρ = Δ_min(T)/Δ_min(0). Derived: hatched =
     no stable separated family, orange ring = a stable collapsed family with head spectrum in [−1, 1];
-    red 'x' = a simulated end state that is unstable, or whose family has no stable member among the
-    scanned ones (the end state itself may be stable: the scan tries a few spare head eigenvalues)."""
+    red 'x' = a simulated end state that is unstable, or whose family has no stable member, neither among
+    the scanned ones nor at the reached amplitudes (:func:`symcollapse.phase.reached_family_verdict`)."""
     keys = sorted(cells)
     eps = sorted({k[0] for k in keys})
     ycol = 1 if yname == "d" else 2
