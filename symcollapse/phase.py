@@ -308,7 +308,8 @@ def family_key(r: dict) -> str:
 def summarise(records: list[dict]) -> dict:
     r"""Per cell (ε, d, η_W): basin fraction of every family reached, fraction separated (the end
     state's family keeps a level 0 < |ν| < 1), mean ± std of ρ, worst residual, and how many end
-    states were unstable."""
+    states were unstable, degenerate (no unstable eigenvalue, marginal ones beyond the symmetries) or
+    unclassified; the reached members (:func:`member_of`) per family."""
     cells: dict = {}
     for rec in records:
         p, r = rec["params"], rec["result"]
@@ -329,6 +330,7 @@ def summarise(records: list[dict]) -> dict:
         c["residual"] = max(c["residual"], r["residual"])
         c["unstable"] += int(r["kind"] < 0 and r["kind"] != -99)
         c["unclassified"] += int(r["kind"] == -99)
+        c["degenerate"] = c.get("degenerate", 0) + int(r["kind"] == 0.0)  # no unstable, but marginal modes
     for c in cells.values():
         rho = np.array(c.pop("rho"))
         c["separated"] = float(np.mean(c.pop("sep")))
@@ -462,7 +464,7 @@ def cells_from_results(path, K: int, eta_x: float = 1.0, eta_y: float = 0.1, qui
 
 def grid_checks(cells: dict) -> dict:
     r"""The verification counts of a grid (docs/model.md §3): end states, the worst flow residual, how many
-    end states were unstable or unclassified, how many reached families (per cell) have no derived-stable
+    end states were unstable, degenerate or unclassified, how many reached families (per cell) have no derived-stable
     member, how many are derived stable only at their reached amplitudes
     (:func:`reached_family_verdict`), and how many end states fell in each family (summed over the cells)."""
     fams: dict = {}
@@ -473,6 +475,7 @@ def grid_checks(cells: dict) -> dict:
             "max_residual": max(c["residual"] for c in cells.values()),
             "unstable": sum(c["unstable"] for c in cells.values()),
             "unclassified": sum(c["unclassified"] for c in cells.values()),
+            "degenerate": sum(c.get("degenerate", 0) for c in cells.values()),
             "reached_not_derived_stable": sum(len(c["reached_not_derived_stable"]) for c in cells.values()),
             "reached_stable_at_amplitudes": sum(len(c.get("reached_stable_at_amplitudes", ()))
                                                 for c in cells.values()),
