@@ -255,7 +255,8 @@ def test_row_blocked_graph_sums_equal_the_unblocked_flow(monkeypatch):
 def test_slowest_modes_from_the_linear_operator_equal_the_assembled_jacobian_at_d8():
     """At a stop-gradient fixed point (d = 8, a family of fixed points: many zero modes) the
     rightmost nonzero eigenvalues found from the JVP LinearOperator alone equal those of the
-    dense spectrum of the exactly assembled sparse Jacobian."""
+    dense spectrum of the exactly assembled sparse Jacobian (with multiplicity: the slowest one is
+    4-fold here), with the zero modes removed by the structured tangent."""
     m = sc.HeadModel(sc.balanced_couplings(2, 3, 1), d=8, eta_x=1.0, eta_y=0.5, eta_W=1.0)
     tr = m.simulate(t_end=2000.0, seed=0, stop_residual=1e-12, n_points=5)
     assert tr.extra["stopped"]
@@ -267,5 +268,21 @@ def test_slowest_modes_from_the_linear_operator_equal_the_assembled_jacobian_at_
     res = m.system.slowest_modes(v, k=4)
     got = np.sort(res["eigenvalues"].real)[::-1]
     assert len(got) == 4 and abs(res["rho"] - rho) <= 0.05 * rho
+    assert res["zero_modes"] == "tangent" and res["n_zero"] == 64  # the structured tangent, d² directions
     assert np.max(np.abs(got - np.array([e.real for e in nonzero[:4]]))) <= 1e-8 * rho
     assert np.max(np.abs(res["eigenvalues"].imag)) <= 1e-8 * rho
+
+
+def test_slowest_modes_by_locking_zero_modes_equal_the_assembled_jacobian_at_d4():
+    """zero_modes='lock' (no structure: every zero eigenvalue ARPACK meets is locked) gives the same
+    rightmost nonzero eigenvalues as the assembled Jacobian; it locks the whole d²-dimensional family."""
+    m = sc.HeadModel(sc.balanced_couplings(2, 3, 1), d=4, eta_x=1.0, eta_y=0.5, eta_W=1.0)
+    tr = m.simulate(t_end=2000.0, seed=0, stop_residual=1e-12, n_points=5)
+    assert tr.extra["stopped"]
+    v = m.pack(tr.Z, tr.W)
+    ev = np.linalg.eigvals(m.system.jacobian(v).toarray())
+    rho = float(np.max(np.abs(ev)))
+    nonzero = np.array(sorted(ev[np.abs(ev) > 1e-9 * rho], key=lambda e: -e.real))
+    res = m.system.slowest_modes(v, k=3, zero_modes="lock")
+    assert res["zero_modes"] == "lock" and res["n_locked"] == int(np.sum(np.abs(ev) <= 1e-9 * rho)) == 16
+    assert np.max(np.abs(res["eigenvalues"] - nonzero[:3])) <= 1e-8 * rho

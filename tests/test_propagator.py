@@ -98,3 +98,35 @@ def test_spectral_propagator_never_misses_a_mode_of_a_degenerate_cluster():
         out = spectral_propagator(m.system, t_min=t, tol=1e-12)(v0, t)
         err = np.max(np.abs(out - ref)) / np.max(np.abs(ref))
         assert within(err, 1e-10), err
+
+
+def test_metric_propagator_equals_dense_expm_and_refuses_a_non_symmetrisable_operator():
+    """e^{At} for A = −H L, H dense SPD, L a graph Laplacian (the teacher–student node flow,
+    docs/model.md §4) against scipy's dense expm; a generic A is refused by 'spectral'."""
+    import scipy.linalg
+
+    from symcollapse.errors import DerivationCheckError
+    from symcollapse.numerics.column_flow import metric_propagator
+
+    rng = np.random.default_rng(3)
+    n, d = 9, 2
+    W = rng.uniform(size=(n, n)) * (rng.uniform(size=(n, n)) < 0.5)
+    W = np.triu(W, 1) + np.triu(W, 1).T
+    L = np.diag(W.sum(1)) - W
+    B = rng.normal(size=(n, n))
+    H = B @ B.T / n + 0.3 * np.eye(n)
+    A = -H @ L
+    Z0 = rng.normal(size=(n, d))
+    for method in ("auto", "spectral", "expm"):
+        prop = metric_propagator(A, H, 5.0, d, method)
+        assert prop.method == ("spectral" if method == "auto" else method)
+        got = list(prop.states(Z0, np.array([0.0, 0.7, 5.0])))
+        for t, Z in zip((0.0, 0.7, 5.0), got):
+            want = scipy.linalg.expm(A * t) @ Z0
+            assert np.max(np.abs(Z - want)) <= 1e-11 * np.max(np.abs(Z0)), (method, t)
+    G = rng.normal(size=(n, n))
+    with pytest.raises(DerivationCheckError):
+        metric_propagator(G, H, 5.0, d, "spectral")
+    assert metric_propagator(G, H, 5.0, d, "auto").method == "expm"
+    with pytest.raises(DerivationCheckError):  # H not positive definite
+        metric_propagator(A, H - 2 * np.eye(n) * np.linalg.eigvalsh(H).max(), 5.0, d, "spectral")

@@ -454,3 +454,89 @@ def test_simulate_is_the_shared_simulate_system(kw, coordinates):
         X = m.data.U @ st[ts.MAP].T
         assert not abs(dm - d_min(st["y"])) > 1e-12
         assert acc == accuracy(X, st["y"], m.labels, st.get("W"))
+
+
+# --- method='auto': the head-free flow is linear on the nodes and solved exactly (docs/model.md §4)
+EXACT_KW = dict(D=30, n_inputs=15, K=3, d=2, eps=0.2, eta_S=1.3, eta_y=0.6, n_test=50)
+
+
+@pytest.mark.parametrize("coordinates", ["rowspace", "S"])
+def test_auto_solves_the_head_free_student_exactly(coordinates):
+    """Reference: dense expm of the derived chain-rule Jacobian of (S, Y) (the flow is v̇ = J v in
+    the S coordinates); BDF and DOP853 of the same flow agree to their tolerance."""
+    import scipy.linalg
+
+    m = ts.TeacherStudentModel(**EXACT_KW)
+    T = 3.0 / m.slow_rate()
+    runs = {meth: m.simulate(T, n_points=15, method=meth, coordinates=coordinates, keep_states=True)
+            for meth in ("auto", "exact-expm", "BDF", "DOP853")}
+    ex = runs["auto"]
+    assert ex.extra["method"] == "exact-spectral" and ex.extra["nsteps"] == 0
+    assert "linear flow" in ex.extra["method_reason"] and "checked" in ex.extra["method_reason"]
+    assert runs["exact-expm"].extra["method"] == "exact-expm"
+    sysm = m.system
+    v0 = sysm.pack(m.initial_state())
+    J = sysm.jacobian(np.zeros(sysm.size)).toarray()
+    S_ref = np.array([(scipy.linalg.expm(J * t) @ v0)[:m.d * m.D] for t in ex.t])
+    scale = np.max(np.abs(S_ref))
+    st0 = m.initial_state()
+    big = m.rowspace_system(st0[ts.MAP]) if coordinates == "rowspace" else sysm
+    for meth, tr in runs.items():
+        np.testing.assert_array_equal(tr.t, ex.t)
+        S = np.array([big.unpack(v)[ts.MAP].ravel() for v in tr.states])
+        err = np.max(np.abs(S - S_ref)) / scale
+        tol = 1e-11 if meth in ("auto", "exact-expm") else 1e-7
+        assert err <= tol, (meth, err)
+        assert np.max(np.abs(tr.d_min / ex.d_min - 1)) <= (1e-11 if meth == "exact-expm" else 1e-6), meth
+        assert np.max(np.abs(tr.loss - ex.loss)) <= 1e-7 * np.max(np.abs(ex.loss)), meth
+        np.testing.assert_array_equal(tr.test_accuracy, ex.test_accuracy)
+        np.testing.assert_allclose(tr.Z, ex.Z, rtol=0, atol=1e-7 * np.max(np.abs(ex.Z)))
+    # the recorded metrics are those of the recorded states (loss: the compiled derived loss)
+    for v, dm, ls in zip(ex.states, ex.d_min, ex.loss):
+        st = big.unpack(v)
+        assert not abs(dm - sc.numerics.metrics.d_min(st["y"])) > 1e-12
+        assert not abs(ls - big.loss(st)) > 1e-12 * max(abs(ls), 1.0)
+
+
+def test_exact_student_path_short_time_takes_expm_and_stops_at_the_fixed_point():
+    m = ts.TeacherStudentModel(**EXACT_KW)
+    short = m.simulate(1e-3, n_points=4)  # ‖A‖·t ≪ 1: expm_multiply is cheaper than the eigh
+    assert short.extra["method"] == "exact-expm"
+    assert short.extra["expm_flops"] < short.extra["spectral_flops"]
+    ref = m.simulate(1e-3, n_points=4, method="exact-spectral")
+    np.testing.assert_allclose(short.Z, ref.Z, rtol=0, atol=1e-12)
+    tol = 1e-9
+    tr = m.simulate(1e5, stop_residual=tol, keep_states=True)
+    assert tr.extra["method"] == "exact-spectral" and tr.extra["stopped"]
+    assert tr.extra["residual"] <= tol and tr.t[-1] == tr.extra["t_reached"] < 1e5
+    sysm = m.rowspace_system(m.initial_state()[ts.MAP])
+    assert np.max(np.abs(sysm.flow_vector(tr.states[-1]))) <= tol  # the derived flow, not A Z
+    before = m.simulate(tr.t[-1] * (1 - 1e-4), n_points=3, keep_states=True)
+    assert np.max(np.abs(sysm.flow_vector(before.states[-1]))) > tol
+
+
+def test_the_node_operator_is_checked_against_the_derived_flow(monkeypatch):
+    import symcollapse.numerics.linear_map as lm
+
+    m = ts.TeacherStudentModel(**EXACT_KW)
+    A = m.system.node_operator()
+    H = m.system.node_metric
+    L = m.graph.laplacian.toarray()
+    assert np.max(np.abs(A + H @ L)) <= 1e-12 * np.max(np.abs(A))  # A = −blockdiag(η_S G, η_y I) L_G
+    with pytest.raises(DerivationCheckError):  # a head: not a linear node flow
+        ts.TeacherStudentModel(**EXACT_KW, head=True).system.node_operator()
+    assert ts.TeacherStudentModel(**EXACT_KW, head=True).simulate(5.0, n_points=3).extra["method"] \
+        not in ("exact-spectral", "exact-expm")
+    real = lm.node_operator
+
+    def wrong(system, **kw):  # a base operator off by 1 % in the label rate
+        A0 = real(system, **kw).tolil()
+        N = system.graph.N
+        A0[N:] = 1.01 * A0[N:].toarray()
+        return A0.tocsr()
+
+    monkeypatch.setattr(lm, "node_operator", wrong)
+    m2 = ts.TeacherStudentModel(**EXACT_KW)
+    with pytest.raises(DerivationCheckError, match="not Ż = −H L_G Z"):
+        m2.system.node_operator()
+    assert m2.simulate(5.0, n_points=3).extra["method"] not in ("exact-spectral", "exact-expm")

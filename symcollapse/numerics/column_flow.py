@@ -125,7 +125,8 @@ def degree_reduction(A: sps.csr_matrix, N: int, K: int, max_reduced: int = MAX_R
 class ColumnPropagator:
     r"""Z(t) = exp(A t) Z₀ for the node operator A, exact: Z(t) = lift(V e^{Λt} V⁻¹ u₀) + Σ_g e^{−a_g t} X⊥_g.
 
-    ``method`` is 'spectral' (the degree reduction, diagonalised) or 'expm' (expm_multiply).
+    ``method`` is 'spectral' (the degree reduction, diagonalised; or, with ``reduction`` None,
+    A itself diagonalised on all nodes: Z(t) = V e^{Λt} V⁻¹ Z₀) or 'expm' (expm_multiply).
     """
 
     A: sps.csr_matrix
@@ -149,7 +150,9 @@ class StateSequence:
 
     def __init__(self, prop: ColumnPropagator, Z0: np.ndarray, t_eval: np.ndarray):
         self.prop, self.Z0, self.t = prop, Z0, t_eval
-        if prop.method == "spectral":
+        if prop.method == "spectral" and prop.reduction is None:  # diagonalised on all nodes
+            self.c0 = prop.Vinv @ Z0
+        elif prop.method == "spectral":
             red = prop.reduction
             N = red.N
             parts, perp = [], []
@@ -166,6 +169,8 @@ class StateSequence:
         """Z(t) (spectral form only)."""
         prop, red = self.prop, self.prop.reduction
         u = prop.V @ (np.exp(prop.lam * t)[:, None] * self.c0)
+        if red is None:
+            return u
         N = red.N
         Z = np.empty_like(self.Z0)
         off = 0
@@ -224,3 +229,41 @@ def expm_cost(A: sps.csr_matrix, t_end: float, d: int) -> float:
     """Rough flop count of expm_multiply on [0, t_end]: ~‖A‖₁ t_end products of A with d columns."""
     norm1 = float(abs(A).sum(axis=0).max()) if A.nnz else 0.0
     return 2.0 * max(norm1 * t_end, 1.0) * (A.nnz + A.shape[0]) * d
+
+
+def metric_propagator(A, H: np.ndarray, t_end: float, d: int, method: str = "auto") -> ColumnPropagator:
+    r"""The exact propagator of Ż = A Z for A = −H L with H symmetric positive definite (dense) and
+    L symmetric: H^{−½} A H^{½} = −H^{½} L H^{½} = −Φ Λ Φᵀ, so e^{At} = H^{½} Φ e^{−Λt} Φᵀ H^{−½}.
+
+    This is the head-free teacher–student flow on the nodes Z = [X; Y] (docs/model.md §4:
+    H = blockdiag(s·η_S G, s·η_y I), G = UUᵀ). 'auto' takes the dense eigen-solution ('spectral',
+    ~10 n³ flops once, then one n×n product per output time) unless expm_multiply on [0, t_end]
+    (:func:`expm_cost`) is estimated cheaper. H not positive definite, or H^{−½} A H^{½} not
+    symmetric: 'spectral' raises DerivationCheckError, 'auto' takes 'expm'.
+    """
+    if method not in ("auto", "spectral", "expm"):
+        raise InvalidParameterError(f"method must be 'auto', 'spectral' or 'expm'; got {method!r}")
+    A_sp = sps.csr_matrix(A)
+    n = A_sp.shape[0]
+    if method == "expm" or (method == "auto" and expm_cost(A_sp, t_end, d) < 10.0 * n ** 3):
+        return ColumnPropagator(A_sp, "expm")
+    H = np.asarray(H, dtype=float)
+    w, Vh = np.linalg.eigh(0.5 * (H + H.T))
+    if not w.min() > 1e-12 * max(w.max(), 1e-300):
+        if method == "spectral":
+            raise DerivationCheckError("the node metric H is not positive definite: no spectral "
+                                       "propagator; use method='expm'")
+        return ColumnPropagator(A_sp, "expm")
+    R = (Vh * np.sqrt(w)) @ Vh.T  # H^{½}
+    Rinv = (Vh / np.sqrt(w)) @ Vh.T  # H^{−½}
+    Ad = A_sp.toarray()
+    S = Rinv @ Ad @ R
+    scale = max(np.abs(S).max(), 1e-300)
+    if not np.abs(S - S.T).max() <= 1e-10 * scale:
+        if method == "spectral":
+            raise DerivationCheckError("H^{-1/2} A H^{1/2} is not symmetric: A is not −H L with L "
+                                       "symmetric; use method='expm'")
+        return ColumnPropagator(A_sp, "expm")
+    lam, Phi = np.linalg.eigh(0.5 * (S + S.T))
+    lam = np.minimum(lam, 0.0)  # −H^{½} L H^{½} is negative semi-definite: clip round-off
+    return ColumnPropagator(A_sp, "spectral", None, lam, R @ Phi, Phi.T @ Rinv)

@@ -11,12 +11,14 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 import scipy.sparse as sps
+from scipy.linalg import cho_factor, cho_solve
 
 from ..errors import DerivationCheckError, InvalidParameterError
-from ..symbolic.loss import SAMPLE
+from ..symbolic.loss import LABEL, SAMPLE
 from ..tolerance import within
 from ..validation import check_array, check_rate
 from .finite_differences import central_gradient, central_jacobian
+from .column_flow import node_operator
 from .compile import CompiledFlow
 from .selfcheck import relative_error
 from .matrix_kernels import MatrixCompiledFlow
@@ -177,6 +179,82 @@ class LinearMapSystem:
         N, d, D = self.base.graph.N, self.d, self.D
         return np.einsum("ij,kl->iklj", self.U, np.eye(d)).reshape(N * d, d * D)
 
+    # --- the nodes Z = [X; Y]: a linear flow there is solved exactly (docs/model.md §4) ---------
+    def nodes(self, v: np.ndarray) -> np.ndarray:
+        """Z = [X; Y] ((N+K)×d) at the state v, with X = U Sᵀ."""
+        st = self.unpack(v)
+        return np.vstack([self.samples(st), st[LABEL]])
+
+    def _sample_change(self, dlead: np.ndarray) -> np.ndarray:
+        """ΔX = U ΔSᵀ for a change ΔS of the lead block."""
+        return self.U @ np.asarray(dlead).T
+
+    def _lead_change(self, dX: np.ndarray) -> np.ndarray:
+        """ΔS = (G⁻¹ΔX)ᵀ U: the change of S in the row space of U (where the flow keeps S − S₀)
+        with U ΔSᵀ = ΔX."""
+        return self._gram_solve(dX).T @ self.U
+
+    def _gram_solve(self, B: np.ndarray) -> np.ndarray:
+        if self._gram_factor is None:
+            raise DerivationCheckError("G = UUᵀ is singular (fewer input dimensions D than inputs N): "
+                                       "the samples do not determine the state")
+        return cho_solve(self._gram_factor, B)
+
+    @cached_property
+    def _gram_factor(self):
+        try:
+            return cho_factor(self.gram)
+        except np.linalg.LinAlgError:
+            return None
+
+    def state_change(self, dZ: np.ndarray) -> np.ndarray:
+        """Δv for a node change dZ = [ΔX; ΔY] along the flow (S − S₀ in the row space of U):
+        ΔS = (G⁻¹ΔX)ᵀ U, ΔY = dZ's label rows, every other block unchanged."""
+        N = self.base.graph.N
+        lead = self._lead_block[0]
+        blocks = {b: np.zeros(s) for b, (_, s) in self.layout.items()}
+        blocks[lead] = self._lead_change(np.asarray(dZ)[:N])
+        blocks[LABEL] = np.asarray(dZ)[N:]
+        return self.pack(blocks)
+
+    @cached_property
+    def node_metric(self) -> np.ndarray:
+        """H = blockdiag(s·η_S G, s·η_y I_K): the induced flow is Ż = −H ∂L/∂Z (docs/model.md §4)."""
+        N, K = self.base.graph.N, self.base.graph.K
+        H = np.zeros((N + K, N + K))
+        H[:N, :N] = self.scale * self.eta * self.gram
+        H[N:, N:] = self.scale * self.base.rates[LABEL] * np.eye(K)
+        return H
+
+    def node_operator(self, *, seed: int = 0, tol: float = 1e-10) -> np.ndarray:
+        r"""A = −H L_G on the nodes Z = [X; Y] (dense, (N+K)²), H = :attr:`node_metric`, when the
+        flow is Ż = A Z column by column: the head-free student Ẋ = −s·η_S G (D_x X − P Y),
+        Ẏ = −s·η_y (D_y Y − Pᵀ X) (docs/model.md §4).
+
+        The base flow is checked to be Ż_b = −s·diag(η) L_G Z (:func:`.column_flow.node_operator`,
+        against the derived base flow), and A against this system's own derived flow at two
+        random states: Ż = [U Ṡᵀ; Ẏ] from the composed flow of (S, Y) must equal A Z (relative
+        error ≤ tol). A flow that is not this linear map, or a singular G (the state then is
+        not a function of Z), raises DerivationCheckError.
+        """
+        A_base = node_operator(self.base, seed=seed, tol=tol)  # raises for heads, shared blocks
+        if self._gram_factor is None:
+            raise DerivationCheckError("G = UUᵀ is singular: no exact node solution")
+        N = self.base.graph.N
+        A = A_base.toarray()
+        A[:N] = self.gram @ A[:N]  # Ẋ = G Ẋ_base: the chain rule of x = S u
+        rng = np.random.default_rng([seed, 1])
+        lead = self._lead_block[0]
+        for _ in range(2):
+            v = rng.normal(size=self.size)
+            f = self.flow_blocks(self.unpack(v))
+            Zdot = np.vstack([self._sample_change(f[lead]), f[LABEL]])
+            err = relative_error(Zdot, A @ self.nodes(v))
+            if not within(err, tol):
+                raise DerivationCheckError(f"the derived flow of (S, Y) is not Ż = −H L_G Z on the nodes "
+                                           f"(relative error {err:.2e}); use a numerical integrator")
+        return A
+
     # --- finite-difference checks ---------------------------------------------------------
     def frozen_loss_gradient_fd(self, v: np.ndarray, h: float = 1e-5) -> np.ndarray:
         """∂L/∂θ in the (S, Y, θ) coordinates with every sg held at its value at v (central differences)."""
@@ -280,6 +358,14 @@ class RowSpaceSystem(LinearMapSystem):
         if self.COORD in st:
             return self.X0 + self.gram @ np.asarray(st[self.COORD])
         return self.U @ np.asarray(st[self.name]).T
+
+    def _sample_change(self, dlead: np.ndarray) -> np.ndarray:
+        """ΔX = G ΔA."""
+        return self.gram @ np.asarray(dlead)
+
+    def _lead_change(self, dX: np.ndarray) -> np.ndarray:
+        """ΔA = G⁻¹ΔX."""
+        return self._gram_solve(dX)
 
     def base_state(self, st: dict) -> dict:
         out = {b: v for b, v in st.items() if b not in (self.name, self.COORD)}

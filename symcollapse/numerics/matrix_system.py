@@ -26,6 +26,8 @@ from .compile import compile_loss
 from .finite_differences import central_gradient, central_jacobian
 from .matrix_kernels import Evaluator, MatrixCompiledFlow
 from .system import FlowSystem
+from .slow_spectrum import rightmost_nonzero
+from .zero_modes import head_tangent, is_sg_head
 
 #: the largest d at which :meth:`MatrixFlowSystem.jacobian` assembles the sparse Jacobian (from
 #: the component derivation, whose cost grows with d); above it use ``linear_operator``
@@ -184,17 +186,46 @@ class MatrixFlowSystem(BlockState):
         n = self.size
         return LinearOperator((n, n), matvec=lambda w: self.jvp(v, np.ravel(w)), dtype=float)
 
-    def slowest_modes(self, v: np.ndarray, k: int = 4, *, zero_tol: float = 1e-9, block: int = 12,
-                      max_zero: int = 2000, arpack_tol: float = 1e-12, seed: int = 0) -> dict:
-        r"""The k rightmost nonzero eigenvalues of J(v) (at a stable fixed point: the slowest
-        decay rates) from the JVP LinearOperator alone (ARPACK, which='LR').
+    def slowest_modes(self, v: np.ndarray, k: int = 4, *, zero_modes: str = "auto", zero_tol: float = 1e-9,
+                      block: int | None = None, max_zero: int = 2000, arpack_tol: float = 1e-12, seed: int = 0,
+                      null_tol: float = 1e-6, rank_tol: float = 1e-6, residual_tol: float = 1e-8,
+                      ncv: int | None = None, max_rounds: int = 50) -> dict:
+        r"""The k rightmost nonzero eigenvalues of J(v), with multiplicity (at a stable fixed point:
+        the slowest decay rates), from the JVP LinearOperator alone (ARPACK, which='LR', on
+        J̃ = (I − Π) J (I − Π) − σΠ, σ = 2ρ(J) + 1: the zero modes in Π's range moved to −σ;
+        :func:`~symcollapse.numerics.slow_spectrum.rightmost_nonzero`, docs/model.md §3.3).
 
-        The zero modes of a family of fixed points come first in that order; each round's
-        eigenvalues with |λ| ≤ zero_tol·ρ(J) are locked — their eigenvectors join an orthonormal
-        basis B and the next round works on J̃ = (I − BBᵀ) J (I − BBᵀ) − σ BBᵀ, σ = 2ρ + 1, whose
-        spectrum is the rest of J's — until ``k`` nonzero ones are found. Returns {'eigenvalues',
-        'n_zero' (locked), 'rho', 'n_matvec'}; refuses (InvalidParameterError) past ``max_zero``."""
-        v = np.array(v, dtype=float)
+        ``zero_modes`` chooses Π:
+
+        - 'tangent': the structured symmetry tangent T of a stop-gradient head fixed point
+          (gauge + free head, d² directions; :mod:`.zero_modes`), applied in O(N d r) per vector,
+          checked first (Π symmetric and idempotent; ‖J t‖ ≤ null_tol·ρ‖t‖ on random t ∈ T, else
+          DerivationCheckError: a wrong tangent must not deflate nonzero modes);
+        - 'lock': no structure, every zero eigenvalue (|λ| ≤ zero_tol·ρ) ARPACK finds is locked
+          (Π grows by its eigenvectors) — fine at small d, hopeless for a d = 64 family;
+        - 'auto' (default): 'tangent' for the stop-gradient head loss, else 'lock'.
+
+        Zero modes outside T (level swaps) are locked in either mode; found eigenvectors are
+        deflated round by round until no copy is left to the right of the k-th eigenvalue; every
+        returned eigenpair is checked through the JVP (‖J u − λ u‖ ≤ residual_tol·ρ‖u‖, else
+        DerivationCheckError). Returns {'eigenvalues', 'residuals', 'invariance', 'n_zero' (tangent +
+        locked), 'n_tangent', 'n_locked', 'rank' (of Z), 'null_check' (max ‖J t‖/ρ‖t‖), 'rho',
+        'rounds', 'n_matvec', 'zero_modes'}; refuses (InvalidParameterError) past ``max_zero``
+        locked modes."""
+        k = check_int("k", k, 1)
+        if zero_modes not in ("auto", "tangent", "lock"):
+            raise InvalidParameterError(f"zero_modes must be 'auto', 'tangent' or 'lock'; got {zero_modes!r}")
+        for name, val in (("zero_tol", zero_tol), ("arpack_tol", arpack_tol), ("null_tol", null_tol),
+                          ("residual_tol", residual_tol)):
+            check_real(name, val, 0.0, None, strict_min=True)
+        if block is not None:
+            check_int("block", block, 1)
+        v = check_array("v", np.array(v, dtype=float), shape=(self.size,))
+        if zero_modes == "auto":
+            zero_modes = "tangent" if is_sg_head(self.compiled.loss) else "lock"
+        if zero_modes == "tangent" and not {SAMPLE, LABEL, "W"} <= set(self.layout):
+            raise InvalidParameterError("zero_modes='tangent' needs learned blocks x, y and a head W; "
+                                        f"this system learns {list(self.layout)}")
         J = self.linear_operator(v)
         n = J.shape[0]
         rng = np.random.default_rng(seed)
@@ -203,38 +234,21 @@ class MatrixFlowSystem(BlockState):
         for _ in range(30):  # power iteration: the scale of the spectrum
             y = J.matvec(x / np.linalg.norm(x))
             rho, x = max(rho, float(np.linalg.norm(y))), y
-        sigma, thr = 2.0 * rho + 1.0, zero_tol * max(rho, 1e-300)
-        B = np.zeros((n, 0))
-        count = [0]
-        found = []
-        while True:
-            def mv(w, B=B):
-                w = np.ravel(w)
-                count[0] += 1
-                if not B.shape[1]:
-                    return J.matvec(w)
-                c = B.T @ w
-                y = J.matvec(w - B @ c)
-                return y - B @ (B.T @ y) - sigma * (B @ c)
-            op = LinearOperator((n, n), matvec=mv, dtype=float)
-            kk = min(block, n - B.shape[1] - 2)
-            if kk < 1:
-                raise InvalidParameterError("too few free directions left for ARPACK")
-            ev, vec = eigs(op, k=kk, which="LR", tol=arpack_tol, maxiter=50 * n, v0=rng.normal(size=n))
-            keep = ev.real > -sigma / 2  # the locked modes sit at −σ
-            ev, vec = ev[keep], vec[:, keep]
-            zero = np.abs(ev) <= thr
-            found = sorted([e for e in ev[~zero]], key=lambda e: -e.real)
-            if len(found) >= k or not np.any(zero):
-                break
-            V = np.hstack([vec[:, zero].real, vec[:, zero].imag])
-            V = V - B @ (B.T @ V)
-            U, sv, _ = np.linalg.svd(V, full_matrices=False)
-            B = np.hstack([B, U[:, sv > 1e-8 * max(float(sv[0]), 1e-300)]])
-            if B.shape[1] > max_zero:
-                raise InvalidParameterError(f"more than max_zero = {max_zero} zero modes locked; the family of "
-                                            "fixed points is too large for deflation")
-        return {"eigenvalues": np.array(found[:k]), "n_zero": int(B.shape[1]), "rho": rho, "n_matvec": count[0]}
+        out = {"rank": None, "null_check": None, "n_tangent": 0, "rho": rho, "zero_modes": zero_modes}
+        project, shift = None, 0.0
+        if zero_modes == "tangent":
+            st = self.unpack(v)
+            tan = head_tangent(self.layout, st[SAMPLE], st[LABEL], st["W"], rank_tol=rank_tol)
+            tan.check_projector()
+            out.update(rank=tan.rank, n_tangent=tan.dim, null_check=tan.check_null(J.matvec, rho, tol=null_tol))
+            project, shift = tan.project, rho
+        else:
+            block = 12 if block is None else block
+        res = rightmost_nonzero(J.matvec, n, k, project=project, rho=rho, zero_tol=zero_tol, block=block,
+                                arpack_tol=arpack_tol, shift=shift, ncv=ncv, max_zero=max_zero,
+                                max_rounds=max_rounds, residual_tol=residual_tol, seed=seed + 1)
+        out.update(res, n_zero=out["n_tangent"] + res["n_locked"], n_matvec=res["n_matvec"] + 30)
+        return out
 
     # --- loss --------------------------------------------------------------------------------
     def loss(self, st: dict) -> float:

@@ -2,7 +2,9 @@ r"""method='auto': the cheapest correct way to solve θ̇ = f(θ), chosen from t
 
 1. A flow that is Ż = A Z column by column (the embedding model, docs/model.md §2: A = −s·H L_G,
    checked against the derived flow) is solved exactly (:mod:`.column_flow`): no time steps,
-   no factorisation.
+   no factorisation. So is the head-free teacher–student flow (docs/model.md §4), linear on the
+   nodes Z = [X; Y] (X = U Sᵀ) with A = −blockdiag(s·η_S G, s·η_y I) L_G, also checked against
+   the derived flow: diagonalised once (dense, N + K nodes) or by expm_multiply.
 2. Otherwise the stiffness ρ(J)·t_end is measured — ρ the spectral radius of the derived
    Jacobian at θ₀ by power iteration (matrix-vector products only) — and an explicit high-order
    method (DOP853) is used when ρ·t_end ≤ EXPLICIT_STIFFNESS (its step count is then set by
@@ -13,7 +15,10 @@ r"""method='auto': the cheapest correct way to solve θ̇ = f(θ), chosen from t
    model K=4, N=102, single-threaded BLAS: d=16 6.3 s vs plain BDF 33 s; d=4 1.0 s vs 1.2 s);
    else 'BDF-Schur' (sparse LU + dense Schur complement of the shared-block columns) when the Jacobian has
    at least SCHUR_MIN_COLUMNS dense trailing columns (d ≥ 32 heads) and their block fits in memory,
-   plain sparse 'BDF' otherwise.
+   plain sparse 'BDF' otherwise. When the Jacobian is too large to assemble (the matrix system
+   refuses above 2·10⁷ dense entries, e.g. heads of d = 64 at N ≥ 10³) or has more unknowns than
+   the sparse-LU limit, a stiff run takes 'BDF-krylov' (:mod:`.krylov_bdf`: the same BDF with its
+   Newton systems solved matrix-free by GMRES through the derived JVP), else DOP853.
 """
 from __future__ import annotations
 
@@ -23,8 +28,9 @@ import numpy as np
 import scipy.sparse as sps
 
 from ..errors import DerivationCheckError, InvalidParameterError
-from .column_flow import MAX_REDUCED, column_propagator, expm_cost, node_operator
+from .column_flow import MAX_REDUCED, column_propagator, expm_cost, metric_propagator, node_operator
 from .integrate import LU_LIMIT, dense_tail, node_blocks
+from .krylov_bdf import check_krylov_system
 
 
 def _block_diagonal(J, N: int, k: int) -> bool:
@@ -52,6 +58,15 @@ class Choice:
     propagator: object = None  # the exact propagator for linear flows
 
 
+def krylov_applies(system) -> bool:
+    """Whether the matrix-free 'BDF-krylov' can run ``system``: a derived JVP and node rows first."""
+    try:
+        check_krylov_system(system)
+    except InvalidParameterError:
+        return False
+    return node_blocks(system) is not None
+
+
 def spectral_radius(J, iters: int = 40, seed: int = 0) -> float:
     """|λ|_max of J (a matrix or LinearOperator: products J·v only) by power iteration: the
     geometric mean growth (Π‖J v_k‖)^{1/k} over the last half of the iterations (robust to the
@@ -72,8 +87,37 @@ def spectral_radius(J, iters: int = 40, seed: int = 0) -> float:
     return float(np.exp(np.mean(logs[iters // 2:])))
 
 
+def maps_nodes(system) -> bool:
+    """Whether ``system`` is a linear sample map x = S u (:mod:`.linear_map`) with a node view
+    Z = [X; Y] (looked up on the class: MatrixFlowSystem forwards unknown attributes)."""
+    return callable(getattr(type(system), "node_operator", None))
+
+
+def map_linear_choice(system, t_end: float, method: str = "auto") -> Choice | None:
+    """The exact solution of a linear sample map whose node flow is Ż = −H L_G Z (the head-free
+    teacher–student model, docs/model.md §4; checked against the derived flow), or None.
+
+    ``method``: 'auto' (spectral or expm_multiply, whichever is estimated cheaper), 'spectral', 'expm'."""
+    try:
+        A = system.node_operator()
+    except DerivationCheckError:
+        return None
+    n, d = A.shape[0], system.d
+    prop = metric_propagator(A, system.node_metric, t_end, d, method)
+    what = ("linear flow Ż = −H L_G Z on the nodes Z = [X; Y], X = U Sᵀ, H = blockdiag(s·η_S G, s·η_y I) "
+            "(checked against the derived flow of (S, Y)): exact, ")
+    cost = {"expm_flops": expm_cost(prop.A, t_end, d), "spectral_flops": 10.0 * n ** 3}
+    if prop.method == "spectral":
+        return Choice("exact-spectral", what + f"the {n} nodes diagonalised once (H^(-1/2) A H^(1/2) "
+                      "symmetric)", {"reduced_size": n, **cost}, prop)
+    return Choice("exact-expm", what + f"expm_multiply on the {n}-node operator with {d} columns",
+                  cost, prop)
+
+
 def linear_choice(system, t_end: float) -> Choice | None:
     """The exact solution of a column-wise linear flow, or None if the flow is not one."""
+    if maps_nodes(system):
+        return map_linear_choice(system, t_end)
     try:
         A = node_operator(system)
     except DerivationCheckError:
@@ -94,7 +138,7 @@ def linear_choice(system, t_end: float) -> Choice | None:
 
 def choose(system, v0: np.ndarray, t_end: float, *, lu_limit: int | None = None) -> Choice:
     """The method for integrating ``system`` from v0 to t_end (see the module docstring)."""
-    lin = linear_choice(system, t_end) if hasattr(system, "graph") else None
+    lin = linear_choice(system, t_end) if hasattr(system, "graph") or maps_nodes(system) else None
     if lin is not None:
         return lin
     op = system.linear_operator(v0) if hasattr(system, "linear_operator") else None
@@ -112,12 +156,22 @@ def choose(system, v0: np.ndarray, t_end: float, *, lu_limit: int | None = None)
     if stiff <= EXPLICIT_STIFFNESS:
         return Choice("DOP853", f"ρ(J)·t_end = {stiff:.3g} ≤ {EXPLICIT_STIFFNESS:g}: not stiff, "
                       "explicit 8th order", measured)
+    krylov = krylov_applies(system)
     if J is None:
+        if krylov:
+            return Choice("BDF-krylov", f"ρ(J)·t_end = {stiff:.3g} > {EXPLICIT_STIFFNESS:g}: stiff, and "
+                          f"the Jacobian cannot be assembled ({assembly}): BDF with matrix-free "
+                          "Newton–Krylov (GMRES through the derived JVP, exact block preconditioner)",
+                          measured)
         return Choice("DOP853", f"ρ(J)·t_end = {stiff:.3g} is stiff, but the Jacobian cannot be "
-                      f"assembled ({assembly}) and no matrix-free Newton–Krylov BDF is implemented: "
-                      "explicit (factorisation-free, slow)", measured)
+                      f"assembled ({assembly}) and the system has no derived JVP for the matrix-free "
+                      "BDF: explicit (factorisation-free, slow)", measured)
     limit = LU_LIMIT if lu_limit is None else lu_limit
     if n > limit:
+        if krylov:
+            return Choice("BDF-krylov", f"ρ(J)·t_end = {stiff:.3g} > {EXPLICIT_STIFFNESS:g}: stiff, and "
+                          f"{n} unknowns exceed the sparse-LU limit {limit}: BDF with matrix-free "
+                          "Newton–Krylov (GMRES through the derived JVP)", measured)
         return Choice("DOP853", f"ρ(J)·t_end = {stiff:.3g} is stiff but {n} unknowns exceed the "
                       f"sparse-LU limit {limit}: explicit (factorisation-free, slow)", measured)
     blocks = node_blocks(system)

@@ -13,7 +13,7 @@ from .batched import DENSE_JACOBIAN_ENTRIES, batchable, integrate_many
 from .column_flow import column_propagator
 from .fitting import fit_exponential_rate
 from .integrate import METHODS, check_stop_residual, integrate, node_blocks, time_grid
-from .method_choice import choose, linear_choice
+from .method_choice import choose, linear_choice, map_linear_choice, maps_nodes
 from .metrics import accuracy, accuracy_many, d_min, d_min_many
 from .system import FlowSystem
 
@@ -27,7 +27,8 @@ class Trajectory:
     """Recorded metrics at times t; Z (N+K, d) and W (or None) are the final state.
 
     ``extra`` records how the run was solved: ``method`` (what ran; 'auto' resolves to one of
-    'exact-spectral', 'exact-expm', 'DOP853', 'BDF-Schur', 'BDF'), ``method_reason``, the measured
+    'exact-spectral', 'exact-expm', 'DOP853', 'BDF-nodes', 'BDF-Schur', 'BDF', 'BDF-krylov'),
+    ``method_reason``, the measured
     quantities behind the choice, and the fixed-point test: ``stop_residual``, ``stopped``,
     ``t_reached`` (last time), ``residual`` (‖θ̇‖_∞ at the final state).
 
@@ -122,6 +123,9 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
     flow, DOP853 when not stiff, BDF(-Schur) with the analytic Jacobian when stiff. ``extra``
     records ``method``, ``method_reason`` and what was measured. ``stop_residual``: end at the first
     time with ‖θ̇‖_∞ ≤ stop_residual (``extra['stopped']``, ``['t_reached']``, ``['residual']``).
+    'BDF-krylov' (matrix-free, chosen by 'auto' when the Jacobian is too large to assemble) records
+    ``extra['krylov']``: Jacobians, linear solves, GMRES iterations (total, largest per solve),
+    failed solves (each made BDF recompute its Jacobian or halve its step) and JVPs.
     """
     if t_eval is None:
         t_eval = time_grid(t_end, n_points)
@@ -142,7 +146,10 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
             choice = linear_choice(system, float(t_eval[-1]))
             if choice is None:
                 raise InvalidParameterError(f"method={method!r} needs a linear flow Ż = A Z; use 'auto'")
-            if choice.method != method:
+            if choice.method != method and maps_nodes(system):
+                choice = map_linear_choice(system, float(t_eval[-1]), method.split("-")[1])
+                choice = type(choice)(method, "exact, chosen by the caller", {}, choice.propagator)
+            elif choice.method != method:
                 g = system.graph
                 h = system.scale * np.concatenate([np.full(g.N, system.rates[SAMPLE]),
                                                    np.full(g.K, system.rates[LABEL])])
@@ -158,7 +165,8 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
                              rtol, atol, keep_states, stop_residual)[0]
     jac = system.jacobian if use_jacobian else None
     sol = integrate(system.flow_vector, v0, t_eval, jac=jac, method=method, rtol=rtol, atol=atol,
-                    stop_residual=stop_residual, lu_limit=lu_limit, node_blocks=node_blocks(system))
+                    stop_residual=stop_residual, lu_limit=lu_limit, node_blocks=node_blocks(system),
+                    system=system if method == "BDF-krylov" else None)
     dm, acc, ls = [], [], []
     for v in sol.y:
         a, b, c = _metrics(system, system.unpack(v), labels, head)
@@ -170,6 +178,8 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
     Z = np.vstack([X, final[LABEL]]) if X is not None and X.shape[1] == final[LABEL].shape[1] else final[LABEL]
     extra = _record({"nfev": sol.nfev, "njev": sol.njev, "nsteps": sol.nsteps}, choice, method,
                     stop_residual, sol.stopped, sol.t[-1], sol.residual)
+    if sol.stats:  # BDF-krylov: Jacobians, linear solves, GMRES iterations, failed solves, JVPs
+        extra["krylov"] = dict(sol.stats)
     return Trajectory(sol.t, np.array(dm), np.array(acc), np.array(ls), Z,
                       final.get(head) if head else None, sol.y if keep_states else None, extra)
 
@@ -177,6 +187,8 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
 def _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_residual) -> Trajectory:
     """Trajectory of Ż = A Z from the exact propagator at every time of t_eval (or until
     ‖A Z‖_∞ ≤ stop_residual, the crossing located by bisection to 1e-6 of its time)."""
+    if maps_nodes(system):
+        return _simulate_mapped_linear(system, choice, v0, t_eval, labels, keep_states, stop_residual)
     prop = choice.propagator
     A = prop.A
     inv = _linear_loss(system, A, np.asarray(v0, dtype=float).reshape(system.graph.N + system.graph.K, -1))
@@ -211,21 +223,68 @@ def _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_resid
                       np.array(states) if keep_states else None, extra)
 
 
-def _first_crossing(prop, seq, A, Z_lo, t_lo, t_hi, tol):
-    """Bisection on [t_lo, t_hi] for the first time with ‖A Z(t)‖_∞ ≤ tol (Z(t_hi) satisfies it)."""
+def _simulate_mapped_linear(system, choice, v0, t_eval, labels, keep_states, stop_residual) -> Trajectory:
+    """The exact solution Z(t) = e^{At} Z₀ on the nodes Z = [X; Y] of a linear sample map x = S u
+    (:meth:`.linear_map.LinearMapSystem.node_operator`, docs/model.md §4), mapped back to the state
+    v(t) = v₀ + Δv(Z(t) − Z₀); Δ_min, accuracy and the loss are those of :func:`simulate_system`
+    at v(t), the residual is ‖θ̇‖_∞ of the derived flow at v(t)."""
+    prop = choice.propagator
+    v0 = np.asarray(v0, dtype=float)
+    Z0 = system.nodes(v0)
+
+    def state(Z):
+        return v0 + system.state_change(Z - Z0)
+
+    def residual(Z):
+        return float(np.max(np.abs(system.flow_vector(state(Z)))))
+
+    dm, acc, ls, states, ts = [], [], [], [], []
+    stopped, res, Z, t_prev, Z_prev = False, float("nan"), Z0, 0.0, Z0
+    seq = prop.states(Z0, t_eval)
+    for t, Z in zip(t_eval, seq):
+        res = residual(Z)
+        if stop_residual is not None and res <= stop_residual:
+            if t > 0:
+                t, Z, res = _first_crossing(prop, seq, prop.A, Z_prev, t_prev, float(t), stop_residual,
+                                            residual)
+            stopped = True
+        v = state(Z)
+        a, b, c = _metrics(system, system.unpack(v), labels, None)
+        ts.append(float(t))
+        dm.append(a)
+        acc.append(b)
+        ls.append(c)
+        if keep_states:
+            states.append(v)
+        if stopped:
+            break
+        t_prev, Z_prev = float(t), Z
+    extra = _record({"nfev": 0, "njev": 0, "nsteps": 0}, choice, choice.method, stop_residual,
+                    stopped, ts[-1], res)
+    return Trajectory(np.array(ts), np.array(dm), np.array(acc), np.array(ls), Z, None,
+                      np.array(states) if keep_states else None, extra)
+
+
+def _first_crossing(prop, seq, A, Z_lo, t_lo, t_hi, tol, residual=None):
+    """Bisection on [t_lo, t_hi] for the first time with residual(Z(t)) ≤ tol (Z(t_hi) satisfies it);
+    the residual is ‖A Z‖_∞ unless given."""
     def state(t):
         return seq.at(t) if prop.method == "spectral" else expm_multiply(A * (t - t_lo), Z_lo)
+
+    if residual is None:
+        def residual(Z):
+            return float(np.max(np.abs(A @ Z)))
 
     lo, hi = t_lo, t_hi
     Z_hi = state(hi)
     while hi - lo > 1e-6 * hi:
         mid = 0.5 * (lo + hi)
         Zm = state(mid)
-        if np.max(np.abs(A @ Zm)) <= tol:
+        if residual(Zm) <= tol:
             hi, Z_hi = mid, Zm
         else:
             lo = mid
-    return hi, Z_hi, float(np.max(np.abs(A @ Z_hi)))
+    return hi, Z_hi, residual(Z_hi)
 
 
 def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.ndarray,
@@ -267,7 +326,7 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
             return [simulate_system(system, v, t_end, labels=labels, n_points=n_points, head=head,
                                     method=method, keep_states=keep_states, t_eval=t_eval,
                                     stop_residual=stop_residual) for v in V0]
-    if choice is not None and choice.method in EXACT:
+    if choice is not None and choice.method in EXACT and not maps_nodes(system):
         return _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
     run_method = choice.method if choice is not None else method
     if run_method == "BDF-nodes" and use_jacobian and len(V0) > 1 and batchable(system):

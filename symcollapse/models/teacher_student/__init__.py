@@ -409,15 +409,20 @@ class TeacherStudentModel(Model):
     def simulate(self, t_end: float = 600.0, *, n_points: int = 200, t_eval=None,
                  method: str = "auto", rtol: float = 1e-10, atol: float = 1e-12,
                  keep_states: bool = False, state0: dict | None = None,
-                 coordinates: str = "rowspace") -> TeacherStudentTrajectory:
+                 coordinates: str = "rowspace",
+                 stop_residual: float | None = None) -> TeacherStudentTrajectory:
         """Integrate the derived flow of (S, Y[, W]) and record Δ_min, training accuracy (single
         inputs), test accuracy (fresh teacher-labelled inputs) and the loss at each time.
 
         ``coordinates='rowspace'`` integrates S = S₀ + Aᵀ U (exact, N·d unknowns); ``'S'`` the
         d·D entries of S directly (same flow, slower for D ≫ N). ``states`` (with keep_states)
-        are the state vectors of the chosen coordinates. ``method='auto'`` (default) measures the
-        stiffness ρ(J)·t_end of the derived Jacobian and takes DOP853 or BDF (numerics/method_choice.py);
-        ``extra['method']``, ``extra['method_reason']`` record it."""
+        are the state vectors of the chosen coordinates. ``method='auto'`` (default): without a
+        head the flow is linear on the nodes, Ż = −blockdiag(η_S G, η_y I) L_G Z with Z = [U Sᵀ; Y]
+        (docs/model.md §4, checked against the derived flow), and is solved exactly ('exact-spectral'
+        or 'exact-expm'); with a head it measures the stiffness ρ(J)·t_end of the derived Jacobian
+        and takes DOP853 or BDF (numerics/method_choice.py); ``extra['method']``,
+        ``extra['method_reason']`` record it. ``stop_residual``: end at the first time with
+        ‖θ̇‖_∞ ≤ stop_residual (``extra['stopped']``, ``['t_reached']``, ``['residual']``)."""
         st0 = dict(state0 if state0 is not None else self.initial_state())
         if coordinates == "rowspace":
             sysm = self.rowspace_system(st0.pop(MAP))
@@ -429,6 +434,7 @@ class TeacherStudentModel(Model):
         # the one simulation of every model (Δ_min, accuracy, loss, method choice), with x = S u
         tr = simulate_system(sysm, sysm.pack(st0), t_end, labels=self.labels, n_points=n_points,
                              head=self.head_block, method=method, rtol=rtol, atol=atol, keep_states=True,
+                             stop_residual=stop_residual,
                              t_eval=None if t_eval is None else np.asarray(t_eval, dtype=float))
         data = self.data
         tacc, inv = [], []
