@@ -858,7 +858,7 @@ def _head_hand_vec(P, eta_x, eta_y, eta_W, N, K, d):
 @benchmark(rows=(10,), full=dict(cases=((4, 100, 4), (4, 100, 16), (10, 100, 4), (10, 100, 16), (4, 1000, 4),
                                         (10, 1000, 4), (4, 10000, 4), (4, 1000, 16), (4, 100, 64), (4, 1000, 64)),
                                  t_max=1e5, eps=0.05, default_upto=2000, hand_upto=2000, hand_budget=1.5),
-           smoke=dict(cases=((2, 12, 2),), t_max=2000.0, eps=0.2, default_upto=100, hand_upto=100))
+           smoke=dict(cases=((2, 12, 2),), t_max=2000.0, eps=0.2, default_upto=100, hand_upto=100, hand_budget=1.5))
 def bench_head_fixed_point(*, cases, t_max: float, eps: float, default_upto: int, hand_upto: int,
                            hand_budget: float = 1.5) -> list[Row]:
     """Head model (sg): time to the fixed point (‖θ̇‖_∞ ≤ 1e-9) with simulate(method='auto',
