@@ -60,13 +60,15 @@ def _model(K, eps, d, eta_x, eta_y, eta_W, n_max):
 #: phase grid are small, N + K ≲ 60, d ≤ 12: a dense LU beats the sparse one with dense W columns)
 END_STATE_METHOD = "LSODA"
 END_STATE_RTOL, END_STATE_ATOL = 1e-8, 1e-11
-LARGE_STATE = 1000  # above this many unknowns (e.g. K = 10, d = 24): BDF-Schur (sparse LU + dense W block)
+#: above this many unknowns (K = 10, d ≥ 16): BDF-nodes (samples eliminated in closed form, only labels and
+#: W factorised; K = 10, N = 55, d = 16: 7.1 s CPU to the same end state as BDF-Schur's 9.3 s)
+LARGE_STATE = 1000
 POLISH_RESIDUAL = 1e-12  # fixed-point residual of the continued run when the first end state is too rough
 
 
 def end_state_method(size: int) -> str:
-    """LSODA with the dense Jacobian for small systems, BDF-Schur above :data:`LARGE_STATE` unknowns."""
-    return END_STATE_METHOD if size <= LARGE_STATE else "BDF-Schur"
+    """LSODA with the dense Jacobian for small systems, BDF-nodes above :data:`LARGE_STATE` unknowns."""
+    return END_STATE_METHOD if size <= LARGE_STATE else "BDF-nodes"
 
 
 def phase_point(K: int = 3, eps: float = 0.1, d: int = 4, seed: int = 0, eta_W: float = 1.0,
@@ -118,7 +120,48 @@ def phase_point(K: int = 3, eps: float = 0.1, d: int = 4, seed: int = 0, eta_W: 
         if 0 < abs(nu) < 1 - 1e-9:
             sep += r
     out["sep_rank"] = sep
+    out.update(member_fields(model.graph, Z, W, fam))
     return {k: float(v) for k, v in out.items()}
+
+
+def member_fields(P, Z, W, fam) -> dict:
+    r"""The end state's member data (docs/model.md §3.1): ``len_k`` = the amplitude lengths of the kept
+    modes (the top r_ℓ singular values of C_ℓ = Φ_ℓᵀDZ, levels in ascending ν) and ``spare_j`` = the
+    spare head eigenvalues, spec(Q⊥ᵀ W Q⊥) on the complement R⊥ of the kept directions (real parts,
+    ascending; ``spare_imag`` = the largest |imaginary part|)."""
+    from .numerics import families as fm
+
+    out, rows = {}, []
+    k = 0
+    for c, r in zip(fm.level_amplitudes(P, Z), fam.ranks):
+        if r:
+            _, sv, Vt = np.linalg.svd(c, full_matrices=False)
+            for v in sv[:r]:
+                out[f"len_{k}"] = float(v)
+                k += 1
+            rows.append(Vt[:r])
+    d = np.asarray(W).shape[0]
+    if rows:
+        _, _, Vt = np.linalg.svd(np.vstack(rows), full_matrices=True)
+        perp = Vt[fam.rank:]
+    else:
+        perp = np.eye(d)
+    ev = np.linalg.eigvals(perp @ np.asarray(W, float) @ perp.T) if len(perp) else np.zeros(0)
+    for j, v in enumerate(np.sort(ev.real)):
+        out[f"spare_{j}"] = float(v)
+    out["spare_imag"] = float(np.max(np.abs(ev.imag))) if len(ev) else 0.0
+    return out
+
+
+def member_of(r: dict) -> tuple | None:
+    """(lengths, spares) of a phase_point result with member data (:func:`member_fields`), rounded to
+    1e-9; None without it (records of an older driver) or with complex spare head eigenvalues."""
+    rank = int(r.get("rank", -1))
+    if rank < 0 or (rank and "len_0" not in r) or "spare_imag" not in r or not r["spare_imag"] <= 1e-9:
+        return None
+    d = rank + sum(1 for k in r if k.startswith("spare_") and k != "spare_imag")
+    return (tuple(round(r[f"len_{k}"], 9) for k in range(rank)),
+            tuple(round(r[f"spare_{j}"], 9) for j in range(d - rank)))
 
 
 def _separated(f) -> bool:
@@ -265,7 +308,8 @@ def family_key(r: dict) -> str:
 def summarise(records: list[dict]) -> dict:
     r"""Per cell (ε, d, η_W): basin fraction of every family reached, fraction separated (the end
     state's family keeps a level 0 < |ν| < 1), mean ± std of ρ, worst residual, and how many end
-    states were unstable."""
+    states were unstable, degenerate (no unstable eigenvalue, marginal ones beyond the symmetries) or
+    unclassified; the reached members (:func:`member_of`) per family."""
     cells: dict = {}
     for rec in records:
         p, r = rec["params"], rec["result"]
@@ -276,11 +320,17 @@ def summarise(records: list[dict]) -> dict:
         c["n"] += 1
         fam = family_key(r)
         c["families"][fam] = c["families"].get(fam, 0) + 1
+        mem = member_of(r)
+        if mem is not None:
+            ms = c.setdefault("members", {}).setdefault(fam, [])
+            if mem not in ms:
+                ms.append(mem)
         c["rho"].append(r["separation"])
         c["sep"].append(r["sep_rank"] > 0 if "sep_rank" in r else r["separation"] > 1e-6)
         c["residual"] = max(c["residual"], r["residual"])
         c["unstable"] += int(r["kind"] < 0 and r["kind"] != -99)
         c["unclassified"] += int(r["kind"] == -99)
+        c["degenerate"] = c.get("degenerate", 0) + int(r["kind"] == 0.0)  # no unstable, but marginal modes
     for c in cells.values():
         rho = np.array(c.pop("rho"))
         c["separated"] = float(np.mean(c.pop("sep")))
@@ -291,7 +341,7 @@ def summarise(records: list[dict]) -> dict:
 
 @lru_cache(maxsize=4096)
 def _reached_family_stable(K, eps, d, eta_x, eta_y, eta_W, n_max, key) -> bool:
-    """A family reached by simulation has a derived-stable member (full member scan)."""
+    """A family reached by simulation has a derived-stable scanned member (full member scan)."""
     from .numerics import families as fm
 
     model, *_ = _model(K, eps, d, eta_x, eta_y, eta_W, n_max)
@@ -299,11 +349,65 @@ def _reached_family_stable(K, eps, d, eta_x, eta_y, eta_W, n_max, key) -> bool:
     return key in by_key and fm.scan_family(model, by_key[key])[0] == "stable"
 
 
+def member_stability(model, fam, lengths, spares, balanced: tuple | None = None) -> str:
+    r"""Derived stability of the family's member with amplitude lengths ``lengths`` (kept modes in level
+    order, orthogonal amplitude vectors) and spare head eigenvalues ``spares`` (docs/model.md §3.1):
+    the engine Jacobian with the symmetry modes removed
+    (:func:`~symcollapse.numerics.families.classify_family`) up to :data:`LARGE_STATE` unknowns; above
+    it, on a balanced graph ``balanced`` = (K, n, μ), the derived sector blocks at the aligned member
+    (:func:`~symcollapse.models.head.sector_stability.predict`, no Jacobian). Returns the label."""
+    from .numerics import families as fm
+
+    if model.system.size <= LARGE_STATE or balanced is None or len(fam.ranks) != 5:
+        return fm.classify_family(model, fam, lengths=np.asarray(lengths, float),
+                                  spare=np.asarray(spares, float)).label
+    from .models.head import sector_stability as ss
+
+    K, n, mu = balanced
+    mem = ss.aligned_member(K, n, mu, model.d, fam.ranks, lengths=np.asarray(lengths, float),
+                            spares=np.asarray(spares, float))
+    return ss.predict(mem, model.eta_x, model.eta_y, model.eta_W).label
+
+
+#: verdicts of a reached family (:func:`reached_family_verdict`)
+REACHED_SCAN, REACHED_AMPLITUDES, REACHED_NONE = "scan", "amplitudes", "none"
+
+
+@lru_cache(maxsize=4096)
+def reached_family_verdict(K, eps, d, eta_x, eta_y, eta_W, n_max, key, members=()) -> str:
+    r"""How a family reached by simulation is derived stable (docs/model.md §3.1): ``'scan'`` — a
+    member of the family scan (:func:`~symcollapse.numerics.families.scan_family`: equal and seeded
+    amplitude lengths, spare head eigenvalues ±0.5, ±1.5) is stable; ``'amplitudes'`` — none of those,
+    but the member at the amplitude lengths and spare head eigenvalues of one of its end states
+    (``members``: (lengths, spares) pairs, :func:`member_of`) is (stability of a family member is
+    amplitude-limited); ``'none'`` — not an enumerated family, or no stable member found: a FAIL.
+    Above :data:`LARGE_STATE` unknowns the reached members are tried first and the scan (a dense
+    Jacobian per member) only when they give no answer."""
+    from .numerics import families as fm
+
+    model, n, mu, _ = _model(K, eps, d, eta_x, eta_y, eta_W, n_max)
+    by_key = {f.key: f for f in fm.enumerate_families(model.graph, d)}
+    if key not in by_key:
+        return REACHED_NONE
+    fam = by_key[key]
+    small = model.system.size <= LARGE_STATE
+    if small and _reached_family_stable(K, eps, d, eta_x, eta_y, eta_W, n_max, key):
+        return REACHED_SCAN
+    for lengths, spares in members:
+        if member_stability(model, fam, lengths, spares, (K, n, mu)) == "stable":
+            return REACHED_AMPLITUDES
+    if not small and _reached_family_stable(K, eps, d, eta_x, eta_y, eta_W, n_max, key):
+        return REACHED_SCAN
+    return REACHED_NONE
+
+
 def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, quick: bool = False,
                    derived: list[dict] | None = None, search: bool = True) -> dict:
     """Add each cell's derived layer (:func:`derived_point`: from ``derived`` records of
-    :func:`run_derived`, else computed here) and the reached families that have no derived-stable
-    member (each reached family gets the full member scan). ``search=False`` (large systems, partial
+    :func:`run_derived`, else computed here) and the verdict of every reached family
+    (:func:`reached_family_verdict`): ``reached_not_derived_stable`` (no stable member found: a FAIL)
+    and ``reached_stable_at_amplitudes`` (no stable scanned member, stable at its reached amplitudes;
+    such a separated family makes ``derived_separated`` True). ``search=False`` (large systems, partial
     grids): cells without a ``derived`` record are not searched — only their reached families are
     classified: ``derived_separated`` is True where a reached separated family is derived-stable and
     None (not searched) elsewhere, ``derived_collapsed`` None.
@@ -312,8 +416,11 @@ def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, 
     by_cell = {(r["params"]["eps"], r["params"]["d"], r["params"]["eta_W"]): r["result"] for r in derived or ()}
     for (e, d, ew), c in cells.items():
         n_max = int(c.get("n_max", 4))
-        c["reached_not_derived_stable"] = [f for f in c["families"] if not _reached_family_stable(
-            K, float(e), int(d), float(eta_x), float(eta_y), float(ew), n_max, f)]
+        members = c.pop("members", {})
+        verdict = {f: reached_family_verdict(K, float(e), int(d), float(eta_x), float(eta_y), float(ew), n_max, f,
+                                             tuple(members.get(f, ()))) for f in c["families"]}
+        c["reached_not_derived_stable"] = [f for f, v in verdict.items() if v == REACHED_NONE]
+        c["reached_stable_at_amplitudes"] = [f for f, v in verdict.items() if v == REACHED_AMPLITUDES]
         der = by_cell.get((e, d, ew))
         if der is None and not search:
             ok_sep = [f for f in c["families"] if f not in c["reached_not_derived_stable"] and _key_separated(f)]
@@ -324,7 +431,10 @@ def attach_derived(cells: dict, K: int, eta_x: float = 1.0, eta_y: float = 0.1, 
         if der is None:
             der = derived_point(K, e, d, ew, eta_x, eta_y, n_max)
         c["derived"] = der
-        c["derived_separated"] = bool(der["stable_separated"])
+        # a separated family stable at its reached amplitudes is a stable separated family of the cell
+        # (the search's scanned members can all miss it: stability is amplitude-limited)
+        c["derived_separated"] = bool(der["stable_separated"]) or any(
+            _key_separated(f) for f in c["reached_stable_at_amplitudes"])
         c["derived_collapsed"] = bool(der["stable_collapsed"])
     return cells
 
@@ -354,8 +464,9 @@ def cells_from_results(path, K: int, eta_x: float = 1.0, eta_y: float = 0.1, qui
 
 def grid_checks(cells: dict) -> dict:
     r"""The verification counts of a grid (docs/model.md §3): end states, the worst flow residual, how many
-    end states were unstable or unclassified, how many reached families have no derived-stable member,
-    and how many end states fell in each family (summed over the cells)."""
+    end states were unstable, degenerate or unclassified, how many reached families (per cell) have no derived-stable
+    member, how many are derived stable only at their reached amplitudes
+    (:func:`reached_family_verdict`), and how many end states fell in each family (summed over the cells)."""
     fams: dict = {}
     for c in cells.values():
         for k, v in c["families"].items():
@@ -364,7 +475,10 @@ def grid_checks(cells: dict) -> dict:
             "max_residual": max(c["residual"] for c in cells.values()),
             "unstable": sum(c["unstable"] for c in cells.values()),
             "unclassified": sum(c["unclassified"] for c in cells.values()),
+            "degenerate": sum(c.get("degenerate", 0) for c in cells.values()),
             "reached_not_derived_stable": sum(len(c["reached_not_derived_stable"]) for c in cells.values()),
+            "reached_stable_at_amplitudes": sum(len(c.get("reached_stable_at_amplitudes", ()))
+                                                for c in cells.values()),
             "families": dict(sorted(fams.items(), key=lambda kv: -kv[1]))}
 
 

@@ -42,6 +42,13 @@ def test_representative_is_a_fixed_point_of_its_family(m4, ranks):
     ev = np.sort(np.linalg.eigvals(W).real)
     for nu, r in zip(fam.nus, ranks):
         assert np.sum(np.abs(ev - nu) < 1e-9) >= r
+    # one spare head eigenvalue per free direction: W's spectrum is the kept ν's plus exactly those
+    spares = np.linspace(-0.7, 1.3, 4 - fam.rank)
+    Z, W = fm.representative(P, 4, fam, seed=2, spare=spares, lengths=np.linspace(1.0, 3.0, fam.rank))
+    dZ, dW = m4.flow(Z, W)
+    assert np.max(np.abs(dZ)) <= 1e-12 and np.max(np.abs(dW)) <= 1e-12
+    kept = [nu for nu, r in zip(fam.nus, ranks) for _ in range(r)]
+    assert np.allclose(np.sort(np.linalg.eigvals(W).real), np.sort(kept + list(spares)), atol=1e-9)
 
 
 def test_full_rank_spectrum_splits_into_symmetry_zeros_and_the_rest(m4):
@@ -97,6 +104,10 @@ def test_bad_input(m4):
     fam = fm.Family(tuple(lv.nu for lv in fm.nu_levels(P)), (1, 1, 0, 1, 1))
     with pytest.raises(InvalidParameterError, match="family"):
         fm.representative(P, 3, fam)
+    with pytest.raises(InvalidParameterError, match="spare"):
+        fm.representative(P, 4, fam, spare=[0.5, 0.5])  # rank 4 = d: no free direction
+    with pytest.raises(InvalidParameterError, match="lengths"):
+        fm.representative(P, 4, fam, lengths=[1.0, -1.0, 1.0, 1.0])
 
 
 def test_member_scan_zero_state_attracts_only_with_a_large_spare_head():

@@ -58,7 +58,8 @@ DEFERRED = {
     "symcollapse.sweep_points": {"symcollapse.models.embedding": CLI_RULE},
     # the CLI imports the phase driver to check --K, --eps, --d (check_phase_args) before the engine
     "symcollapse.phase": {t: CLI_RULE for t in (
-        "symcollapse.models.couplings", "symcollapse.models.head", "symcollapse.numerics.basins",
+        "symcollapse.models.couplings", "symcollapse.models.head", "symcollapse.models.head.sector_stability",
+        "symcollapse.numerics.basins",
         "symcollapse.numerics.families", "symcollapse.numerics.sweeps", "symcollapse.outputs.io",
         "symcollapse.outputs.phase_figures")},
 }

@@ -196,3 +196,54 @@ def test_regenerate_cli_writes_summaries_and_paper_figures_and_resumes(tmp_path,
     monkeypatch.setattr(ph, "derived_point", lambda **kw: calls.append(kw))
     assert main(["phase", "--regenerate", "--out", str(out), "--no-figures"]) == 0
     assert calls == []
+
+
+def test_reached_family_is_classified_at_its_reached_amplitudes():
+    """The red-cross gap (docs/model.md §3.1): at K = 2, ε = 0.24, d = 3, η_W/η_x = 0.05 seed 1 ends in
+    the family (+ν_s, +1), none of whose scanned members (unit/seeded lengths, spares ±0.5, ±1.5) is
+    stable; its member at the end state's amplitude lengths and spare head eigenvalue is — by the
+    engine Jacobian and by the derived sector blocks alike — so the family is derived stable there.
+    A member that is not stable (unit lengths, spare 0.5) leaves the family a FAIL."""
+    import numpy as np
+
+    from symcollapse.models.head import sector_stability as ss
+    from symcollapse.numerics import families as fm
+
+    args = dict(K=2, eps=0.238095238095, d=3, eta_W=0.05, n_max=20)
+    r = ph.phase_point(seed=1, **args)
+    key = ph.family_key(r)
+    assert key == "+0.7845x1 +1.0000x1" and r["kind"] == 1.0 and r["residual"] <= 1e-9
+    lengths, spares = ph.member_of(r)
+    model, n, mu, _ = ph._model(2, args["eps"], 3, 1.0, 0.1, 0.05, 20)
+    fam = {f.key: f for f in fm.enumerate_families(model.graph, 3)}[key]
+    # the member data describe the end state: a fixed point whose head spectrum is the reached one
+    Z, W = fm.representative(model.graph, 3, fam, lengths=np.array(lengths), spare=np.array(spares))
+    assert np.max(np.abs(model.system.flow_vector(model.pack(Z, W)))) <= 1e-12
+    kept_nus = [r[f"nu_{i}"] for i in range(len(fam.ranks)) if r[f"r_{i}"] > 0]
+    assert np.allclose(np.sort(np.linalg.eigvals(W).real), np.sort(kept_nus + list(spares)), atol=1e-9)
+    assert fm.state_family(model.graph, Z)[0].key == key
+    amp = [np.linalg.svd(c, compute_uv=False)[0] for c, k in zip(fm.level_amplitudes(model.graph, Z), fam.ranks) if k]
+    assert np.allclose(amp, lengths, rtol=1e-9)
+    assert fm.scan_family(model, fam)[0] != "stable"  # the scan alone misses it (the old red cross)
+    jac = ph.member_stability(model, fam, lengths, spares, (2, n, mu))  # small system: engine Jacobian
+    mem = ss.aligned_member(2, n, mu, 3, fam.ranks, lengths=np.array(lengths), spares=np.array(spares))
+    assert jac == "stable" and ss.predict(mem, 1.0, 0.1, 0.05).label == "stable"
+    assert ss.compare_with_jacobian(model, mem)["match"] <= 1e-9  # the blocks' spectrum is the Jacobian's
+    verdict = ph.reached_family_verdict(2, args["eps"], 3, 1.0, 0.1, 0.05, 20, key, ((lengths, spares),))
+    assert verdict == ph.REACHED_AMPLITUDES
+    assert ph.reached_family_verdict(2, args["eps"], 3, 1.0, 0.1, 0.05, 20, key, (((1.0, 1.0), (0.5,)),)) \
+        == ph.REACHED_NONE
+    assert ph.reached_family_verdict(2, args["eps"], 3, 1.0, 0.1, 0.05, 20, "+0.1234x1", ()) == ph.REACHED_NONE
+    cells = ph.attach_derived(ph.summarise([{"params": {"K": 2, "eps": args["eps"], "d": 3, "eta_W": 0.05,
+                                                        "seed": 1, "n_max": 20}, "result": r}]), 2, search=False)
+    (c,) = cells.values()
+    assert c["reached_not_derived_stable"] == [] and c["reached_stable_at_amplitudes"] == [key]
+    assert "members" not in c and ph.grid_checks(cells)["reached_stable_at_amplitudes"] == 1
+    assert c["derived_separated"] is True
+    # with a searched derived layer that found no stable separated member (the old hatching of this cell)
+    # the family stable at its reached amplitudes still makes the cell derived-separated
+    rec = {"params": {"K": 2, "eps": args["eps"], "d": 3, "eta_W": 0.05, "seed": 1, "n_max": 20}, "result": r}
+    der = [{"params": {"eps": args["eps"], "d": 3, "eta_W": 0.05}, "result": {"stable_separated": 0.0,
+                                                                           "stable_collapsed": 0.0}}]
+    (c,) = ph.attach_derived(ph.summarise([rec]), 2, derived=der).values()
+    assert c["derived_separated"] is True and c["derived_collapsed"] is False

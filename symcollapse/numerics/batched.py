@@ -235,23 +235,100 @@ class BlockJacobian:
                 J11 = J[:n1, :n1].reshape(N, k, N, k)
                 idx = np.arange(N)
                 self.D[b] = J11[idx, :, idx, :]
-                J11[idx, :, idx, :] = 0.0
-                if np.any(J11 != 0.0):
+                # (the caller's matrix is not modified: entries outside the diagonal blocks are counted)
+                if np.count_nonzero(J11) != np.count_nonzero(self.D[b]):
                     raise ValueError("the sample block of the Jacobian is not block diagonal")
                 self.J12[b], self.J21[b], self.J22[b] = J[:n1, n1:], J[n1:, :n1], J[n1:, n1:]
                 continue
             J = sps.csr_matrix(J)
-            A11 = J[:n1, :n1].tocoo()
-            bi = A11.row // k
-            if np.any(A11.col // k != bi):
+            J.sum_duplicates()  # one entry per (row, column): the quadrants are filled by assignment
+            r = np.repeat(np.arange(n, dtype=J.indices.dtype), np.diff(J.indptr))
+            col, v = J.indices, J.data
+            top, left = r < n1, col < n1
+            q = top & left
+            bi = r[q] // k
+            if np.any(col[q] // k != bi):
                 raise ValueError("the sample block of the Jacobian is not block diagonal")
-            np.add.at(self.D[b], (bi, A11.row % k, A11.col % k), A11.data)
-            self.J12[b] = J[:n1, n1:].toarray()
-            self.J21[b] = J[n1:, :n1].toarray()
-            self.J22[b] = J[n1:, n1:].toarray()
+            self.D[b][bi, r[q] % k, col[q] % k] = v[q]
+            q = top & ~left
+            self.J12[b][r[q], col[q] - n1] = v[q]
+            q = ~top & left
+            self.J21[b][r[q] - n1, col[q]] = v[q]
+            q = ~top & ~left
+            self.J22[b][r[q] - n1, col[q] - n1] = v[q]
+
+        self.groups = _sample_groups(self)
 
     def __rmul__(self, c):
         return _Shifted(float(c), self)
+
+
+#: most distinct sample blocks (over all seeds of a batch) for the grouped Schur complement
+MAX_GROUPS = 256
+#: largest memory (bytes) of the grouped Schur terms C_uj (G·k·m² entries)
+GROUP_BYTES = 4.0e8
+
+
+class SampleGroups:
+    r"""Samples whose Jacobian blocks D_i are equal (per seed), with D_u = Q_u Λ_u Q_uᵀ symmetric:
+    then J₂₁(I − cD)⁻¹J₁₂ = Σ_{u,j} C_uj / (1 − c λ_uj), C_uj = Σ_{i∈u} (J₂₁,i q_uj)(q_ujᵀ J₁₂,i),
+    so a new c (every BDF step-size change) costs G·k·m² instead of N·k·m² (docs/model.md §3: a
+    sample's block is −η_x deg_i WᵀW in the head model, one per degree)."""
+
+    def __init__(self, seed, lam, Q, perm, offsets, C):
+        self.seed, self.lam, self.Q, self.perm, self.offsets, self.C = seed, lam, Q, perm, offsets, C
+
+    def block_inverse(self, c: float) -> np.ndarray:
+        """(I − c D_u)⁻¹ = Q_u diag(1/(1 − c λ_u)) Q_uᵀ for every group (G×k×k)."""
+        w = 1.0 / (1.0 - c * self.lam)
+        return (self.Q * w[:, None, :]) @ np.swapaxes(self.Q, 1, 2)
+
+    def apply(self, Dinv: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """(I − cD)⁻¹ r for r of shape (B·N, k) (rows = (seed, sample)): one product per group."""
+        rp = r[self.perm]
+        out = np.empty_like(rp)
+        for g in range(len(self.offsets) - 1):
+            a, b = self.offsets[g], self.offsets[g + 1]
+            out[a:b] = rp[a:b] @ Dinv[g].T
+        res = np.empty_like(r)
+        res[self.perm] = out
+        return res
+
+
+def _sample_groups(J: "BlockJacobian"):
+    """The :class:`SampleGroups` of a BlockJacobian, or None when the blocks are not few and
+    symmetric (the Schur complement is then formed per step-size as before)."""
+    B, N, k, m = J.B, J.N, J.k, J.m
+    flat = J.D.reshape(B * N, k * k)
+    # group equal blocks by a random projection of each block (one float per row), then check
+    # that every block equals its group's first block exactly (a collision: no grouping)
+    proj = flat @ np.random.default_rng(0).uniform(1.0, 2.0, size=k * k)
+    _, first, inv = np.unique(np.stack([np.repeat(np.arange(B), N).astype(float), proj]), axis=1,
+                              return_index=True, return_inverse=True)
+    inv = np.ravel(inv)
+    G = len(first)
+    if G > MAX_GROUPS or 8.0 * G * k * m * m > GROUP_BYTES:
+        return None
+    if not np.array_equal(flat, flat[first][inv]):
+        return None
+    Du = flat[first].reshape(G, k, k)
+    scale = max(float(np.abs(Du).max()), 1e-300)
+    if not np.abs(Du - np.swapaxes(Du, 1, 2)).max() <= 1e-13 * scale:
+        return None
+    lam, Q = np.linalg.eigh(0.5 * (Du + np.swapaxes(Du, 1, 2)))
+    perm = np.argsort(inv, kind="stable")
+    offsets = np.searchsorted(inv[perm], np.arange(G + 1))
+    seed = first // N
+    C = np.zeros((G, k, m, m))
+    J12 = J.J12.reshape(B * N, k, m)
+    J21 = np.swapaxes(J.J21.reshape(B, m, N, k), 1, 2).reshape(B * N, m, k)  # (rows, m, k)
+    for g in range(G):
+        rows = perm[offsets[g]:offsets[g + 1]]
+        Qg = Q[g]
+        A = np.tensordot(Qg, J12[rows], axes=([0], [1]))  # (j, i, m): q_jᵀ J₁₂,i
+        Bt = np.tensordot(J21[rows], Qg, axes=([2], [0])).transpose(2, 1, 0)  # (j, m, i): J₂₁,i q_j
+        C[g] = Bt @ A  # Σ_i (J₂₁,i q_j)(q_jᵀ J₁₂,i), one m×m per j
+    return SampleGroups(seed, lam, Q, perm, offsets, C)
 
 
 class _Shifted:
@@ -274,6 +351,16 @@ class BatchedNodeLU:
         J, c = sh.J, sh.c
         B, N, k, m = J.B, J.N, J.k, J.m
         self.J, self.c = J, c
+        grp = J.groups
+        if grp is not None:  # S = I − cJ₂₂ − c² Σ_uj C_uj/(1 − cλ_uj): no N-sized work
+            self.Dg = grp.block_inverse(c)
+            w = 1.0 / (1.0 - c * grp.lam)  # (G, k)
+            T = np.einsum("gj,gjab->gab", w, grp.C)
+            S = np.eye(m) - c * J.J22
+            np.add.at(S, grp.seed, -c * c * T)
+            self.Sinv = np.linalg.inv(S)
+            return
+        self.Dg = None
         self.Dinv = np.linalg.inv(np.eye(k) - c * J.D)
         self.X = (self.Dinv @ (-c * J.J12).reshape(B, N, k, m)).reshape(B, J.n1, m)
         S = np.eye(m) - c * J.J22 + c * (J.J21 @ self.X)
@@ -282,6 +369,14 @@ class BatchedNodeLU:
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         J = self.J
         r = rhs.reshape(J.B, -1)
+        if self.Dg is not None:
+            grp, c = J.groups, self.c
+            u = grp.apply(self.Dg, r[:, :J.n1].reshape(J.B * J.N, J.k)).reshape(J.B, J.n1)
+            b2 = r[:, J.n1:] + c * (J.J21 @ u[:, :, None])[:, :, 0]
+            x2 = (self.Sinv @ b2[:, :, None])[:, :, 0]
+            t = np.einsum("bnm,bm->bn", J.J12, x2).reshape(J.B * J.N, J.k)
+            x1 = u + c * grp.apply(self.Dg, t).reshape(J.B, J.n1)
+            return np.concatenate([x1, x2], axis=1).ravel()
         u = (self.Dinv @ r[:, :J.n1].reshape(J.B, J.N, J.k, 1)).reshape(J.B, J.n1)
         b2 = r[:, J.n1:] + self.c * (J.J21 @ u[:, :, None])[:, :, 0]
         x2 = (self.Sinv @ b2[:, :, None])[:, :, 0]

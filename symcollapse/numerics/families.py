@@ -126,10 +126,12 @@ def enumerate_families(P, d: int, *, include_zero: bool = True) -> list[Family]:
 
 
 # --- representatives -----------------------------------------------------------------------------
-def representative(P, d: int, family: Family, *, seed: int = 0, spare: float = 0.0,
+def representative(P, d: int, family: Family, *, seed: int = 0, spare=0.0,
                    lengths=None) -> tuple[np.ndarray, np.ndarray]:
     r"""(Z, W) of ``family``: the first r_ℓ modes of each level with orthogonal amplitudes a_k
-    (lengths in [0.5, 2] from ``seed``, or ``lengths``), W = B Λ B⁺ + s(I − B B⁺) (s = ``spare``)."""
+    (lengths in [0.5, 2] from ``seed``, or ``lengths``), W = B Λ B⁺ + s(I − B B⁺) (s = ``spare``), or
+    W = B Λ B⁺ + Q⊥ diag(s_1 … s_{d−r}) Q⊥ᵀ for a sequence ``spare`` of d − r spare head eigenvalues
+    (Q⊥ an orthonormal basis of the complement of the kept directions)."""
     d = check_int("d", d, 1)
     levels = nu_levels(P)
     if len(levels) != len(family.ranks) or family.rank > d:
@@ -142,16 +144,33 @@ def representative(P, d: int, family: Family, *, seed: int = 0, spare: float = 0
         nus += [lv.nu] * r
     n = _graph(P).N + _graph(P).K
     r = len(cols)
-    if r == 0:
-        return np.zeros((n, d)), spare * np.eye(d)
+    scalar = np.ndim(spare) == 0
+    spares = _spares(spare, d - r)
+    if r == 0 and scalar:
+        return np.zeros((n, d)), float(spare) * np.eye(d)
     rng = np.random.default_rng(seed)
     Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    free = None if scalar else (Q[:, r:] * spares) @ Q[:, r:].T  # the head on the complement of R
+    if r == 0:
+        return np.zeros((n, d)), free
     ln = rng.uniform(0.5, 2.0, size=r) if lengths is None else np.asarray(lengths, float)
+    if ln.shape != (r,) or not np.all(ln > 0):
+        raise InvalidParameterError(f"lengths must be {r} positive numbers for family {family.key}; got {lengths}")
     B = Q[:, :r] * ln
     Z = np.array(cols).T @ B.T
     Bp = np.linalg.pinv(B)
-    W = B @ np.diag(nus) @ Bp + spare * (np.eye(d) - B @ Bp)
+    W = B @ np.diag(nus) @ Bp + (float(spare) * (np.eye(d) - B @ Bp) if scalar else free)
     return Z, W
+
+
+def _spares(spare, count: int) -> np.ndarray:
+    """The spare head eigenvalues: one value repeated ``count`` times, or exactly ``count`` finite values."""
+    s = np.asarray(spare, float)
+    if s.ndim == 0:
+        s = np.full(count, float(s))
+    if s.shape != (count,) or not np.all(np.isfinite(s)):
+        raise InvalidParameterError(f"spare must be one number or {count} finite numbers (d − rank); got {spare}")
+    return s
 
 
 # --- mode amplitudes of a state --------------------------------------------------------------------

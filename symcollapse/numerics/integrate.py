@@ -5,7 +5,7 @@ message and the time reached; a partial trajectory is never returned as if compl
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.integrate import BDF, DOP853, LSODA, RK23, RK45, Radau
@@ -16,8 +16,9 @@ from scipy.sparse.linalg import splu
 from ..errors import IntegrationError, InvalidParameterError, ProblemTooLargeError
 from ..symbolic.loss import SAMPLE
 from ..validation import check_array, check_int, check_real
+from .krylov_bdf import KrylovBDF, check_krylov_system
 
-STIFF = ("BDF", "Radau", "LSODA", "BDF-Schur", "BDF-nodes")
+STIFF = ("BDF", "Radau", "LSODA", "BDF-Schur", "BDF-nodes", "BDF-krylov")
 METHODS = STIFF + ("RK45", "DOP853", "RK23")
 METHOD_CLASSES = {"BDF": BDF, "Radau": Radau, "LSODA": LSODA, "RK45": RK45, "DOP853": DOP853, "RK23": RK23}
 
@@ -158,6 +159,7 @@ class Solution:
     stopped: bool = False
     residual: float = float("nan")
     nsteps: int = 0
+    stats: dict = field(default_factory=dict)
 
 
 #: largest number of unknowns for which a stiff solver may factorise the sparse Jacobian (SuperLU);
@@ -190,8 +192,9 @@ def check_lu_size(n: int, method: str, lu_limit: int | None = None) -> None:
         raise ProblemTooLargeError(
             f"method={method!r} factorises the {n}×{n} sparse Jacobian (SuperLU), above the limit "
             f"lu_limit = {limit} unknowns (SuperLU runs out of memory or fails in gstrf at a few "
-            "million): for a linear flow use method='auto' (exact, factorisation-free), else an "
-            "explicit method ('DOP853'), or raise lu_limit if the machine has the memory")
+            "million): for a linear flow use method='auto' (exact, factorisation-free), else the "
+            "matrix-free 'BDF-krylov' (stiff) or an explicit method ('DOP853'), or raise lu_limit if "
+            "the machine has the memory")
 
 
 def check_stop_residual(stop_residual) -> float | None:
@@ -202,14 +205,17 @@ def check_stop_residual(stop_residual) -> float | None:
 
 def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str = "BDF",
               rtol: float = 1e-10, atol: float = 1e-12, stop_residual: float | None = None,
-              lu_limit: int | None = None, node_blocks: tuple | None = None) -> Solution:
+              lu_limit: int | None = None, node_blocks: tuple | None = None, system=None,
+              krylov: dict | None = None) -> Solution:
     """Solve θ̇ = fun(θ) from θ(0) = y0, returning θ at ``t_eval`` (increasing, from 0).
 
     ``jac(θ)`` (sparse or dense) is passed to the stiff solvers; "BDF-Schur" is BDF with the
     Newton systems of a sparse ``jac`` solved through the dense Schur complement of its dense
     trailing columns (:class:`SchurBDF`; same steps and error control as "BDF"); "BDF-nodes"
     eliminates the leading ``node_blocks = (N, k)`` block-diagonal sample rows instead
-    (:class:`NodeBDF`).
+    (:class:`NodeBDF`); "BDF-krylov" solves them matrix-free by preconditioned GMRES through the
+    derived JVP of ``system`` (:class:`.krylov_bdf.KrylovBDF`, options ``krylov`` = {'krylov_rtol',
+    'krylov_maxiter'}; no Jacobian is assembled, ``jac`` is not used).
     ``stop_residual``: end at the first step with ‖θ̇‖_∞ ≤ stop_residual (a fixed point reached).
     A stiff method with more than ``lu_limit`` unknowns is refused (:class:`ProblemTooLargeError`).
     """
@@ -225,7 +231,20 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
                                     f"got {len(t_eval)} times from {t_eval[0]:g}")
     if method == "BDF-nodes" and node_blocks is None:
         raise InvalidParameterError("method='BDF-nodes' needs node_blocks = (N, k): the leading block-diagonal rows")
-    if method in STIFF and jac is not None and method != "BDF-nodes":
+    if method == "BDF-krylov":
+        check_krylov_system(system)
+        if system.size != len(y0):
+            raise InvalidParameterError(f"y0 has {len(y0)} entries; the system has {system.size} unknowns")
+        kopt = dict(krylov or {})
+        bad = set(kopt) - {"krylov_rtol", "krylov_maxiter"}
+        if bad:
+            raise InvalidParameterError(f"krylov options must be among 'krylov_rtol', 'krylov_maxiter'; got {sorted(bad)}")
+        if "krylov_rtol" in kopt:
+            kopt["krylov_rtol"] = check_real("krylov_rtol", kopt["krylov_rtol"], 0.0, 1.0, strict_min=True,
+                                             strict_max=True)
+        if "krylov_maxiter" in kopt:
+            kopt["krylov_maxiter"] = check_int("krylov_maxiter", kopt["krylov_maxiter"], 1)
+    elif method in STIFF and jac is not None and method != "BDF-nodes":
         check_lu_size(len(y0), method, lu_limit)
     try:
         f0 = np.asarray(fun(y0), dtype=float)
@@ -246,11 +265,13 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
         return f
 
     kw = {}
-    if jac is not None and method == "LSODA":  # LSODA takes dense Jacobians only
+    if method == "BDF-krylov":
+        kw.update(system=system, **kopt)
+    elif jac is not None and method == "LSODA":  # LSODA takes dense Jacobians only
         kw["jac"] = lambda t, y: (lambda J: J.toarray() if issparse(J) else J)(jac(y))
     elif jac is not None and method in STIFF:
         kw["jac"] = lambda t, y: jac(y)
-    cls = {"BDF-Schur": SchurBDF, "BDF-nodes": NodeBDF}.get(method) or METHOD_CLASSES[method]
+    cls = {"BDF-Schur": SchurBDF, "BDF-nodes": NodeBDF, "BDF-krylov": KrylovBDF}.get(method) or METHOD_CLASSES[method]
     if method == "BDF-nodes":
         kw["node_blocks"] = node_blocks
     t0, t1 = float(t_eval[0]), float(t_eval[-1])
@@ -298,5 +319,6 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
     if stop_residual is None:
         fl = np.asarray(fun(y[-1]), dtype=float)
         residual = float(np.max(np.abs(fl))) if fl.size else 0.0
+    stats = dict(solver.stats) if isinstance(solver, KrylovBDF) else {}
     return Solution(np.array(ts), y, int(nfev[0]), int(getattr(solver, "njev", 0) or 0), method,
-                    stopped, residual, nsteps)
+                    stopped, residual, nsteps, stats)

@@ -15,7 +15,10 @@ r"""method='auto': the cheapest correct way to solve θ̇ = f(θ), chosen from t
    model K=4, N=102, single-threaded BLAS: d=16 6.3 s vs plain BDF 33 s; d=4 1.0 s vs 1.2 s);
    else 'BDF-Schur' (sparse LU + dense Schur complement of the shared-block columns) when the Jacobian has
    at least SCHUR_MIN_COLUMNS dense trailing columns (d ≥ 32 heads) and their block fits in memory,
-   plain sparse 'BDF' otherwise.
+   plain sparse 'BDF' otherwise. When the Jacobian is too large to assemble (the matrix system
+   refuses above 2·10⁷ dense entries, e.g. heads of d = 64 at N ≥ 10³) or has more unknowns than
+   the sparse-LU limit, a stiff run takes 'BDF-krylov' (:mod:`.krylov_bdf`: the same BDF with its
+   Newton systems solved matrix-free by GMRES through the derived JVP), else DOP853.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import scipy.sparse as sps
 from ..errors import DerivationCheckError, InvalidParameterError
 from .column_flow import MAX_REDUCED, column_propagator, expm_cost, metric_propagator, node_operator
 from .integrate import LU_LIMIT, dense_tail, node_blocks
+from .krylov_bdf import check_krylov_system
 
 
 def _block_diagonal(J, N: int, k: int) -> bool:
@@ -52,6 +56,15 @@ class Choice:
     reason: str
     measured: dict = field(default_factory=dict)
     propagator: object = None  # the exact propagator for linear flows
+
+
+def krylov_applies(system) -> bool:
+    """Whether the matrix-free 'BDF-krylov' can run ``system``: a derived JVP and node rows first."""
+    try:
+        check_krylov_system(system)
+    except InvalidParameterError:
+        return False
+    return node_blocks(system) is not None
 
 
 def spectral_radius(J, iters: int = 40, seed: int = 0) -> float:
@@ -143,12 +156,22 @@ def choose(system, v0: np.ndarray, t_end: float, *, lu_limit: int | None = None)
     if stiff <= EXPLICIT_STIFFNESS:
         return Choice("DOP853", f"ρ(J)·t_end = {stiff:.3g} ≤ {EXPLICIT_STIFFNESS:g}: not stiff, "
                       "explicit 8th order", measured)
+    krylov = krylov_applies(system)
     if J is None:
+        if krylov:
+            return Choice("BDF-krylov", f"ρ(J)·t_end = {stiff:.3g} > {EXPLICIT_STIFFNESS:g}: stiff, and "
+                          f"the Jacobian cannot be assembled ({assembly}): BDF with matrix-free "
+                          "Newton–Krylov (GMRES through the derived JVP, exact block preconditioner)",
+                          measured)
         return Choice("DOP853", f"ρ(J)·t_end = {stiff:.3g} is stiff, but the Jacobian cannot be "
-                      f"assembled ({assembly}) and no matrix-free Newton–Krylov BDF is implemented: "
-                      "explicit (factorisation-free, slow)", measured)
+                      f"assembled ({assembly}) and the system has no derived JVP for the matrix-free "
+                      "BDF: explicit (factorisation-free, slow)", measured)
     limit = LU_LIMIT if lu_limit is None else lu_limit
     if n > limit:
+        if krylov:
+            return Choice("BDF-krylov", f"ρ(J)·t_end = {stiff:.3g} > {EXPLICIT_STIFFNESS:g}: stiff, and "
+                          f"{n} unknowns exceed the sparse-LU limit {limit}: BDF with matrix-free "
+                          "Newton–Krylov (GMRES through the derived JVP)", measured)
         return Choice("DOP853", f"ρ(J)·t_end = {stiff:.3g} is stiff but {n} unknowns exceed the "
                       f"sparse-LU limit {limit}: explicit (factorisation-free, slow)", measured)
     blocks = node_blocks(system)

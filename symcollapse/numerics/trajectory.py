@@ -27,7 +27,8 @@ class Trajectory:
     """Recorded metrics at times t; Z (N+K, d) and W (or None) are the final state.
 
     ``extra`` records how the run was solved: ``method`` (what ran; 'auto' resolves to one of
-    'exact-spectral', 'exact-expm', 'DOP853', 'BDF-Schur', 'BDF'), ``method_reason``, the measured
+    'exact-spectral', 'exact-expm', 'DOP853', 'BDF-nodes', 'BDF-Schur', 'BDF', 'BDF-krylov'),
+    ``method_reason``, the measured
     quantities behind the choice, and the fixed-point test: ``stop_residual``, ``stopped``,
     ``t_reached`` (last time), ``residual`` (‖θ̇‖_∞ at the final state).
 
@@ -122,6 +123,9 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
     flow, DOP853 when not stiff, BDF(-Schur) with the analytic Jacobian when stiff. ``extra``
     records ``method``, ``method_reason`` and what was measured. ``stop_residual``: end at the first
     time with ‖θ̇‖_∞ ≤ stop_residual (``extra['stopped']``, ``['t_reached']``, ``['residual']``).
+    'BDF-krylov' (matrix-free, chosen by 'auto' when the Jacobian is too large to assemble) records
+    ``extra['krylov']``: Jacobians, linear solves, GMRES iterations (total, largest per solve),
+    failed solves (each made BDF recompute its Jacobian or halve its step) and JVPs.
     """
     if t_eval is None:
         t_eval = time_grid(t_end, n_points)
@@ -161,7 +165,8 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
                              rtol, atol, keep_states, stop_residual)[0]
     jac = system.jacobian if use_jacobian else None
     sol = integrate(system.flow_vector, v0, t_eval, jac=jac, method=method, rtol=rtol, atol=atol,
-                    stop_residual=stop_residual, lu_limit=lu_limit, node_blocks=node_blocks(system))
+                    stop_residual=stop_residual, lu_limit=lu_limit, node_blocks=node_blocks(system),
+                    system=system if method == "BDF-krylov" else None)
     dm, acc, ls = [], [], []
     for v in sol.y:
         a, b, c = _metrics(system, system.unpack(v), labels, head)
@@ -173,6 +178,8 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
     Z = np.vstack([X, final[LABEL]]) if X is not None and X.shape[1] == final[LABEL].shape[1] else final[LABEL]
     extra = _record({"nfev": sol.nfev, "njev": sol.njev, "nsteps": sol.nsteps}, choice, method,
                     stop_residual, sol.stopped, sol.t[-1], sol.residual)
+    if sol.stats:  # BDF-krylov: Jacobians, linear solves, GMRES iterations, failed solves, JVPs
+        extra["krylov"] = dict(sol.stats)
     return Trajectory(sol.t, np.array(dm), np.array(acc), np.array(ls), Z,
                       final.get(head) if head else None, sol.y if keep_states else None, extra)
 

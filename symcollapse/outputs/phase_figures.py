@@ -52,7 +52,7 @@ def legend_handles(with_x: bool) -> list:
            Line2D([], [], ls="none", marker="o", mfc="none", mec="orange", label="derived: stable collapsed family")]
     if with_x:
         out.append(Line2D([], [], ls="none", marker="x", color="r",
-                          label="reached family: no derived-stable member scanned"))
+                          label="end state not stable, or no derived-stable member of its family"))
     return out
 
 
@@ -61,8 +61,8 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool
     """(ε, y) diagram, y = 'd' or 'eta_W', on the realised ε of each cell. Simulated: colour = basin
     fraction of separated end states, white contours = mean ρ = Δ_min(T)/Δ_min(0). Derived: hatched =
     no stable separated family, orange ring = a stable collapsed family with head spectrum in [−1, 1];
-    red 'x' = a simulated end state that is unstable, or whose family has no stable member among the
-    scanned ones (the end state itself may be stable: the scan tries a few spare head eigenvalues)."""
+    red 'x' = a simulated end state that is unstable or degenerate, or whose family has no stable member,
+    neither among the scanned ones nor at the reached amplitudes (``symcollapse.phase.reached_family_verdict``)."""
     keys = sorted(cells)
     eps = sorted({k[0] for k in keys})
     ycol = 1 if yname == "d" else 2
@@ -81,7 +81,7 @@ def phase_figure(cells: dict, K: int, yname: str, path, *, ax=None, legend: bool
         H[i, j] = _flag(c, "derived_separated", "derived_stable_separated") is False
         C[i, j] = bool(_flag(c, "derived_collapsed", "derived_bounded_collapsed"))
         searched = searched and c.get("derived_separated", True) is not None
-        X[i, j] = bool(c["reached_not_derived_stable"]) or c["unstable"] > 0
+        X[i, j] = bool(c["reached_not_derived_stable"]) or c["unstable"] > 0 or c.get("degenerate", 0) > 0
     own = ax is None
     if own:
         fig, axes = new_figure(1, 1, width=5.0, height=3.6)
@@ -141,7 +141,8 @@ def phase_panels(cell_sets: dict, yname: str, path) -> Path:
     flat = list(axes.ravel())
     for ax, K in zip(flat, Ks):
         phase_figure(cell_sets[K], K, yname, None, ax=ax, legend=False)
-    bad = any(c["reached_not_derived_stable"] or c["unstable"] for cs in cell_sets.values() for c in cs.values())
+    bad = any(c["reached_not_derived_stable"] or c["unstable"] or c.get("degenerate", 0)
+              for cs in cell_sets.values() for c in cs.values())
     fig.legend(handles=legend_handles(bad), loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     sm = plt.cm.ScalarMappable(cmap=SEP_CMAP, norm=plt.Normalize(0, 1))
     fig.colorbar(sm, ax=axes, label=COLOUR_LABEL + "\n(white contours: mean final separation ρ)",

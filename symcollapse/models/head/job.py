@@ -238,7 +238,8 @@ def meanfield_saddle(n: int = 5, m: int = 2, eta=(1.0, 0.5, 1.0)):
 @lru_cache(maxsize=None)
 def phase_records():
     """The verification grid of :data:`PHASE_GRID` (K = 2, 3, 4) run through the phase sweep; each
-    reached family is scanned for a derived-stable member (not the whole family table: cheap)."""
+    reached family gets its derived verdict (:func:`~symcollapse.phase.reached_family_verdict`: a
+    stable scanned member, or a stable member at the reached amplitudes; not the whole family table)."""
     import tempfile
 
     out = {}
@@ -247,10 +248,9 @@ def phase_records():
             recs = ph.run_phase(K, [e], list(ds), PHASE_SEEDS, tmp, eta_x=RATES[0], eta_y=RATES[1], backend="serial")
             cells = ph.summarise(recs)
             for (ee, dd, ew), c in cells.items():
-                model, *_ = ph._model(K, ee, dd, RATES[0], RATES[1], ew, 4)
-                by_key = {f.key: f for f in fm.enumerate_families(model.graph, dd)}
-                c["derived"] = [k for k in c["families"]
-                                if k in by_key and fm.scan_family(model, by_key[k])[0] == "stable"]
+                members = c.pop("members", {})
+                c["derived"] = {k: ph.reached_family_verdict(K, ee, dd, RATES[0], RATES[1], ew, 4, k,
+                                                             tuple(members.get(k, ()))) for k in c["families"]}
             out[K] = (recs, cells)
     return out
 
@@ -286,10 +286,12 @@ def phase_checks() -> list[Check]:
                           "conserved", drift, 1e-6))
         for (e, d, _), c in sorted(cells.items()):
             for fam, cnt in sorted(c["families"].items()):
-                ok = fam in c["derived"] and c["unstable"] == 0 and c["unclassified"] == 0
+                how = c["derived"][fam]
+                ok = how != ph.REACHED_NONE and c["unstable"] == 0 and c["unclassified"] == 0
                 short = fam.replace(".0000", "").replace("x1", "")
                 rows.append(Check(M, f"K={K} ε={c['eps_real']:.2f} d={d}: {cnt}/{c['n']} end in {short}",
-                                  "stable" if ok else "UNSTABLE", "end-state J", 0.0 if ok else float("inf"), 0.0))
+                                  ("stable" if how == ph.REACHED_SCAN else "stable at its amplitudes") if ok
+                                  else "UNSTABLE", "end-state J", 0.0 if ok else float("inf"), 0.0))
     return rows
 
 

@@ -1,0 +1,142 @@
+"""The matrix-free Newton–Krylov BDF ('BDF-krylov'): same trajectory as BDF with the assembled
+Jacobian and as DOP853, chosen by method='auto' when the Jacobian is too large, and never a
+silently wrong number when its preconditioner, its JVP or its GMRES is broken."""
+import numpy as np
+import pytest
+
+from symcollapse.errors import DerivationCheckError, IntegrationError, InvalidParameterError
+from symcollapse.literature import ufm
+from symcollapse.models.couplings import balanced_couplings
+from symcollapse.models.head import HeadModel
+from symcollapse.numerics import krylov_bdf as kb
+from symcollapse.numerics.integrate import integrate
+from symcollapse.numerics.method_choice import choose
+from symcollapse.tolerance import within
+
+
+def _head(sg=True, eta_W=1.0):
+    return HeadModel(balanced_couplings(2, 3, 1), d=3, eta_y=0.5, eta_W=eta_W, stop_gradient=sg)
+
+
+def _err(a, b):
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(b)))
+
+
+@pytest.mark.parametrize("sg", [True, False])
+def test_head_equals_bdf_and_dop853(sg):
+    m = _head(sg)
+    kw = dict(n_points=4, rtol=1e-8, atol=1e-10, keep_states=True)
+    kr = m.simulate(0.5, method="BDF-krylov", **kw)
+    bdf = m.simulate(0.5, method="BDF", **kw)
+    dop = m.simulate(0.5, method="DOP853", **kw)
+    assert kr.extra["method"] == "BDF-krylov"
+    st = kr.extra["krylov"]
+    assert st["solves"] > 0 and st["iterations"] >= st["solves"] and st["failures"] == 0
+    assert kr.extra["nsteps"] == bdf.extra["nsteps"]  # the same BDF steps and error control
+    assert within(_err(kr.states, bdf.states), 1e-7)
+    assert within(_err(kr.states, dop.states), 1e-6)
+    assert within(_err(kr.d_min, dop.d_min), 1e-6)
+
+
+def test_non_head_matrix_flow_equals_bdf_and_dop853():
+    """The unconstrained-features model (samples + a shared W, per-sample data, no label block)."""
+    ms = ufm.matrix_system(3, 2, 3, 0.03, 0.02)
+    v0 = np.random.default_rng(5).normal(scale=0.5, size=ms.size)
+    te = np.array([0.0, 2.0, 6.0])
+    kw = dict(rtol=1e-10, atol=1e-12)
+    kr = integrate(ms.flow_vector, v0, te, method="BDF-krylov", system=ms, **kw)
+    bdf = integrate(ms.flow_vector, v0, te, jac=ms.jacobian, method="BDF", **kw)
+    dop = integrate(ms.flow_vector, v0, te, method="DOP853", **kw)
+    assert kr.stats["solves"] > 0
+    assert within(_err(kr.y, bdf.y), 1e-8) and within(_err(kr.y, dop.y), 1e-8)
+
+
+def test_auto_chooses_krylov_when_too_large_and_stiff():
+    # d = 64: the assembled Jacobian (4096 dense W columns) is refused by the matrix system
+    big = HeadModel(balanced_couplings(2, 2, 1), d=64, eta_y=0.5)
+    ch = choose(big.system, big.pack(*big.initial_state(0)), 1e4)
+    assert ch.method == "BDF-krylov" and "cannot be assembled" in ch.reason, ch.reason
+    # more unknowns than the sparse-LU limit: the same choice, and the run equals plain BDF
+    m = _head(eta_W=1e5)  # ρ(J)·t_end ≈ 6000: stiff
+    v0 = m.pack(*m.initial_state(0))
+    assert choose(m.system, v0, 0.005).method == "BDF-nodes"
+    kw = dict(n_points=3, rtol=1e-6, atol=1e-9)
+    tr = m.simulate(0.005, lu_limit=10, **kw)
+    assert tr.extra["method"] == "BDF-krylov", tr.extra["method_reason"]
+    assert "sparse-LU limit" in tr.extra["method_reason"] and tr.extra["stiffness"] > 2000
+    ref = m.simulate(0.005, method="BDF", **kw)
+    assert within(_err(tr.Z, ref.Z), 1e-6) and within(_err(tr.W, ref.W), 1e-6)
+    # not stiff: explicit, whatever the size
+    assert choose(big.system, big.pack(*big.initial_state(0)), 1.0).method == "DOP853"
+
+
+def test_bad_input_refused_up_front():
+    ms = ufm.matrix_system(2, 2, 2, 0.03, 0.02)
+    v0 = np.zeros(ms.size)
+    te = np.array([0.0, 1.0])
+    with pytest.raises(InvalidParameterError, match="derived"):
+        integrate(ms.flow_vector, v0, te, method="BDF-krylov")  # no system: no JVP
+    with pytest.raises(InvalidParameterError, match="krylov options"):
+        integrate(ms.flow_vector, v0, te, method="BDF-krylov", system=ms, krylov={"tol": 1e-3})
+    with pytest.raises(InvalidParameterError, match="krylov_rtol"):
+        integrate(ms.flow_vector, v0, te, method="BDF-krylov", system=ms, krylov={"krylov_rtol": 2.0})
+    with pytest.raises(InvalidParameterError, match="entries"):
+        integrate(ms.flow_vector, v0[:3], te, method="BDF-krylov", system=ms)
+
+
+def test_wrong_preconditioner_block_is_an_error(monkeypatch):
+    """A preconditioner block that does not match the derived JVP is refused, not used."""
+    real = kb._shared_self_terms
+    monkeypatch.setattr(kb, "_shared_self_terms",
+                        lambda *a: [(L, R, t, 1.1 * k) for L, R, t, k in real(*a)])
+    with pytest.raises(DerivationCheckError, match="diagonal Jacobian block"):
+        _head().simulate(2.0, method="BDF-krylov", n_points=3)
+
+
+def test_wrong_cached_jvp_is_an_error(monkeypatch):
+    real = kb._FrozenJVP.__call__
+    monkeypatch.setattr(kb._FrozenJVP, "__call__", lambda self, w: 0.9 * real(self, w))
+    with pytest.raises(DerivationCheckError, match="cached JVP"):
+        _head().simulate(2.0, method="BDF-krylov", n_points=3)
+
+
+def test_poor_preconditioner_changes_the_cost_not_the_result(monkeypatch):
+    """The solution of each Newton system is accepted on its true residual: a preconditioner that
+    is only an approximation (here scaled by a varying factor) costs iterations, not accuracy."""
+    m = _head()
+    kw = dict(n_points=3, rtol=1e-8, atol=1e-10)
+    good = m.simulate(0.1, method="BDF-krylov", **kw)
+    real = kb.KrylovSolve.precondition
+    monkeypatch.setattr(kb.KrylovSolve, "precondition",
+                        lambda self, r: real(self, r) * (1.0 + 0.5 * np.cos(np.arange(len(r)))))
+    poor = m.simulate(0.1, method="BDF-krylov", **kw)
+    assert poor.extra["krylov"]["iterations"] > good.extra["krylov"]["iterations"]
+    assert within(_err(poor.Z, good.Z), 1e-8) and within(_err(poor.W, good.W), 1e-8)
+
+
+def test_gmres_not_converging_fails_the_newton_iteration():
+    """A linear solve that misses its residual raises KrylovNotConverged, which the BDF Newton
+    iteration turns into a failed iteration (BDF then recomputes J or halves the step)."""
+    m = _head(eta_W=30.0)
+    sysm = m.system
+    v = m.pack(*m.initial_state(0))
+    J = kb.FrozenJacobian(sysm, v)
+    stats = dict(solves=0, iterations=0, max_iterations=0, failures=0)
+    solve = kb.KrylovSolve(50.0 * J, np.ones(sysm.size), 1e-12, 1, stats)
+    b = np.random.default_rng(0).normal(size=sysm.size)
+    with pytest.raises(kb.KrylovNotConverged):
+        solve.solve(b)
+    assert stats["failures"] == 1
+    conv, *_ = kb._newton(lambda t, y: sysm.flow_vector(y), 0.0, v, 50.0, np.zeros_like(v), solve,
+                          lambda LU, r: LU.solve(r), np.ones(sysm.size), 1e-4)
+    assert conv is False
+    # in a run: every failed solve is counted, and the run either ends at the same state or fails
+    kw = dict(n_points=3, rtol=1e-8, atol=1e-11)
+    ref = m.simulate(0.01, method="BDF", **kw)
+    try:  # at most 2 GMRES iterations for a residual of 1e-6: many solves fail
+        sol = integrate(sysm.flow_vector, v, np.array([0.0, 0.01]), method="BDF-krylov", system=sysm,
+                        krylov={"krylov_maxiter": 2, "krylov_rtol": 1e-6}, rtol=1e-8, atol=1e-11)
+    except IntegrationError:
+        return
+    assert sol.stats["failures"] > 0
+    assert within(_err(sol.y[-1], m.pack(ref.Z, ref.W)), 1e-6)
