@@ -1,5 +1,6 @@
 r"""Matrix-free Newton–Krylov BDF: scipy's BDF whose Newton systems (I − cJ) δ = b are solved by
-preconditioned GMRES through the derived Jacobian-vector product, never assembling J.
+preconditioned GMRES through the derived Jacobian-vector product, never assembling J
+(docs/model.md §3.4).
 
 For an edge-loss flow (docs/model.md §1) the diagonal blocks of I − cJ are cheap and exact:
 
