@@ -34,6 +34,7 @@ from scipy.linalg import lu_factor, lu_solve
 
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic.loss import LABEL, SAMPLE
+from .matrix_system import shared_tangent_factors
 
 #: relative residual ‖b − (I − cJ)δ‖/‖b‖ (scaled norm) each Newton correction is solved to:
 #: an inexact Newton step contracts by about this factor, far below BDF's Newton tolerance test
@@ -124,8 +125,7 @@ def _shared_self_terms(system, ev, b):
     """[(Left, Right, transposed, coef)]: the terms c·Left·δb^(T)·Right of the derived JVP of shared
     block b whose tangent is b itself (the moments folded into Left/Right, as in the assembled
     Jacobian of :class:`.matrix_system.MatrixFlowSystem`)."""
-    g = system.graph
-    tb_of = {m: blk for blk, m in system._names.items()}
+    tb_of = system._sym_block
     out = []
     for c, form, data in system.compiled.jvps[b].terms:
         tangents = [L for part in data for L in (part if isinstance(part, tuple) and part and
@@ -134,34 +134,7 @@ def _shared_self_terms(system, ev, b):
         Lt = tangents[0]
         if tb_of[Lt[1]] != b:
             continue
-        if form == "m0":
-            chain, mid = data[0], float(g.sample_degree.sum())
-        elif form == "m1r":
-            chain, mid = data[0], ev.m1(data[1])
-        elif form == "m1l":
-            chain, mid = data[1], ev.m1(data[0]).T
-        else:
-            chain = data[0] if Lt in data[0] else data[3]
-        j = chain.index(Lt)
-        wshape = system._shape(b)
-        tr, tc = (wshape[1], wshape[0]) if Lt[2] else wshape
-        Left, Right = ev.prod(chain[:j]), ev.prod(chain[j + 1:])
-        Left = np.eye(tr) if Left is None else Left
-        Right = np.eye(tc) if Right is None else Right
-        if form == "m0":
-            Right = mid * Right
-        elif form == "m1r":
-            Right = Right @ mid
-        elif form == "m1l":
-            Left = mid @ Left
-        elif form == "m2":
-            Mm = ev.m2(data[1], data[2])
-            if Lt in data[0]:
-                B = ev.prod(data[3])
-                Right = Right @ Mm if B is None else Right @ Mm @ B
-            else:
-                A = ev.prod(data[0])
-                Left = Mm @ Left if A is None else A @ Mm @ Left
+        Left, Right = shared_tangent_factors(system, ev, form, data, Lt)
         out.append((Left, Right, bool(Lt[2]), ev.coef(c) * system.scale * system.rates[b]))
     return out
 

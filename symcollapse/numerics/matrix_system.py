@@ -374,35 +374,8 @@ class MatrixFlowSystem(BlockState):
                     M = np.einsum("ak,jb->abjk", A, HB).reshape(R * C, -1)
             return [(tb, c * M)]
         # a tangent shared letter: the term is Left · δW^(T) · Right with the moment folded in
-        if form == "m0":
-            chain, mid = data[0], float(g.sample_degree.sum())
-        elif form == "m1r":
-            chain, mid = data[0], ev.m1(data[1])
-        elif form == "m1l":
-            chain, mid = data[1], ev.m1(data[0]).T
-        else:
-            chain = data[0] if Lt in data[0] else data[3]
-        j = chain.index(Lt)
-        Lc, Rc = chain[:j], chain[j + 1:]
-        wshape = self._shape(tb)
-        tr, tc = (wshape[1], wshape[0]) if Lt[2] else wshape
-        Left, Right = ev.prod(Lc), ev.prod(Rc)
-        Left = np.eye(tr) if Left is None else Left
-        Right = np.eye(tc) if Right is None else Right
-        if form == "m0":
-            Right = mid * Right
-        elif form == "m1r":
-            Right = Right @ mid
-        elif form == "m1l":
-            Left = mid @ Left
-        else:
-            Mm = ev.m2(data[1], data[2])
-            if Lt in data[0]:
-                B = ev.prod(data[3])
-                Right = Right @ Mm if B is None else Right @ Mm @ B
-            else:
-                A = ev.prod(data[0])
-                Left = Mm @ Left if A is None else A @ Mm @ Left
+        Left, Right = shared_tangent_factors(self, ev, form, data, Lt)
+        tr, tc = Left.shape[1], Right.shape[0]
         K = np.kron(Left, Right.T)  # vec_row(Left X Right) = (Left ⊗ Rightᵀ) vec_row(X)
         if Lt[2]:
             K = K.reshape(R * C, tr, tc).transpose(0, 2, 1).reshape(R * C, -1)
@@ -521,3 +494,38 @@ def _verify_at(compiled: MatrixCompiledFlow, dims: tuple, seed: int, tol: float,
 
 
 __all__ = ["MatrixFlowSystem", "verify_matrix_flow", "selfcheck_dims", "SPARSE_JACOBIAN_MAX_D", "mc"]
+
+
+def shared_tangent_factors(system, ev, form: str, data, Lt) -> tuple[np.ndarray, np.ndarray]:
+    r"""(Left, Right) of one derived JVP term of a shared block whose tangent is the shared letter
+    Lt: the term is Left · δW^(T) · Right, the edge moment of its form (m0: Σ deg; m1r/m1l: one
+    node moment; m2: M = Σ P x yᵀ-type) folded into Left or Right (docs/model.md §3.4)."""
+    if form == "m0":
+        chain, mid = data[0], float(system.graph.sample_degree.sum())
+    elif form == "m1r":
+        chain, mid = data[0], ev.m1(data[1])
+    elif form == "m1l":
+        chain, mid = data[1], ev.m1(data[0]).T
+    else:
+        chain = data[0] if Lt in data[0] else data[3]
+    j = chain.index(Lt)
+    wshape = system._shape(system._sym_block[Lt[1]])
+    tr, tc = (wshape[1], wshape[0]) if Lt[2] else wshape
+    Left, Right = ev.prod(chain[:j]), ev.prod(chain[j + 1:])
+    Left = np.eye(tr) if Left is None else Left
+    Right = np.eye(tc) if Right is None else Right
+    if form == "m0":
+        Right = mid * Right
+    elif form == "m1r":
+        Right = Right @ mid
+    elif form == "m1l":
+        Left = mid @ Left
+    else:
+        Mm = ev.m2(data[1], data[2])
+        if Lt in data[0]:
+            B = ev.prod(data[3])
+            Right = Right @ Mm if B is None else Right @ Mm @ B
+        else:
+            A = ev.prod(data[0])
+            Left = Mm @ Left if A is None else A @ Mm @ Left
+    return Left, Right
