@@ -109,3 +109,23 @@ def test_slowest_modes_refuses_bad_options_and_picks_the_tangent_only_for_the_sg
     Z, _ = frozen.initial_state(0)
     with pytest.raises(InvalidParameterError, match="tangent"):
         frozen.system.slowest_modes(frozen.pack(Z), zero_modes="tangent")
+
+
+def test_a_non_finite_jacobian_vector_product_is_refused_not_dropped():
+    """A NaN in the JVP made ARPACK fail inside LAPACK (an ArpackError after 'DLASCL illegal value'),
+    and a NaN eigenvalue fails every comparison (ν > −σ/2, |ν| ≤ thr) and would be dropped: the
+    search must refuse with DerivationCheckError instead."""
+    from symcollapse.numerics.slow_spectrum import rightmost_nonzero
+
+    rng = np.random.default_rng(0)
+    A = -np.diag(np.linspace(0.1, 2.0, 30)) + 0.01 * rng.normal(size=(30, 30))
+
+    def poisoned(w):
+        out = A @ w
+        out[3] = np.nan
+        return out
+
+    good = rightmost_nonzero(lambda w: A @ w, 30, 2, rho=2.1)
+    assert np.all(np.isfinite(good["eigenvalues"])) and len(good["eigenvalues"]) == 2
+    with pytest.raises(DerivationCheckError, match="not finite"):
+        rightmost_nonzero(poisoned, 30, 2, rho=2.1)

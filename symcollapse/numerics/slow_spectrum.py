@@ -69,6 +69,9 @@ def rightmost_nonzero(matvec, n: int, k: int, *, project=None, rho: float, zero_
             c, f = B.T @ w, F.T @ w
             p = project(w) + B @ c + F @ f
             y = matvec(w - p)
+            if not np.all(np.isfinite(y)):  # refuse before ARPACK/LAPACK sees it
+                raise DerivationCheckError("the Jacobian-vector product is not finite at this state "
+                                           "(a NaN/inf would make ARPACK fail inside LAPACK or drop eigenvalues)")
             y = y - project(y) - B @ (B.T @ y) - F @ (F.T @ y)
             return y - sigma * p + shift * w
 
@@ -82,6 +85,9 @@ def rightmost_nonzero(matvec, n: int, k: int, *, project=None, rho: float, zero_
         except ArpackNoConvergence as err:
             raise InvalidParameterError(f"ARPACK did not converge ({len(err.eigenvalues)} of {kk} eigenvalues); "
                                         "raise arpack_tol or ncv") from err
+        if not np.all(np.isfinite(ev)):  # a NaN would fail every comparison below and vanish unreported
+            raise DerivationCheckError(f"ARPACK returned a non-finite eigenvalue ({ev[~np.isfinite(ev)][0]}): "
+                                       "the Jacobian-vector product is not finite at this state")
         ev = ev - shift
         keep = ev.real > -sigma / 2  # the deflated directions sit at −σ
         ev, vec = ev[keep], vec[:, keep]
