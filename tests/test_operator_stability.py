@@ -47,3 +47,32 @@ def test_k10_d24_operator_classification_equals_the_derived_blocks():
         op = osb.classify_state_operator(m, *ss.member_state(mem, R))
         assert op.label == pred.label
         assert abs(op.max_real - float(np.max(pred.eigenvalues.real))) <= 1e-7
+
+
+def test_a_jvp_that_turns_non_finite_inside_arpack_is_refused(m3, monkeypatch):
+    """A NaN from the JVP during the ARPACK rounds must raise DerivationCheckError: a NaN eigenvalue
+    fails 'Re λ > −σ/2' and would be dropped before the spectrum verdict saw it."""
+    from scipy.sparse.linalg import LinearOperator
+
+    from symcollapse.errors import DerivationCheckError
+
+    fam = fm.Family(tuple(lv.nu for lv in fm.nu_levels(m3.graph)), (1, 1, 0, 1, 1))
+    Z, W = fm.representative(m3.graph, 4, fam, seed=1, spare=0.5)
+    real = m3.system.linear_operator
+    calls = [0]
+
+    def poisoned(v):
+        J = real(v)
+
+        def mv(x):
+            calls[0] += 1
+            y = J.matvec(x)
+            if calls[0] > 80:  # after the tangent probe and the spectral-radius estimate
+                y = y.copy()
+                y[0] = np.nan
+            return y
+        return LinearOperator(J.shape, matvec=mv, dtype=float)
+
+    monkeypatch.setattr(type(m3.system), "linear_operator", lambda self, v: poisoned(v))
+    with pytest.raises(DerivationCheckError, match="not finite"):
+        osb.classify_state_operator(m3, Z, W)

@@ -26,6 +26,7 @@ from ..errors import InvalidParameterError
 from ..tolerance import spectrum_counts
 from ..validation import check_int, check_real
 from . import families as fm
+from .slow_spectrum import finite_jvp
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,9 @@ def classify_state_operator(model, Z, W, *, k: int = 8, k_max: int = 200, tol: f
             x = np.ravel(x)
             count[0] += 1
             if not B.shape[1]:
-                return J.matvec(x) + rho * x
+                return finite_jvp(J.matvec(x)) + rho * x
             c = B.T @ x
-            y = J.matvec(x - B @ c)
+            y = finite_jvp(J.matvec(x - B @ c))
             return y - B @ (B.T @ y) - sigma * (B @ c) + rho * x
 
         op = LinearOperator((n, n), matvec=mv, dtype=float)

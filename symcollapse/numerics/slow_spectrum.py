@@ -25,6 +25,14 @@ from ..errors import DerivationCheckError, InvalidParameterError
 from ..tolerance import within
 
 
+def finite_jvp(y: np.ndarray) -> np.ndarray:
+    """y itself if every entry is finite; else DerivationCheckError, before ARPACK sees it (a NaN
+    makes ARPACK fail inside LAPACK, and a NaN eigenvalue fails every comparison and is dropped)."""
+    if not np.all(np.isfinite(y)):
+        raise DerivationCheckError("the Jacobian-vector product is not finite at this state")
+    return y
+
+
 def _orth_against(V: np.ndarray, project, bases) -> np.ndarray:
     """An orthonormal basis of the part of V's columns outside range(project) ⊕ span(bases)."""
     for _ in range(2):  # twice is enough (Kahan): the columns end orthogonal to working precision
@@ -68,10 +76,7 @@ def rightmost_nonzero(matvec, n: int, k: int, *, project=None, rho: float, zero_
             count[0] += 1
             c, f = B.T @ w, F.T @ w
             p = project(w) + B @ c + F @ f
-            y = matvec(w - p)
-            if not np.all(np.isfinite(y)):  # refuse before ARPACK/LAPACK sees it
-                raise DerivationCheckError("the Jacobian-vector product is not finite at this state "
-                                           "(a NaN/inf would make ARPACK fail inside LAPACK or drop eigenvalues)")
+            y = finite_jvp(matvec(w - p))
             y = y - project(y) - B @ (B.T @ y) - F @ (F.T @ y)
             return y - sigma * p + shift * w
 
@@ -131,4 +136,4 @@ def rightmost_nonzero(matvec, n: int, k: int, *, project=None, rho: float, zero_
             "n_found": int(F.shape[1]), "rounds": rounds, "n_matvec": count[0] + 2 * F.shape[1] + 2 * len(lam)}
 
 
-__all__ = ["rightmost_nonzero"]
+__all__ = ["finite_jvp", "rightmost_nonzero"]
