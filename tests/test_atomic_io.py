@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The child blocks *right after the temp file exists*: in whichever of mkstemp (older code,
 # before the try) or os.fdopen (inside the try) runs first, then the parent signals it.
+# SIGINT is restored to Python's KeyboardInterrupt handler first: a child started from a
+# background job of a non-interactive shell inherits SIGINT ignored, and would never see the signal.
 CHILD = textwrap.dedent("""
-    import os, sys, tempfile, time
+    import os, signal, sys, tempfile, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     real_mkstemp, real_fdopen = tempfile.mkstemp, os.fdopen
     def hold():
         print("ready", flush=True)
