@@ -195,7 +195,8 @@ def _assemble(system, ev, plans, B):
             F = ev.node_force(plans[b], "label", shape)
         else:
             F = ev.shared_force(plans[b], shape)
-        parts.append((system.scale * system.rates[b]) * F.reshape(B, -1))
+        f = system.row_factor(b) if hasattr(type(system), "row_factor") else system.scale * system.rates[b]
+        parts.append((f * F).reshape(B, -1))
     return np.concatenate(parts, axis=1)
 
 
@@ -437,11 +438,13 @@ BATCH_SEEDS = 16
 
 
 def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, atol: float,
-                   stop_residual: float | None) -> list:
+                   stop_residual: float | None, residual_norm=None) -> list:
     """Integrate the B initial states (rows of V0) of ``system`` (samples first, block-diagonal
     sample rows) with one :class:`BatchedNodeBDF`. Returns per seed (t, states, stopped, residual,
     nsteps): states at the times of t_eval the seed reached and, if it stopped (‖θ̇‖_∞ ≤
-    stop_residual at an accepted step), its state at that step, after which it is frozen."""
+    stop_residual at an accepted step), its state at that step, after which it is frozen.
+    ``residual_norm(F, seeds)`` (F: the flows of those seeds, one per row) replaces the rows'
+    ‖θ̇‖_∞ (a reduced flow measured as its full flow, :mod:`.sample_reduction`)."""
     N, k = node_blocks(system)
     B, n = V0.shape
     m = n - N * k
@@ -450,8 +453,10 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
     if B > chunk:
         out = []
         for i in range(0, B, chunk):
+            sub = None if residual_norm is None else (
+                lambda F, seeds, i=i: residual_norm(F, np.asarray(seeds) + i))
             out += integrate_many(system, V0[i:i + chunk], t_eval, rtol=rtol, atol=atol,
-                                  stop_residual=stop_residual)
+                                  stop_residual=stop_residual, residual_norm=sub)
         return out
     active = np.ones(B, dtype=bool)
     nfev = [0]
@@ -473,7 +478,10 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
         mats = [system.jacobian(Y[b]) if active[b] else None for b in range(B)]
         return BlockJacobian([M if M is not None else _Zero(n) for M in mats], N, k, active)
 
-    res0 = np.abs(batched_flow(system, V0)).max(axis=1)
+    def norms(F, seeds):
+        return residual_norm(F, seeds) if residual_norm is not None else np.abs(F).max(axis=1)
+
+    res0 = norms(batched_flow(system, V0), np.arange(B))
     rec = [dict(t=[float(t_eval[0])], y=[V0[b].copy()], stopped=False, residual=float(res0[b]), nsteps=0)
            for b in range(B)]
     if stop_residual is not None:
@@ -502,7 +510,8 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
             i_eval = j
         Y = solver.y.reshape(B, n)
         if stop_residual is not None:
-            R = np.abs(batched_flow(system, Y)).max(axis=1)
+            R = np.full(B, np.inf)
+            R[active] = norms(batched_flow(system, Y[active]), np.flatnonzero(active))
             for b in np.flatnonzero(active & (R <= stop_residual)):
                 r = rec[b]
                 if r["t"][-1] != t:
@@ -515,7 +524,8 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
         if len(r["t"]) != len(t_eval):
             raise IntegrationError(f"integration stopped at t = {solver.t:g} of {t_eval[-1]:g} before "
                                    "the last requested time; no trajectory returned")
-        r["residual"], r["nsteps"] = float(np.abs(system.flow_vector(r["y"][-1])).max()), nsteps
+        r["residual"] = float(norms(system.flow_vector(r["y"][-1])[None], [b])[0])
+        r["nsteps"] = nsteps
     for r in rec:
         r["nfev"], r["njev"], r["nlu"], r["batch"] = nfev[0], solver.njev, solver.nlu, B
     return rec
