@@ -11,6 +11,7 @@ from symcollapse.models.head import HeadModel
 from symcollapse.numerics import krylov_bdf as kb
 from symcollapse.numerics.integrate import integrate
 from symcollapse.numerics.method_choice import choose
+from symcollapse.numerics.sample_reduction import reduction
 from symcollapse.tolerance import within
 
 
@@ -244,3 +245,36 @@ def test_krylov_coarse_option_checked():
     with pytest.raises(InvalidParameterError, match="krylov_coarse"):
         integrate(ms.flow_vector, v0, np.array([0.0, 1.0]), method="BDF-krylov", system=ms,
                   krylov={"krylov_coarse": "yes"})
+
+
+@pytest.mark.parametrize("reduced", [False, True])
+def test_sample_label_elimination_is_exact(reduced):
+    """The block inverse solves the sample–label part of I − cJ (W held fixed) exactly, also for a
+    sample-reduced system (docs/model.md §3.5), whose sample rows couple through diag(1/m) P while
+    the labels see the weighted P; and such a run equals plain BDF."""
+    m = HeadModel(balanced_couplings(3, 12, 2), d=3, eta_y=0.5, eta_W=1.0)
+    sysm, v = m.system, m.pack(*m.initial_state(0))
+    if reduced:
+        red = reduction(sysm)
+        assert red is not None and red.groups.N_reduced < red.groups.N
+        sysm, v = red.system, red.reduce(v)[0]
+    J = kb.FrozenJacobian(sysm, v)
+    assert J.coupling is not None
+    (ox, sx), (oy, sy) = sysm.layout["x"], sysm.layout["y"]
+    assert oy == ox + sx[0] * sx[1]
+    nodes = slice(ox, oy + sy[0] * sy[1])  # samples and labels; W held fixed
+    c = 3.0
+    w = np.zeros(sysm.size)
+    w[nodes] = np.random.default_rng(4).normal(size=nodes.stop - nodes.start)
+    r = np.zeros(sysm.size)
+    r[nodes] = (w - c * J.matvec(w))[nodes]
+    solve = kb.KrylovSolve(c * J, np.ones(sysm.size), 1e-6, 50, dict(solves=0, iterations=0, max_iterations=0,
+                                                                    failures=0))
+    assert solve.graph_solve is not None
+    assert within(_err(solve.block_inverse(r)[nodes], w[nodes]), 1e-10)
+    if reduced:
+        kw = dict(rtol=1e-8, atol=1e-11)
+        te = np.array([0.0, 0.5])
+        kr = integrate(sysm.flow_vector, v, te, method="BDF-krylov", system=sysm, **kw)
+        ref = integrate(sysm.flow_vector, v, te, jac=sysm.jacobian, method="BDF", **kw)
+        assert within(_err(kr.y, ref.y), 1e-7)

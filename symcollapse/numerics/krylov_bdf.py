@@ -34,6 +34,7 @@ import types
 
 import numpy as np
 import scipy.integrate._ivp.bdf as _bdf
+import scipy.sparse as sps
 from scipy.integrate import BDF
 from scipy.linalg import lu_factor, lu_solve
 
@@ -344,6 +345,12 @@ class FrozenJacobian:
                     C[:, :, j] = Je[other[0]:other[0] + other[1] * other[2]].reshape(other[1], other[2])
             self.nodes[b] = (off, rows, k, _NodeBlocks(D))
             cross[b] = C
+        # the sample rows' coupling to the labels: P, or diag(1/m) P for a sample-reduced system whose
+        # graph rows carry the multiplicities m (docs/model.md §3.5); the label rows see Pᵀ as it is
+        self.multiplicity = getattr(system, "multiplicity", None)
+        g = getattr(system, "graph", None)
+        self.sample_rows = None if g is None else (
+            g.csr if self.multiplicity is None else (sps.diags(1.0 / self.multiplicity) @ g.csr).tocsr())
         self.coupling = self._graph_coupling(cross, check_tol) if len(self.nodes) == 2 else None
         self.shared = {}
         st = system.unpack(self.y)
@@ -364,11 +371,14 @@ class FrozenJacobian:
         self.stats["coarse_dim"] = 0 if self.gauge is None else self.gauge.dim
 
     def _graph_coupling(self, cross: dict, tol: float):
-        r"""(Bxy, Byx) when the sample–label blocks of J are P ⊗ Bxy and Pᵀ ⊗ Byx (every edge-loss
-        flow of the matrix kernels: ẋ_i ∋ Bxy Σ_c P_ic y_c, ẏ_c ∋ Byx Σ_i P_ic x_i), read off the
-        probes (sample rows of a label probe: deg_i·Bxy e_j) and checked on a random tangent; else None."""
+        r"""(Bxy, Byx) when the sample–label blocks of J are P_s ⊗ Bxy and Pᵀ ⊗ Byx (every edge-loss
+        flow of the matrix kernels: ẋ_i ∋ Bxy Σ_c (P_s)_ic y_c, ẏ_c ∋ Byx Σ_i P_ic x_i; P_s = P, or
+        diag(1/m) P for a sample-reduced system), read off the probes (sample rows of a label probe:
+        deg_i·Bxy e_j, deg = P_s 1) and checked on a random tangent; else None."""
         g = self.system.graph
-        sdeg, ldeg = g.sample_degree, g.label_degree
+        P, sdeg, ldeg = self.sample_rows, g.sample_degree, g.label_degree
+        if self.multiplicity is not None:
+            sdeg = sdeg / self.multiplicity
         if not (sdeg @ sdeg > 0 and ldeg @ ldeg > 0):
             return None
         Cx, Cy = cross[LABEL], cross[SAMPLE]  # (N, kx, ky), (K, ky, kx)
@@ -376,7 +386,7 @@ class FrozenJacobian:
         Byx = np.tensordot(ldeg, Cy, axes=1) / float(ldeg @ ldeg)
         (ox, N, kx, _), (oy, K, ky, _) = self.nodes[SAMPLE], self.nodes[LABEL]
         rng = np.random.default_rng(5)
-        for src, dst, P, B in ((oy, ox, g.csr, Bxy), (ox, oy, g.csr_T, Byx)):
+        for src, dst, P, B in ((oy, ox, P, Bxy), (ox, oy, g.csr_T, Byx)):
             rows, k = (K, ky) if src == oy else (N, kx)
             T = rng.normal(size=(rows, k))
             w = np.zeros(self.n)
@@ -505,26 +515,26 @@ class KrylovSolve:
             self.parts.append((off, shape, sb.inverse(c)))
 
     def _graph_elimination(self):
-        r"""The exact inverse of the sample–label part [[I − cD_x, −c P⊗Bxy], [−c Pᵀ⊗Byx, I − cD_y]]
-        of I − cJ (shared blocks held fixed): samples eliminated per degree class g (one inverse
-        G_g = (I − cD_g)⁻¹ each), the labels' Kk_y × Kk_y Schur complement
-        S = diag(I − cD_c) − c² Σ_g (P_gᵀP_g) ⊗ (Byx G_g Bxy) factorised densely. None when the
-        sample blocks do not fall into few classes."""
+        r"""The exact inverse of the sample–label part [[I − cD_x, −c P_s⊗Bxy], [−c Pᵀ⊗Byx, I − cD_y]]
+        of I − cJ (shared blocks held fixed; P_s = P, or diag(1/m) P for a sample-reduced system):
+        samples eliminated per degree class g (one inverse G_g = (I − cD_g)⁻¹ each), the labels'
+        Kk_y × Kk_y Schur complement S = diag(I − cD_c) − c² Σ_g (P_gᵀP_{s,g}) ⊗ (Byx G_g Bxy)
+        factorised densely. None when the sample blocks do not fall into few classes."""
         J, c = self.J, self.c
         ox, N, kx, xb = J.nodes[SAMPLE]
         oy, K, ky, yb = J.nodes[LABEL]
         if xb.inv is None or K * ky > 4096:
             return None
         Bxy, Byx = J.coupling
-        P = J.system.graph.csr
+        P, Pw = J.sample_rows, J.system.graph.csr  # sample rows' coupling P_s; P (weighted) seen by the labels
         G = np.linalg.inv(np.eye(kx) - c * xb.U)
         Dy = yb.U if yb.inv is None else yb.U[yb.inv]
         S = np.zeros((K * ky, K * ky))
         for cc in range(K):
             S[cc * ky:(cc + 1) * ky, cc * ky:(cc + 1) * ky] = np.eye(ky) - c * Dy[cc]
         for gi in range(len(xb.U)):
-            Pg = P[np.flatnonzero(xb.inv == gi)]
-            Q = (Pg.T @ Pg).toarray()
+            rows = np.flatnonzero(xb.inv == gi)
+            Q = (Pw[rows].T @ P[rows]).toarray()
             S -= c * c * np.kron(Q, Byx @ G[gi] @ Bxy)
         lu = lu_factor(S)
         PT = J.system.graph.csr_T
