@@ -215,7 +215,7 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
     eliminates the leading ``node_blocks = (N, k)`` block-diagonal sample rows instead
     (:class:`NodeBDF`); "BDF-krylov" solves them matrix-free by preconditioned GMRES through the
     derived JVP of ``system`` (:class:`.krylov_bdf.KrylovBDF`, options ``krylov`` = {'krylov_rtol',
-    'krylov_maxiter'}; no Jacobian is assembled, ``jac`` is not used).
+    'krylov_maxiter', 'krylov_coarse'}; no Jacobian is assembled, ``jac`` is not used).
     ``stop_residual``: end at the first step with ‖θ̇‖_∞ ≤ stop_residual (a fixed point reached);
     ``residual_norm(θ̇)`` replaces ‖θ̇‖_∞ there (a reduced flow measured as its full flow,
     :mod:`.sample_reduction`). A stiff method with more than ``lu_limit`` unknowns is refused (:class:`ProblemTooLargeError`).
@@ -237,9 +237,12 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
         if system.size != len(y0):
             raise InvalidParameterError(f"y0 has {len(y0)} entries; the system has {system.size} unknowns")
         kopt = dict(krylov or {})
-        bad = set(kopt) - {"krylov_rtol", "krylov_maxiter"}
+        bad = set(kopt) - {"krylov_rtol", "krylov_maxiter", "krylov_coarse"}
         if bad:
-            raise InvalidParameterError(f"krylov options must be among 'krylov_rtol', 'krylov_maxiter'; got {sorted(bad)}")
+            raise InvalidParameterError("krylov options must be among 'krylov_rtol', 'krylov_maxiter', "
+                                        f"'krylov_coarse'; got {sorted(bad)}")
+        if "krylov_coarse" in kopt and not isinstance(kopt["krylov_coarse"], (bool, np.bool_)):
+            raise InvalidParameterError(f"krylov_coarse must be True or False; got {kopt['krylov_coarse']!r}")
         if "krylov_rtol" in kopt:
             kopt["krylov_rtol"] = check_real("krylov_rtol", kopt["krylov_rtol"], 0.0, 1.0, strict_min=True,
                                              strict_max=True)
