@@ -219,7 +219,8 @@ def _assemble(system, ev, plans, B, only=None):
             F = ev.node_force(plans[b], "label", shape)
         else:
             F = ev.shared_force(plans[b], shape)
-        parts.append((system.scale * system.rates[b]) * F.reshape(B, -1))
+        f = system.row_factor(b) if hasattr(type(system), "row_factor") else system.scale * system.rates[b]
+        parts.append((f * F).reshape(B, -1))
     return np.concatenate(parts, axis=1)
 
 
@@ -516,14 +517,16 @@ BATCH_SEEDS = 64
 
 
 def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, atol: float,
-                   stop_residual: float | None) -> list:
+                   stop_residual: float | None, residual_norm=None) -> list:
     """Integrate the B initial states (rows of V0) of ``system`` (samples first, block-diagonal
     sample rows) with :class:`.seed_bdf.SeedBDF`: every seed takes the steps of its own scipy-BDF
     run ("BDF-nodes": its Newton systems solved with the sample rows eliminated,
     :class:`BatchedNodeLU`), the flows of all seeds are batched kernel calls. Returns per seed
     (t, states, stopped, residual, nsteps, nfev, njev, nlu, batch): states at the times of t_eval
     the seed reached and, if it stopped (‖θ̇‖_∞ ≤ stop_residual at an accepted step), its state at
-    that step, where it leaves the batch."""
+    that step, where it leaves the batch. ``residual_norm(F, seeds)`` (F: the flows of those
+    seeds, one per row) replaces the rows' ‖θ̇‖_∞ (a reduced flow measured as its full flow,
+    :mod:`.sample_reduction`)."""
     N, k = node_blocks(system)
     B, n = V0.shape
     m = n - N * k
@@ -532,8 +535,10 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
     if B > chunk:
         out = []
         for i in range(0, B, chunk):
+            sub = None if residual_norm is None else (
+                lambda F, seeds, i=i: residual_norm(F, np.asarray(seeds) + i))
             out += integrate_many(system, V0[i:i + chunk], t_eval, rtol=rtol, atol=atol,
-                                  stop_residual=stop_residual)
+                                  stop_residual=stop_residual, residual_norm=sub)
         return out
     t_eval = np.asarray(t_eval, dtype=float)
 
@@ -576,7 +581,10 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
     F0 = batched_flow(system, V0)
     if not np.all(np.isfinite(F0)):
         raise IntegrationError("the flow is not finite at the initial state (t = 0)")
-    res0 = np.abs(F0).max(axis=1)
+    def norms(F, seeds):
+        return residual_norm(F, seeds) if residual_norm is not None else np.abs(F).max(axis=1)
+
+    res0 = norms(F0, np.arange(B))
     rec = [dict(t=[float(t_eval[0])], y=[V0[b].copy()], stopped=False, residual=float(res0[b]), nsteps=0,
                 nfev=1, njev=0, nlu=0, batch=B) for b in range(B)]
     run = np.arange(B)
@@ -603,7 +611,7 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
                 r["y"].extend(np.atleast_2d(solver.dense_output(s)(t_eval[i_eval[s]:j])).T)
                 i_eval[s] = j
         if stop_residual is not None:
-            R = np.abs(solver._flows(acc, solver.y[acc])).max(axis=1)
+            R = norms(solver._flows(acc, solver.y[acc]), run[acc])
             for s, res in zip(acc[R <= stop_residual], R[R <= stop_residual]):
                 r, t = rec[run[s]], float(solver.t[s])
                 if r["t"][-1] != t:
@@ -621,7 +629,7 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
         if len(r["t"]) != len(t_eval):
             raise IntegrationError(f"integration stopped at t = {solver.t[s]:g} of {t_end:g} before "
                                    "the last requested time; no trajectory returned")
-        r["residual"] = float(np.abs(system.flow_vector(r["y"][-1])).max())
+        r["residual"] = float(norms(system.flow_vector(r["y"][-1])[None], [b])[0])
     return rec
 
 

@@ -39,7 +39,9 @@ class BlockState:
     @cached_property
     def rate_vector(self) -> np.ndarray:
         """η of each state entry (η_b repeated over block b)."""
-        return np.concatenate([np.full(int(np.prod(s)), self.rates[b]) for b, (_, s) in self.layout.items()])
+        m = getattr(self, "multiplicity", None)
+        return np.concatenate([np.repeat(self.rates[b] / m, s[1]) if (b == "x" and m is not None) else
+                               np.full(int(np.prod(s)), self.rates[b]) for b, (_, s) in self.layout.items()])
 
 
 def checked_rates(loss, learned, rates) -> dict:

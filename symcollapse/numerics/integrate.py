@@ -206,7 +206,7 @@ def check_stop_residual(stop_residual) -> float | None:
 def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str = "BDF",
               rtol: float = 1e-10, atol: float = 1e-12, stop_residual: float | None = None,
               lu_limit: int | None = None, node_blocks: tuple | None = None, system=None,
-              krylov: dict | None = None) -> Solution:
+              krylov: dict | None = None, residual_norm=None) -> Solution:
     """Solve θ̇ = fun(θ) from θ(0) = y0, returning θ at ``t_eval`` (increasing, from 0).
 
     ``jac(θ)`` (sparse or dense) is passed to the stiff solvers; "BDF-Schur" is BDF with the
@@ -215,9 +215,10 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
     eliminates the leading ``node_blocks = (N, k)`` block-diagonal sample rows instead
     (:class:`NodeBDF`); "BDF-krylov" solves them matrix-free by preconditioned GMRES through the
     derived JVP of ``system`` (:class:`.krylov_bdf.KrylovBDF`, options ``krylov`` = {'krylov_rtol',
-    'krylov_maxiter'}; no Jacobian is assembled, ``jac`` is not used).
-    ``stop_residual``: end at the first step with ‖θ̇‖_∞ ≤ stop_residual (a fixed point reached).
-    A stiff method with more than ``lu_limit`` unknowns is refused (:class:`ProblemTooLargeError`).
+    'krylov_maxiter', 'krylov_coarse'}; no Jacobian is assembled, ``jac`` is not used).
+    ``stop_residual``: end at the first step with ‖θ̇‖_∞ ≤ stop_residual (a fixed point reached);
+    ``residual_norm(θ̇)`` replaces ‖θ̇‖_∞ there (a reduced flow measured as its full flow,
+    :mod:`.sample_reduction`). A stiff method with more than ``lu_limit`` unknowns is refused (:class:`ProblemTooLargeError`).
     """
     if method not in METHODS:
         raise InvalidParameterError(f"method must be one of {METHODS}; got {method!r}")
@@ -236,9 +237,12 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
         if system.size != len(y0):
             raise InvalidParameterError(f"y0 has {len(y0)} entries; the system has {system.size} unknowns")
         kopt = dict(krylov or {})
-        bad = set(kopt) - {"krylov_rtol", "krylov_maxiter"}
+        bad = set(kopt) - {"krylov_rtol", "krylov_maxiter", "krylov_coarse"}
         if bad:
-            raise InvalidParameterError(f"krylov options must be among 'krylov_rtol', 'krylov_maxiter'; got {sorted(bad)}")
+            raise InvalidParameterError("krylov options must be among 'krylov_rtol', 'krylov_maxiter', "
+                                        f"'krylov_coarse'; got {sorted(bad)}")
+        if "krylov_coarse" in kopt and not isinstance(kopt["krylov_coarse"], (bool, np.bool_)):
+            raise InvalidParameterError(f"krylov_coarse must be True or False; got {kopt['krylov_coarse']!r}")
         if "krylov_rtol" in kopt:
             kopt["krylov_rtol"] = check_real("krylov_rtol", kopt["krylov_rtol"], 0.0, 1.0, strict_min=True,
                                              strict_max=True)
@@ -276,7 +280,8 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
         kw["node_blocks"] = node_blocks
     t0, t1 = float(t_eval[0]), float(t_eval[-1])
     ts, ys = [t0], [y0.copy()]
-    residual = float(np.max(np.abs(f0))) if f0.size else 0.0
+    norm = residual_norm or (lambda f: float(np.max(np.abs(f))) if f.size else 0.0)
+    residual = norm(f0)
     if stop_residual is not None and residual <= stop_residual:
         return Solution(np.array(ts), np.array(ys), 1, 0, method, True, residual, 0)
     reached, stopped, nsteps, i_eval, solver = t0, False, 0, 1, None
@@ -299,7 +304,7 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
                     i_eval = j
                 if stop_residual is not None:
                     f = solver.f if method in ("RK45", "RK23", "DOP853") else rhs(t, solver.y)
-                    residual = float(np.max(np.abs(f)))
+                    residual = norm(f)
                     if residual <= stop_residual:
                         stopped = True
                         if ts[-1] != t:
@@ -317,8 +322,7 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
         raise IntegrationError(f"integration produced non-finite values before t = {t1:g}; "
                                "no trajectory returned")
     if stop_residual is None:
-        fl = np.asarray(fun(y[-1]), dtype=float)
-        residual = float(np.max(np.abs(fl))) if fl.size else 0.0
+        residual = norm(np.asarray(fun(y[-1]), dtype=float))
     stats = dict(solver.stats) if isinstance(solver, KrylovBDF) else {}
     return Solution(np.array(ts), y, int(nfev[0]), int(getattr(solver, "njev", 0) or 0), method,
                     stopped, residual, nsteps, stats)

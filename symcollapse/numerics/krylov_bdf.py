@@ -14,14 +14,19 @@ For an edge-loss flow (docs/model.md §1) the diagonal blocks of I − cJ are ch
   with (I − cR)⁻¹ (head: R = −η_W ZᵀDZ), else the d²×d² block is assembled from the terms
   when small, else it is left to GMRES (identity).
 
-The block-diagonal (block-Jacobi) inverse P⁻¹ is the right preconditioner of GMRES on the
-scaled system S⁻¹(I − cJ)S (S = diag(atol + rtol|y|), the norm of BDF's Newton test); the
+For the stop-gradient head the block inverse P_B⁻¹ is completed by a coarse space on the gauge
+orbit (Z Mᵀ, MW − WM) of the fixed-point family (:class:`GaugeCoarse`, docs/model.md §3.4):
+P⁻¹ = Π + P_B⁻¹(I − Π), exact on range Π wherever (I − cJ)Π = Π (at and near the fixed point,
+where P_B⁻¹ alone is off by O(1) and GMRES ran into its iteration cap).
+
+The preconditioner P⁻¹ is the right preconditioner of GMRES on the scaled system S⁻¹(I − cJ)S (S = diag(atol + rtol|y|), the norm of BDF's Newton test); the
 solution is accepted only if its true residual, recomputed after each GMRES cycle, is at most
 ``KRYLOV_RTOL``·‖b‖; otherwise the Newton iteration is declared failed and scipy's BDF recomputes
 the Jacobian or halves the step (its error control and step logic are unchanged). The
-preconditioner blocks are checked against one JVP at every Jacobian (a mismatch raises
-:class:`~symcollapse.errors.DerivationCheckError`). Cost per solve O(iterations · JVP), per
-Jacobian O((k_x + k_y) JVP + distinct blocks · k³ + d³); nothing of size N² or N·d·d².
+preconditioner blocks and the coarse space are checked against the JVP at every Jacobian (a
+mismatch raises :class:`~symcollapse.errors.DerivationCheckError`). Cost per solve O(iterations · JVP),
+per Jacobian O((k_x + k_y) JVP + distinct blocks · k³ + d³ + (N + K) d² for the coarse space's SVD);
+nothing of size N² or N·d·d².
 """
 from __future__ import annotations
 
@@ -29,12 +34,15 @@ import types
 
 import numpy as np
 import scipy.integrate._ivp.bdf as _bdf
+import scipy.sparse as sps
 from scipy.integrate import BDF
 from scipy.linalg import lu_factor, lu_solve
 
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic.loss import LABEL, SAMPLE
+from ..tolerance import within
 from .matrix_system import shared_tangent_factors
+from .zero_modes import HEAD, is_sg_head
 
 #: relative residual ‖b − (I − cJ)δ‖/‖b‖ (scaled norm) each Newton correction is solved to:
 #: an inexact Newton step contracts by about this factor, far below BDF's Newton tolerance test
@@ -46,6 +54,12 @@ KRYLOV_RESTART = 50
 #: largest shared block (entries) whose self-block of I − cJ is assembled densely when it is not
 #: a one-sided product
 SHARED_DENSE_MAX = 1024
+#: singular values of Z = [X; Y] below this times the largest are left out of the gauge coarse
+#: space (decaying remnants of dropped modes; as in :func:`.zero_modes.head_tangent`)
+GAUGE_RANK_TOL = 1e-6
+#: the gauge coarse space must be a projector and the derived flow equivariant along it to this
+#: relative error (a wrong coarse space raises DerivationCheckError)
+GAUGE_CHECK_TOL = 1e-8
 
 
 class KrylovNotConverged(ArithmeticError):
@@ -220,11 +234,85 @@ class _FrozenJVP:
         return flat
 
 
+class GaugeCoarse:
+    r"""The gauge coarse space of the stop-gradient head (docs/model.md §3.4): the orbit tangent
+    G(M) = (Z Mᵀ, MW − WM) of (Z Gᵀ, G W G⁻¹) (docs/model.md §3.3) for M = C Q_Rᵀ (Q_R spans Z's
+    row space, rank r), with the oblique projector Π v = G(M(v)), M(v) = δZᵀ(Z⁺)ᵀ (so Z Mᵀ =
+    Z Z⁺ δZ, the orthogonal projection of δZ's columns onto Z's column space). Dimension d·r; one
+    application O((N + K) d² + d³), built from one thin SVD of Z = [X; Y]."""
+
+    def __init__(self, layout: dict, y: np.ndarray, rank_tol: float = GAUGE_RANK_TOL):
+        self.slices = {}
+        for b in (SAMPLE, LABEL, HEAD):
+            off, shape = layout[b]
+            self.slices[b] = (slice(int(off), int(off) + int(shape[0]) * int(shape[1])), tuple(shape))
+        self.size = int(sum(shape[0] * shape[1] for _, shape in layout.values()))
+        X, Y, W = (self.block(y, b) for b in (SAMPLE, LABEL, HEAD))
+        self.X, self.Y, self.W, self.N = X.copy(), Y.copy(), W.copy(), X.shape[0]
+        U, s, Vt = np.linalg.svd(np.vstack([X, Y]), full_matrices=False)
+        r = int(np.sum(s > rank_tol * s[0])) if s.size and s[0] > 0 else 0
+        self.rank = r
+        self.U, self.sinv, self.Vt = U[:, :r], 1.0 / s[:r], Vt[:r]
+
+    @property
+    def dim(self) -> int:
+        """dim range Π = d·r."""
+        return self.W.shape[0] * self.rank
+
+    def block(self, v: np.ndarray, b: str) -> np.ndarray:
+        sl, shape = self.slices[b]
+        return v[sl].reshape(shape)
+
+    def coords(self, v: np.ndarray) -> np.ndarray:
+        """M(v) = δZᵀ (Z⁺)ᵀ = δZᵀ U_r S_r⁻¹ V_rᵀ (d × d)."""
+        N = self.N
+        A = self.U[:N].T @ self.block(v, SAMPLE) + self.U[N:].T @ self.block(v, LABEL)  # U_rᵀ δZ (r × d)
+        return (A.T * self.sinv) @ self.Vt
+
+    def vector(self, M: np.ndarray) -> np.ndarray:
+        """G(M) = (Z Mᵀ, MW − WM) in the flat layout (zero on other blocks)."""
+        out = np.zeros(self.size)
+        out[self.slices[SAMPLE][0]] = (self.X @ M.T).ravel()
+        out[self.slices[LABEL][0]] = (self.Y @ M.T).ravel()
+        out[self.slices[HEAD][0]] = (M @ self.W - self.W @ M).ravel()
+        return out
+
+    def project(self, v: np.ndarray) -> np.ndarray:
+        """Π v = G(M(v))."""
+        return self.vector(self.coords(v))
+
+    def check(self, matvec, flow: np.ndarray, block_times, tol: float = GAUGE_CHECK_TOL) -> None:
+        r"""Π must be a projector (‖Π Π g − Π g‖ ≤ tol ‖Π g‖) and G(M) the tangent of a symmetry of
+        the derived flow: for antisymmetric M the flow is equivariant under (Z Gᵀ, G W G⁻¹), G = e^M
+        orthogonal, so J G(M) = (F_Z Mᵀ, M F_W − F_W M) at every state (relative to the size of the
+        block terms of J G(M)); otherwise DerivationCheckError."""
+        rng = np.random.default_rng(7)
+        p = self.project(rng.normal(size=self.size))
+        e1 = float(np.linalg.norm(self.project(p) - p)) / max(float(np.linalg.norm(p)), 1e-300)
+        B = rng.normal(size=self.W.shape)
+        M = B - B.T
+        t = self.vector(M)
+        got = matvec(t)
+        F = {b: self.block(flow, b) for b in (SAMPLE, LABEL, HEAD)}
+        ref = np.concatenate([(F[SAMPLE] @ M.T).ravel(), (F[LABEL] @ M.T).ravel(),
+                              (M @ F[HEAD] - F[HEAD] @ M).ravel()])
+        got = np.concatenate([got[self.slices[b][0]] for b in (SAMPLE, LABEL, HEAD)])
+        bt = block_times(t)
+        scale = max(float(np.linalg.norm(got)), float(np.linalg.norm(ref)),
+                    float(np.linalg.norm(bt[np.isfinite(bt)])), 1e-300)
+        e2 = float(np.linalg.norm(got - ref)) / scale
+        if not (within(e1, tol) and within(e2, tol)):
+            raise DerivationCheckError(
+                f"BDF-krylov: the gauge coarse space (docs/model.md §3.4) is wrong: projector error {e1:.2e}, "
+                f"equivariance J G(M) = (F_Z Mᵀ, M F_W − F_W M) error {e2:.2e} (tolerance {tol:g})")
+
+
 class FrozenJacobian:
     """J = ∂θ̇/∂θ at a state y, matrix-free: ``matvec`` is the derived JVP at y; ``blocks`` its
     exact diagonal blocks (samples, labels, shared), checked against one JVP."""
 
-    def __init__(self, system, y: np.ndarray, check_tol: float = 1e-8, stats: dict | None = None):
+    def __init__(self, system, y: np.ndarray, check_tol: float = 1e-8, stats: dict | None = None,
+                 coarse: bool = True):
         self.system = system
         self.stats = stats if stats is not None else {"jvps": 0}
         self.y = np.array(y, dtype=float)
@@ -257,6 +345,12 @@ class FrozenJacobian:
                     C[:, :, j] = Je[other[0]:other[0] + other[1] * other[2]].reshape(other[1], other[2])
             self.nodes[b] = (off, rows, k, _NodeBlocks(D))
             cross[b] = C
+        # the sample rows' coupling to the labels: P, or diag(1/m) P for a sample-reduced system whose
+        # graph rows carry the multiplicities m (docs/model.md §3.5); the label rows see Pᵀ as it is
+        self.multiplicity = getattr(system, "multiplicity", None)
+        g = getattr(system, "graph", None)
+        self.sample_rows = None if g is None else (
+            g.csr if self.multiplicity is None else (sps.diags(1.0 / self.multiplicity) @ g.csr).tocsr())
         self.coupling = self._graph_coupling(cross, check_tol) if len(self.nodes) == 2 else None
         self.shared = {}
         st = system.unpack(self.y)
@@ -268,13 +362,23 @@ class FrozenJacobian:
                 continue
             self.shared[b] = (off, tuple(shape), _SharedBlock(_shared_self_terms(system, ev, b), tuple(shape)))
         self._check(check_tol)
+        self.gauge = None
+        if coarse and is_sg_head(system.compiled.loss):
+            gauge = GaugeCoarse(lay, self.y)
+            if gauge.rank:
+                gauge.check(self.matvec, system.flow_vector(self.y), self.block_times)
+                self.gauge = gauge
+        self.stats["coarse_dim"] = 0 if self.gauge is None else self.gauge.dim
 
     def _graph_coupling(self, cross: dict, tol: float):
-        r"""(Bxy, Byx) when the sample–label blocks of J are P ⊗ Bxy and Pᵀ ⊗ Byx (every edge-loss
-        flow of the matrix kernels: ẋ_i ∋ Bxy Σ_c P_ic y_c, ẏ_c ∋ Byx Σ_i P_ic x_i), read off the
-        probes (sample rows of a label probe: deg_i·Bxy e_j) and checked on a random tangent; else None."""
+        r"""(Bxy, Byx) when the sample–label blocks of J are P_s ⊗ Bxy and Pᵀ ⊗ Byx (every edge-loss
+        flow of the matrix kernels: ẋ_i ∋ Bxy Σ_c (P_s)_ic y_c, ẏ_c ∋ Byx Σ_i P_ic x_i; P_s = P, or
+        diag(1/m) P for a sample-reduced system), read off the probes (sample rows of a label probe:
+        deg_i·Bxy e_j, deg = P_s 1) and checked on a random tangent; else None."""
         g = self.system.graph
-        sdeg, ldeg = g.sample_degree, g.label_degree
+        P, sdeg, ldeg = self.sample_rows, g.sample_degree, g.label_degree
+        if self.multiplicity is not None:
+            sdeg = sdeg / self.multiplicity
         if not (sdeg @ sdeg > 0 and ldeg @ ldeg > 0):
             return None
         Cx, Cy = cross[LABEL], cross[SAMPLE]  # (N, kx, ky), (K, ky, kx)
@@ -282,7 +386,7 @@ class FrozenJacobian:
         Byx = np.tensordot(ldeg, Cy, axes=1) / float(ldeg @ ldeg)
         (ox, N, kx, _), (oy, K, ky, _) = self.nodes[SAMPLE], self.nodes[LABEL]
         rng = np.random.default_rng(5)
-        for src, dst, P, B in ((oy, ox, g.csr, Bxy), (ox, oy, g.csr_T, Byx)):
+        for src, dst, P, B in ((oy, ox, P, Bxy), (ox, oy, g.csr_T, Byx)):
             rows, k = (K, ky) if src == oy else (N, kx)
             T = rng.normal(size=(rows, k))
             w = np.zeros(self.n)
@@ -411,26 +515,26 @@ class KrylovSolve:
             self.parts.append((off, shape, sb.inverse(c)))
 
     def _graph_elimination(self):
-        r"""The exact inverse of the sample–label part [[I − cD_x, −c P⊗Bxy], [−c Pᵀ⊗Byx, I − cD_y]]
-        of I − cJ (shared blocks held fixed): samples eliminated per degree class g (one inverse
-        G_g = (I − cD_g)⁻¹ each), the labels' Kk_y × Kk_y Schur complement
-        S = diag(I − cD_c) − c² Σ_g (P_gᵀP_g) ⊗ (Byx G_g Bxy) factorised densely. None when the
-        sample blocks do not fall into few classes."""
+        r"""The exact inverse of the sample–label part [[I − cD_x, −c P_s⊗Bxy], [−c Pᵀ⊗Byx, I − cD_y]]
+        of I − cJ (shared blocks held fixed; P_s = P, or diag(1/m) P for a sample-reduced system):
+        samples eliminated per degree class g (one inverse G_g = (I − cD_g)⁻¹ each), the labels'
+        Kk_y × Kk_y Schur complement S = diag(I − cD_c) − c² Σ_g (P_gᵀP_{s,g}) ⊗ (Byx G_g Bxy)
+        factorised densely. None when the sample blocks do not fall into few classes."""
         J, c = self.J, self.c
         ox, N, kx, xb = J.nodes[SAMPLE]
         oy, K, ky, yb = J.nodes[LABEL]
         if xb.inv is None or K * ky > 4096:
             return None
         Bxy, Byx = J.coupling
-        P = J.system.graph.csr
+        P, Pw = J.sample_rows, J.system.graph.csr  # sample rows' coupling P_s; P (weighted) seen by the labels
         G = np.linalg.inv(np.eye(kx) - c * xb.U)
         Dy = yb.U if yb.inv is None else yb.U[yb.inv]
         S = np.zeros((K * ky, K * ky))
         for cc in range(K):
             S[cc * ky:(cc + 1) * ky, cc * ky:(cc + 1) * ky] = np.eye(ky) - c * Dy[cc]
         for gi in range(len(xb.U)):
-            Pg = P[np.flatnonzero(xb.inv == gi)]
-            Q = (Pg.T @ Pg).toarray()
+            rows = np.flatnonzero(xb.inv == gi)
+            Q = (Pw[rows].T @ P[rows]).toarray()
             S -= c * c * np.kron(Q, Byx @ G[gi] @ Bxy)
         lu = lu_factor(S)
         PT = J.system.graph.csr_T
@@ -451,6 +555,16 @@ class KrylovSolve:
         return (ox, N, kx), (oy, K, ky), solve
 
     def precondition(self, r: np.ndarray) -> np.ndarray:
+        r"""P⁻¹ r: with the gauge coarse space, Π r + P_B⁻¹ (r − Π r) (docs/model.md §3.4: exact on
+        range Π wherever (I − cJ)Π = Π), else the block inverse P_B⁻¹ r."""
+        gauge = self.J.gauge
+        if gauge is None:
+            return self.block_inverse(r)
+        t = gauge.project(r)
+        return t + self.block_inverse(r - t)
+
+    def block_inverse(self, r: np.ndarray) -> np.ndarray:
+        """P_B⁻¹ r: the exact inverses of the diagonal blocks and of the sample–label part."""
         out = r.copy()  # unknowns outside the blocks: identity
         if self.graph_solve is not None:
             (ox, N, kx), (oy, K, ky), solve = self.graph_solve
@@ -497,14 +611,16 @@ class KrylovBDF(BDF):
     """scipy's BDF (unchanged steps, order, error control and Newton tests) with the Newton
     systems solved matrix-free (:class:`KrylovSolve` on a :class:`FrozenJacobian`).
     ``stats``: Jacobians, linear solves, GMRES iterations (total and the largest per solve),
-    failed solves."""
+    failed solves, JVPs, the dimension of the gauge coarse space at the last Jacobian
+    (``coarse_dim``; 0 without one). ``krylov_coarse=False`` leaves the coarse space out."""
 
     def __init__(self, fun, t0, y0, t_bound, *, system, krylov_rtol: float = KRYLOV_RTOL,
-                 krylov_maxiter: int = KRYLOV_MAXITER, **options):
+                 krylov_maxiter: int = KRYLOV_MAXITER, krylov_coarse: bool = True, **options):
         check_krylov_system(system)
         self._system = system
+        self._coarse = bool(krylov_coarse)
         self.stats = {"jacobians": 0, "solves": 0, "iterations": 0, "max_iterations": 0, "failures": 0,
-                      "jvps": 0}
+                      "jvps": 0, "coarse_dim": 0}
         init = rebind(BDF.__init__, issparse=lambda J: True, eye=lambda *a, **k: None)
         init(self, fun, t0, y0, t_bound, jac=None, **options)
         self.I = _Identity()
@@ -522,7 +638,7 @@ class KrylovBDF(BDF):
         def wrapped(t, y):
             self.njev += 1
             self.stats["jacobians"] += 1
-            return FrozenJacobian(self._system, y, stats=self.stats)
+            return FrozenJacobian(self._system, y, stats=self.stats, coarse=self._coarse)
         return wrapped, wrapped(self.t, self.y)
 
     @property

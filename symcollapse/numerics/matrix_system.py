@@ -39,10 +39,18 @@ class MatrixFlowSystem(BlockState):
 
     def __init__(self, compiled: MatrixCompiledFlow, P, *, rates: dict, dims: dict | None = None,
                  params: dict | None = None, data=None, frozen: dict | None = None,
-                 scale: float = 1.0, check: bool = True):
+                 scale: float = 1.0, check: bool = True, multiplicity=None):
         self.compiled = compiled
         loss = compiled.loss
         self.graph = P if isinstance(P, CouplingGraph) else CouplingGraph.from_couplings(P)
+        #: m_i: sample i stands for m_i samples of equal coupling row (its row of P already carries
+        #: the factor m_i; its flow row is divided by m_i), docs/model.md §3.5. None: every m_i = 1.
+        self.multiplicity = None
+        if multiplicity is not None:
+            m = check_array("multiplicity", multiplicity, ndim=1, shape=(self.graph.N,))
+            if not np.all(m > 0):
+                raise InvalidParameterError("multiplicity must hold N numbers > 0 (finite)")
+            self.multiplicity = m
         self.rates = checked_rates(loss, compiled.learned, rates)
         self.params = checked_params(loss, params)
         self.scale = check_real("scale", scale, 0.0, None, strict_min=True)
@@ -153,8 +161,16 @@ class MatrixFlowSystem(BlockState):
                     out[b][...] = res[b]
                     res[b] = out[b]
             if factor:
-                res[b] *= self.scale * self.rates[b]
+                res[b] *= self.row_factor(b)
         return res
+
+    def row_factor(self, b: str):
+        """s·η_b, the factor of block b's assembled force in θ̇_b; for the samples of a reduced
+        system the column (s·η_x / m_i)_i (docs/model.md §3.5)."""
+        f = self.scale * self.rates[b]
+        if b == SAMPLE and self.multiplicity is not None:
+            return (f / self.multiplicity)[:, None]
+        return f
 
     def forces(self, st: dict) -> dict:
         """{block: Σ_e p_e F_b(e)} (without rates and scale)."""
@@ -296,6 +312,11 @@ class MatrixFlowSystem(BlockState):
                 for (tb, M) in self._jac_term(ev, b, form, data, ev.coef(c) * f):
                     key = (b, tb)
                     blocks[key] = M if key not in blocks else blocks[key] + M
+        if self.multiplicity is not None and SAMPLE in self.layout:  # sample rows / m_i
+            rows = sps.diags(np.repeat(1.0 / self.multiplicity, self._shape(SAMPLE)[1]))
+            for key in [k for k in blocks if k[0] == SAMPLE]:
+                M = blocks[key]
+                blocks[key] = rows @ M if sps.issparse(M) else rows @ np.asarray(M)
         order = list(self.layout)
         grid = [[_structural(blocks.get((r, c))) for c in order] for r in order]
         for i, r in enumerate(order):  # bmat needs a shape in every block row and column
@@ -386,6 +407,9 @@ class MatrixFlowSystem(BlockState):
         """The component-level FlowSystem of the same loss at these sizes (small d: the
         cross-check path; its derivation cost grows with d)."""
         d = max(self.dims.values())
+        if self.multiplicity is not None:
+            raise InvalidParameterError("a sample-reduced system (multiplicity given) has no component "
+                                        "path: use the full system")
         if d > SPARSE_JACOBIAN_MAX_D:
             raise InvalidParameterError(
                 f"the component path needs d <= {SPARSE_JACOBIAN_MAX_D}; got sizes {self.dims}")

@@ -1,5 +1,9 @@
 r"""method='auto': the cheapest correct way to solve θ̇ = f(θ), chosen from the flow's structure.
 
+0. Before the choice below, a nonlinear matrix-level flow whose samples fall into large groups of
+   equal coupling row is replaced exactly by d + 1 pseudo-samples per group and lifted back after
+   the run (:mod:`.sample_reduction`, docs/model.md §3.5; done by the trajectory layer): the cost
+   then does not grow with N. The choice is made on the reduced system.
 1. A flow that is Ż = A Z column by column (the embedding model, docs/model.md §2: A = −s·H L_G,
    checked against the derived flow) is solved exactly (:mod:`.column_flow`): no time steps,
    no factorisation. So is the head-free teacher–student flow (docs/model.md §4), linear on the

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.sparse.linalg import expm_multiply
 
-from ..errors import InvalidParameterError
+from ..errors import DerivationCheckError, InvalidParameterError
 from ..validation import check_int, check_real
 from ..symbolic.loss import LABEL, SAMPLE
 from .batched import DENSE_JACOBIAN_ENTRIES, batchable, integrate_many
@@ -15,6 +15,7 @@ from .fitting import fit_exponential_rate
 from .integrate import METHODS, check_stop_residual, integrate, node_blocks, time_grid
 from .method_choice import choose, linear_choice, map_linear_choice, maps_nodes
 from .metrics import accuracy, accuracy_many, d_min, d_min_many
+from .sample_reduction import reducible, reduction
 from .system import FlowSystem
 
 
@@ -115,9 +116,16 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
                     n_points: int = 200, head: str | None = None, method: str = "BDF",
                     rtol: float = 1e-10, atol: float = 1e-12, use_jacobian: bool = True,
                     keep_states: bool = False, t_eval: np.ndarray | None = None,
-                    stop_residual: float | None = None, lu_limit: int | None = None) -> Trajectory:
+                    stop_residual: float | None = None, lu_limit: int | None = None,
+                    reduce_samples: bool = True, residual_norm=None) -> Trajectory:
     """Integrate from v0 to t_end and record Δ_min, accuracy (nearest label, through the head
     block named ``head`` if given) and the loss on a log-spaced time grid.
+
+    With ``method='auto'`` and ``reduce_samples`` a nonlinear matrix-level flow whose samples fall
+    into large groups of equal coupling row is integrated on d + 1 pseudo-samples per group and
+    lifted back exactly (:mod:`.sample_reduction`, docs/model.md §3.5; checked against the full
+    flow at the initial and the final state; ``extra['sample_reduction']``).
+    ``residual_norm(θ̇)`` replaces ‖θ̇‖_∞ in the stop test (used for reduced flows).
 
     ``method='auto'`` chooses by structure (:mod:`.method_choice`): the exact solution of a linear
     flow, DOP853 when not stiff, BDF(-Schur) with the analytic Jacobian when stiff. ``extra``
@@ -137,6 +145,11 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
     atol = check_real("atol", atol, 0.0, None, strict_min=True)
     choice = None
     if method == "auto":
+        red = _auto_reduction(system, float(t_eval[-1])) if reduce_samples else None
+        if red is not None:
+            return _simulate_reduced(red, np.asarray(v0, dtype=float)[None], t_eval, labels=labels, head=head,
+                                     rtol=rtol, atol=atol, use_jacobian=use_jacobian, keep_states=keep_states,
+                                     stop_residual=stop_residual, lu_limit=lu_limit)[0]
         choice = choose(system, v0, float(t_eval[-1]), lu_limit=lu_limit)
         method = choice.method
     else:
@@ -161,12 +174,13 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
         # small systems: the structured integrator of simulate_many with one seed (Jacobian from
         # batched JVPs, no sparse assembly; same BDF steps — K=3, N=30, d=8: 764 steps either way,
         # 8 s vs 11–20 s under load, end states equal to 1e-10)
+        many_norm = None if residual_norm is None else (lambda F, seeds: np.array([residual_norm(f) for f in F]))
         return _batched_many(system, choice, np.asarray(v0, dtype=float)[None], t_eval, labels, head,
-                             rtol, atol, keep_states, stop_residual)[0]
+                             rtol, atol, keep_states, stop_residual, many_norm)[0]
     jac = system.jacobian if use_jacobian else None
     sol = integrate(system.flow_vector, v0, t_eval, jac=jac, method=method, rtol=rtol, atol=atol,
                     stop_residual=stop_residual, lu_limit=lu_limit, node_blocks=node_blocks(system),
-                    system=system if method == "BDF-krylov" else None)
+                    system=system if method == "BDF-krylov" else None, residual_norm=residual_norm)
     dm, acc, ls = [], [], []
     for v in sol.y:
         a, b, c = _metrics(system, system.unpack(v), labels, head)
@@ -291,8 +305,11 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
                          n_points: int = 200, head: str | None = None, method: str = "auto",
                          rtol: float = 1e-10, atol: float = 1e-12, use_jacobian: bool = True,
                          keep_states: bool = False, t_eval: np.ndarray | None = None,
-                         stop_residual: float | None = None, lu_limit: int | None = None) -> list:
-    """One :class:`Trajectory` per initial state (rows of ``V0``), as :func:`simulate_system` gives.
+                         stop_residual: float | None = None, lu_limit: int | None = None,
+                         reduce_samples: bool = True, residual_norm=None) -> list:
+    """One :class:`Trajectory` per initial state (rows of ``V0``), as :func:`simulate_system` gives
+    (``reduce_samples``: as there, every seed on the same pseudo-sample graph, each with its own
+    lift; ``residual_norm(F, seeds)``: the stop norm of the flows F of those seeds).
 
     A linear column flow (method 'auto' or 'exact-*') is solved for all seeds at once: their
     d-column matrices are stacked into one (N+K)×(d·B) matrix and the exact propagator acts on it
@@ -319,6 +336,12 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
     atol = check_real("atol", atol, 0.0, None, strict_min=True)
     check_method(method)
     choice = None
+    if method == "auto" and reduce_samples:
+        red = _auto_reduction(system, float(t_eval[-1]))
+        if red is not None:
+            return _simulate_reduced(red, V0, t_eval, labels=labels, head=head, rtol=rtol, atol=atol,
+                                     use_jacobian=use_jacobian, keep_states=keep_states,
+                                     stop_residual=stop_residual, lu_limit=lu_limit)
     if method == "auto" or method in EXACT:
         choice = (choose(system, V0[0], float(t_eval[-1]), lu_limit=lu_limit) if method == "auto"
                   else linear_choice(system, float(t_eval[-1])))
@@ -331,13 +354,14 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
     run_method = choice.method if choice is not None else method
     if run_method == "BDF-nodes" and use_jacobian and len(V0) > 1 and batchable(system):
         return _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_states,
-                             stop_residual)
+                             stop_residual, residual_norm)
     out = []
-    for v in V0:
+    for i, v in enumerate(V0):
+        norm = None if residual_norm is None else (lambda f, i=i: float(residual_norm(f[None], [i])[0]))
         tr = simulate_system(system, v, t_end, labels=labels, n_points=n_points, head=head,
                              method=run_method, rtol=rtol, atol=atol, use_jacobian=use_jacobian,
                              keep_states=keep_states, t_eval=t_eval, stop_residual=stop_residual,
-                             lu_limit=lu_limit)
+                             lu_limit=lu_limit, residual_norm=norm)
         if choice is not None:
             tr.extra.update(choice.measured, method_reason=choice.reason + " (chosen from the first state)")
         out.append(tr)
@@ -408,9 +432,10 @@ def _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
     return out
 
 
-def _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_states, stop_residual) -> list:
+def _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_states, stop_residual,
+                  residual_norm=None) -> list:
     recs = integrate_many(system, V0, np.asarray(t_eval, dtype=float), rtol=rtol, atol=atol,
-                          stop_residual=stop_residual)
+                          stop_residual=stop_residual, residual_norm=residual_norm)
     out = []
     for r in recs:
         ys = np.array(r["y"])
@@ -430,4 +455,68 @@ def _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_sta
             extra["method_reason"] = choice.reason + " (chosen from the first state; seeds integrated together)"
         out.append(Trajectory(np.array(r["t"]), np.array(dm), np.array(acc), np.array(ls), Z,
                               final.get(head) if head else None, ys if keep_states else None, extra))
+    return out
+
+
+def _auto_reduction(system, t_end: float):
+    """The exact sample reduction 'auto' uses (:func:`.sample_reduction.reduction`), or None: not
+    for linear flows (solved exactly as they are) or where it would not shrink the samples enough."""
+    if not reducible(system) or linear_choice(system, t_end) is not None:
+        return None
+    return reduction(system)
+
+
+def _simulate_reduced(red, V0, t_eval, *, labels, head, rtol, atol, use_jacobian, keep_states,
+                      stop_residual, lu_limit) -> list:
+    r"""Integrate the pseudo-sample system of ``red`` from the reduced states of V0 ('auto' chooses
+    the integrator on it) and lift every recorded state back to the N samples (docs/model.md §3.5).
+
+    Checked: at t = 0 the lifted reduced flow, loss and samples equal the full ones (relative
+    EXACTNESS_TOL); at the end the full flow is evaluated at the lifted state, and a stop must hold
+    for it (else DerivationCheckError). The stop test measures the lifted (= full) residual."""
+    full = red.full
+    pairs = [red.reduce(v) for v in V0]
+    errs = [red.check(v, vr, lift) for v, (vr, lift) in zip(V0, pairs)]
+    VR = np.array([vr for vr, _ in pairs])
+    lifts = [lift for _, lift in pairs]
+    scale0 = [float(np.max(np.abs(full.flow_vector(v)))) for v in V0]
+
+    def norm(F, seeds):
+        return np.array([red.full_norm(f, lifts[s]) for f, s in zip(np.atleast_2d(F), seeds)])
+
+    groups = red.groups
+    labels_r = np.empty(groups.N_reduced, dtype=int)
+    for idx, rows in zip(groups.members, groups.pseudo):
+        labels_r[rows] = labels[idx[0]]
+    t_end = float(t_eval[-1])
+    trs = simulate_many_system(red.system, VR, t_end, labels=labels_r, head=head, method="auto", rtol=rtol,
+                               atol=atol, use_jacobian=use_jacobian, keep_states=True, t_eval=t_eval,
+                               stop_residual=stop_residual, lu_limit=lu_limit, reduce_samples=False,
+                               residual_norm=norm) if len(V0) > 1 else [
+        simulate_system(red.system, VR[0], t_end, labels=labels_r, head=head, method="auto", rtol=rtol,
+                        atol=atol, use_jacobian=use_jacobian, keep_states=True, t_eval=t_eval,
+                        stop_residual=stop_residual, lu_limit=lu_limit, reduce_samples=False,
+                        residual_norm=lambda f: float(norm(f[None], [0])[0]))]
+    out = []
+    for tr, lift, err, s0 in zip(trs, lifts, errs, scale0):
+        states = np.array([red.expand(vr, lift) for vr in tr.states])
+        acc = np.array([_metrics(full, full.unpack(v), labels, head, loss=0.0)[1] for v in states])
+        final = full.unpack(states[-1])
+        residual = float(np.max(np.abs(full.flow_vector(states[-1]))))
+        if tr.extra["stopped"] and not residual <= stop_residual * (1.0 + 1e-6) + 1e-13 * s0:
+            raise DerivationCheckError(
+                f"sample reduction: the run stopped at the lifted residual {tr.extra['residual']:.3g}, but the "
+                f"full flow at the lifted state has ‖θ̇‖_∞ = {residual:.3g} > stop_residual = {stop_residual:g}")
+        extra = dict(tr.extra)
+        extra["sample_reduction"] = {
+            "samples": groups.N, "pseudo_samples": groups.N_reduced, "groups": len(groups.members),
+            "reduced_groups": int(sum(q < len(idx) for q, idx in zip(groups.q, groups.members))),
+            "lift_bound": lift.bound, "exactness_t0": err}
+        extra["method_reason"] = (f"samples reduced exactly to {groups.N_reduced} of {groups.N} pseudo-samples "
+                                  f"(d + 1 per group of equal coupling row, docs/model.md §3.5); then "
+                                  + extra.get("method_reason", ""))
+        extra["residual"] = residual
+        Z = np.vstack([final[SAMPLE], final[LABEL]])
+        out.append(Trajectory(tr.t, tr.d_min, acc, tr.loss, Z, final.get(head) if head else None,
+                              states if keep_states else None, extra))
     return out
