@@ -600,9 +600,9 @@ class BatchedNodeLU:
 KERNEL_SEEDS = 32
 
 
-#: fewest seeds of a batch for which the Newton solves take J₂₁u, J₁₂x₂ as batched JVPs (fewer
-#: seeds: the assembled blocks, a matrix–vector product each; measured K=2, N=7, d=2, one seed:
-#: 1.0 s with JVPs vs 0.5 s with the blocks)
+#: fewest running seeds for which the Newton solves of a new Jacobian take J₂₁u, J₁₂x₂ as batched
+#: JVPs (fewer, e.g. the last seed of a batch: the assembled blocks, a matrix–vector product each;
+#: measured K=2, N=7, d=2, one seed: 1.0 s with JVPs vs 0.5 s with the blocks)
 JVP_SOLVE_SEEDS = 4
 
 
@@ -725,7 +725,11 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
         return F
 
     one = np.ones(1, dtype=bool)
-    use_jvp = batchable(system) and B >= JVP_SOLVE_SEEDS
+    live = [B]  # seeds still running (set each round): with few, the blocks are kept for the solves
+
+    def jvp_solves() -> bool:
+        return batchable(system) and live[0] >= JVP_SOLVE_SEEDS
+
     per_call = DENSE_JACOBIAN_ENTRIES // (n * n)
 
     derived = [True]
@@ -739,7 +743,7 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
                     for b, y in enumerate(Y[i:i + KERNEL_SEEDS]):
                         J = BlockJacobian.from_blocks(D[b:b + 1].copy(), J12[b:b + 1], J21[b:b + 1],
                                                       J22[b:b + 1].copy(), point=y.copy())
-                        if J.groups is not None and use_jvp:  # solves through JVPs
+                        if J.groups is not None and jvp_solves():  # solves through JVPs
                             J.J12 = J.J21 = None
                         else:
                             J.J12, J.J21 = J.J12.copy(), J.J21.copy()
@@ -755,15 +759,15 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
         for M, y in zip(mats, Y):
             J = BlockJacobian([M], N, k, one)
             J.point = y.copy()
-            if J.groups is not None and use_jvp:  # solves through JVPs: the N·k×m blocks not kept
+            if J.groups is not None and jvp_solves():  # solves through JVPs: the N·k×m blocks not kept
                 J.J12 = J.J21 = None
             out.append(J)
         return out
 
-    def solve(LUs, R):
-        if not use_jvp:
+    def solve(LUs, R):  # through JVPs for the LUs whose Jacobian dropped its blocks
+        g = np.array([LU.J.J12 is None for LU in LUs])
+        if not g.any():
             return solve_seeds(LUs, R)
-        g = np.array([LU.Dg is not None for LU in LUs])
         if g.all():
             return solve_seeds_jvp(system, LUs, R)
         out = np.empty_like(R)
@@ -794,6 +798,7 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
     i_eval = np.ones(len(run), dtype=int)
     t_end = float(t_eval[-1])
     while solver.live.any():
+        live[0] = int(solver.live.sum())
         acc = solver.step()
         if not len(acc):
             continue
