@@ -68,6 +68,21 @@ def simplex(q: int) -> np.ndarray:
     return np.sqrt(q) * V[:, w > 0.5]
 
 
+def _spread(X0: np.ndarray):
+    """Mean, centred samples, covariance eigenpairs, and the directions of spread above round-off on
+    the scale of the samples themselves."""
+    mu = X0.mean(axis=0)
+    Xc = X0 - mu
+    lam, V = np.linalg.eigh(Xc.T @ Xc / len(X0))
+    keep = lam > 1e-24 * max(float(np.max(np.sum(X0 * X0, axis=1))), 1e-300)
+    return mu, Xc, lam, V, keep
+
+
+def spread_rank(X0: np.ndarray) -> int:
+    """The number of directions in which the samples X0 (n × d) spread (their covariance's rank)."""
+    return int(_spread(X0)[4].sum())
+
+
 def group_lift(X0: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
     r"""(U, α) for one group's initial samples X0 (n × d): q = d + 1 pseudo-samples U (q × d) with
     the same mean and second moment (each of multiplicity n/q), and the affine coordinates α
@@ -75,10 +90,7 @@ def group_lift(X0: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
     n, d = X0.shape
     if q == n:
         return X0.copy(), np.eye(n)
-    mu = X0.mean(axis=0)
-    Xc = X0 - mu
-    lam, V = np.linalg.eigh(Xc.T @ Xc / n)
-    keep = lam > 1e-13 * max(float(lam[-1]), 1e-300)
+    mu, Xc, lam, V, keep = _spread(X0)
     L = V[:, keep] * np.sqrt(lam[keep])  # C = L Lᵀ on its range
     S = simplex(q)[:, :L.shape[1]] if L.shape[1] < d else simplex(q)
     U = mu + S @ L.T
@@ -92,6 +104,7 @@ class Lift:
     """One state's affine coordinates: sample i = Σ_k alpha[g][i, k] · pseudo-sample k of its group."""
 
     alpha: tuple
+    generic: tuple = ()  # per group: its pseudo-samples span R^d affinely (or are its samples)
 
     @property
     def bound(self) -> float:
@@ -121,14 +134,15 @@ class SampleReduction:
         st = self.full.unpack(np.asarray(v, dtype=float))
         X = st[SAMPLE]
         Xr = np.empty((self.groups.N_reduced, X.shape[1]))
-        alpha = []
+        alpha, generic = [], []
         for idx, rows, q in zip(self.groups.members, self.groups.pseudo, self.groups.q):
             U, a = group_lift(X[idx], q)
             Xr[rows] = U
             alpha.append(a)
+            generic.append(q == len(idx) or spread_rank(X[idx]) == X.shape[1])
         red = dict(st)
         red[SAMPLE] = Xr
-        return self.system.pack(red), Lift(tuple(alpha))
+        return self.system.pack(red), Lift(tuple(alpha), tuple(generic))
 
     def expand(self, vr: np.ndarray, lift: Lift) -> np.ndarray:
         """A reduced state -> the full state (samples lifted, labels and shared blocks as they are)."""
@@ -148,18 +162,36 @@ class SampleReduction:
             r = max(r, float(np.max(np.abs(a @ F[rows]))))
         return r
 
-    def check(self, v: np.ndarray, vr: np.ndarray, lift: Lift, tol: float = EXACTNESS_TOL) -> float:
-        """Relative difference between the full flow and loss at v and the lifted reduced ones at vr;
-        DerivationCheckError above ``tol`` (the reduction would not be exact) or if not finite."""
+    def _flow_gap(self, v: np.ndarray, vr: np.ndarray, lift: Lift) -> tuple[float, float]:
+        """(max|lifted reduced flow − full flow|, max|full flow|) at the pair (v, vr)."""
         f_full = self.full.flow_vector(v)
-        fr = self.system.unpack(self.system.flow_vector(vr))
-        fr = dict(fr)
+        fr = dict(self.system.unpack(self.system.flow_vector(vr)))
         fr[SAMPLE] = lift_samples(self.groups, fr[SAMPLE], lift)
         f_lift = self.full.pack({b: fr[b] for b in self.full.layout})
-        scale = max(float(np.max(np.abs(f_full))), 1e-300)
-        err = float(np.max(np.abs(f_lift - f_full))) / scale
-        st, str_ = self.full.unpack(v), self.system.unpack(vr)
-        l_full, l_red = self.full.loss(st), self.system.loss(str_)
+        return float(np.max(np.abs(f_lift - f_full))), float(np.max(np.abs(f_full)))
+
+    def check(self, v: np.ndarray, vr: np.ndarray, lift: Lift, tol: float = EXACTNESS_TOL) -> float:
+        r"""Relative difference between the full flow, loss and samples at v and the lifted reduced ones
+        at vr, and between the flows at a generic reduced state vr' (same lift: the identity holds for
+        every reduced state, Σ_i α_ik α_il = m δ_kl) and its lift, whose flow is not small — near a fixed
+        point the flow at v cancels to far below its terms, so both gaps are measured on that scale.
+        DerivationCheckError above ``tol`` (the reduction would not be exact) or if not finite."""
+        rng = np.random.default_rng(0)
+        st_r = self.system.unpack(vr)
+        pert = {b: (a + 0.5 * max(float(np.max(np.abs(a))), 1.0) * rng.normal(size=a.shape))
+                for b, a in st_r.items() if b in self.system.layout and b != SAMPLE}
+        Xr = st_r[SAMPLE].copy()
+        for rows, ok in zip(self.groups.pseudo, lift.generic):
+            if ok:  # a rank-deficient group's pseudo-samples move only inside its affine hull
+                Xr[rows] += 0.5 * max(float(np.max(np.abs(Xr[rows]))), 1.0) * rng.normal(size=Xr[rows].shape)
+        pert[SAMPLE] = Xr
+        vr2 = self.system.pack(pert)
+        gap2, size2 = self._flow_gap(self.expand(vr2, lift), vr2, lift)
+        gap, size = self._flow_gap(v, vr, lift)
+        scale = max(size, size2, 1e-300)
+        err = max(gap, gap2) / scale
+        st = self.full.unpack(v)
+        l_full, l_red = self.full.loss(st), self.system.loss(st_r)
         err_l = abs(l_red - l_full) / max(abs(l_full), 1e-300)
         x_err = float(np.max(np.abs(self.full.unpack(self.expand(vr, lift))[SAMPLE] - st[SAMPLE])))
         x_err /= max(float(np.max(np.abs(st[SAMPLE]))), 1e-300)
