@@ -5,32 +5,36 @@ stiff integrator over the stacked state.
   node arrays B×N×k, shared matrices B×r×c, every product a batched ``matmul`` and every graph
   sum one sparse product over the B·k columns (docs/model.md §1–§3: F = A M B over the moments).
 * :func:`batched_flow` is θ̇ for B stacked states of a :class:`.matrix_system.MatrixFlowSystem`.
-* :class:`BatchedNodeBDF` is scipy's BDF on the stacked state with a block-diagonal Jacobian (one
-  block per seed, never assembled): each seed's Newton system is solved as in "BDF-nodes" (its
-  block-diagonal sample rows eliminated in closed form, the dense Schur complement of labels +
-  shared blocks inverted), all seeds in batched LAPACK calls, and its error norm is the largest
-  per-seed RMS norm, so every seed meets the tolerances of its own single run.
+* :func:`integrate_many` runs scipy's BDF for every seed with its own steps
+  (:class:`.seed_bdf.SeedBDF`: the flows of all seeds in one batched call per Newton iteration),
+  each seed's Newton system solved as in "BDF-nodes" (its block-diagonal sample rows eliminated
+  in closed form, the dense Schur complement of labels + shared blocks inverted:
+  :class:`BlockJacobian`, :class:`BatchedNodeLU`).
 """
 from __future__ import annotations
 
-import types
 from functools import reduce
 
 import numpy as np
-import scipy.integrate._ivp.bdf as _bdf
 import scipy.sparse as sps
-from scipy.integrate import BDF
 
 from ..errors import IntegrationError
 from ..symbolic.loss import LABEL, SAMPLE
 from .integrate import node_blocks
 from .matrix_kernels import Evaluator
-from .matrix_system import MatrixFlowSystem
+from .matrix_system import MatrixFlowSystem, shared_tangent_factors
+from .seed_bdf import MAX_ORDER, SeedBDF
 
 
 class BatchedEvaluator(Evaluator):
     """:class:`~.matrix_kernels.Evaluator` with a leading batch axis on every node array and
-    shared matrix (the same plans; results B×…)."""
+    shared matrix (the same plans; results B×…). Terms holding a letter of ``zero`` (a tangent
+    known to vanish) are skipped."""
+
+    zero = frozenset()
+
+    def _vanishes(self, form, data) -> bool:
+        return bool(self.zero) and any((L[1], L[3]) in self.zero for L in _term_letters(form, data))
 
     def letter(self, L):
         m = self.shared[(L[1], L[3])]
@@ -79,6 +83,8 @@ class BatchedEvaluator(Evaluator):
         deg = self.g.sample_degree if side == "sample" else self.g.label_degree
         by_letter = {}
         for c, form, data in plan.terms:
+            if self._vanishes(form, data):
+                continue
             c = self.coef(c)
             if form == "const":
                 v = self.prod(data[0])
@@ -101,6 +107,8 @@ class BatchedEvaluator(Evaluator):
     def shared_force(self, plan, shape: tuple) -> np.ndarray:
         out = np.zeros(shape)
         for c, form, data in plan.terms:
+            if self._vanishes(form, data):
+                continue
             c = self.coef(c)
             if form == "m0":
                 v = self.prod(data[0])
@@ -120,6 +128,17 @@ class BatchedEvaluator(Evaluator):
                     M = M @ B
                 out += c * M
         return out
+
+
+def _term_letters(form, data) -> tuple:
+    """Every letter (block, transposed, tangent tag) of a plan term."""
+    if form in ("const", "m0"):
+        return tuple(data[0])
+    if form in ("lin", "m1r"):
+        return tuple(data[0]) + (data[1],)
+    if form == "m1l":
+        return (data[0],) + tuple(data[1])
+    return tuple(data[0]) + (data[1], data[2]) + tuple(data[3])
 
 
 def _badd(a, b):
@@ -165,9 +184,11 @@ def batched_flow(system, V: np.ndarray) -> np.ndarray:
     return _assemble(system, ev, system.compiled.forces, len(V))
 
 
-def batched_jvp(system, V: np.ndarray, dV: np.ndarray) -> np.ndarray:
+def batched_jvp(system, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None) -> np.ndarray:
     """J(v_b)·dv_b for the rows of V and dV (B × size), from the derived JVP plans in one batched
-    evaluation (no finite differences)."""
+    evaluation (no finite differences). ``zero``: blocks whose tangent is zero in every row (the
+    terms holding one are skipped: exact); ``only``: the blocks of the result wanted (the others
+    are returned as zeros, not evaluated)."""
     V, dV = np.asarray(V, dtype=float), np.asarray(dV, dtype=float)
     st, tan = batched_blocks(system, V), batched_blocks(system, dV)
     loss = system.compiled.loss
@@ -182,14 +203,17 @@ def batched_jvp(system, V: np.ndarray, dV: np.ndarray) -> np.ndarray:
         if b in system.layout:
             shared[(nm[b], "d")] = tan[b]
     ev = BatchedEvaluator(system.graph, nodes, shared, system.compiled.roles, system._param_values)
-    return _assemble(system, ev, system.compiled.jvps, len(V))
+    ev.zero = frozenset((nm[b], "d") for b in zero)
+    return _assemble(system, ev, system.compiled.jvps, len(V), only)
 
 
-def _assemble(system, ev, plans, B):
+def _assemble(system, ev, plans, B, only=None):
     parts = []
     for b in system.compiled.learned:
         shape = (B,) + tuple(system._shape(b))
-        if b == SAMPLE:
+        if only is not None and b not in only:
+            F = np.zeros(shape)
+        elif b == SAMPLE:
             F = ev.node_force(plans[b], "sample", shape)
         elif b == LABEL:
             F = ev.node_force(plans[b], "label", shape)
@@ -208,9 +232,158 @@ def dense_jacobians(system, V: np.ndarray) -> np.ndarray:
     return np.swapaxes(R.reshape(B, n, n), 1, 2)
 
 
-#: largest B·n² for which the batched integrator builds the Jacobians densely from batched JVPs
-#: (else: the assembled sparse Jacobian of each seed)
+class _Unsupported(Exception):
+    """A derived JVP term outside the forms :func:`jacobian_blocks` assembles (internal)."""
+
+
+def jacobian_blocks(system, V: np.ndarray) -> tuple:
+    r"""The Jacobians ∂θ̇/∂θ at the B rows of V as dense blocks (D, J₁₂, J₂₁, J₂₂): D (B,N,k,k) the
+    sample blocks, J₁₂ (B,n₁,m) samples ← rest, J₂₁ (B,m,n₁), J₂₂ (B,m,m) (rest = labels and
+    shared blocks in layout order), assembled from the derived δF chains exactly as
+    :meth:`.matrix_system.MatrixFlowSystem.jacobian` does (node–node parts deg ⊗ A and P ⊗ A,
+    the shared rows and columns dense), every product batched over the B states. Raises
+    _Unsupported for a term form it does not assemble."""
+    V = np.asarray(V, dtype=float)
+    B = len(V)
+    lay, g = system.layout, system.graph
+    N, k = node_blocks(system)
+    n1 = N * k
+    m = system.size - n1
+    D = np.zeros((B, N, k, k))
+    J12, J21, J22 = np.zeros((B, n1, m)), np.zeros((B, m, n1)), np.zeros((B, m, m))
+    st = batched_blocks(system, V)
+    loss = system.compiled.loss
+    nm = system._names
+    nodes = {(nm[LABEL], ""): st[LABEL]}
+    if loss.x is not None:
+        nodes[(nm[SAMPLE], "")] = st[SAMPLE]
+    shared = {(nm[b], ""): st[b] for b in loss.shared_names}
+    ev = BatchedEvaluator(g, nodes, shared, system.compiled.roles, system._param_values)
+    tb_of = system._sym_block
+    P = g.csr.toarray()  # N×K
+
+    def cols(b):  # the slice of block b among the rest (labels + shared)
+        o, sh = lay[b]
+        return slice(o - n1, o - n1 + int(np.prod(sh)))
+
+    def eye_b(r, c):
+        return np.broadcast_to(np.eye(r, c), (B, r, c))
+
+    for b in system.compiled.learned:
+        f = system.scale * system.rates[b]
+        out_shape = tuple(system._shape(b))
+        for c0, form, data in system.compiled.jvps[b].terms:
+            c = ev.coef(c0) * f
+            if b in (SAMPLE, LABEL):
+                side = "sample" if b == SAMPLE else "label"
+                nrow, dout = out_shape
+                if form == "lin" and data[1][3] == "d":  # a tangent node: deg ⊗ A or P ⊗ A
+                    prefix, L = data
+                    tb = tb_of[L[1]]
+                    if tb not in lay:
+                        continue
+                    dn = system._shape(tb)[1]
+                    A = ev.prod(prefix)
+                    A = c * (A if A is not None else eye_b(dout, dn))
+                    if ev.side(L) == side:
+                        if b == SAMPLE:
+                            D += g.sample_degree[None, :, None, None] * A[:, None]
+                        else:
+                            blk = J22[:, cols(LABEL), cols(LABEL)].reshape(B, nrow, dout, nrow, dn)
+                            idx = np.arange(nrow)
+                            blk[:, idx, :, idx, :] += (g.label_degree[:, None, None, None] * A[None])
+                            J22[:, cols(LABEL), cols(LABEL)] = blk.reshape(B, nrow * dout, nrow * dn)
+                    elif b == SAMPLE:  # samples ← labels: P_ic A
+                        J12[:, :, cols(tb)] += np.einsum("ic,bae->biace", P, A).reshape(B, n1, -1)
+                    else:  # labels ← samples: P_ic A
+                        J21[:, cols(LABEL), :] += np.einsum("ic,bae->bcaie", P, A).reshape(B, nrow * dout, -1)
+                    continue
+                if form not in ("lin", "const"):
+                    raise _Unsupported(form)
+                chain = data[0]
+                j = next(q for q, Lt in enumerate(chain) if Lt[0] == "s" and Lt[3] == "d")
+                Lt = chain[j]
+                tb = tb_of[Lt[1]]
+                if tb not in lay:
+                    continue
+                Left, Right = ev.prod(chain[:j]), ev.prod(chain[j + 1:])
+                wshape = system._shape(tb)
+                lrows = wshape[1] if Lt[2] else wshape[0]
+                Left = eye_b(dout, lrows) if Left is None else Left
+                if form == "lin":
+                    nb = ev.neighbour_sum(data[1], side)
+                    r = nb if Right is None else nb @ np.swapaxes(Right, -1, -2)
+                else:
+                    deg = g.sample_degree if side == "sample" else g.label_degree
+                    R = np.ones((B, 1)) if Right is None else Right.reshape(B, -1)
+                    r = deg[None, :, None] * R[:, None, :]
+                spec = "bak,bil->bialk" if Lt[2] else "bak,bil->biakl"
+                M = c * np.einsum(spec, Left, r).reshape(B, nrow * dout, -1)
+                if b == SAMPLE:
+                    J12[:, :, cols(tb)] += M
+                else:
+                    J22[:, cols(LABEL), cols(tb)] += M
+                continue
+            R_, C_ = out_shape
+            tangents = [L for part in data for L in (part if isinstance(part, tuple) and part and
+                                                    isinstance(part[0], tuple) else (part,))
+                        if isinstance(L, tuple) and len(L) == 4 and L[0] == "s" and L[3] == "d"]
+            Lt = tangents[0]
+            tb = tb_of[Lt[1]]
+            if tb not in lay:
+                continue
+            if tb in (SAMPLE, LABEL):  # a tangent node vector inside a moment
+                tside = ev.side(Lt)
+                deg = g.sample_degree if tside == "sample" else g.label_degree
+                dn = system._shape(tb)[1]
+                if form == "m1r":
+                    A = ev.prod(data[0])
+                    A = eye_b(R_, dn) if A is None else A
+                    M = np.einsum("zak,j->zajk", A, deg).reshape(B, R_ * C_, -1)
+                elif form == "m1l":
+                    Bm = ev.prod(data[1])
+                    Bm = eye_b(dn, C_) if Bm is None else Bm
+                    M = np.einsum("zkb,j->zbjk", Bm, deg).reshape(B, R_ * C_, -1)
+                elif form == "m2":
+                    A, Lp, Lq, Bm = ev.prod(data[0]), data[1], data[2], ev.prod(data[3])
+                    if Lq[3] == "d":
+                        G = ev.neighbour_sum(("s", Lp[1], False, Lp[3]), tside)
+                        AG = G if A is None else G @ np.swapaxes(A, -1, -2)
+                        Bm = eye_b(dn, C_) if Bm is None else Bm
+                        M = np.einsum("zja,zkb->zabjk", AG, Bm).reshape(B, R_ * C_, -1)
+                    else:
+                        H = ev.neighbour_sum(("s", Lq[1], False, Lq[3]), tside)
+                        HB = H if Bm is None else H @ Bm
+                        A = eye_b(R_, dn) if A is None else A
+                        M = np.einsum("zak,zjb->zabjk", A, HB).reshape(B, R_ * C_, -1)
+                else:
+                    raise _Unsupported(form)
+                if tb == SAMPLE:
+                    J21[:, cols(b), :] += c * M
+                else:
+                    J22[:, cols(b), cols(tb)] += c * M
+                continue
+            Left, Right = shared_tangent_factors(system, ev, form, data, Lt)
+            Left = np.broadcast_to(Left, (B,) + Left.shape[-2:])
+            Right = np.broadcast_to(Right, (B,) + Right.shape[-2:])
+            tr, tc = Left.shape[2], Right.shape[1]
+            K = np.einsum("zij,zlk->zikjl", Left, Right).reshape(B, Left.shape[1] * Right.shape[2], tr * tc)
+            if Lt[2]:
+                K = K.reshape(B, R_ * C_, tr, tc).transpose(0, 1, 3, 2).reshape(B, R_ * C_, -1)
+            J22[:, cols(b), cols(tb)] += c * K
+    if system.multiplicity is not None:  # sample rows / m_i
+        D /= system.multiplicity[None, :, None, None]
+        J12 /= np.repeat(system.multiplicity, k)[None, :, None]
+    return D, J12, J21, J22
+
+
+#: largest B·n² of one call of :func:`dense_jacobians` in the batched integrator; also the largest
+#: n² for which a single stiff run takes the batched integrator with one seed (numerics/trajectory.py)
 DENSE_JACOBIAN_ENTRIES = 4 * 10**6
+#: most unknowns n for which the batched integrator builds a Jacobian densely from n batched JVPs
+#: rather than assembling it sparse (measured per Jacobian, head model d = 8: n = 328 18 ms either
+#: way; n = 912 142 ms dense vs 14 ms sparse; n = 34 2 ms vs 16 ms)
+DENSE_JACOBIAN_UNKNOWNS = 400
 
 
 # --- the batched stiff integrator ---------------------------------------------------------------
@@ -259,6 +432,19 @@ class BlockJacobian:
             self.J22[b][r[q] - n1, col[q] - n1] = v[q]
 
         self.groups = _sample_groups(self)
+        self.point = None  # the state J was evaluated at (set by the integrator)
+
+    @classmethod
+    def from_blocks(cls, D, J12, J21, J22, point=None) -> "BlockJacobian":
+        """The BlockJacobian of given dense blocks (shapes as the attributes; B seeds)."""
+        self = cls.__new__(cls)
+        B, N, k, _ = D.shape
+        self.B, self.N, self.k, self.n1, self.m = B, N, k, N * k, J22.shape[1]
+        self.shape = (B * (self.n1 + self.m),) * 2
+        self.D, self.J12, self.J21, self.J22 = D, J12, J21, J22
+        self.groups = _sample_groups(self)
+        self.point = point
+        return self
 
     def __rmul__(self, c):
         return _Shifted(float(c), self)
@@ -276,8 +462,10 @@ class SampleGroups:
     so a new c (every BDF step-size change) costs G·k·m² instead of N·k·m² (docs/model.md §3: a
     sample's block is −η_x deg_i WᵀW in the head model, one per degree)."""
 
-    def __init__(self, seed, lam, Q, perm, offsets, C):
+    def __init__(self, seed, lam, Q, perm, offsets, C, index=None):
         self.seed, self.lam, self.Q, self.perm, self.offsets, self.C = seed, lam, Q, perm, offsets, C
+        self.index = index  # the group of every (seed, sample) row
+        self.basis = None  # one eigenbasis per seed (B×k×k) when all its blocks share it
 
     def block_inverse(self, c: float) -> np.ndarray:
         """(I − c D_u)⁻¹ = Q_u diag(1/(1 − c λ_u)) Q_uᵀ for every group (G×k×k)."""
@@ -320,6 +508,15 @@ def _sample_groups(J: "BlockJacobian"):
     perm = np.argsort(inv, kind="stable")
     offsets = np.searchsorted(inv[perm], np.arange(G + 1))
     seed = first // N
+    # one eigenbasis for all blocks of a seed (the head model: D_i = −η_i deg_i WᵀW): then
+    # (I − cD_i)⁻¹r_i = Q (w_i ∘ Qᵀr_i) for all samples of all seeds in two batched products
+    Q0 = Q[np.searchsorted(seed, np.arange(B))]  # the first group's basis of every seed
+    rot = np.swapaxes(Q0[seed], 1, 2) @ Du @ Q0[seed]
+    off = rot - np.einsum("gii->gi", rot)[:, :, None] * np.eye(k)
+    basis = None
+    if np.abs(off).max() <= 1e-12 * scale:
+        basis, Q = Q0, Q0[seed]
+        lam = np.einsum("gii->gi", rot)
     C = np.zeros((G, k, m, m))
     J12 = J.J12.reshape(B * N, k, m)
     J21 = np.swapaxes(J.J21.reshape(B, m, N, k), 1, 2).reshape(B * N, m, k)  # (rows, m, k)
@@ -329,19 +526,16 @@ def _sample_groups(J: "BlockJacobian"):
         A = np.tensordot(Qg, J12[rows], axes=([0], [1]))  # (j, i, m): q_jᵀ J₁₂,i
         Bt = np.tensordot(J21[rows], Qg, axes=([2], [0])).transpose(2, 1, 0)  # (j, m, i): J₂₁,i q_j
         C[g] = Bt @ A  # Σ_i (J₂₁,i q_j)(q_jᵀ J₁₂,i), one m×m per j
-    return SampleGroups(seed, lam, Q, perm, offsets, C)
+    grp = SampleGroups(seed, lam, Q, perm, offsets, C, inv)
+    grp.basis = basis  # (B, k, k) or None
+    return grp
 
 
 class _Shifted:
-    """I − c·J, built lazily by BDF as ``self.I - c * J``."""
+    """I − c·J (``c * J`` of a :class:`BlockJacobian`), factorised by :class:`BatchedNodeLU`."""
 
     def __init__(self, c: float, J: BlockJacobian):
         self.c, self.J = c, J
-
-
-class _Identity:
-    def __sub__(self, other: _Shifted) -> _Shifted:
-        return other
 
 
 class BatchedNodeLU:
@@ -356,13 +550,17 @@ class BatchedNodeLU:
         if grp is not None:  # S = I − cJ₂₂ − c² Σ_uj C_uj/(1 − cλ_uj): no N-sized work
             self.Dg = grp.block_inverse(c)
             w = 1.0 / (1.0 - c * grp.lam)  # (G, k)
+            self.w_rows = w[grp.index].reshape(B, N, k) if grp.basis is not None else None
             T = np.einsum("gj,gjab->gab", w, grp.C)
             S = np.eye(m) - c * J.J22
-            np.add.at(S, grp.seed, -c * c * T)
+            if B == 1:
+                S[0] -= (c * c) * T.sum(axis=0)
+            else:
+                np.add.at(S, grp.seed, -c * c * T)
             self.Sinv = np.linalg.inv(S)
             return
-        self.Dg = None
-        self.Dinv = np.linalg.inv(np.eye(k) - c * J.D)
+        self.Dg = self.w_rows = None
+        self.Dinv = np.linalg.inv(np.eye(k) - c * J.D)  # (B, N, k, k)
         self.X = (self.Dinv @ (-c * J.J12).reshape(B, N, k, m)).reshape(B, J.n1, m)
         S = np.eye(m) - c * J.J22 + c * (J.J21 @ self.X)
         self.Sinv = np.linalg.inv(S)
@@ -384,71 +582,112 @@ class BatchedNodeLU:
         x1 = u - (self.X @ x2[:, :, None])[:, :, 0]
         return np.concatenate([x1, x2], axis=1).ravel()
 
-
-def _seed_norm(B: int, active: np.ndarray):
-    def norm(x):
-        """The largest RMS norm over the seeds still running (each keeps its single-run tolerance)."""
-        x = np.asarray(x).reshape(B, -1)[active]
-        return float(np.max(np.sqrt(np.mean(x * x, axis=1)))) if len(x) else 0.0
-    return norm
-
-
-def _rebind(fn, **names):
-    g = dict(fn.__globals__)
-    g.update(names)
-    return types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
+    def sample_inverses(self) -> np.ndarray:
+        """(I − cD_i)⁻¹ of every sample block (B×N×k×k)."""
+        J = self.J
+        if self.Dg is None:
+            return self.Dinv
+        return self.Dg[J.groups.index].reshape(J.B, J.N, J.k, J.k)
 
 
-class BatchedNodeBDF(BDF):
-    """scipy's BDF (unchanged steps, order and Newton logic) on B stacked states whose Jacobian
-    ``jac(y) -> BlockJacobian`` is block diagonal over the seeds; the error and Newton norms are
-    the largest per-seed RMS norm."""
-
-    def __init__(self, fun, t0, y0, t_bound, *, jac, batch: int, active: np.ndarray, **options):
-        self._B = batch
-        # BDF.__init__ with its identity matrix skipped (B·n could be large; I − cJ stays lazy)
-        init = _rebind(BDF.__init__, issparse=lambda J: True, eye=lambda *a, **k: None)
-        init(self, fun, t0, y0, t_bound, jac=jac, **options)
-        self.I = _Identity()
-
-        def lu(A):
-            self.nlu += 1
-            return BatchedNodeLU(A)
-
-        self.lu = lu
-        self.solve_lu = lambda LU, b: LU.solve(b)
-        norm = _seed_norm(batch, active)
-        sbs = _rebind(_bdf.solve_bdf_system, norm=norm)
-        self._step_impl = types.MethodType(_rebind(BDF._step_impl, norm=norm, solve_bdf_system=sbs), self)
-
-    def _validate_jac(self, jac, sparsity):
-        def wrapped(t, y):
-            self.njev += 1
-            return jac(t, y)
-        return wrapped, wrapped(self.t, self.y)
+#: most seeds per call of the batched kernels inside the integrator (larger batches fall out of
+#: cache: head model K=4, N=102, d=8, 64 seeds: 0.017 ms/seed per flow in calls of 32 seeds,
+#: 0.030 ms in one call of 64)
+KERNEL_SEEDS = 32
 
 
-#: largest memory (bytes) the batched Jacobian blocks and their Schur factors may take; more
-#: seeds are run in consecutive sub-batches
+#: fewest seeds of a batch for which the Newton solves take J₂₁u, J₁₂x₂ as batched JVPs (fewer
+#: seeds: the assembled blocks, a matrix–vector product each; measured K=2, N=7, d=2, one seed:
+#: 1.0 s with JVPs vs 0.5 s with the blocks)
+JVP_SOLVE_SEEDS = 4
+
+
+def _kernel_chunks(fn, system, *arrays, **kw):
+    B = len(arrays[0])
+    if B <= KERNEL_SEEDS:
+        return fn(system, *arrays, **kw)
+    return np.concatenate([fn(system, *(a[i:i + KERNEL_SEEDS] for a in arrays), **kw)
+                           for i in range(0, B, KERNEL_SEEDS)])
+
+
+def solve_seeds_jvp(system, LUs: list, R: np.ndarray) -> np.ndarray:
+    """:func:`solve_seeds` with the off-diagonal products J₂₁u and J₁₂x₂ taken as batched
+    Jacobian–vector products at each seed's Jacobian point ``LU.J.point`` (the same linear maps
+    as the assembled blocks, docs/model.md §3.4; no N·k×m block is read per solve). Needs grouped
+    LUs (their Schur complement is formed from the blocks once per Jacobian)."""
+    J0 = LUs[0].J
+    L, N, k, n1 = len(LUs), J0.N, J0.k, J0.n1
+    pts = np.stack([LU.J.point for LU in LUs])
+    c = np.array([LU.c for LU in LUs])
+    if all(LU.w_rows is not None for LU in LUs):  # a shared eigenbasis per seed
+        Q = np.concatenate([LU.J.groups.basis for LU in LUs])  # (L, k, k)
+        w = np.concatenate([LU.w_rows for LU in LUs])  # (L, N, k)
+        Qt = np.swapaxes(Q, 1, 2)
+
+        def blocks(X):
+            return (((X.reshape(L, N, k) @ Q) * w) @ Qt).reshape(L, n1)
+    else:
+        Dinv = np.concatenate([LU.sample_inverses() for LU in LUs])  # (L, N, k, k)
+
+        def blocks(X):
+            return (Dinv @ X.reshape(L, N, k, 1)).reshape(L, n1)
+    T = np.zeros_like(R)
+    T[:, :n1] = blocks(R[:, :n1])
+    rest = tuple(b for b in system.compiled.learned if b != SAMPLE)
+    b2 = R[:, n1:] + c[:, None] * _kernel_chunks(batched_jvp, system, pts, T, zero=rest, only=rest)[:, n1:]
+    Sinv = np.concatenate([LU.Sinv for LU in LUs])  # (L, m, m)
+    x2 = (Sinv @ b2[:, :, None])[:, :, 0]
+    out = np.zeros_like(R)
+    out[:, n1:] = x2
+    t = _kernel_chunks(batched_jvp, system, pts, out, zero=(SAMPLE,), only=(SAMPLE,))[:, :n1]
+    out[:, :n1] = T[:, :n1] + c[:, None] * blocks(t)
+    return out
+
+
+def solve_seeds(LUs: list, R: np.ndarray) -> np.ndarray:
+    """Row b of R solved with LUs[b] (each a one-seed :class:`BatchedNodeLU`): the sample blocks of
+    all seeds in one batched product, the Schur solves seed by seed (matrix–vector products)."""
+    J0 = LUs[0].J
+    L, N, k, n1 = len(LUs), J0.N, J0.k, J0.n1
+    Dinv = np.concatenate([LU.sample_inverses() for LU in LUs])  # (L, N, k, k)
+    u = (Dinv @ R[:, :n1].reshape(L, N, k, 1)).reshape(L, n1)
+    out = np.empty_like(R)
+    t = np.empty((L, n1))
+    for i, LU in enumerate(LUs):
+        J, c = LU.J, LU.c
+        x2 = LU.Sinv[0] @ (R[i, n1:] + c * (J.J21[0] @ u[i]))
+        out[i, n1:] = x2
+        t[i] = (J.J12[0] @ x2) if LU.Dg is not None else -(LU.X[0] @ x2)
+    grouped = np.array([LU.Dg is not None for LU in LUs])
+    c = np.array([LU.c for LU in LUs])
+    # grouped: x₁ = u + c(I − cD)⁻¹J₁₂x₂; direct: x₁ = u − X x₂ (X = −c(I − cD)⁻¹J₁₂ formed)
+    corr = np.where(grouped[:, None], c[:, None] * (Dinv @ t.reshape(L, N, k, 1)).reshape(L, n1), t)
+    out[:, :n1] = u + corr
+    return out
+
+
+#: largest memory (bytes) the seeds of one batch may take (Jacobian blocks, Schur terms,
+#: difference arrays); more seeds are run in consecutive batches
 BATCH_BYTES = 1.0e9
-#: most seeds integrated in lockstep: every seed adds its step-size and Jacobian demands to the
-#: shared BDF (head model K=3, N=30, d=8 to the fixed point, vs single runs: 8 seeds 2.2×, 16
-#: seeds 3.1× faster; 64 seeds no faster — 1.7× the steps of a single run, 4× the Jacobians)
-BATCH_SEEDS = 16
+#: most seeds integrated together (each keeps its own steps: :mod:`.seed_bdf`)
+BATCH_SEEDS = 64
 
 
 def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, atol: float,
                    stop_residual: float | None, residual_norm=None) -> list:
     """Integrate the B initial states (rows of V0) of ``system`` (samples first, block-diagonal
-    sample rows) with one :class:`BatchedNodeBDF`. Returns per seed (t, states, stopped, residual,
-    nsteps): states at the times of t_eval the seed reached and, if it stopped (‖θ̇‖_∞ ≤
-    stop_residual at an accepted step), its state at that step, after which it is frozen.
-    ``residual_norm(F, seeds)`` (F: the flows of those seeds, one per row) replaces the rows'
-    ‖θ̇‖_∞ (a reduced flow measured as its full flow, :mod:`.sample_reduction`)."""
+    sample rows) with :class:`.seed_bdf.SeedBDF`: every seed takes the steps of its own scipy-BDF
+    run ("BDF-nodes": its Newton systems solved with the sample rows eliminated,
+    :class:`BatchedNodeLU`), the flows of all seeds are batched kernel calls. Returns per seed
+    (t, states, stopped, residual, nsteps, nfev, njev, nlu, batch): states at the times of t_eval
+    the seed reached and, if it stopped (‖θ̇‖_∞ ≤ stop_residual at an accepted step), its state at
+    that step, where it leaves the batch. ``residual_norm(F, seeds)`` (F: the flows of those
+    seeds, one per row) replaces the rows' ‖θ̇‖_∞ (a reduced flow measured as its full flow,
+    :mod:`.sample_reduction`)."""
     N, k = node_blocks(system)
     B, n = V0.shape
     m = n - N * k
-    per_seed = 8.0 * (3 * N * k * m + 2 * m * m + N * k * k)
+    per_seed = 8.0 * (2 * N * k * m + 3 * m * m + N * k * k + (MAX_ORDER + 3) * n)
     chunk = max(1, min(BATCH_SEEDS, int(BATCH_BYTES // per_seed)))
     if B > chunk:
         out = []
@@ -458,76 +697,115 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
             out += integrate_many(system, V0[i:i + chunk], t_eval, rtol=rtol, atol=atol,
                                   stop_residual=stop_residual, residual_norm=sub)
         return out
-    active = np.ones(B, dtype=bool)
-    nfev = [0]
+    t_eval = np.asarray(t_eval, dtype=float)
 
-    def fun(t, y):
-        nfev[0] += 1
-        F = batched_flow(system, y.reshape(B, n))
-        F[~active] = 0.0
+    def flows(seeds, Y):
+        # one state: the single-state kernels (0.15 vs 0.38 ms, K=4 d=8, 84 pseudo-samples)
+        F = system.flow_vector(Y[0])[None] if len(Y) == 1 else _kernel_chunks(batched_flow, system, Y)
         if not np.all(np.isfinite(F)):
-            raise IntegrationError(f"the state diverged (non-finite flow) after t = {t:g}; "
-                                   "no trajectory returned")
-        return F.ravel()
+            raise IntegrationError("the state diverged (non-finite flow); no trajectory returned")
+        return F
 
-    def jac(t, y):
-        Y = y.reshape(B, n)
-        if B * n * n <= DENSE_JACOBIAN_ENTRIES:
-            dense = dense_jacobians(system, Y)
-            return BlockJacobian([dense[b] if active[b] else _Zero(n) for b in range(B)], N, k, active)
-        mats = [system.jacobian(Y[b]) if active[b] else None for b in range(B)]
-        return BlockJacobian([M if M is not None else _Zero(n) for M in mats], N, k, active)
+    one = np.ones(1, dtype=bool)
+    use_jvp = batchable(system) and B >= JVP_SOLVE_SEEDS
+    per_call = DENSE_JACOBIAN_ENTRIES // (n * n)
 
+    derived = [True]
+
+    def jacobians(seeds, Y):
+        if derived[0]:  # the dense blocks assembled from the derived chains, batched over seeds
+            try:
+                out = []
+                for i in range(0, len(Y), KERNEL_SEEDS):
+                    D, J12, J21, J22 = jacobian_blocks(system, Y[i:i + KERNEL_SEEDS])
+                    for b, y in enumerate(Y[i:i + KERNEL_SEEDS]):
+                        J = BlockJacobian.from_blocks(D[b:b + 1].copy(), J12[b:b + 1], J21[b:b + 1],
+                                                      J22[b:b + 1].copy(), point=y.copy())
+                        if J.groups is not None and use_jvp:  # solves through JVPs
+                            J.J12 = J.J21 = None
+                        else:
+                            J.J12, J.J21 = J.J12.copy(), J.J21.copy()
+                        out.append(J)
+                return out
+            except _Unsupported:
+                derived[0] = False
+        if n <= DENSE_JACOBIAN_UNKNOWNS:  # dense, from batched JVPs
+            mats = [M for i in range(0, len(Y), per_call) for M in dense_jacobians(system, Y[i:i + per_call])]
+        else:
+            mats = [system.jacobian(y) for y in Y]
+        out = []
+        for M, y in zip(mats, Y):
+            J = BlockJacobian([M], N, k, one)
+            J.point = y.copy()
+            if J.groups is not None and use_jvp:  # solves through JVPs: the N·k×m blocks not kept
+                J.J12 = J.J21 = None
+            out.append(J)
+        return out
+
+    def solve(LUs, R):
+        if not use_jvp:
+            return solve_seeds(LUs, R)
+        g = np.array([LU.Dg is not None for LU in LUs])
+        if g.all():
+            return solve_seeds_jvp(system, LUs, R)
+        out = np.empty_like(R)
+        for sel, fn in ((np.flatnonzero(g), lambda L, X: solve_seeds_jvp(system, L, X)), (np.flatnonzero(~g), solve_seeds)):
+            if len(sel):
+                out[sel] = fn([LUs[i] for i in sel], R[sel])
+        return out
+
+    F0 = batched_flow(system, V0)
+    if not np.all(np.isfinite(F0)):
+        raise IntegrationError("the flow is not finite at the initial state (t = 0)")
     def norms(F, seeds):
         return residual_norm(F, seeds) if residual_norm is not None else np.abs(F).max(axis=1)
 
-    res0 = norms(batched_flow(system, V0), np.arange(B))
-    rec = [dict(t=[float(t_eval[0])], y=[V0[b].copy()], stopped=False, residual=float(res0[b]), nsteps=0)
-           for b in range(B)]
+    res0 = norms(F0, np.arange(B))
+    rec = [dict(t=[float(t_eval[0])], y=[V0[b].copy()], stopped=False, residual=float(res0[b]), nsteps=0,
+                nfev=1, njev=0, nlu=0, batch=B) for b in range(B)]
+    run = np.arange(B)
     if stop_residual is not None:
         for b in np.flatnonzero(res0 <= stop_residual):
-            active[b], rec[b]["stopped"] = False, True
-    if not active.any():
-        for r in rec:
-            r.update(nfev=1, njev=0, nlu=0, batch=B)
+            rec[b]["stopped"] = True
+        run = np.flatnonzero(res0 > stop_residual)
+    if not len(run):
         return rec
-    solver = BatchedNodeBDF(fun, float(t_eval[0]), V0.ravel().copy(), float(t_eval[-1]), jac=jac,
-                            batch=B, active=active, rtol=rtol, atol=atol)
-    i_eval, nsteps = 1, 0
-    while solver.status == "running" and active.any():
-        msg = solver.step()
-        if solver.status == "failed":
-            raise IntegrationError(f"integration failed at t = {solver.t:g} of {t_eval[-1]:g}: {msg}; "
-                                   "no trajectory returned")
-        nsteps += 1
-        t = float(solver.t)
-        j = int(np.searchsorted(t_eval, t, side="right"))
-        if j > i_eval:
-            Ys = np.atleast_2d(solver.dense_output()(t_eval[i_eval:j])).T.reshape(j - i_eval, B, n)
-            for b in np.flatnonzero(active):
-                rec[b]["t"].extend(t_eval[i_eval:j].tolist())
-                rec[b]["y"].extend(Ys[:, b])
-            i_eval = j
-        Y = solver.y.reshape(B, n)
+    solver = SeedBDF(flows, jacobians, lambda J, c: BatchedNodeLU(_Shifted(c, J)),
+                     solve,
+                     float(t_eval[0]), V0[run], float(t_eval[-1]), rtol=rtol, atol=atol, F0=F0[run])
+    i_eval = np.ones(len(run), dtype=int)
+    t_end = float(t_eval[-1])
+    while solver.live.any():
+        acc = solver.step()
+        if not len(acc):
+            continue
+        for s in acc:
+            j = int(np.searchsorted(t_eval, solver.t[s], side="right"))
+            if j > i_eval[s]:
+                r = rec[run[s]]
+                r["t"].extend(t_eval[i_eval[s]:j].tolist())
+                r["y"].extend(np.atleast_2d(solver.dense_output(s)(t_eval[i_eval[s]:j])).T)
+                i_eval[s] = j
         if stop_residual is not None:
-            R = np.full(B, np.inf)
-            R[active] = norms(batched_flow(system, Y[active]), np.flatnonzero(active))
-            for b in np.flatnonzero(active & (R <= stop_residual)):
-                r = rec[b]
+            R = norms(solver._flows(acc, solver.y[acc]), run[acc])
+            for s, res in zip(acc[R <= stop_residual], R[R <= stop_residual]):
+                r, t = rec[run[s]], float(solver.t[s])
                 if r["t"][-1] != t:
                     r["t"].append(t)
-                    r["y"].append(Y[b].copy())
-                r["stopped"], r["residual"], r["nsteps"] = True, float(R[b]), nsteps
-                active[b] = False
-    for b in np.flatnonzero(active):
+                    r["y"].append(solver.y[s].copy())
+                r["stopped"], r["residual"] = True, float(res)
+            solver.retire(acc[R <= stop_residual])
+        solver.retire(acc[solver.t[acc] >= t_end])
+    for s, b in enumerate(run):
         r = rec[b]
+        r.update(nsteps=int(solver.nsteps[s]), nfev=int(solver.nfev[s]) + 1, njev=int(solver.njev[s]),
+                 nlu=int(solver.nlu[s]))
+        if r["stopped"]:
+            continue
         if len(r["t"]) != len(t_eval):
-            raise IntegrationError(f"integration stopped at t = {solver.t:g} of {t_eval[-1]:g} before "
+            raise IntegrationError(f"integration stopped at t = {solver.t[s]:g} of {t_end:g} before "
                                    "the last requested time; no trajectory returned")
         r["residual"] = float(norms(system.flow_vector(r["y"][-1])[None], [b])[0])
-        r["nsteps"] = nsteps
-    for r in rec:
-        r["nfev"], r["njev"], r["nlu"], r["batch"] = nfev[0], solver.njev, solver.nlu, B
     return rec
 
 

@@ -54,9 +54,12 @@ KRYLOV_RESTART = 50
 #: largest shared block (entries) whose self-block of I − cJ is assembled densely when it is not
 #: a one-sided product
 SHARED_DENSE_MAX = 1024
-#: singular values of Z = [X; Y] below this times the largest are left out of the gauge coarse
-#: space (decaying remnants of dropped modes; as in :func:`.zero_modes.head_tangent`)
-GAUGE_RANK_TOL = 1e-6
+#: the gauge coarse space uses Z's dominant singular directions: s_k ≥ GAUGE_REL_TOL·s_1, extended
+#: through a cluster (while s_{k+1} ≥ GAUGE_CLUSTER·s_k) so that near-equal singular vectors are
+#: never split. Weak directions make the oblique projector's W part large (∝ 1/s_k) and, measured,
+#: cost GMRES iterations (docs/model.md §3.4); any choice is exact, only the cost changes
+GAUGE_REL_TOL = 0.2
+GAUGE_CLUSTER = 0.8
 #: the gauge coarse space must be a projector and the derived flow equivariant along it to this
 #: relative error (a wrong coarse space raises DerivationCheckError)
 GAUGE_CHECK_TOL = 1e-8
@@ -236,12 +239,13 @@ class _FrozenJVP:
 
 class GaugeCoarse:
     r"""The gauge coarse space of the stop-gradient head (docs/model.md §3.4): the orbit tangent
-    G(M) = (Z Mᵀ, MW − WM) of (Z Gᵀ, G W G⁻¹) (docs/model.md §3.3) for M = C Q_Rᵀ (Q_R spans Z's
-    row space, rank r), with the oblique projector Π v = G(M(v)), M(v) = δZᵀ(Z⁺)ᵀ (so Z Mᵀ =
-    Z Z⁺ δZ, the orthogonal projection of δZ's columns onto Z's column space). Dimension d·r; one
+    G(M) = (Z Mᵀ, MW − WM) of (Z Gᵀ, G W G⁻¹) (docs/model.md §3.3) for M = C V_rᵀ (V_r: Z's r
+    dominant right singular vectors, Z = U S Vᵀ), with the oblique projector Π v = G(M(v)),
+    M(v) = δZᵀ U_r S_r⁻¹ V_rᵀ (= δZᵀ(Z⁺)ᵀ when r = rank Z; Z Mᵀ = U_r U_rᵀ δZ). Dimension d·r; one
     application O((N + K) d² + d³), built from one thin SVD of Z = [X; Y]."""
 
-    def __init__(self, layout: dict, y: np.ndarray, rank_tol: float = GAUGE_RANK_TOL):
+    def __init__(self, layout: dict, y: np.ndarray, rel_tol: float = GAUGE_REL_TOL,
+                 cluster: float = GAUGE_CLUSTER):
         self.slices = {}
         for b in (SAMPLE, LABEL, HEAD):
             off, shape = layout[b]
@@ -250,7 +254,9 @@ class GaugeCoarse:
         X, Y, W = (self.block(y, b) for b in (SAMPLE, LABEL, HEAD))
         self.X, self.Y, self.W, self.N = X.copy(), Y.copy(), W.copy(), X.shape[0]
         U, s, Vt = np.linalg.svd(np.vstack([X, Y]), full_matrices=False)
-        r = int(np.sum(s > rank_tol * s[0])) if s.size and s[0] > 0 else 0
+        r = int(np.sum(s >= rel_tol * s[0])) if s.size and s[0] > 0 else 0
+        while 0 < r < len(s) and s[r] >= cluster * s[r - 1]:
+            r += 1
         self.rank = r
         self.U, self.sinv, self.Vt = U[:, :r], 1.0 / s[:r], Vt[:r]
 
@@ -264,7 +270,7 @@ class GaugeCoarse:
         return v[sl].reshape(shape)
 
     def coords(self, v: np.ndarray) -> np.ndarray:
-        """M(v) = δZᵀ (Z⁺)ᵀ = δZᵀ U_r S_r⁻¹ V_rᵀ (d × d)."""
+        """M(v) = δZᵀ U_r S_r⁻¹ V_rᵀ (d × d)."""
         N = self.N
         A = self.U[:N].T @ self.block(v, SAMPLE) + self.U[N:].T @ self.block(v, LABEL)  # U_rᵀ δZ (r × d)
         return (A.T * self.sinv) @ self.Vt

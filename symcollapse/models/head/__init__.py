@@ -280,8 +280,9 @@ class HeadModel(OnGraph, Model):
         """One trajectory per seed (or per (Z0s[i], W0s[i])), each equal to
         ``simulate(t_end, seed, method=tr.extra['method'], ...)`` to the integrator tolerance:
         'auto' is resolved once, from the first state, and the choice (measured stiffness, method)
-        is shared by the batch; with 'BDF-nodes' up to 16 seeds are integrated together (batched
-        kernels, one BDF over the stacked states, ``tr.extra['batch']``).
+        is shared by the batch; with 'BDF-nodes' up to 64 seeds are integrated together
+        (``tr.extra['batch']``): each seed takes the steps of its own BDF run, the flows of all
+        seeds are batched kernel calls (:mod:`symcollapse.numerics.seed_bdf`).
 
         For phase sweeps: ``model.simulate_many(seeds=range(8), t_end=T, stop_residual=1e-9,
         n_points=3)`` gives end states ``tr.Z``, ``tr.W`` with ``tr.extra['stopped']``,

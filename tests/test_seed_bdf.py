@@ -1,0 +1,103 @@
+"""The many-seed BDF (numerics/seed_bdf.py): every seed takes the steps of its own scipy-BDF run.
+
+Reference: scipy's BDF itself (``integrate(method='BDF-nodes')`` is scipy's BDF with the same
+Newton-system solver), run seed by seed — an independent implementation of the step, order and
+Jacobian decisions. A lockstep BDF over the stacked seeds fails these tests: its steps are the
+union of every seed's step-size demands."""
+import numpy as np
+import pytest
+from scipy.integrate._ivp.bdf import change_D as scipy_change_D
+
+import symcollapse as sc
+from symcollapse.models.couplings import balanced_couplings
+from symcollapse.numerics import batched as bt
+from symcollapse.numerics.integrate import integrate, node_blocks
+from symcollapse.numerics.seed_bdf import change_D
+
+
+def test_change_D_equals_scipy_seed_by_seed():
+    rng = np.random.default_rng(3)
+    orders = np.array([1, 2, 3, 4, 5, 3])
+    factors = rng.uniform(0.2, 10.0, size=len(orders))
+    D = rng.normal(size=(len(orders), 8, 7))
+    got = change_D(D, orders, factors)
+    for b, (q, f) in enumerate(zip(orders, factors)):
+        want = D[b].copy()
+        scipy_change_D(want, int(q), float(f))
+        assert np.max(np.abs(got[b] - want)) <= 1e-13 * np.max(np.abs(want))
+
+
+@pytest.mark.parametrize("stop_gradient,n_seeds", [(True, 4), (False, 2)])
+def test_every_seed_takes_the_steps_of_its_own_scipy_run(stop_gradient, n_seeds):
+    """Seeds to the fixed point (‖θ̇‖_∞ ≤ 1e-9) in one batch: each seed's accepted steps,
+    Jacobians, stop time and end state are those of scipy's BDF on that seed alone (measured:
+    the same counts, e.g. 443/443/439/563 steps; the old lockstep batch took the union)."""
+    h = sc.HeadModel(balanced_couplings(2, 3, 1), d=2, eta_x=1.0, eta_y=0.5, stop_gradient=stop_gradient)
+    sysm = h.system
+    seeds = range(n_seeds)
+    V0 = np.array([h.pack(*h.initial_state(s)) for s in seeds])
+    t_eval = np.array([0.0, 1.0, 1e5])
+    tol = dict(rtol=1e-8, atol=1e-11)
+    recs = bt.integrate_many(sysm, V0, t_eval, stop_residual=1e-9, **tol)
+    steps = []
+    for v0, r in zip(V0, recs):
+        ref = integrate(sysm.flow_vector, v0, t_eval, jac=sysm.jacobian, method="BDF-nodes",
+                        stop_residual=1e-9, node_blocks=node_blocks(sysm), **tol)
+        assert ref.stopped and r["stopped"] and r["batch"] == n_seeds
+        steps.append((r["nsteps"], ref.nsteps))
+        assert abs(r["nsteps"] - ref.nsteps) <= max(2, 0.02 * ref.nsteps)
+        assert abs(r["njev"] - ref.njev) <= 2
+        assert abs(r["t"][-1] / ref.t[-1] - 1) <= 1e-5  # the same step (its time to round-off of h)
+        assert np.max(np.abs(r["y"][1] - ref.y[1])) <= 1e-8 * np.max(np.abs(ref.y[1]))  # at t = 1
+        assert np.max(np.abs(r["y"][-1] - ref.y[-1])) <= 1e-7 * np.max(np.abs(ref.y[-1]))
+    assert len({s for s, _ in steps}) > 1  # the seeds really differ (and kept their own steps)
+
+
+def test_a_seed_alone_equals_the_same_seed_in_a_batch():
+    """Batching changes nothing for a seed but round-off (a one-seed run evaluates the flow with
+    the single-state kernels): its record in a batch equals its one-seed run (the same steps, stop
+    time and states to round-off), and a seed starting at a fixed point stops at t = 0."""
+    h = sc.HeadModel(balanced_couplings(2, 3, 1), d=2, eta_x=1.0, eta_y=0.5)
+    sysm = h.system
+    V0 = np.array([h.pack(*h.initial_state(s)) for s in range(2)])
+    t_eval = np.array([0.0, 0.5, 2.0, 1e5])
+    kw = dict(rtol=1e-9, atol=1e-11, stop_residual=1e-9)
+    many = bt.integrate_many(sysm, V0, t_eval, **kw)
+    for b in range(2):
+        one = bt.integrate_many(sysm, V0[b:b + 1], t_eval, **kw)[0]
+        assert one["stopped"] and abs(one["nsteps"] - many[b]["nsteps"]) <= 2
+        assert one["t"][:-1] == many[b]["t"][:-1] and abs(one["t"][-1] / many[b]["t"][-1] - 1) <= 1e-6
+        assert np.max(np.abs(np.array(one["y"]) - np.array(many[b]["y"]))) <= 1e-9 * np.max(np.abs(one["y"]))
+    rest = bt.integrate_many(sysm, np.array([many[0]["y"][-1], V0[1]]), t_eval, **kw)
+    assert rest[0]["stopped"] and rest[0]["t"] == [0.0] and rest[0]["nsteps"] == 0
+    assert abs(rest[1]["nsteps"] - many[1]["nsteps"]) <= 2 and abs(rest[1]["t"][-1] / many[1]["t"][-1] - 1) <= 1e-6
+
+
+def _assembled(D, J12, J21, J22):
+    N, k = D.shape[:2]
+    Dd = np.zeros((N * k, N * k))
+    for i in range(N):
+        Dd[i * k:(i + 1) * k, i * k:(i + 1) * k] = D[i]
+    return np.block([[Dd, J12], [J21, J22]])
+
+
+def test_batched_jacobian_blocks_equal_the_assembled_jacobian():
+    """jacobian_blocks (the derived δF chains batched over states, dense blocks) = the sparse
+    assembled Jacobian state by state: with and without stop-gradient, a frozen head, other rates,
+    and a sample-reduced system (pseudo-samples with multiplicities, docs/model.md §3.5)."""
+    from symcollapse.numerics.sample_reduction import reduction
+
+    rng = np.random.default_rng(1)
+    systems = [sc.HeadModel(balanced_couplings(3, 4, 1), d=3, eta_x=0.7, **kw).system for kw in
+               (dict(), dict(stop_gradient=False), dict(learn_head=False, W_frozen=rng.normal(size=(3, 3))),
+                dict(eta_W=1.3, eta_y=0.4))]
+    red = reduction(sc.HeadModel(balanced_couplings(4, 40, 3), d=3, eta_y=0.5).system)
+    assert red is not None and red.system.multiplicity is not None
+    systems.append(red.system)
+    for sysm in systems:
+        V = rng.normal(size=(3, sysm.size))
+        blocks = bt.jacobian_blocks(sysm, V)
+        for b in range(3):
+            A = sysm.jacobian(V[b]).toarray()
+            got = _assembled(*(X[b] for X in blocks))
+            assert np.max(np.abs(got - A)) <= 1e-13 * np.max(np.abs(A))
