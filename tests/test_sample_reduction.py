@@ -59,6 +59,10 @@ def test_reduced_flow_jacobian_and_batched_kernels_are_the_full_ones(kw):
     # the lifted residual norm is the full flow's ‖θ̇‖_∞
     full = np.max(np.abs(h.system.flow_vector(red.expand(vr, lift))))
     assert abs(red.full_norm(red.system.flow_vector(vr), lift) / full - 1) <= 1e-12
+    vr2, lift2 = red.reduce(rng.normal(size=h.system.size))
+    F = np.array([red.system.flow_vector(vr), red.system.flow_vector(vr2)])
+    np.testing.assert_allclose(red.full_norms(F, [lift, lift2]),
+                               [red.full_norm(F[0], lift), red.full_norm(F[1], lift2)], rtol=1e-14)
 
 
 def test_a_wrong_reduction_is_refused():

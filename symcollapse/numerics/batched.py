@@ -492,8 +492,11 @@ def _sample_groups(J: "BlockJacobian"):
     # group equal blocks by a random projection of each block (one float per row), then check
     # that every block equals its group's first block exactly (a collision: no grouping)
     proj = flat @ np.random.default_rng(0).uniform(1.0, 2.0, size=k * k)
-    _, first, inv = np.unique(np.stack([np.repeat(np.arange(B), N).astype(float), proj]), axis=1,
-                              return_index=True, return_inverse=True)
+    if B == 1:
+        _, first, inv = np.unique(proj, return_index=True, return_inverse=True)
+    else:
+        _, first, inv = np.unique(np.stack([np.repeat(np.arange(B), N).astype(float), proj]), axis=1,
+                                  return_index=True, return_inverse=True)
     inv = np.ravel(inv)
     G = len(first)
     if G > MAX_GROUPS or 8.0 * G * k * m * m > GROUP_BYTES:
@@ -542,7 +545,7 @@ class BatchedNodeLU:
     """(I − cJ)⁻¹ of a :class:`BlockJacobian`, seed by seed in batched LAPACK calls: the sample
     blocks I − cD inverted, S = I − cJ₂₂ − c²J₂₁(I − cD)⁻¹J₁₂ inverted (m×m per seed)."""
 
-    def __init__(self, sh: _Shifted):
+    def __init__(self, sh: _Shifted, invert: bool = True):
         J, c = sh.J, sh.c
         B, N, k, m = J.B, J.N, J.k, J.m
         self.J, self.c = J, c
@@ -551,13 +554,14 @@ class BatchedNodeLU:
             self.Dg = grp.block_inverse(c)
             w = 1.0 / (1.0 - c * grp.lam)  # (G, k)
             self.w_rows = w[grp.index].reshape(B, N, k) if grp.basis is not None else None
-            T = np.einsum("gj,gjab->gab", w, grp.C)
             S = np.eye(m) - c * J.J22
-            if B == 1:
-                S[0] -= (c * c) * T.sum(axis=0)
+            if B == 1:  # Σ_uj w_uj C_uj as one matrix–vector product
+                S[0] -= (c * c) * (w.reshape(1, -1) @ grp.C.reshape(-1, m * m)).reshape(m, m)
             else:
+                T = (w[:, None, :] @ grp.C.reshape(len(w), k, m * m)).reshape(-1, m, m)
                 np.add.at(S, grp.seed, -c * c * T)
-            self.Sinv = np.linalg.inv(S)
+            self.S = S
+            self.Sinv = np.linalg.inv(S) if invert else None  # else: factor_seeds inverts
             return
         self.Dg = self.w_rows = None
         self.Dinv = np.linalg.inv(np.eye(k) - c * J.D)  # (B, N, k, k)
@@ -596,9 +600,9 @@ class BatchedNodeLU:
 KERNEL_SEEDS = 32
 
 
-#: fewest seeds of a batch for which the Newton solves take J₂₁u, J₁₂x₂ as batched JVPs (fewer
-#: seeds: the assembled blocks, a matrix–vector product each; measured K=2, N=7, d=2, one seed:
-#: 1.0 s with JVPs vs 0.5 s with the blocks)
+#: fewest running seeds for which the Newton solves of a new Jacobian take J₂₁u, J₁₂x₂ as batched
+#: JVPs (fewer, e.g. the last seed of a batch: the assembled blocks, a matrix–vector product each;
+#: measured K=2, N=7, d=2, one seed: 1.0 s with JVPs vs 0.5 s with the blocks)
 JVP_SOLVE_SEEDS = 4
 
 
@@ -644,6 +648,18 @@ def solve_seeds_jvp(system, LUs: list, R: np.ndarray) -> np.ndarray:
     return out
 
 
+def factor_seeds(Js: list, cs) -> list:
+    """One-seed :class:`BatchedNodeLU` of I − c J for every pair, the Schur complements of the
+    grouped ones inverted in one batched call."""
+    LUs = [BatchedNodeLU(_Shifted(float(c), J), invert=False) for J, c in zip(Js, cs)]
+    todo = [LU for LU in LUs if LU.Sinv is None]
+    if todo:
+        inv = np.linalg.inv(np.concatenate([LU.S for LU in todo]))
+        for LU, Si in zip(todo, inv):
+            LU.Sinv, LU.S = Si[None], None
+    return LUs
+
+
 def solve_seeds(LUs: list, R: np.ndarray) -> np.ndarray:
     """Row b of R solved with LUs[b] (each a one-seed :class:`BatchedNodeLU`): the sample blocks of
     all seeds in one batched product, the Schur solves seed by seed (matrix–vector products)."""
@@ -683,7 +699,9 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
     the seed reached and, if it stopped (‖θ̇‖_∞ ≤ stop_residual at an accepted step), its state at
     that step, where it leaves the batch. ``residual_norm(F, seeds)`` (F: the flows of those
     seeds, one per row) replaces the rows' ‖θ̇‖_∞ (a reduced flow measured as its full flow,
-    :mod:`.sample_reduction`)."""
+    :mod:`.sample_reduction`); it must be at least the largest label and shared entry of the row
+    (those are entries of the full flow), so it is only evaluated for rows where those are below
+    stop_residual."""
     N, k = node_blocks(system)
     B, n = V0.shape
     m = n - N * k
@@ -707,7 +725,11 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
         return F
 
     one = np.ones(1, dtype=bool)
-    use_jvp = batchable(system) and B >= JVP_SOLVE_SEEDS
+    live = [B]  # seeds still running (set each round): with few, the blocks are kept for the solves
+
+    def jvp_solves() -> bool:
+        return batchable(system) and live[0] >= JVP_SOLVE_SEEDS
+
     per_call = DENSE_JACOBIAN_ENTRIES // (n * n)
 
     derived = [True]
@@ -721,7 +743,7 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
                     for b, y in enumerate(Y[i:i + KERNEL_SEEDS]):
                         J = BlockJacobian.from_blocks(D[b:b + 1].copy(), J12[b:b + 1], J21[b:b + 1],
                                                       J22[b:b + 1].copy(), point=y.copy())
-                        if J.groups is not None and use_jvp:  # solves through JVPs
+                        if J.groups is not None and jvp_solves():  # solves through JVPs
                             J.J12 = J.J21 = None
                         else:
                             J.J12, J.J21 = J.J12.copy(), J.J21.copy()
@@ -737,15 +759,15 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
         for M, y in zip(mats, Y):
             J = BlockJacobian([M], N, k, one)
             J.point = y.copy()
-            if J.groups is not None and use_jvp:  # solves through JVPs: the N·k×m blocks not kept
+            if J.groups is not None and jvp_solves():  # solves through JVPs: the N·k×m blocks not kept
                 J.J12 = J.J21 = None
             out.append(J)
         return out
 
-    def solve(LUs, R):
-        if not use_jvp:
+    def solve(LUs, R):  # through JVPs for the LUs whose Jacobian dropped its blocks
+        g = np.array([LU.J.J12 is None for LU in LUs])
+        if not g.any():
             return solve_seeds(LUs, R)
-        g = np.array([LU.Dg is not None for LU in LUs])
         if g.all():
             return solve_seeds_jvp(system, LUs, R)
         out = np.empty_like(R)
@@ -770,12 +792,13 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
         run = np.flatnonzero(res0 > stop_residual)
     if not len(run):
         return rec
-    solver = SeedBDF(flows, jacobians, lambda J, c: BatchedNodeLU(_Shifted(c, J)),
+    solver = SeedBDF(flows, jacobians, factor_seeds,
                      solve,
                      float(t_eval[0]), V0[run], float(t_eval[-1]), rtol=rtol, atol=atol, F0=F0[run])
     i_eval = np.ones(len(run), dtype=int)
     t_end = float(t_eval[-1])
     while solver.live.any():
+        live[0] = int(solver.live.sum())
         acc = solver.step()
         if not len(acc):
             continue
@@ -787,7 +810,13 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
                 r["y"].extend(np.atleast_2d(solver.dense_output(s)(t_eval[i_eval[s]:j])).T)
                 i_eval[s] = j
         if stop_residual is not None:
-            R = norms(solver._flows(acc, solver.y[acc]), run[acc])
+            F = solver._flows(acc, solver.y[acc])
+            # the label and shared entries of θ̇ are entries of the (full) flow: a seed with one
+            # above stop_residual has not stopped, whatever residual_norm gives for its samples
+            R = np.abs(F[:, N * k:]).max(axis=1) if m else np.zeros(len(acc))
+            low = R <= stop_residual
+            if low.any():
+                R[low] = norms(F[low], run[acc[low]])
             for s, res in zip(acc[R <= stop_residual], R[R <= stop_residual]):
                 r, t = rec[run[s]], float(solver.t[s])
                 if r["t"][-1] != t:

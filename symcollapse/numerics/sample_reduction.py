@@ -170,6 +170,19 @@ class SampleReduction:
         f_lift = self.full.pack({b: fr[b] for b in self.full.layout})
         return float(np.max(np.abs(f_lift - f_full))), float(np.max(np.abs(f_full)))
 
+    def full_norms(self, F: np.ndarray, lifts: list) -> np.ndarray:
+        """:meth:`full_norm` of each row of F (B × reduced size) with its lift, all rows at once
+        (one batched product per group)."""
+        F = np.atleast_2d(F)
+        (off, (n, k)) = self.system.layout[SAMPLE]
+        rest = np.concatenate([F[:, :off], F[:, off + n * k:]], axis=1)
+        r = np.abs(rest).max(axis=1) if rest.shape[1] else np.zeros(len(F))
+        Fx = F[:, off:off + n * k].reshape(len(F), n, k)
+        for g, rows in enumerate(self.groups.pseudo):
+            A = np.stack([lift.alpha[g] for lift in lifts])
+            r = np.maximum(r, np.abs(A @ Fx[:, rows]).max(axis=(1, 2)))
+        return r
+
     def check(self, v: np.ndarray, vr: np.ndarray, lift: Lift, tol: float = EXACTNESS_TOL) -> float:
         r"""Relative difference between the full flow, loss and samples at v and the lifted reduced ones
         at vr, and between the flows at a generic reduced state vr' (same lift: the identity holds for

@@ -64,8 +64,8 @@ class SeedBDF:
     * ``flows(seeds, Y) -> F``: f at the rows of Y (the states of ``seeds``), one batched call;
       a non-finite flow raises :class:`~symcollapse.errors.IntegrationError`;
     * ``jacobians(seeds, Y) -> list``: the Jacobian of each row (any object ``factor`` accepts);
-    * ``factor(J, c) -> LU``: a solver of (I − cJ) x = r; ``solve(LUs, R) -> X``: the rows of R
-      solved with the LUs of their seeds.
+    * ``factor(Js, cs) -> list``: solvers LU of (I − c J) x = r for the pairs (J, c) (one call per
+      round); ``solve(LUs, R) -> X``: the rows of R solved with the LUs of their seeds.
 
     :meth:`step` makes one attempt for every running seed and returns the seeds that accepted
     a step; ``t``, ``y``, :meth:`dense_output` are per seed. Counters ``nfev``, ``njev``,
@@ -188,11 +188,11 @@ class SeedBDF:
         y_new, dsum = y_pred.copy(), np.zeros_like(y_pred)
         pending = np.arange(m)
         while len(pending):
-            for i in pending:
-                b = S[i]
-                if self.LU[b] is None:
-                    self.nlu[b] += 1
-                    self.LU[b] = self.factor(self.J[b], float(c[i]))
+            need = [i for i in pending if self.LU[S[i]] is None]
+            if need:
+                self.nlu[S[need]] += 1
+                for i, LU in zip(need, self.factor([self.J[S[i]] for i in need], c[need])):
+                    self.LU[S[i]] = LU
             ok, it, yv, dv = self._newton(S, pending, y_pred, c, psi, scale)
             conv[pending], n_iter[pending], y_new[pending], dsum[pending] = ok, it, yv, dv
             failed = pending[~ok]

@@ -316,10 +316,10 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
     (one reduced eigen-solution, batched products; each seed's fixed-point time is then located on
     its own). Other flows: 'auto' is resolved once from the first state (``extra['method']`` the
     same for every seed). With 'BDF-nodes' (stiff matrix-level flows, e.g. the head model) the
-    seeds are integrated together (:func:`.batched.integrate_many`: batched kernels, one BDF over
-    the stacked state of up to ``batched.BATCH_SEEDS`` seeds with per-seed block-diagonal Newton
-    systems and per-seed error norms; a seed reaching ‖θ̇‖_∞ ≤ stop_residual is recorded at that
-    step and frozen), each equal to its single run to the integrator tolerance; ``extra['batch']``
+    seeds are integrated together (:func:`.batched.integrate_many`: up to ``batched.BATCH_SEEDS``
+    seeds per batch, every seed with its own BDF steps, order, Jacobian and LU (:mod:`.seed_bdf`),
+    only the evaluations batched; a seed reaching ‖θ̇‖_∞ ≤ stop_residual is recorded at that step
+    and leaves the batch), each equal to its single run to the integrator tolerance; ``extra['batch']``
     is the number of seeds integrated together. Any other method runs the seeds one after
     another, each exactly as its single run with ``method=extra['method']``.
     """
@@ -482,7 +482,7 @@ def _simulate_reduced(red, V0, t_eval, *, labels, head, rtol, atol, use_jacobian
     scale0 = [float(np.max(np.abs(full.flow_vector(v)))) for v in V0]
 
     def norm(F, seeds):
-        return np.array([red.full_norm(f, lifts[s]) for f, s in zip(np.atleast_2d(F), seeds)])
+        return red.full_norms(F, [lifts[s] for s in seeds])
 
     groups = red.groups
     labels_r = np.empty(groups.N_reduced, dtype=int)
