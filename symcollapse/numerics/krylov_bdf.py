@@ -19,7 +19,8 @@ orbit (Z Mᵀ, MW − WM) of the fixed-point family (:class:`GaugeCoarse`, docs/
 P⁻¹ = Π + P_B⁻¹(I − Π), exact on range Π wherever (I − cJ)Π = Π (at and near the fixed point,
 where P_B⁻¹ alone is off by O(1) and GMRES ran into its iteration cap).
 
-The preconditioner P⁻¹ is the right preconditioner of GMRES on the scaled system S⁻¹(I − cJ)S (S = diag(atol + rtol|y|), the norm of BDF's Newton test); the
+The preconditioner P⁻¹ is the right preconditioner of GMRES on the scaled system S⁻¹(I − cJ)S
+(S = diag(atol + rtol|y|), the norm of BDF's Newton test); the
 solution is accepted only if its true residual, recomputed after each GMRES cycle, is at most
 ``KRYLOV_RTOL``·‖b‖; otherwise the Newton iteration is declared failed and scipy's BDF recomputes
 the Jacobian or halves the step (its error control and step logic are unchanged). The
