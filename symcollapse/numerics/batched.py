@@ -22,7 +22,7 @@ from ..errors import IntegrationError
 from ..symbolic.loss import LABEL, SAMPLE
 from .integrate import node_blocks
 from .matrix_kernels import Evaluator
-from .matrix_system import MatrixFlowSystem, shared_tangent_factors
+from .matrix_system import MatrixFlowSystem, shared_tangent_factors, tangent_letter
 from .seed_bdf import MAX_ORDER, SeedBDF
 
 
@@ -325,10 +325,7 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
                     J22[:, cols(LABEL), cols(tb)] += M
                 continue
             R_, C_ = out_shape
-            tangents = [L for part in data for L in (part if isinstance(part, tuple) and part and
-                                                    isinstance(part[0], tuple) else (part,))
-                        if isinstance(L, tuple) and len(L) == 4 and L[0] == "s" and L[3] == "d"]
-            Lt = tangents[0]
+            Lt = tangent_letter(data)
             tb = tb_of[Lt[1]]
             if tb not in lay:
                 continue

@@ -42,7 +42,7 @@ from scipy.linalg import lu_factor, lu_solve
 from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic.loss import LABEL, SAMPLE
 from ..tolerance import within
-from .matrix_system import shared_tangent_factors
+from .matrix_system import shared_tangent_factors, tangent_letter
 from .zero_modes import HEAD, is_sg_head
 
 #: relative residual ‖b − (I − cJ)δ‖/‖b‖ (scaled norm) each Newton correction is solved to:
@@ -146,10 +146,7 @@ def _shared_self_terms(system, ev, b):
     tb_of = system._sym_block
     out = []
     for c, form, data in system.compiled.jvps[b].terms:
-        tangents = [L for part in data for L in (part if isinstance(part, tuple) and part and
-                                                isinstance(part[0], tuple) else (part,))
-                    if isinstance(L, tuple) and len(L) == 4 and L[0] == "s" and L[3] == "d"]
-        Lt = tangents[0]
+        Lt = tangent_letter(data)
         if tb_of[Lt[1]] != b:
             continue
         Left, Right = shared_tangent_factors(system, ev, form, data, Lt)

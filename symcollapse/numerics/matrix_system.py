@@ -364,10 +364,7 @@ class MatrixFlowSystem(BlockState):
             M = c * np.einsum(spec, Left, r).reshape(nrow * dout, -1)
             return [(tb_of[Lt[1]], M)]
         R, C = out_shape
-        tangents = [L for part in data for L in (part if isinstance(part, tuple) and part and
-                                                isinstance(part[0], tuple) else (part,))
-                    if isinstance(L, tuple) and len(L) == 4 and L[0] == "s" and L[3] == "d"]
-        Lt = tangents[0]
+        Lt = tangent_letter(data)
         tb = tb_of[Lt[1]]
         if tb in (SAMPLE, LABEL):  # a tangent node vector inside a moment
             tside = ev.side(Lt)
@@ -422,6 +419,13 @@ class MatrixFlowSystem(BlockState):
         if name.startswith("_") or name in ("component", "compiled"):
             raise AttributeError(name)
         return getattr(self.component, name)
+
+
+def tangent_letter(data) -> tuple:
+    """The tangent letter ('s', name, transposed, 'd') of a shared-block δF chain's data (its first)."""
+    return next(L for part in data for L in (part if isinstance(part, tuple) and part and
+                                             isinstance(part[0], tuple) else (part,))
+                if isinstance(L, tuple) and len(L) == 4 and L[0] == "s" and L[3] == "d")
 
 
 def _structural(M):
