@@ -80,6 +80,14 @@ def test_a_wrong_reduction_is_refused():
     vr, lift = wrong.reduce(v)
     with pytest.raises(DerivationCheckError, match="sample reduction"):
         wrong.check(v, vr, lift)
+    # a NaN anywhere in the comparison fails the check (here the reduced loss)
+    vr, lift = red.reduce(v)
+    red.system.loss = lambda st: float("nan")
+    try:
+        with pytest.raises(DerivationCheckError, match="sample reduction"):
+            red.check(v, vr, lift)
+    finally:
+        del red.system.loss
     with pytest.raises(InvalidParameterError, match="multiplicity"):
         type(red.system)(red.system.compiled, P, rates=dict(red.system.rates), dims=dict(red.system.dims),
                          check=False, multiplicity=-m)

@@ -201,14 +201,14 @@ class SampleReduction:
         vr2 = self.system.pack(pert)
         gap2, size2 = self._flow_gap(self.expand(vr2, lift), vr2, lift)
         gap, size = self._flow_gap(v, vr, lift)
-        scale = max(size, size2, 1e-300)
-        err = max(gap, gap2) / scale
+        scale = max(float(np.max([size, size2])), 1e-300)  # np.max: a NaN propagates
+        err = float(np.max([gap, gap2])) / scale
         st = self.full.unpack(v)
         l_full, l_red = self.full.loss(st), self.system.loss(st_r)
         err_l = abs(l_red - l_full) / max(abs(l_full), 1e-300)
         x_err = float(np.max(np.abs(self.full.unpack(self.expand(vr, lift))[SAMPLE] - st[SAMPLE])))
         x_err /= max(float(np.max(np.abs(st[SAMPLE]))), 1e-300)
-        worst = max(err, err_l, x_err)
+        worst = float(np.max([err, err_l, x_err]))  # not Python's max, which drops a NaN not in first place
         if not worst <= tol:
             raise DerivationCheckError(
                 f"sample reduction: the lifted reduced flow differs from the full flow by {err:.3g}, the loss "
