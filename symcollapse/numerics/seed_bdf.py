@@ -16,7 +16,7 @@ import numpy as np
 from scipy.integrate._ivp.bdf import BdfDenseOutput
 
 from ..errors import IntegrationError
-from .newton_floor import FLOOR_MAX, at_floor, floor_rows, noise_signs
+from . import newton_floor as _floor
 
 MAX_ORDER = 5
 NEWTON_MAXITER = 4
@@ -87,7 +87,7 @@ class SeedBDF:
         self.nsteps = np.zeros(B, dtype=int)
         self.floor_checks = np.zeros(B, dtype=int)  # the noise-aware Newton test (docs/model.md §3.6)
         self.floor_accepted = np.zeros(B, dtype=int)
-        self.noise_signs = noise_signs(n)
+        self.noise_signs = _floor.noise_signs(n)
         seeds = np.arange(B)
         F0 = self._flows(seeds, Y0) if F0 is None else np.asarray(F0, dtype=float)
         self.t = np.full(B, float(t0))
@@ -268,7 +268,7 @@ class SeedBDF:
                     rate = dn / old[A]
                     bad = (rate >= 1) | (rate ** (NEWTON_MAXITER - k) / (1 - rate) * dn > tol)
                     done = ~bad & ((dn == 0) | (rate / (1 - rate) * dn < tol))
-                probe = np.flatnonzero(bad & (dn <= FLOOR_MAX))  # else not acceptable: no measurement
+                probe = np.flatnonzero(bad & (dn <= _floor.FLOOR_MAX))  # else not acceptable: no measurement
                 if len(probe):
                     done[probe] = self._at_floor(S[P[A[probe]]], y[A[probe]], F[probe], c[P[A[probe]]],
                                                  scale[P[A[probe]]], dn[probe])
@@ -284,9 +284,9 @@ class SeedBDF:
         """Which would-fail increments (scaled norms ``dn``) are at the measured round-off floor
         of their seeds (:func:`.newton_floor.floor_rows`, docs/model.md §3.6); counted per seed."""
         LUs = [self.LU[b] for b in seeds]
-        eta = floor_rows(lambda X: self._flows(seeds, X), lambda R: self.solve(LUs, R), Y, F, c, scale, dn,
+        eta = _floor.floor_rows(lambda X: self._flows(seeds, X), lambda R: self.solve(LUs, R), Y, F, c, scale, dn,
                          self.noise_signs)
-        acc = at_floor(dn, eta)
+        acc = _floor.at_floor(dn, eta)
         self.floor_checks[seeds] += 1
         self.floor_accepted[seeds[acc]] += 1
         return acc

@@ -194,6 +194,8 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
                     stop_residual, sol.stopped, sol.t[-1], sol.residual)
     if sol.stats:  # BDF-krylov: Jacobians, linear solves, GMRES iterations, failed solves, JVPs
         extra["krylov"] = dict(sol.stats)
+    if sol.newton_floor:  # the BDF methods' noise-aware Newton test (docs/model.md §3.6)
+        extra["newton_floor"] = dict(sol.newton_floor)
     return Trajectory(sol.t, np.array(dm), np.array(acc), np.array(ls), Z,
                       final.get(head) if head else None, sol.y if keep_states else None, extra)
 
@@ -449,8 +451,8 @@ def _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_sta
         X = final.get(SAMPLE)
         Z = np.vstack([X, final[LABEL]]) if X is not None and X.shape[1] == final[LABEL].shape[1] else final[LABEL]
         extra = _record({"nfev": r["nfev"], "njev": r["njev"], "nlu": r["nlu"], "nsteps": r["nsteps"],
-                         "batch": r["batch"]}, choice, "BDF-nodes", stop_residual, r["stopped"], r["t"][-1],
-                         r["residual"])
+                         "batch": r["batch"], "newton_floor": dict(r.get("newton_floor", {}))}, choice,
+                        "BDF-nodes", stop_residual, r["stopped"], r["t"][-1], r["residual"])
         if choice is not None and len(V0) > 1:
             extra["method_reason"] = choice.reason + " (chosen from the first state; seeds integrated together)"
         out.append(Trajectory(np.array(r["t"]), np.array(dm), np.array(acc), np.array(ls), Z,
