@@ -375,7 +375,8 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
 
 
 #: largest B·n² of one call of :func:`dense_jacobians` in the batched integrator; also the largest
-#: n² for which a single stiff run takes the batched integrator with one seed (numerics/trajectory.py)
+#: n² for which a single stiff run without node blocks takes the batched integrator with one seed
+#: (numerics/trajectory.py; with node blocks the bound is on the blocks, SINGLE_BLOCK_BYTES there)
 DENSE_JACOBIAN_ENTRIES = 4 * 10**6
 #: most unknowns n for which the batched integrator builds a Jacobian densely from n batched JVPs
 #: rather than assembling it sparse (measured per Jacobian, head model d = 8: n = 328 18 ms either
