@@ -225,3 +225,13 @@ def test_krylov_newton_accepts_at_the_floor_and_never_on_nan(poison):
                         1e-4, stats=stats)
     assert stats["checks"] == 1
     assert ok == (poison == 1.0) and stats["accepted"] == int(poison == 1.0)
+
+
+def test_rebind_refuses_a_name_the_function_does_not_use():
+    """Installing the test replaces the global ``solve_bdf_system`` of scipy's BDF step; a function
+    that does not use a replaced name raises (a future scipy would otherwise run without the floor)."""
+    def step():
+        return 1
+    with pytest.raises(RuntimeError, match="solve_bdf_system"):
+        nf.rebind(step, solve_bdf_system=lambda *a: None)
+    assert nf.rebind(BDF._step_impl, solve_bdf_system=nf.solve_bdf_system).__code__ is BDF._step_impl.__code__

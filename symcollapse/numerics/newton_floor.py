@@ -168,7 +168,14 @@ def solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, *,
 
 def rebind(fn, **names):
     """``fn`` with some of its global names replaced (scipy's BDF step reused with another Newton
-    solver or norm, its logic unchanged)."""
+    solver or norm, its logic unchanged). A name ``fn`` does not use raises RuntimeError (a scipy
+    whose BDF no longer calls it would otherwise silently run without the replacement)."""
+    missing = sorted(n for n in names if n not in fn.__code__.co_names)
+    if missing:
+        import scipy
+        raise RuntimeError(f"{fn.__qualname__} of scipy {scipy.__version__} does not use the global "
+                           f"name(s) {missing}: the noise-aware Newton test (docs/model.md §3.6) cannot be "
+                           "installed in this scipy's BDF")
     g = dict(fn.__globals__)
     g.update(names)
     return types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
