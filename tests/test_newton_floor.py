@@ -165,9 +165,9 @@ def _head_to_fixed_point(rtol):
 
 def test_head_at_ten_thousand_samples_reaches_its_fixed_point():
     """(b) K = 4, d = 4, N = 10⁴ with the summed-loss rates (1, 0.5, 1) at rtol 10⁻⁷: the flow's terms
-    are ~10⁶, its round-off ~2·10⁻¹⁰; with scipy's test this run had not reached the stop after 10
-    CPU minutes (at rtol 10⁻⁸: 28 000 steps and 11 700 Jacobians to t = 3198 of ~2.6·10⁴). With the
-    noise-aware test it stops at ‖θ̇‖∞ ≤ 10⁻⁹ (measured: 1330 steps), some iterates accepted at the
+    are ~10⁶, its round-off ~2·10⁻¹⁰; with scipy's test this run had not reached the stop after
+    14 minutes (wall, load 3; at rtol 10⁻⁸: 28 000 steps and 11 700 Jacobians to t = 3198 of
+    ~2.6·10⁴). With the noise-aware test it stops at ‖θ̇‖∞ ≤ 10⁻⁹ (measured: 1330 steps), some iterates accepted at the
     floor, at the end state (Δ_min to 10⁻⁴ relative, the stop's own accuracy at these rates) of the
     run at rtol 10⁻⁶, where scipy's test itself works."""
     tr = _head_to_fixed_point(1e-7)
