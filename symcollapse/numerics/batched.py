@@ -232,6 +232,22 @@ def dense_jacobians(system, V: np.ndarray) -> np.ndarray:
     return np.swapaxes(R.reshape(B, n, n), 1, 2)
 
 
+def _outer(spec: str, *ops) -> np.ndarray:
+    """``np.einsum(spec, *ops)`` for a spec without summed indices, as one broadcast product
+    written in the output's (C) order: einsum and a plain broadcast product keep the inputs'
+    memory order, so the reshape that follows would copy the result once more with a
+    cache-hostile stride."""
+    ins, out = spec.split("->")
+    res = None
+    for sub, X in zip(ins.split(","), ops):
+        X = np.asarray(X)
+        order = sorted(range(len(sub)), key=lambda i: out.index(sub[i]))
+        shape = [X.shape[sub.index(c)] if c in sub else 1 for c in out]
+        X = np.transpose(X, order).reshape(shape)
+        res = X if res is None else np.multiply(res, X, order="C")
+    return res
+
+
 class _Unsupported(Exception):
     """A derived JVP term outside the forms :func:`jacobian_blocks` assembles (internal)."""
 
@@ -294,9 +310,9 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
                             blk[:, idx, :, idx, :] += (g.label_degree[:, None, None, None] * A[None])
                             J22[:, cols(LABEL), cols(LABEL)] = blk.reshape(B, nrow * dout, nrow * dn)
                     elif b == SAMPLE:  # samples ← labels: P_ic A
-                        J12[:, :, cols(tb)] += np.einsum("ic,bae->biace", P, A).reshape(B, n1, -1)
+                        J12[:, :, cols(tb)] += _outer("ic,bae->biace", P, A).reshape(B, n1, -1)
                     else:  # labels ← samples: P_ic A
-                        J21[:, cols(LABEL), :] += np.einsum("ic,bae->bcaie", P, A).reshape(B, nrow * dout, -1)
+                        J21[:, cols(LABEL), :] += _outer("ic,bae->bcaie", P, A).reshape(B, nrow * dout, -1)
                     continue
                 if form not in ("lin", "const"):
                     raise _Unsupported(form)
@@ -318,7 +334,7 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
                     R = np.ones((B, 1)) if Right is None else Right.reshape(B, -1)
                     r = deg[None, :, None] * R[:, None, :]
                 spec = "bak,bil->bialk" if Lt[2] else "bak,bil->biakl"
-                M = c * np.einsum(spec, Left, r).reshape(B, nrow * dout, -1)
+                M = _outer(spec, c * Left, r).reshape(B, nrow * dout, -1)
                 if b == SAMPLE:
                     J12[:, :, cols(tb)] += M
                 else:
@@ -336,23 +352,23 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
                 if form == "m1r":
                     A = ev.prod(data[0])
                     A = eye_b(R_, dn) if A is None else A
-                    M = np.einsum("zak,j->zajk", A, deg).reshape(B, R_ * C_, -1)
+                    M = _outer("zak,j->zajk", A, deg).reshape(B, R_ * C_, -1)
                 elif form == "m1l":
                     Bm = ev.prod(data[1])
                     Bm = eye_b(dn, C_) if Bm is None else Bm
-                    M = np.einsum("zkb,j->zbjk", Bm, deg).reshape(B, R_ * C_, -1)
+                    M = _outer("zkb,j->zbjk", Bm, deg).reshape(B, R_ * C_, -1)
                 elif form == "m2":
                     A, Lp, Lq, Bm = ev.prod(data[0]), data[1], data[2], ev.prod(data[3])
                     if Lq[3] == "d":
                         G = ev.neighbour_sum(("s", Lp[1], False, Lp[3]), tside)
                         AG = G if A is None else G @ np.swapaxes(A, -1, -2)
                         Bm = eye_b(dn, C_) if Bm is None else Bm
-                        M = np.einsum("zja,zkb->zabjk", AG, Bm).reshape(B, R_ * C_, -1)
+                        M = _outer("zja,zkb->zabjk", AG, Bm).reshape(B, R_ * C_, -1)
                     else:
                         H = ev.neighbour_sum(("s", Lq[1], False, Lq[3]), tside)
                         HB = H if Bm is None else H @ Bm
                         A = eye_b(R_, dn) if A is None else A
-                        M = np.einsum("zak,zjb->zabjk", A, HB).reshape(B, R_ * C_, -1)
+                        M = _outer("zak,zjb->zabjk", A, HB).reshape(B, R_ * C_, -1)
                 else:
                     raise _Unsupported(form)
                 if tb == SAMPLE:
@@ -364,7 +380,7 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
             Left = np.broadcast_to(Left, (B,) + Left.shape[-2:])
             Right = np.broadcast_to(Right, (B,) + Right.shape[-2:])
             tr, tc = Left.shape[2], Right.shape[1]
-            K = np.einsum("zij,zlk->zikjl", Left, Right).reshape(B, Left.shape[1] * Right.shape[2], tr * tc)
+            K = _outer("zij,zlk->zikjl", Left, Right).reshape(B, Left.shape[1] * Right.shape[2], tr * tc)
             if Lt[2]:
                 K = K.reshape(B, R_ * C_, tr, tc).transpose(0, 1, 3, 2).reshape(B, R_ * C_, -1)
             J22[:, cols(b), cols(tb)] += c * K
