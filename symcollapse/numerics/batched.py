@@ -184,11 +184,17 @@ def batched_flow(system, V: np.ndarray) -> np.ndarray:
     return _assemble(system, ev, system.compiled.forces, len(V))
 
 
-def batched_jvp(system, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None) -> np.ndarray:
+def batched_jvp(system, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None, state=None) -> np.ndarray:
     """J(v_b)·dv_b for the rows of V and dV (B × size), from the derived JVP plans in one batched
     evaluation (no finite differences). ``zero``: blocks whose tangent is zero in every row (the
     terms holding one are skipped: exact); ``only``: the blocks of the result wanted (the others
-    are returned as zeros, not evaluated)."""
+    are returned as zeros, not evaluated); ``state``: the tangent-free products, graph sums and
+    moments of the states V (:func:`jvp_state`), reused instead of recomputed."""
+    ev = _jvp_evaluator(system, V, dV, zero, state)
+    return _assemble(system, ev, system.compiled.jvps, len(V), only)
+
+
+def _jvp_evaluator(system, V, dV, zero=(), state=None) -> BatchedEvaluator:
     V, dV = np.asarray(V, dtype=float), np.asarray(dV, dtype=float)
     st, tan = batched_blocks(system, V), batched_blocks(system, dV)
     loss = system.compiled.loss
@@ -204,7 +210,29 @@ def batched_jvp(system, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None) ->
             shared[(nm[b], "d")] = tan[b]
     ev = BatchedEvaluator(system.graph, nodes, shared, system.compiled.roles, system._param_values)
     ev.zero = frozenset((nm[b], "d") for b in zero)
-    return _assemble(system, ev, system.compiled.jvps, len(V), only)
+    if state is not None:
+        for name, entries in state.items():
+            getattr(ev, name).update(entries)
+    return ev
+
+
+#: the caches of an evaluator, each with the test that an entry's key holds no tangent letter
+_STATE_KEYS = {"_prod": lambda key: all(L[3] == "" for L in key),
+               "_nb": lambda key: key[1] == "",
+               "_m1": lambda key: key[1] == "",
+               "_m2": lambda key: key[0][1] == "" and key[1][1] == ""}
+
+
+def jvp_state(system, V: np.ndarray) -> dict:
+    """The tangent-free entries (products of state blocks, graph sums and moments of state nodes)
+    that the derived JVP plans evaluate at the rows of V, ``{cache: {key: array (B, …)}}``: J·δv
+    is linear in δv, so only the terms holding δv change between Jacobian–vector products at one
+    state (pass the entries of the same rows as ``batched_jvp(state=…)``)."""
+    V = np.asarray(V, dtype=float)
+    ev = _jvp_evaluator(system, V, np.ones_like(V))
+    _assemble(system, ev, system.compiled.jvps, len(V))
+    return {name: {k: np.broadcast_to(v, (len(V),) + np.shape(v)[1:]) for k, v in getattr(ev, name).items()
+                   if test(k)} for name, test in _STATE_KEYS.items()}
 
 
 def _assemble(system, ev, plans, B, only=None):
@@ -627,18 +655,89 @@ def _kernel_chunks(fn, system, *arrays, **kw):
                            for i in range(0, B, KERNEL_SEEDS)])
 
 
-def solve_seeds_jvp(system, LUs: list, R: np.ndarray) -> np.ndarray:
+class SeedStore:
+    """Per-seed arrays of one batch for the Newton solves through JVPs, in slots (a seed's index
+    in the :class:`.seed_bdf.SeedBDF`): written with each Jacobian (its point, the sample blocks'
+    eigenbasis, the JVP's tangent-free entries, :func:`jvp_state`) and each LU (c, the
+    eigen-weights 1/(1 − cλ) of the sample rows, S⁻¹), so that a solve takes them with one
+    indexing per array (a view when the slots are consecutive) instead of stacking per-seed
+    objects. Only a seed's current Jacobian and LU are kept (SeedBDF solves with nothing else)."""
+
+    def __init__(self, B: int):
+        self.B = B
+        self.arrays = {}
+        self.state_keys = None
+
+    def put(self, key, slots, values) -> None:
+        values = np.asarray(values)
+        arr = self.arrays.get(key)
+        if arr is None:
+            arr = self.arrays[key] = np.zeros((self.B,) + values.shape[1:])
+        arr[slots] = values
+
+    def take(self, key, slots):
+        arr = self.arrays[key]
+        if isinstance(slots, slice):
+            out = arr[slots]
+            out.flags.writeable = False  # a view of the store: read only
+            return out
+        return arr[slots]
+
+    def put_state(self, slots, state: dict) -> None:
+        keys = [(name, k) for name, entries in state.items() for k in entries]
+        if self.state_keys is None:
+            self.state_keys = keys
+        elif keys != self.state_keys:  # (the plans' entries do not depend on the values)
+            raise IntegrationError("internal: the JVP state entries changed between Jacobians")
+        for name, k in keys:
+            self.put(("state", name, k), slots, state[name][k])
+
+    def take_state(self, slots) -> dict:
+        out = {}
+        for name, k in self.state_keys:
+            out.setdefault(name, {})[k] = self.take(("state", name, k), slots)
+        return out
+
+
+def _slots(LUs):
+    """The store slots of the LUs' seeds: a slice when consecutive, else an index array (None when
+    an LU has no slot)."""
+    idx = [getattr(LU.J, "slot", None) for LU in LUs]
+    if any(i is None for i in idx):
+        return None
+    a = np.array(idx)
+    if len(a) == 1 or np.all(np.diff(a) == 1):
+        return slice(int(a[0]), int(a[-1]) + 1)
+    return a
+
+
+def solve_seeds_jvp(system, LUs: list, R: np.ndarray, store: SeedStore | None = None) -> np.ndarray:
     """:func:`solve_seeds` with the off-diagonal products J₂₁u and J₁₂x₂ taken as batched
     Jacobian–vector products at each seed's Jacobian point ``LU.J.point`` (the same linear maps
     as the assembled blocks, docs/model.md §3.4; no N·k×m block is read per solve). Needs grouped
-    LUs (their Schur complement is formed from the blocks once per Jacobian)."""
+    LUs (their Schur complement is formed from the blocks once per Jacobian). More than
+    KERNEL_SEEDS LUs are solved in consecutive chunks. With a ``store`` holding every LU's seed
+    (:class:`SeedStore`), the per-seed arrays and the JVPs' tangent-free entries come from it."""
+    if len(LUs) > KERNEL_SEEDS:
+        return np.concatenate([solve_seeds_jvp(system, LUs[i:i + KERNEL_SEEDS], R[i:i + KERNEL_SEEDS], store)
+                               for i in range(0, len(LUs), KERNEL_SEEDS)])
     J0 = LUs[0].J
     L, N, k, n1 = len(LUs), J0.N, J0.k, J0.n1
-    pts = np.stack([LU.J.point for LU in LUs])
-    c = np.array([LU.c for LU in LUs])
-    if all(LU.w_rows is not None for LU in LUs):  # a shared eigenbasis per seed
-        Q = np.concatenate([LU.J.groups.basis for LU in LUs])  # (L, k, k)
-        w = np.concatenate([LU.w_rows for LU in LUs])  # (L, N, k)
+    sl = _slots(LUs) if store is not None and store.state_keys is not None else None
+    if sl is not None:
+        pts, c, Sinv = store.take("point", sl), store.take("c", sl), store.take("Sinv", sl)
+        state = store.take_state(sl)
+        Q, w = store.take("basis", sl), store.take("w", sl)
+    else:
+        pts = np.stack([LU.J.point for LU in LUs])
+        c = np.array([LU.c for LU in LUs])
+        Sinv = np.concatenate([LU.Sinv for LU in LUs])  # (L, m, m)
+        state = None
+        Q = w = None
+        if all(LU.w_rows is not None for LU in LUs):  # a shared eigenbasis per seed
+            Q = np.concatenate([LU.J.groups.basis for LU in LUs])  # (L, k, k)
+            w = np.concatenate([LU.w_rows for LU in LUs])  # (L, N, k)
+    if Q is not None:
         Qt = np.swapaxes(Q, 1, 2)
 
         def blocks(X):
@@ -651,12 +750,11 @@ def solve_seeds_jvp(system, LUs: list, R: np.ndarray) -> np.ndarray:
     T = np.zeros_like(R)
     T[:, :n1] = blocks(R[:, :n1])
     rest = tuple(b for b in system.compiled.learned if b != SAMPLE)
-    b2 = R[:, n1:] + c[:, None] * _kernel_chunks(batched_jvp, system, pts, T, zero=rest, only=rest)[:, n1:]
-    Sinv = np.concatenate([LU.Sinv for LU in LUs])  # (L, m, m)
+    b2 = R[:, n1:] + c[:, None] * batched_jvp(system, pts, T, zero=rest, only=rest, state=state)[:, n1:]
     x2 = (Sinv @ b2[:, :, None])[:, :, 0]
     out = np.zeros_like(R)
     out[:, n1:] = x2
-    t = _kernel_chunks(batched_jvp, system, pts, out, zero=(SAMPLE,), only=(SAMPLE,))[:, :n1]
+    t = batched_jvp(system, pts, out, zero=(SAMPLE,), only=(SAMPLE,), state=state)[:, :n1]
     out[:, :n1] = T[:, :n1] + c[:, None] * blocks(t)
     return out
 
@@ -753,14 +851,24 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
                 out = []
                 for i in range(0, len(Y), KERNEL_SEEDS):
                     D, J12, J21, J22 = jacobian_blocks(system, Y[i:i + KERNEL_SEEDS])
-                    for b, y in enumerate(Y[i:i + KERNEL_SEEDS]):
+                    Yc, sc = Y[i:i + KERNEL_SEEDS], np.asarray(seeds)[i:i + KERNEL_SEEDS]
+                    chunk = []
+                    for b, y in enumerate(Yc):
                         J = BlockJacobian.from_blocks(D[b:b + 1].copy(), J12[b:b + 1], J21[b:b + 1],
                                                       J22[b:b + 1].copy(), point=y.copy())
                         if J.groups is not None and jvp_solves():  # solves through JVPs
                             J.J12 = J.J21 = None
                         else:
                             J.J12, J.J21 = J.J12.copy(), J.J21.copy()
-                        out.append(J)
+                        chunk.append(J)
+                    if all(J.J12 is None and J.groups is not None and J.groups.basis is not None for J in chunk):
+                        # the solves' per-seed arrays in the store (slot = the seed's index)
+                        store.put("point", sc, Yc)
+                        store.put("basis", sc, np.concatenate([J.groups.basis for J in chunk]))
+                        store.put_state(sc, jvp_state(system, Yc))
+                        for J, s in zip(chunk, sc):
+                            J.slot = int(s)
+                    out += chunk
                 return out
             except _Unsupported:
                 derived[0] = False
@@ -777,14 +885,24 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
             out.append(J)
         return out
 
+    def factor(Js, cs):
+        LUs = factor_seeds(Js, cs)
+        kept = [LU for LU in LUs if getattr(LU.J, "slot", None) is not None and LU.w_rows is not None]
+        if kept:  # the solves' per-seed arrays of the new LUs
+            slots = [LU.J.slot for LU in kept]
+            store.put("c", slots, [LU.c for LU in kept])
+            store.put("w", slots, np.concatenate([LU.w_rows for LU in kept]))
+            store.put("Sinv", slots, np.concatenate([LU.Sinv for LU in kept]))
+        return LUs
+
     def solve(LUs, R):  # through JVPs for the LUs whose Jacobian dropped its blocks
         g = np.array([LU.J.J12 is None for LU in LUs])
         if not g.any():
             return solve_seeds(LUs, R)
         if g.all():
-            return solve_seeds_jvp(system, LUs, R)
+            return solve_seeds_jvp(system, LUs, R, store)
         out = np.empty_like(R)
-        for sel, fn in ((np.flatnonzero(g), lambda L, X: solve_seeds_jvp(system, L, X)), (np.flatnonzero(~g), solve_seeds)):
+        for sel, fn in ((np.flatnonzero(g), lambda L, X: solve_seeds_jvp(system, L, X, store)), (np.flatnonzero(~g), solve_seeds)):
             if len(sel):
                 out[sel] = fn([LUs[i] for i in sel], R[sel])
         return out
@@ -805,8 +923,8 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
         run = np.flatnonzero(res0 > stop_residual)
     if not len(run):
         return rec
-    solver = SeedBDF(flows, jacobians, factor_seeds,
-                     solve,
+    store = SeedStore(len(run))
+    solver = SeedBDF(flows, jacobians, factor, solve,
                      float(t_eval[0]), V0[run], float(t_eval[-1]), rtol=rtol, atol=atol, F0=F0[run])
     i_eval = np.ones(len(run), dtype=int)
     t_end = float(t_eval[-1])
