@@ -561,15 +561,15 @@ def _sample_groups(J: "BlockJacobian"):
     if np.abs(off).max() <= 1e-12 * scale:
         basis, Q = Q0, Q0[seed]
         lam = np.einsum("gii->gi", rot)
-    C = np.zeros((G, k, m, m))
+    C = np.empty((G, k, m, m))
     J12 = J.J12.reshape(B * N, k, m)
-    J21 = np.swapaxes(J.J21.reshape(B, m, N, k), 1, 2).reshape(B * N, m, k)  # (rows, m, k)
+    J21 = J.J21.reshape(B, m, N, k)
     for g in range(G):
         rows = perm[offsets[g]:offsets[g + 1]]
         Qg = Q[g]
-        A = np.tensordot(Qg, J12[rows], axes=([0], [1]))  # (j, i, m): q_jᵀ J₁₂,i
-        Bt = np.tensordot(J21[rows], Qg, axes=([2], [0])).transpose(2, 1, 0)  # (j, m, i): J₂₁,i q_j
-        C[g] = Bt @ A  # Σ_i (J₂₁,i q_j)(q_jᵀ J₁₂,i), one m×m per j
+        A = np.ascontiguousarray((Qg.T @ J12[rows]).transpose(1, 0, 2))  # (j, i, m): q_jᵀ J₁₂,i
+        Bt = np.ascontiguousarray((J21[seed[g]][:, rows - seed[g] * N, :] @ Qg).transpose(2, 0, 1))  # (j, m, i): J₂₁,i q_j
+        np.matmul(Bt, A, out=C[g])  # Σ_i (J₂₁,i q_j)(q_jᵀ J₁₂,i), one m×m per j
     grp = SampleGroups(seed, lam, Q, perm, offsets, C, inv)
     grp.basis = basis  # (B, k, k) or None
     return grp
