@@ -146,3 +146,32 @@ def test_newton_solves_from_the_seed_store_equal_the_dense_solve():
             want = np.linalg.solve(A, R[i])
             assert np.max(np.abs(got[row] - want)) <= 1e-10 * np.max(np.abs(want))
             assert np.max(np.abs(plain[row] - want)) <= 1e-10 * np.max(np.abs(want))
+
+
+def test_grouped_schur_terms_from_the_jacobian_factors_equal_the_dense_ones():
+    """The factored Jacobian (J₁₂ = U S, J₂₁ = V T per sample: jacobian_blocks(factored=True))
+    gives the same grouped Schur terms C_uj = Σ_{i∈u} (J₂₁,i q_j)(q_jᵀ J₁₂,i) and the same LU
+    solves as the dense blocks, for a sample-reduced head and one without stop-gradient."""
+    from symcollapse.numerics.sample_reduction import reduction
+
+    rng = np.random.default_rng(7)
+    red = reduction(sc.HeadModel(balanced_couplings(4, 40, 3), d=3, eta_y=0.5).system)
+    for sysm in (red.system, sc.HeadModel(balanced_couplings(3, 5, 1), d=3, stop_gradient=False).system):
+        V = rng.normal(size=(3, sysm.size))
+        D, J12, J21, J22 = bt.jacobian_blocks(sysm, V)
+        Df, (U, S), (Vf, T), J22f = bt.jacobian_blocks(sysm, V, factored=True)
+        assert S.shape[1] + T.shape[1] < D.shape[1] * D.shape[2]  # few factors (else no gain)
+        for b in range(3):
+            dense = bt.BlockJacobian.from_blocks(D[b:b + 1].copy(), J12[b:b + 1], J21[b:b + 1], J22[b:b + 1].copy())
+            fac = bt.BlockJacobian.from_blocks(Df[b:b + 1].copy(), None, None, J22f[b:b + 1].copy(),
+                                               factors=((U[b:b + 1], S[b:b + 1]), (Vf[b:b + 1], T[b:b + 1])))
+            assert dense.groups is not None and fac.groups is not None
+            Cd, Cf = dense.groups.C, fac.groups.C
+            assert np.max(np.abs(Cf - Cd)) <= 1e-12 * np.max(np.abs(Cd))
+            A = np.eye(sysm.size) - 0.7 * sysm.jacobian(V[b]).toarray()
+            r = rng.normal(size=sysm.size)
+            LU = bt.factor_seeds([fac], [0.7])[0]
+            assert np.max(np.abs(LU.Sinv[0] - bt.factor_seeds([dense], [0.7])[0].Sinv[0])) <= 1e-10 * np.max(np.abs(LU.Sinv))
+            fac.point = V[b]
+            x = bt.solve_seeds_jvp(sysm, [LU], r[None])[0]
+            assert np.max(np.abs(A @ x - r)) <= 1e-10 * np.max(np.abs(r))

@@ -280,13 +280,18 @@ class _Unsupported(Exception):
     """A derived JVP term outside the forms :func:`jacobian_blocks` assembles (internal)."""
 
 
-def jacobian_blocks(system, V: np.ndarray) -> tuple:
+def jacobian_blocks(system, V: np.ndarray, factored: bool = False) -> tuple:
     r"""The Jacobians ∂θ̇/∂θ at the B rows of V as dense blocks (D, J₁₂, J₂₁, J₂₂): D (B,N,k,k) the
     sample blocks, J₁₂ (B,n₁,m) samples ← rest, J₂₁ (B,m,n₁), J₂₂ (B,m,m) (rest = labels and
     shared blocks in layout order), assembled from the derived δF chains exactly as
     :meth:`.matrix_system.MatrixFlowSystem.jacobian` does (node–node parts deg ⊗ A and P ⊗ A,
     the shared rows and columns dense), every product batched over the B states. Raises
-    _Unsupported for a term form it does not assemble."""
+    _Unsupported for a term form it does not assemble.
+
+    Every sample-row term of J₁₂ and sample-column term of J₂₁ is a per-sample vector times a
+    shared matrix (P_ic A, r_i ⊗ Left, deg_i A, (AG)_i ⊗ B, …), so J₁₂[i,a,:] = Σ_L U[i,L] S[L,a,:]
+    and J₂₁[:,i,e] = Σ_L V[i,L] T[L,:,e] with few L. ``factored``: return (D, (U, S), (V, T), J₂₂)
+    — U (B,N,R), S (B,R,k,m), V (B,N,R'), T (B,R',m,k) — instead of the N·k×m blocks."""
     V = np.asarray(V, dtype=float)
     B = len(V)
     lay, g = system.layout, system.graph
@@ -294,7 +299,8 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
     n1 = N * k
     m = system.size - n1
     D = np.zeros((B, N, k, k))
-    J12, J21, J22 = np.zeros((B, n1, m)), np.zeros((B, m, n1)), np.zeros((B, m, m))
+    J22 = np.zeros((B, m, m))
+    U12, S12, V21, T21 = [], [], [], []  # the factors of J₁₂ and J₂₁ (docstring)
     st = batched_blocks(system, V)
     loss = system.compiled.loss
     nm = system._names
@@ -312,6 +318,20 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
 
     def eye_b(r, c):
         return np.broadcast_to(np.eye(r, c), (B, r, c))
+
+    def add_factor(Us, Ss, src, S):  # a factor column block; one block per per-sample array
+        for q, u in enumerate(Us):
+            if u is src:
+                Ss[q] = Ss[q] + S
+                return
+        Us.append(src)
+        Ss.append(S)
+
+    def diag_pair(X, a1, a2, val):  # X[..., i, ..., i, ...] = val along axes a1, a2 (i over their range)
+        idx = np.arange(X.shape[a1])
+        ix = [slice(None)] * X.ndim
+        ix[a1], ix[a2] = idx, idx
+        X[tuple(ix)] = val
 
     for b in system.compiled.learned:
         f = system.scale * system.rates[b]
@@ -337,10 +357,15 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
                             idx = np.arange(nrow)
                             blk[:, idx, :, idx, :] += (g.label_degree[:, None, None, None] * A[None])
                             J22[:, cols(LABEL), cols(LABEL)] = blk.reshape(B, nrow * dout, nrow * dn)
-                    elif b == SAMPLE:  # samples ← labels: P_ic A
-                        J12[:, :, cols(tb)] += _outer("ic,bae->biace", P, A).reshape(B, n1, -1)
-                    else:  # labels ← samples: P_ic A
-                        J21[:, cols(LABEL), :] += _outer("ic,bae->bcaie", P, A).reshape(B, nrow * dout, -1)
+                    elif b == SAMPLE:  # samples ← labels: J₁₂[i,a,(c,e)] = P_ic A_ae
+                        Kt = P.shape[1]
+                        S = np.zeros((B, Kt, k, m))
+                        diag_pair(S[..., cols(tb)].reshape(B, Kt, k, Kt, dn), 1, 3, A[None])
+                        add_factor(U12, S12, P, S)
+                    else:  # labels ← samples: J₂₁[(c,a),(i,e)] = P_ic A_ae
+                        T = np.zeros((B, nrow, m, dn))
+                        diag_pair(T[:, :, cols(LABEL), :].reshape(B, nrow, nrow, dout, dn), 1, 2, A[:, None])
+                        add_factor(V21, T21, P, T)
                     continue
                 if form not in ("lin", "const"):
                     raise _Unsupported(form)
@@ -362,11 +387,16 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
                     R = np.ones((B, 1)) if Right is None else Right.reshape(B, -1)
                     r = deg[None, :, None] * R[:, None, :]
                 spec = "bak,bil->bialk" if Lt[2] else "bak,bil->biakl"
-                M = _outer(spec, c * Left, r).reshape(B, nrow * dout, -1)
-                if b == SAMPLE:
-                    J12[:, :, cols(tb)] += M
+                if b == SAMPLE:  # J₁₂[i,a,(l,k) or (k,l)] = r_il (c Left)_ak
+                    Lr, K2 = r.shape[2], Left.shape[2]
+                    S = np.zeros((B, Lr, k, m))
+                    if Lt[2]:
+                        diag_pair(S[..., cols(tb)].reshape(B, Lr, k, Lr, K2), 1, 3, (c * Left)[None])
+                    else:
+                        diag_pair(S[..., cols(tb)].reshape(B, Lr, k, K2, Lr), 1, 4, (c * Left)[None])
+                    add_factor(U12, S12, r, S)
                 else:
-                    J22[:, cols(LABEL), cols(tb)] += M
+                    J22[:, cols(LABEL), cols(tb)] += _outer(spec, c * Left, r).reshape(B, nrow * dout, -1)
                 continue
             R_, C_ = out_shape
             Lt = tangent_letter(data)
@@ -377,31 +407,51 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
                 tside = ev.side(Lt)
                 deg = g.sample_degree if tside == "sample" else g.label_degree
                 dn = system._shape(tb)[1]
-                if form == "m1r":
+                fac = tb == SAMPLE  # J₂₁[(a,b),(j,k)] = V_j· T_·(a,b)k (docstring), else dense J₂₂
+                if form == "m1r":  # row a: A_ak deg_j
                     A = ev.prod(data[0])
                     A = eye_b(R_, dn) if A is None else A
-                    M = _outer("zak,j->zajk", A, deg).reshape(B, R_ * C_, -1)
-                elif form == "m1l":
+                    if fac:
+                        T = np.zeros((B, 1, m, dn))
+                        T[:, 0, cols(b), :] = c * A
+                        add_factor(V21, T21, deg, T)
+                    else:
+                        M = _outer("zak,j->zajk", A, deg).reshape(B, R_ * C_, -1)
+                elif form == "m1l":  # row b: B_kb deg_j
                     Bm = ev.prod(data[1])
                     Bm = eye_b(dn, C_) if Bm is None else Bm
-                    M = _outer("zkb,j->zbjk", Bm, deg).reshape(B, R_ * C_, -1)
+                    if fac:
+                        T = np.zeros((B, 1, m, dn))
+                        T[:, 0, cols(b), :] = c * np.swapaxes(Bm, 1, 2)
+                        add_factor(V21, T21, deg, T)
+                    else:
+                        M = _outer("zkb,j->zbjk", Bm, deg).reshape(B, R_ * C_, -1)
                 elif form == "m2":
                     A, Lp, Lq, Bm = ev.prod(data[0]), data[1], data[2], ev.prod(data[3])
-                    if Lq[3] == "d":
+                    if Lq[3] == "d":  # row (a,b): (AG)_ja B_kb
                         G = ev.neighbour_sum(("s", Lp[1], False, Lp[3]), tside)
                         AG = G if A is None else G @ np.swapaxes(A, -1, -2)
                         Bm = eye_b(dn, C_) if Bm is None else Bm
-                        M = _outer("zja,zkb->zabjk", AG, Bm).reshape(B, R_ * C_, -1)
-                    else:
+                        if fac:
+                            T = np.zeros((B, R_, m, dn))
+                            diag_pair(T[:, :, cols(b), :].reshape(B, R_, R_, C_, dn), 1, 2,
+                                      (c * np.swapaxes(Bm, 1, 2))[:, None])
+                            add_factor(V21, T21, AG, T)
+                        else:
+                            M = _outer("zja,zkb->zabjk", AG, Bm).reshape(B, R_ * C_, -1)
+                    else:  # row (a,b): A_ak (HB)_jb
                         H = ev.neighbour_sum(("s", Lq[1], False, Lq[3]), tside)
                         HB = H if Bm is None else H @ Bm
                         A = eye_b(R_, dn) if A is None else A
-                        M = _outer("zak,zjb->zabjk", A, HB).reshape(B, R_ * C_, -1)
+                        if fac:
+                            T = np.zeros((B, C_, m, dn))
+                            diag_pair(T[:, :, cols(b), :].reshape(B, C_, R_, C_, dn), 1, 3, (c * A)[None])
+                            add_factor(V21, T21, HB, T)
+                        else:
+                            M = _outer("zak,zjb->zabjk", A, HB).reshape(B, R_ * C_, -1)
                 else:
                     raise _Unsupported(form)
-                if tb == SAMPLE:
-                    J21[:, cols(b), :] += c * M
-                else:
+                if not fac:
                     J22[:, cols(b), cols(tb)] += c * M
                 continue
             Left, Right = shared_tangent_factors(system, ev, form, data, Lt)
@@ -412,9 +462,21 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
             if Lt[2]:
                 K = K.reshape(B, R_ * C_, tr, tc).transpose(0, 1, 3, 2).reshape(B, R_ * C_, -1)
             J22[:, cols(b), cols(tb)] += c * K
+    def rows_b(u):  # a per-sample array (N,), (N, r) or (B, N, r) as (B, N, r)
+        u = u[:, None] if u.ndim == 1 else u
+        return np.broadcast_to(u, (B,) + u.shape[-2:])
+
+    U = np.concatenate([rows_b(u) for u in U12], axis=2) if U12 else np.zeros((B, N, 0))
+    S = np.concatenate(S12, axis=1) if S12 else np.zeros((B, 0, k, m))
+    Vf = np.concatenate([rows_b(v) for v in V21], axis=2) if V21 else np.zeros((B, N, 0))
+    T = np.concatenate(T21, axis=1) if T21 else np.zeros((B, 0, m, k))
     if system.multiplicity is not None:  # sample rows / m_i
         D /= system.multiplicity[None, :, None, None]
-        J12 /= np.repeat(system.multiplicity, k)[None, :, None]
+        U = U / system.multiplicity[None, :, None]
+    if factored:
+        return D, (U, S), (Vf, T), J22
+    J12 = (U @ S.reshape(B, S.shape[1], k * m)).reshape(B, n1, m)
+    J21 = np.ascontiguousarray((Vf @ T.reshape(B, T.shape[1], m * k)).reshape(B, N, m, k).transpose(0, 2, 1, 3)).reshape(B, m, n1)
     return D, J12, J21, J22
 
 
@@ -476,13 +538,17 @@ class BlockJacobian:
         self.point = None  # the state J was evaluated at (set by the integrator)
 
     @classmethod
-    def from_blocks(cls, D, J12, J21, J22, point=None) -> "BlockJacobian":
-        """The BlockJacobian of given dense blocks (shapes as the attributes; B seeds)."""
+    def from_blocks(cls, D, J12, J21, J22, point=None, factors=None) -> "BlockJacobian":
+        """The BlockJacobian of given dense blocks (shapes as the attributes; B seeds), or with
+        J12 = J21 = None and ``factors`` = ((U, S), (V, T)) of :func:`jacobian_blocks` (factored):
+        the grouped Schur terms are then formed from the factors (the N·k×m blocks are never
+        built); solves need the JVP path (:func:`solve_seeds_jvp`)."""
         self = cls.__new__(cls)
         B, N, k, _ = D.shape
         self.B, self.N, self.k, self.n1, self.m = B, N, k, N * k, J22.shape[1]
         self.shape = (B * (self.n1 + self.m),) * 2
         self.D, self.J12, self.J21, self.J22 = D, J12, J21, J22
+        self.factors = factors
         self.groups = _sample_groups(self)
         self.point = point
         return self
@@ -562,6 +628,25 @@ def _sample_groups(J: "BlockJacobian"):
         basis, Q = Q0, Q0[seed]
         lam = np.einsum("gii->gi", rot)
     C = np.empty((G, k, m, m))
+    factors = getattr(J, "factors", None)
+    if J.J12 is None:
+        if factors is None:
+            return None
+        # J₁₂[i,a,:] = Σ_L U_iL S_La:, J₂₁[:,i,e] = Σ_L V_iL T_L:e: C_uj = T̃_jᵀ (V_uᵀ U_u) S̃_j with
+        # S̃_j = Σ_a q_ja S_La:, T̃_j = Σ_e T_L:e q_je (no N·k×m block formed)
+        (U, S), (Vf, T) = factors
+        R1, R2 = S.shape[1], T.shape[1]
+        for g in range(G):
+            rows = perm[offsets[g]:offsets[g + 1]]
+            b, Qg = seed[g], Q[g]
+            i = rows - b * N
+            Sq = (Qg.T @ np.swapaxes(S[b], 0, 1).reshape(k, R1 * m)).reshape(k, R1, m)
+            Tq = np.swapaxes((T[b] @ Qg).transpose(2, 0, 1), 1, 2)  # (j, m, L)
+            Mg = Vf[b, i].T @ U[b, i]  # (R2, R1)
+            np.matmul(Tq, Mg @ Sq, out=C[g])
+        grp = SampleGroups(seed, lam, Q, perm, offsets, C, inv)
+        grp.basis = basis
+        return grp
     J12 = J.J12.reshape(B * N, k, m)
     J21 = J.J21.reshape(B, m, N, k)
     for g in range(G):
@@ -850,17 +935,27 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
             try:
                 out = []
                 for i in range(0, len(Y), KERNEL_SEEDS):
-                    D, J12, J21, J22 = jacobian_blocks(system, Y[i:i + KERNEL_SEEDS])
                     Yc, sc = Y[i:i + KERNEL_SEEDS], np.asarray(seeds)[i:i + KERNEL_SEEDS]
                     chunk = []
-                    for b, y in enumerate(Yc):
-                        J = BlockJacobian.from_blocks(D[b:b + 1].copy(), J12[b:b + 1], J21[b:b + 1],
-                                                      J22[b:b + 1].copy(), point=y.copy())
-                        if J.groups is not None and jvp_solves():  # solves through JVPs
-                            J.J12 = J.J21 = None
-                        else:
-                            J.J12, J.J21 = J.J12.copy(), J.J21.copy()
-                        chunk.append(J)
+                    if jvp_solves():  # solves through JVPs: the Schur terms from the factors
+                        D, (U, S), (Vf, T), J22 = jacobian_blocks(system, Yc, factored=True)
+                        for b, y in enumerate(Yc):
+                            fac = ((U[b:b + 1], S[b:b + 1]), (Vf[b:b + 1], T[b:b + 1]))
+                            J = BlockJacobian.from_blocks(D[b:b + 1].copy(), None, None, J22[b:b + 1].copy(),
+                                                          point=y.copy(), factors=fac)
+                            if J.groups is None:  # not grouped: the dense blocks after all
+                                J12 = (U[b:b + 1] @ S[b:b + 1].reshape(1, S.shape[1], -1)).reshape(1, N * k, m)
+                                J21 = np.ascontiguousarray((Vf[b:b + 1] @ T[b:b + 1].reshape(1, T.shape[1], -1))
+                                                           .reshape(1, N, m, k).transpose(0, 2, 1, 3)).reshape(1, m, N * k)
+                                J = BlockJacobian.from_blocks(J.D, J12, J21, J.J22, point=J.point)
+                            J.factors = None
+                            chunk.append(J)
+                    else:
+                        D, J12, J21, J22 = jacobian_blocks(system, Yc)
+                        for b, y in enumerate(Yc):
+                            chunk.append(BlockJacobian.from_blocks(D[b:b + 1].copy(), J12[b:b + 1].copy(),
+                                                                   J21[b:b + 1].copy(), J22[b:b + 1].copy(),
+                                                                   point=y.copy()))
                     if all(J.J12 is None and J.groups is not None and J.groups.basis is not None for J in chunk):
                         # the solves' per-seed arrays in the store (slot = the seed's index)
                         store.put("point", sc, Yc)
