@@ -104,34 +104,44 @@ def test_batched_jacobian_blocks_equal_the_assembled_jacobian():
 
 
 def test_newton_solves_from_the_seed_store_equal_the_dense_solve():
-    """The Newton solves through JVPs (:func:`batched.solve_seeds_jvp`) with the per-seed arrays and
-    the JVPs' tangent-free entries taken from a :class:`batched.SeedStore` — all seeds, and a
-    non-consecutive subset — equal (I − cJ)⁻¹r from the assembled Jacobian (dense solve), and
-    the state-cached JVPs equal fresh ones."""
+    """The batched Newton solves (:func:`batched.solve_seeds_jvp`) with the per-seed arrays taken
+    from a :class:`batched.SeedStore` and J₂₁u, J₁₂x₂ from the Jacobians' factors
+    (:class:`batched.ApplyFactors`) — all seeds, and a non-consecutive subset — equal
+    (I − cJ)⁻¹r from the assembled Jacobian (dense solve), as do the solves through JVPs; and
+    the factors' products equal those with the dense blocks, for every head variant."""
     from symcollapse.numerics.sample_reduction import reduction
 
-    red = reduction(sc.HeadModel(balanced_couplings(4, 40, 3), d=3, eta_y=0.5).system)
-    sysm = red.system
     rng = np.random.default_rng(5)
+    variants = [sc.HeadModel(balanced_couplings(3, 4, 1), d=3, eta_x=0.7, **kw).system for kw in
+                (dict(), dict(stop_gradient=False), dict(learn_head=False, W_frozen=rng.normal(size=(3, 3))),
+                 dict(eta_W=1.3, eta_y=0.4))]
+    red = reduction(sc.HeadModel(balanced_couplings(4, 40, 3), d=3, eta_y=0.5).system)
+    for sysm in variants + [red.system]:
+        V = rng.normal(size=(3, sysm.size))
+        D, J12, J21, J22 = bt.jacobian_blocks(sysm, V)
+        F = bt.jacobian_blocks(sysm, V, factored="apply")[4]
+        st12, st21 = F.structure()[:2]
+        x2, u = rng.normal(size=(3, J22.shape[1])), rng.normal(size=(3, J12.shape[1]))
+        got12 = bt.ApplyFactors.j12(F.U, [op[4] for op in F.ops12], st12, x2, F.k)
+        got21 = bt.ApplyFactors.j21(F.V, [op[4] for op in F.ops21], st21, u, F.k, F.m)
+        want12, want21 = np.einsum("bij,bj->bi", J12, x2), np.einsum("bij,bj->bi", J21, u)
+        assert np.max(np.abs(got12 - want12)) <= 1e-13 * np.max(np.abs(want12))
+        assert np.max(np.abs(got21 - want21)) <= 1e-13 * np.max(np.abs(want21))
+
+    sysm = red.system
     B = 5
     V = rng.normal(size=(B, sysm.size))
-    D, J12, J21, J22 = bt.jacobian_blocks(sysm, V)
+    D, (U, S), (Vf, T), J22, F = bt.jacobian_blocks(sysm, V, factored="apply")
     Js, store = [], bt.SeedStore(B)
     for b in range(B):
-        J = bt.BlockJacobian.from_blocks(D[b:b + 1].copy(), J12[b:b + 1], J21[b:b + 1], J22[b:b + 1].copy(),
-                                         point=V[b].copy())
+        J = bt.BlockJacobian.from_blocks(D[b:b + 1].copy(), None, None, J22[b:b + 1].copy(), point=V[b].copy(),
+                                         factors=((U[b:b + 1], S[b:b + 1]), (Vf[b:b + 1], T[b:b + 1])))
         assert J.groups is not None and J.groups.basis is not None
-        J.J12 = J.J21 = None
         J.slot = b
         Js.append(J)
     slots = np.arange(B)
-    store.put("point", slots, V)
     store.put("basis", slots, np.concatenate([J.groups.basis for J in Js]))
-    state = bt.jvp_state(sysm, V)
-    store.put_state(slots, state)
-    dV = rng.normal(size=V.shape)
-    fresh, cached = bt.batched_jvp(sysm, V, dV), bt.batched_jvp(sysm, V, dV, state=state)
-    assert np.max(np.abs(cached - fresh)) <= 1e-13 * np.max(np.abs(fresh))
+    store.put_factors(slots, F)
     cs = rng.uniform(0.05, 2.0, size=B)
     LUs = bt.factor_seeds(Js, cs)
     store.put("c", slots, cs)

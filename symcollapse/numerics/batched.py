@@ -184,17 +184,11 @@ def batched_flow(system, V: np.ndarray) -> np.ndarray:
     return _assemble(system, ev, system.compiled.forces, len(V))
 
 
-def batched_jvp(system, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None, state=None) -> np.ndarray:
+def batched_jvp(system, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None) -> np.ndarray:
     """J(v_b)·dv_b for the rows of V and dV (B × size), from the derived JVP plans in one batched
     evaluation (no finite differences). ``zero``: blocks whose tangent is zero in every row (the
     terms holding one are skipped: exact); ``only``: the blocks of the result wanted (the others
-    are returned as zeros, not evaluated); ``state``: the tangent-free products, graph sums and
-    moments of the states V (:func:`jvp_state`), reused instead of recomputed."""
-    ev = _jvp_evaluator(system, V, dV, zero, state)
-    return _assemble(system, ev, system.compiled.jvps, len(V), only)
-
-
-def _jvp_evaluator(system, V, dV, zero=(), state=None) -> BatchedEvaluator:
+    are returned as zeros, not evaluated)."""
     V, dV = np.asarray(V, dtype=float), np.asarray(dV, dtype=float)
     st, tan = batched_blocks(system, V), batched_blocks(system, dV)
     loss = system.compiled.loss
@@ -210,29 +204,7 @@ def _jvp_evaluator(system, V, dV, zero=(), state=None) -> BatchedEvaluator:
             shared[(nm[b], "d")] = tan[b]
     ev = BatchedEvaluator(system.graph, nodes, shared, system.compiled.roles, system._param_values)
     ev.zero = frozenset((nm[b], "d") for b in zero)
-    if state is not None:
-        for name, entries in state.items():
-            getattr(ev, name).update(entries)
-    return ev
-
-
-#: the caches of an evaluator, each with the test that an entry's key holds no tangent letter
-_STATE_KEYS = {"_prod": lambda key: all(L[3] == "" for L in key),
-               "_nb": lambda key: key[1] == "",
-               "_m1": lambda key: key[1] == "",
-               "_m2": lambda key: key[0][1] == "" and key[1][1] == ""}
-
-
-def jvp_state(system, V: np.ndarray) -> dict:
-    """The tangent-free entries (products of state blocks, graph sums and moments of state nodes)
-    that the derived JVP plans evaluate at the rows of V, ``{cache: {key: array (B, …)}}``: J·δv
-    is linear in δv, so only the terms holding δv change between Jacobian–vector products at one
-    state (pass the entries of the same rows as ``batched_jvp(state=…)``)."""
-    V = np.asarray(V, dtype=float)
-    ev = _jvp_evaluator(system, V, np.ones_like(V))
-    _assemble(system, ev, system.compiled.jvps, len(V))
-    return {name: {k: np.broadcast_to(v, (len(V),) + np.shape(v)[1:]) for k, v in getattr(ev, name).items()
-                   if test(k)} for name, test in _STATE_KEYS.items()}
+    return _assemble(system, ev, system.compiled.jvps, len(V), only)
 
 
 def _assemble(system, ev, plans, B, only=None):
@@ -291,7 +263,8 @@ def jacobian_blocks(system, V: np.ndarray, factored: bool = False) -> tuple:
     Every sample-row term of J₁₂ and sample-column term of J₂₁ is a per-sample vector times a
     shared matrix (P_ic A, r_i ⊗ Left, deg_i A, (AG)_i ⊗ B, …), so J₁₂[i,a,:] = Σ_L U[i,L] S[L,a,:]
     and J₂₁[:,i,e] = Σ_L V[i,L] T[L,:,e] with few L. ``factored``: return (D, (U, S), (V, T), J₂₂)
-    — U (B,N,R), S (B,R,k,m), V (B,N,R'), T (B,R',m,k) — instead of the N·k×m blocks."""
+    — U (B,N,R), S (B,R,k,m), V (B,N,R'), T (B,R',m,k) — instead of the N·k×m blocks;
+    ``factored='apply'``: the same and an :class:`ApplyFactors` (the products with the blocks)."""
     V = np.asarray(V, dtype=float)
     B = len(V)
     lay, g = system.layout, system.graph
@@ -301,6 +274,7 @@ def jacobian_blocks(system, V: np.ndarray, factored: bool = False) -> tuple:
     D = np.zeros((B, N, k, k))
     J22 = np.zeros((B, m, m))
     U12, S12, V21, T21 = [], [], [], []  # the factors of J₁₂ and J₂₁ (docstring)
+    ops12, ops21 = [], []  # (factor block, columns/rows of the rest, product form, matrix): ApplyFactors
     st = batched_blocks(system, V)
     loss = system.compiled.loss
     nm = system._names
@@ -323,9 +297,10 @@ def jacobian_blocks(system, V: np.ndarray, factored: bool = False) -> tuple:
         for q, u in enumerate(Us):
             if u is src:
                 Ss[q] = Ss[q] + S
-                return
+                return q
         Us.append(src)
         Ss.append(S)
+        return len(Us) - 1
 
     def diag_pair(X, a1, a2, val):  # X[..., i, ..., i, ...] = val along axes a1, a2 (i over their range)
         idx = np.arange(X.shape[a1])
@@ -361,11 +336,11 @@ def jacobian_blocks(system, V: np.ndarray, factored: bool = False) -> tuple:
                         Kt = P.shape[1]
                         S = np.zeros((B, Kt, k, m))
                         diag_pair(S[..., cols(tb)].reshape(B, Kt, k, Kt, dn), 1, 3, A[None])
-                        add_factor(U12, S12, P, S)
+                        ops12.append((add_factor(U12, S12, P, S), cols(tb), "lk", A))
                     else:  # labels ← samples: J₂₁[(c,a),(i,e)] = P_ic A_ae
                         T = np.zeros((B, nrow, m, dn))
                         diag_pair(T[:, :, cols(LABEL), :].reshape(B, nrow, nrow, dout, dn), 1, 2, A[:, None])
-                        add_factor(V21, T21, P, T)
+                        ops21.append((add_factor(V21, T21, P, T), cols(LABEL), "WMt", A))
                     continue
                 if form not in ("lin", "const"):
                     raise _Unsupported(form)
@@ -394,7 +369,7 @@ def jacobian_blocks(system, V: np.ndarray, factored: bool = False) -> tuple:
                         diag_pair(S[..., cols(tb)].reshape(B, Lr, k, Lr, K2), 1, 3, (c * Left)[None])
                     else:
                         diag_pair(S[..., cols(tb)].reshape(B, Lr, k, K2, Lr), 1, 4, (c * Left)[None])
-                    add_factor(U12, S12, r, S)
+                    ops12.append((add_factor(U12, S12, r, S), cols(tb), "lk" if Lt[2] else "kl", c * Left))
                 else:
                     J22[:, cols(LABEL), cols(tb)] += _outer(spec, c * Left, r).reshape(B, nrow * dout, -1)
                 continue
@@ -414,7 +389,7 @@ def jacobian_blocks(system, V: np.ndarray, factored: bool = False) -> tuple:
                     if fac:
                         T = np.zeros((B, 1, m, dn))
                         T[:, 0, cols(b), :] = c * A
-                        add_factor(V21, T21, deg, T)
+                        ops21.append((add_factor(V21, T21, deg, T), cols(b), "WMt", c * A))
                     else:
                         M = _outer("zak,j->zajk", A, deg).reshape(B, R_ * C_, -1)
                 elif form == "m1l":  # row b: B_kb deg_j
@@ -423,7 +398,7 @@ def jacobian_blocks(system, V: np.ndarray, factored: bool = False) -> tuple:
                     if fac:
                         T = np.zeros((B, 1, m, dn))
                         T[:, 0, cols(b), :] = c * np.swapaxes(Bm, 1, 2)
-                        add_factor(V21, T21, deg, T)
+                        ops21.append((add_factor(V21, T21, deg, T), cols(b), "WM", c * Bm))
                     else:
                         M = _outer("zkb,j->zbjk", Bm, deg).reshape(B, R_ * C_, -1)
                 elif form == "m2":
@@ -436,7 +411,7 @@ def jacobian_blocks(system, V: np.ndarray, factored: bool = False) -> tuple:
                             T = np.zeros((B, R_, m, dn))
                             diag_pair(T[:, :, cols(b), :].reshape(B, R_, R_, C_, dn), 1, 2,
                                       (c * np.swapaxes(Bm, 1, 2))[:, None])
-                            add_factor(V21, T21, AG, T)
+                            ops21.append((add_factor(V21, T21, AG, T), cols(b), "WM", c * Bm))
                         else:
                             M = _outer("zja,zkb->zabjk", AG, Bm).reshape(B, R_ * C_, -1)
                     else:  # row (a,b): A_ak (HB)_jb
@@ -446,7 +421,7 @@ def jacobian_blocks(system, V: np.ndarray, factored: bool = False) -> tuple:
                         if fac:
                             T = np.zeros((B, C_, m, dn))
                             diag_pair(T[:, :, cols(b), :].reshape(B, C_, R_, C_, dn), 1, 3, (c * A)[None])
-                            add_factor(V21, T21, HB, T)
+                            ops21.append((add_factor(V21, T21, HB, T), cols(b), "MWt", c * A))
                         else:
                             M = _outer("zak,zjb->zabjk", A, HB).reshape(B, R_ * C_, -1)
                 else:
@@ -473,12 +448,63 @@ def jacobian_blocks(system, V: np.ndarray, factored: bool = False) -> tuple:
     if system.multiplicity is not None:  # sample rows / m_i
         D /= system.multiplicity[None, :, None, None]
         U = U / system.multiplicity[None, :, None]
+    if factored == "apply":
+        def ranges(blocks, ops):
+            o = np.concatenate([[0], np.cumsum([rows_b(u).shape[2] for u in blocks])])
+            return tuple((int(o[q]), int(o[q + 1]), sl, form, np.broadcast_to(M, (B,) + M.shape[-2:]))
+                         for q, sl, form, M in ops)
+        return D, (U, S), (Vf, T), J22, ApplyFactors(U, Vf, ranges(U12, ops12), ranges(V21, ops21), k, m)
     if factored:
         return D, (U, S), (Vf, T), J22
     J12 = (U @ S.reshape(B, S.shape[1], k * m)).reshape(B, n1, m)
     J21 = np.ascontiguousarray((Vf @ T.reshape(B, T.shape[1], m * k)).reshape(B, N, m, k).transpose(0, 2, 1, 3)).reshape(B, m, n1)
     return D, J12, J21, J22
 
+
+
+class ApplyFactors:
+    r"""J₁₂x₂ and J₂₁u of B Jacobians from their factors (:func:`jacobian_blocks`): J₁₂x₂ = U z with
+    z_L· = (products of the small matrices with x₂'s blocks), J₂₁u = Σ (products with W = Vᵀu): a
+    few k×k-sized products per term and two N-row products, no N·k×m block and no plan
+    evaluation. ``ops``: (L₀, L₁, slice of the rest, form, matrix B×p×q) per term."""
+
+    def __init__(self, U, V, ops12, ops21, k, m):
+        self.U, self.V, self.ops12, self.ops21, self.k, self.m = U, V, ops12, ops21, k, m
+
+    def structure(self):
+        """The seed-independent part (ranges, slices, forms) of the terms."""
+        return (tuple(op[:4] for op in self.ops12), tuple(op[:4] for op in self.ops21), self.U.shape[2], self.V.shape[2])
+
+    @staticmethod
+    def j12(U, mats, struct, X2, k):
+        """J₁₂x₂ (B, N·k) for the rows x₂ (B, m) of the rest: U (B,N,R), mats the terms' matrices."""
+        B = len(X2)
+        z = np.zeros((B, U.shape[2], k))
+        for (L0, L1, sl, form), M in zip(struct, mats):
+            X = X2[:, sl]
+            Mt = np.swapaxes(M, 1, 2)
+            if form == "lk":  # z_l,a = Σ_k M_ak X_(l,k)
+                z[:, L0:L1] += X.reshape(B, L1 - L0, -1) @ Mt
+            else:  # "kl": z_l,a = Σ_k M_ak X_(k,l)
+                z[:, L0:L1] += np.swapaxes(X.reshape(B, -1, L1 - L0), 1, 2) @ Mt
+        return (U @ z).reshape(B, -1)
+
+    @staticmethod
+    def j21(V, mats, struct, X1, k, m):
+        """J₂₁u (B, m) for the sample rows u (B, N·k): V (B,N,R'), mats the terms' matrices."""
+        B = len(X1)
+        W = np.swapaxes(V, 1, 2) @ X1.reshape(B, -1, k)  # (B, R', k)
+        out = np.zeros((B, m))
+        for (L0, L1, sl, form), M in zip(struct, mats):
+            Wq = W[:, L0:L1]
+            if form == "WMt":
+                val = Wq @ np.swapaxes(M, 1, 2)
+            elif form == "WM":
+                val = Wq @ M
+            else:  # "MWt"
+                val = M @ np.swapaxes(Wq, 1, 2)
+            out[:, sl] += val.reshape(B, -1)
+        return out
 
 #: largest B·n² of one call of :func:`dense_jacobians` in the batched integrator; also the largest
 #: n² for which a single stiff run takes the batched integrator with one seed (numerics/trajectory.py)
@@ -741,17 +767,17 @@ def _kernel_chunks(fn, system, *arrays, **kw):
 
 
 class SeedStore:
-    """Per-seed arrays of one batch for the Newton solves through JVPs, in slots (a seed's index
-    in the :class:`.seed_bdf.SeedBDF`): written with each Jacobian (its point, the sample blocks'
-    eigenbasis, the JVP's tangent-free entries, :func:`jvp_state`) and each LU (c, the
-    eigen-weights 1/(1 − cλ) of the sample rows, S⁻¹), so that a solve takes them with one
-    indexing per array (a view when the slots are consecutive) instead of stacking per-seed
-    objects. Only a seed's current Jacobian and LU are kept (SeedBDF solves with nothing else)."""
+    """Per-seed arrays of one batch for the Newton solves, in slots (a seed's index in the
+    :class:`.seed_bdf.SeedBDF`): written with each Jacobian (the sample blocks' eigenbasis, the
+    factors of J₁₂ and J₂₁, :class:`ApplyFactors`) and each LU (c, the eigen-weights 1/(1 − cλ)
+    of the sample rows, S⁻¹), so that a solve takes them with one indexing per array (a view when
+    the slots are consecutive) instead of stacking per-seed objects. Only a seed's current
+    Jacobian and LU are kept (SeedBDF solves with nothing else)."""
 
     def __init__(self, B: int):
         self.B = B
         self.arrays = {}
-        self.state_keys = None
+        self.structure = None
 
     def put(self, key, slots, values) -> None:
         values = np.asarray(values)
@@ -768,20 +794,24 @@ class SeedStore:
             return out
         return arr[slots]
 
-    def put_state(self, slots, state: dict) -> None:
-        keys = [(name, k) for name, entries in state.items() for k in entries]
-        if self.state_keys is None:
-            self.state_keys = keys
-        elif keys != self.state_keys:  # (the plans' entries do not depend on the values)
-            raise IntegrationError("internal: the JVP state entries changed between Jacobians")
-        for name, k in keys:
-            self.put(("state", name, k), slots, state[name][k])
+    def put_factors(self, slots, F: "ApplyFactors") -> None:
+        struct = F.structure()
+        if self.structure is None:
+            self.structure = struct
+        elif struct != self.structure:  # (the derived terms do not depend on the state)
+            raise IntegrationError("internal: the Jacobian's factor structure changed between Jacobians")
+        self.put("U", slots, F.U)
+        self.put("V", slots, F.V)
+        for i, op in enumerate(F.ops12):
+            self.put(("op12", i), slots, op[4])
+        for i, op in enumerate(F.ops21):
+            self.put(("op21", i), slots, op[4])
 
-    def take_state(self, slots) -> dict:
-        out = {}
-        for name, k in self.state_keys:
-            out.setdefault(name, {})[k] = self.take(("state", name, k), slots)
-        return out
+    def take_factors(self, slots) -> tuple:
+        """U, V and the terms' matrices (J₁₂'s, J₂₁'s) of the seeds in ``slots``."""
+        return (self.take("U", slots), self.take("V", slots),
+                [self.take(("op12", i), slots) for i in range(len(self.structure[0]))],
+                [self.take(("op21", i), slots) for i in range(len(self.structure[1]))])
 
 
 def _slots(LUs):
@@ -802,22 +832,22 @@ def solve_seeds_jvp(system, LUs: list, R: np.ndarray, store: SeedStore | None = 
     as the assembled blocks, docs/model.md §3.4; no N·k×m block is read per solve). Needs grouped
     LUs (their Schur complement is formed from the blocks once per Jacobian). More than
     KERNEL_SEEDS LUs are solved in consecutive chunks. With a ``store`` holding every LU's seed
-    (:class:`SeedStore`), the per-seed arrays and the JVPs' tangent-free entries come from it."""
+    (:class:`SeedStore`), the per-seed arrays come from it and J₂₁u, J₁₂x₂ from the factors of the
+    Jacobians (:class:`ApplyFactors`: the same linear maps, a few small products per term)."""
     if len(LUs) > KERNEL_SEEDS:
         return np.concatenate([solve_seeds_jvp(system, LUs[i:i + KERNEL_SEEDS], R[i:i + KERNEL_SEEDS], store)
                                for i in range(0, len(LUs), KERNEL_SEEDS)])
     J0 = LUs[0].J
     L, N, k, n1 = len(LUs), J0.N, J0.k, J0.n1
-    sl = _slots(LUs) if store is not None and store.state_keys is not None else None
+    sl = _slots(LUs) if store is not None and store.structure is not None else None
     if sl is not None:
-        pts, c, Sinv = store.take("point", sl), store.take("c", sl), store.take("Sinv", sl)
-        state = store.take_state(sl)
+        c, Sinv = store.take("c", sl), store.take("Sinv", sl)
         Q, w = store.take("basis", sl), store.take("w", sl)
+        U, Vf, mats12, mats21 = store.take_factors(sl)
     else:
         pts = np.stack([LU.J.point for LU in LUs])
         c = np.array([LU.c for LU in LUs])
         Sinv = np.concatenate([LU.Sinv for LU in LUs])  # (L, m, m)
-        state = None
         Q = w = None
         if all(LU.w_rows is not None for LU in LUs):  # a shared eigenbasis per seed
             Q = np.concatenate([LU.J.groups.basis for LU in LUs])  # (L, k, k)
@@ -832,14 +862,23 @@ def solve_seeds_jvp(system, LUs: list, R: np.ndarray, store: SeedStore | None = 
 
         def blocks(X):
             return (Dinv @ X.reshape(L, N, k, 1)).reshape(L, n1)
+    if sl is not None:  # the products with J₂₁, J₁₂ from the factors (ApplyFactors)
+        st12, st21 = store.structure[:2]
+        u = blocks(R[:, :n1])
+        b2 = R[:, n1:] + c[:, None] * ApplyFactors.j21(Vf, mats21, st21, u, k, R.shape[1] - n1)
+        x2 = (Sinv @ b2[:, :, None])[:, :, 0]
+        out = np.empty_like(R)
+        out[:, n1:] = x2
+        out[:, :n1] = u + c[:, None] * blocks(ApplyFactors.j12(U, mats12, st12, x2, k))
+        return out
     T = np.zeros_like(R)
     T[:, :n1] = blocks(R[:, :n1])
     rest = tuple(b for b in system.compiled.learned if b != SAMPLE)
-    b2 = R[:, n1:] + c[:, None] * batched_jvp(system, pts, T, zero=rest, only=rest, state=state)[:, n1:]
+    b2 = R[:, n1:] + c[:, None] * batched_jvp(system, pts, T, zero=rest, only=rest)[:, n1:]
     x2 = (Sinv @ b2[:, :, None])[:, :, 0]
     out = np.zeros_like(R)
     out[:, n1:] = x2
-    t = batched_jvp(system, pts, out, zero=(SAMPLE,), only=(SAMPLE,), state=state)[:, :n1]
+    t = batched_jvp(system, pts, out, zero=(SAMPLE,), only=(SAMPLE,))[:, :n1]
     out[:, :n1] = T[:, :n1] + c[:, None] * blocks(t)
     return out
 
@@ -938,7 +977,7 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
                     Yc, sc = Y[i:i + KERNEL_SEEDS], np.asarray(seeds)[i:i + KERNEL_SEEDS]
                     chunk = []
                     if jvp_solves():  # solves through JVPs: the Schur terms from the factors
-                        D, (U, S), (Vf, T), J22 = jacobian_blocks(system, Yc, factored=True)
+                        D, (U, S), (Vf, T), J22, F = jacobian_blocks(system, Yc, factored="apply")
                         for b, y in enumerate(Yc):
                             fac = ((U[b:b + 1], S[b:b + 1]), (Vf[b:b + 1], T[b:b + 1]))
                             J = BlockJacobian.from_blocks(D[b:b + 1].copy(), None, None, J22[b:b + 1].copy(),
@@ -958,9 +997,8 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
                                                                    point=y.copy()))
                     if all(J.J12 is None and J.groups is not None and J.groups.basis is not None for J in chunk):
                         # the solves' per-seed arrays in the store (slot = the seed's index)
-                        store.put("point", sc, Yc)
                         store.put("basis", sc, np.concatenate([J.groups.basis for J in chunk]))
-                        store.put_state(sc, jvp_state(system, Yc))
+                        store.put_factors(sc, F)
                         for J, s in zip(chunk, sc):
                             J.slot = int(s)
                     out += chunk
