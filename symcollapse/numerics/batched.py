@@ -976,13 +976,14 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
                 for i in range(0, len(Y), KERNEL_SEEDS):
                     Yc, sc = Y[i:i + KERNEL_SEEDS], np.asarray(seeds)[i:i + KERNEL_SEEDS]
                     chunk = []
-                    if jvp_solves():  # solves through JVPs: the Schur terms from the factors
+                    if batchable(system):  # the Schur terms and the solves from the factors
                         D, (U, S), (Vf, T), J22, F = jacobian_blocks(system, Yc, factored="apply")
                         for b, y in enumerate(Yc):
                             fac = ((U[b:b + 1], S[b:b + 1]), (Vf[b:b + 1], T[b:b + 1]))
                             J = BlockJacobian.from_blocks(D[b:b + 1].copy(), None, None, J22[b:b + 1].copy(),
                                                           point=y.copy(), factors=fac)
-                            if J.groups is None:  # not grouped: the dense blocks after all
+                            if J.groups is None or (J.groups.basis is None and not jvp_solves()):
+                                # not grouped, or solves through JVPs with few seeds: the dense blocks
                                 J12 = (U[b:b + 1] @ S[b:b + 1].reshape(1, S.shape[1], -1)).reshape(1, N * k, m)
                                 J21 = np.ascontiguousarray((Vf[b:b + 1] @ T[b:b + 1].reshape(1, T.shape[1], -1))
                                                            .reshape(1, N, m, k).transpose(0, 2, 1, 3)).reshape(1, m, N * k)
