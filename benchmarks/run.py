@@ -911,14 +911,90 @@ def _filed_default_row(m, v0, t_max, tol, tr, c_auto, budget, label, note) -> Ro
                ("" if done else f", stopped at {budget:g}× auto's CPU time (the ratio is a lower bound)"))
 
 
+#: The package as it was when issue #12 was filed: the parent of its first commit (6ea5440,
+#: "simulate(method='auto') ..."). Row 10 runs this tree's own default (``HeadModel.simulate``,
+#: method 'BDF' with its analytic Jacobian and its own kernels) as "today's default".
+FILED_COMMIT = "0b0e2598571c896f947bb3e6623a276c64969c0f"
+
+_FILED_RUN = textwrap.dedent("""
+    import json, resource, sys, time
+    import numpy as np
+    tree, K, N, d, t_end, eta_x, eta_y, eta_W, budget = sys.argv[1:10]
+    sys.path.insert(0, tree)
+    import symcollapse
+    assert symcollapse.__file__.startswith(tree), symcollapse.__file__
+    from symcollapse.models.head import HeadModel
+    from symcollapse.numerics.metrics import d_min
+    P = np.load(tree + "/P.npy")
+    m = HeadModel(P, d=int(d), eta_x=float(eta_x), eta_y=float(eta_y), eta_W=float(eta_W))
+    v0 = m.pack(*m.initial_state(0))
+    m.system.flow_vector(v0)  # build outside the timing
+    c0 = time.process_time()
+    soft = int(c0 + float(budget)) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 30))  # SIGXCPU ends an unfinished run
+    tr = m.simulate(float(t_end), seed=0, n_points=3)
+    c = time.process_time() - c0
+    print(json.dumps({"cpu": c, "d_min": float(tr.d_min[-1]), "v0": v0.tolist()}))
+""")
+
+
+def filed_tree(dest: Path) -> Path | None:
+    """Export the package at FILED_COMMIT into ``dest`` (``git archive``); None without git history."""
+    try:
+        arch = subprocess.run(["git", "-C", str(ROOT), "archive", FILED_COMMIT, "symcollapse"],
+                              capture_output=True, check=True, timeout=120).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=arch, check=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return dest
+
+
+def _filed_package_row(P, eta, d: int, v0, t_fixed: float, tr, c_auto: float, budget: float,
+                       label: str, note: str) -> Row:
+    """The filed package's own default run from the same initial state to auto's t_fixed, in a
+    subprocess with a CPU limit of ``budget`` × auto's CPU time (killed there: the ratio is a lower
+    bound). Its initial state must equal this package's (checked), its end Δ_min auto's to 1e-4."""
+    import json
+    import signal
+
+    K = P.shape[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = filed_tree(Path(tmp))
+        if tree is None:
+            return Row("10", label + f" [{c_auto:.1f} s CPU]", f"filed package {FILED_COMMIT[:7]} (not available)",
+                       float("nan"), "≥ 10× faster", True, note + "; no git history to export the filed package")
+        np.save(Path(tmp) / "P.npy", np.asarray(P))
+        limit = budget * c_auto
+        out = subprocess.run([sys.executable, "-c", _FILED_RUN, str(tree), str(K), str(P.shape[0]), str(d),
+                              repr(float(t_fixed)), *(repr(float(e)) for e in eta), repr(limit)],
+                             capture_output=True, text=True, env={**os.environ, **_ONE_THREAD}, timeout=limit * 4 + 600)
+    if out.returncode == -signal.SIGXCPU:
+        return Row("10", label + f" [{c_auto:.1f} s CPU]",
+                   f"filed package {FILED_COMMIT[:7]}, its default BDF (unfinished at {limit:.1f} s CPU)",
+                   float("nan"), "≥ 10× faster", True,
+                   note + f"; the filed package's default did not reach t = {t_fixed:.0f} within {budget:g}× "
+                   "auto's CPU time (so auto is ≥ that much faster)")
+    if out.returncode != 0:
+        raise RuntimeError(f"filed package run failed: {out.stderr[-2000:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    agree("the filed package starts from the same initial state", float(np.max(np.abs(np.asarray(res["v0"]) - v0))), 0.0)
+    agree("the filed package reaches the same end state (Δ_min, relative to its largest value)",
+          abs(res["d_min"] - tr.d_min[-1]) / np.max(tr.d_min), 1e-4)
+    ratio = res["cpu"] / c_auto
+    return Row("10", label + f" [{c_auto:.1f} s CPU]",
+               f"filed package {FILED_COMMIT[:7]}, its default BDF ({res['cpu']:.1f} s CPU)", ratio, "≥ 10× faster",
+               ratio >= 10, note + f"; the package as filed, run to auto's t_fixed = {t_fixed:.0f}")
+
+
 @benchmark(rows=(10,), full=dict(cases=tuple((K, N, d) for d in (4, 16, 64) for N in (100, 1000, 10000)
                                               for K in (4, 10)),
                                  t_max=1e5, eps=0.05, default_upto=10**6, hand_upto=2000, hand_budget=3.0,
-                                 default_budget=12.0),
+                                 default_budget=12.0, filed_upto=10**6),
            smoke=dict(cases=((2, 12, 2), (2, 30, 2), (2, 30, 2, "per-node")), t_max=2000.0, eps=0.2, default_upto=100, hand_upto=40,
-                      hand_budget=1.5, default_budget=12.0))
+                      hand_budget=1.5, default_budget=12.0, filed_upto=40))
 def bench_head_fixed_point(*, cases, t_max: float, eps: float, default_upto: int, hand_upto: int,
-                           hand_budget: float = 1.5, default_budget: float = 12.0) -> list[Row]:
+                           hand_budget: float = 1.5, default_budget: float = 12.0, filed_upto: int = 0,
+                           baselines: tuple = ("hand", "default", "filed")) -> list[Row]:
     """Head model (sg): time to the fixed point (‖θ̇‖_∞ ≤ 1e-9) with simulate(method='auto',
     stop_residual=1e-9) vs the default the package had when issue #12 was filed (method='BDF', same
     stop) and vs LSODA on the hand-written NumPy flow of docs/model.md §3 (terminal event at the
@@ -927,8 +1003,11 @@ def bench_head_fixed_point(*, cases, t_max: float, eps: float, default_upto: int
     Jacobian, grow far beyond the time available); above ``hand_upto`` the hand flow runs DOP853
     (the SciPy integrator that needs no Jacobian) for ``hand_budget`` × auto's CPU time, and the
     row records how far it got (unfinished: auto is more than 1/hand_budget × faster). At d = 64 auto
-    is the matrix-free 'BDF-krylov' (the Jacobian is not assembled), so plain BDF cannot run. The
-    cost growth in N of auto is a row of its own."""
+    is the matrix-free 'BDF-krylov' (the Jacobian is not assembled), so plain BDF cannot run. Up to
+    ``filed_upto`` state entries the package as filed (FILED_COMMIT, exported from git) also runs
+    its own default to auto's t_fixed (its kernels, its BDF): "today's default" of the issue.
+    ``baselines`` selects which of 'hand', 'default' (the filed default rebuilt on today's kernels)
+    and 'filed' run. The cost growth in N of auto is a row of its own."""
     from scipy.integrate import BDF, DOP853, solve_ivp
 
     from symcollapse.models.head import HeadModel
@@ -961,7 +1040,9 @@ def bench_head_fixed_point(*, cases, t_max: float, eps: float, default_upto: int
             note += (f"; {kr['solves']} GMRES solves, {kr['iterations'] / kr['solves']:.1f} iterations each "
                      f"(max {kr['max_iterations']}), {kr['failures']} failed, {kr['jacobians']} Jacobians")
         label = f"head K={K} N={N} d={d}{' (1, 1/n, 1/N)' if per_node else ''} to fixed point, auto ({t_auto:.2f} s)"
-        if size <= hand_upto:
+        if "hand" not in baselines:
+            pass
+        elif size <= hand_upto:
             f = _head_hand_vec(P, *eta, N, K, d)
 
             def event(t, v):
@@ -1002,8 +1083,10 @@ def bench_head_fixed_point(*, cases, t_max: float, eps: float, default_upto: int
                                 f"{name} {steps} steps to t = {s.t:.3g}, ‖θ̇‖∞ = {res:.1e}" +
                                 ("" if done else f" when stopped at {hand_budget:g}× auto's CPU time "
                                  f"(unfinished: auto is more than {hand_budget:g}× faster)")))
-        if size <= default_upto:
+        if size <= default_upto and "default" in baselines:
             rows.append(_filed_default_row(m, v0, t_max, tol, tr, c_auto, default_budget, label, note))
+        if size <= filed_upto and "filed" in baselines:
+            rows.append(_filed_package_row(P, eta, d, v0, tr.t[-1], tr, c_auto, default_budget, label, note))
     for K, d, pn in sorted({(K, d, pn) for K, _, d, pn in auto_times}):
         Ns = sorted((N, t) for (k, _, dd, p), (t, N) in auto_times.items() if k == K and dd == d and p == pn)
         if len(Ns) >= 2:

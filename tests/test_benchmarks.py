@@ -46,6 +46,12 @@ def test_smoke_runs_every_registered_benchmark():
     got = {int(line.split("|")[1]) for line in rows}
     assert got == want, (got, want)
     assert "every comparison agreed" in res.stdout
+    # row 10 runs the package as filed (exported from git history) where the history is there
+    history = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", bench.FILED_COMMIT + "^{commit}"],
+                             capture_output=True).returncode == 0
+    filed = [line for line in rows if f"filed package {bench.FILED_COMMIT[:7]}" in line]
+    assert filed, "row 10 has no filed-package baseline"
+    assert all(("not available" in line) != history for line in filed), filed
     for b in bench.REGISTRY.values():  # every benchmark has both sizes, with the same keywords
         assert set(b.smoke) == set(b.full), b.name
 

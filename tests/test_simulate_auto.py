@@ -192,6 +192,25 @@ def test_simulate_many_equals_single_runs():
         m.simulate_many(seeds=[1, -2])
 
 
+def test_single_stiff_run_takes_the_batched_integrator_where_its_blocks_fit(monkeypatch):
+    """A single 'BDF-nodes' run goes through the batched integrator with one seed whenever one
+    seed's dense coupling blocks (2·n₁·m doubles) fit SINGLE_BLOCK_BYTES, whatever n² is; else
+    through scipy's BDF with the node-block LU. Both give the same trajectory."""
+    import symcollapse.numerics.trajectory as traj
+
+    h = sc.HeadModel(balanced_couplings(2, 3, 1), d=2, eta_x=1.0, eta_y=0.5)
+    n1 = h.N * h.d
+    need = 16.0 * n1 * (h.system.size - n1)
+    kw = dict(t_end=20.0, n_points=5, rtol=1e-9, atol=1e-11, keep_states=True, method="BDF-nodes")
+    monkeypatch.setattr(traj, "DENSE_JACOBIAN_ENTRIES", 0)  # the old n² rule would refuse both
+    monkeypatch.setattr(traj, "SINGLE_BLOCK_BYTES", need)
+    fits = h.simulate(seed=1, **kw)
+    monkeypatch.setattr(traj, "SINGLE_BLOCK_BYTES", need - 1)
+    sparse = h.simulate(seed=1, **kw)
+    assert fits.extra["batch"] == 1 and "batch" not in sparse.extra
+    assert np.max(np.abs(fits.states - sparse.states)) <= 1e-6 * np.max(np.abs(sparse.states))
+
+
 def test_batched_kernels_equal_the_flow_seed_by_seed():
     """The batch axis of the matrix kernels: θ̇ of B stacked states = flow_vector state by state
     (with and without stop-gradient, learned and frozen head)."""

@@ -508,7 +508,8 @@ class ApplyFactors:
         return out
 
 #: largest B·n² of one call of :func:`dense_jacobians` in the batched integrator; also the largest
-#: n² for which a single stiff run takes the batched integrator with one seed (numerics/trajectory.py)
+#: n² for which a single stiff run without node blocks takes the batched integrator with one seed
+#: (numerics/trajectory.py; with node blocks the bound is on the blocks, SINGLE_BLOCK_BYTES there)
 DENSE_JACOBIAN_ENTRIES = 4 * 10**6
 #: most unknowns n for which the batched integrator builds a Jacobian densely from n batched JVPs
 #: rather than assembling it sparse (measured per Jacobian, head model d = 8: n = 328 18 ms either
@@ -953,8 +954,8 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
     sample rows) with :class:`.seed_bdf.SeedBDF`: every seed takes the steps of its own scipy-BDF
     run ("BDF-nodes": its Newton systems solved with the sample rows eliminated,
     :class:`BatchedNodeLU`), the flows of all seeds are batched kernel calls. Returns per seed
-    (t, states, stopped, residual, nsteps, nfev, njev, nlu, batch): states at the times of t_eval
-    the seed reached and, if it stopped (‖θ̇‖_∞ ≤ stop_residual at an accepted step), its state at
+    (t, states, stopped, residual, nsteps, nfev, njev, nlu, newton_floor, batch): states at the
+    times of t_eval the seed reached and, if it stopped (‖θ̇‖_∞ ≤ stop_residual at an accepted step), its state at
     that step, where it leaves the batch. ``residual_norm(F, seeds)`` (F: the flows of those
     seeds, one per row) replaces the rows' ‖θ̇‖_∞ (a reduced flow measured as its full flow,
     :mod:`.sample_reduction`); it must be at least the largest label and shared entry of the row
@@ -1116,7 +1117,8 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
     for s, b in enumerate(run):
         r = rec[b]
         r.update(nsteps=int(solver.nsteps[s]), nfev=int(solver.nfev[s]) + 1, njev=int(solver.njev[s]),
-                 nlu=int(solver.nlu[s]))
+                 nlu=int(solver.nlu[s]), newton_floor={"checks": int(solver.floor_checks[s]),
+                                                       "accepted": int(solver.floor_accepted[s])})
         if r["stopped"]:
             continue
         if len(r["t"]) != len(t_eval):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.integrate import BDF, DOP853, LSODA, RK23, RK45, Radau
+from scipy.integrate import DOP853, LSODA, RK23, RK45, Radau
 from scipy.linalg import lu_factor, lu_solve
 from scipy.sparse import csc_matrix, issparse
 from scipy.sparse.linalg import splu
@@ -17,10 +17,13 @@ from ..errors import IntegrationError, InvalidParameterError, ProblemTooLargeErr
 from ..symbolic.loss import SAMPLE
 from ..validation import check_array, check_int, check_real
 from .krylov_bdf import KrylovBDF, check_krylov_system
+from .newton_floor import FloorBDF
 
 STIFF = ("BDF", "Radau", "LSODA", "BDF-Schur", "BDF-nodes", "BDF-krylov")
 METHODS = STIFF + ("RK45", "DOP853", "RK23")
-METHOD_CLASSES = {"BDF": BDF, "Radau": Radau, "LSODA": LSODA, "RK45": RK45, "DOP853": DOP853, "RK23": RK23}
+#: "BDF" is scipy's BDF with the noise-aware Newton test (:class:`.newton_floor.FloorBDF`,
+#: docs/model.md §3.6; the same steps as scipy's wherever no Newton iteration reaches the round-off floor)
+METHOD_CLASSES = {"BDF": FloorBDF, "Radau": Radau, "LSODA": LSODA, "RK45": RK45, "DOP853": DOP853, "RK23": RK23}
 
 
 def dense_tail(J) -> int:
@@ -51,10 +54,11 @@ class SchurLU:
         return np.concatenate([u - self.X @ x2, x2])
 
 
-class SchurBDF(BDF):
-    """scipy's BDF whose Newton systems I − cJ (J sparse) are solved by :class:`SchurLU` over the
-    dense trailing columns of J (found once, from the first Jacobian); plain splu when there are none
-    or when the sparse block is singular."""
+class SchurBDF(FloorBDF):
+    """scipy's BDF (with the noise-aware Newton test of docs/model.md §3.6) whose Newton systems
+    I − cJ (J sparse) are solved by :class:`SchurLU` over the dense trailing columns of J (found
+    once, from the first Jacobian); plain splu when there are none or when the sparse block is
+    singular."""
 
     def __init__(self, fun, t0, y0, t_bound, **options):
         super().__init__(fun, t0, y0, t_bound, **options)
@@ -108,8 +112,9 @@ class NodeBlockLU:
         return np.concatenate([u - self.X @ x2, x2])
 
 
-class NodeBDF(BDF):
-    """scipy's BDF whose Newton systems I − cJ are solved by :class:`NodeBlockLU` over the leading
+class NodeBDF(FloorBDF):
+    """scipy's BDF (with the noise-aware Newton test of docs/model.md §3.6) whose Newton systems
+    I − cJ are solved by :class:`NodeBlockLU` over the leading
     ``node_blocks = (N, k)`` block-diagonal sample rows (same steps and error control as "BDF");
     plain splu if the structure does not hold."""
 
@@ -149,6 +154,8 @@ class Solution:
     With ``stop_residual`` the run ends at the first accepted step where ‖θ̇‖_∞ ≤ stop_residual:
     ``t`` then holds the requested times before that step and, last, the time reached.
     ``residual`` is ‖θ̇‖_∞ at the last state, ``stopped`` whether the residual test ended the run.
+    ``newton_floor``: the BDF methods' counters of the noise-aware Newton test (docs/model.md §3.6:
+    'checks', 'accepted'); empty for the other methods.
     """
 
     t: np.ndarray
@@ -160,6 +167,7 @@ class Solution:
     residual: float = float("nan")
     nsteps: int = 0
     stats: dict = field(default_factory=dict)
+    newton_floor: dict = field(default_factory=dict)
 
 
 #: largest number of unknowns for which a stiff solver may factorise the sparse Jacobian (SuperLU);
@@ -325,4 +333,4 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
         residual = norm(np.asarray(fun(y[-1]), dtype=float))
     stats = dict(solver.stats) if isinstance(solver, KrylovBDF) else {}
     return Solution(np.array(ts), y, int(nfev[0]), int(getattr(solver, "njev", 0) or 0), method,
-                    stopped, residual, nsteps, stats)
+                    stopped, residual, nsteps, stats, dict(getattr(solver, "newton_floor", {}) or {}))

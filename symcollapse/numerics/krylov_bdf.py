@@ -31,8 +31,6 @@ nothing of size N² or N·d·d².
 """
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import scipy.integrate._ivp.bdf as _bdf
 import scipy.sparse as sps
@@ -43,6 +41,9 @@ from ..errors import DerivationCheckError, InvalidParameterError
 from ..symbolic.loss import LABEL, SAMPLE
 from ..tolerance import within
 from .matrix_system import shared_tangent_factors, tangent_letter
+from .newton_floor import install as install_newton_floor
+from .newton_floor import rebind
+from .newton_floor import solve_bdf_system as floor_newton
 from .zero_modes import HEAD, is_sg_head
 
 #: relative residual ‖b − (I − cJ)δ‖/‖b‖ (scaled norm) each Newton correction is solved to:
@@ -68,14 +69,6 @@ GAUGE_CHECK_TOL = 1e-8
 
 class KrylovNotConverged(ArithmeticError):
     """GMRES did not reach the requested residual (internal: the Newton iteration fails)."""
-
-
-def rebind(fn, **names):
-    """``fn`` with some of its global names replaced (to reuse scipy's BDF step with other norms or
-    Newton solvers, its logic unchanged)."""
-    g = dict(fn.__globals__)
-    g.update(names)
-    return types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 def check_krylov_system(system) -> None:
@@ -601,19 +594,21 @@ class KrylovSolve:
         return x
 
 
-def _newton(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol):
-    """scipy's BDF Newton iteration; a linear solve that did not converge counts as a failed
-    Newton iteration (BDF then recomputes the Jacobian or halves the step)."""
+def _newton(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, *, signs=None, stats=None):
+    """scipy's BDF Newton iteration with the noise-aware test (docs/model.md §3.6); a linear solve
+    that did not converge counts as a failed Newton iteration (BDF then recomputes the Jacobian or
+    halves the step). The floor's own solve is GMRES too (a miss there only makes the floor NaN:
+    nothing accepted)."""
     LU.scale = scale
     try:
-        return _bdf.solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol)
+        return floor_newton(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, signs=signs, stats=stats)
     except KrylovNotConverged:
         return False, _bdf.NEWTON_MAXITER, y_predict.copy(), np.zeros_like(y_predict)
 
 
 class KrylovBDF(BDF):
-    """scipy's BDF (unchanged steps, order, error control and Newton tests) with the Newton
-    systems solved matrix-free (:class:`KrylovSolve` on a :class:`FrozenJacobian`).
+    """scipy's BDF (unchanged steps, order and error control; the noise-aware Newton test of
+    docs/model.md §3.6, counters in ``newton_floor``) with the Newton systems solved matrix-free (:class:`KrylovSolve` on a :class:`FrozenJacobian`).
     ``stats``: Jacobians, linear solves, GMRES iterations (total and the largest per solve),
     failed solves, JVPs, the dimension of the gauge coarse space at the last Jacobian
     (``coarse_dim``; 0 without one). ``krylov_coarse=False`` leaves the coarse space out."""
@@ -636,7 +631,7 @@ class KrylovBDF(BDF):
 
         self.lu = lu
         self.solve_lu = lambda LU, b: LU.solve(b)
-        self._step_impl = types.MethodType(rebind(BDF._step_impl, solve_bdf_system=_newton), self)
+        install_newton_floor(self, _newton)
 
     def _validate_jac(self, jac, sparsity):
         def wrapped(t, y):

@@ -16,6 +16,7 @@ import numpy as np
 from scipy.integrate._ivp.bdf import BdfDenseOutput
 
 from ..errors import IntegrationError
+from . import newton_floor as _floor
 
 MAX_ORDER = 5
 NEWTON_MAXITER = 4
@@ -69,7 +70,8 @@ class SeedBDF:
 
     :meth:`step` makes one attempt for every running seed and returns the seeds that accepted
     a step; ``t``, ``y``, :meth:`dense_output` are per seed. Counters ``nfev``, ``njev``,
-    ``nlu``, ``nsteps`` are per seed."""
+    ``nlu``, ``nsteps`` (and ``floor_checks``, ``floor_accepted`` of the noise-aware Newton test,
+    docs/model.md §3.6) are per seed."""
 
     def __init__(self, flows, jacobians, factor, solve, t0: float, Y0: np.ndarray, t_bound: float,
                  *, rtol: float, atol: float, F0: np.ndarray | None = None):
@@ -83,6 +85,9 @@ class SeedBDF:
         self.njev = np.zeros(B, dtype=int)
         self.nlu = np.zeros(B, dtype=int)
         self.nsteps = np.zeros(B, dtype=int)
+        self.floor_checks = np.zeros(B, dtype=int)  # the noise-aware Newton test (docs/model.md §3.6)
+        self.floor_accepted = np.zeros(B, dtype=int)
+        self.noise_signs = _floor.noise_signs(n)
         seeds = np.arange(B)
         F0 = self._flows(seeds, Y0) if F0 is None else np.asarray(F0, dtype=float)
         self.t = np.full(B, float(t0))
@@ -234,7 +239,10 @@ class SeedBDF:
         return sel
 
     def _newton(self, S, P, y_pred, c, psi, scale):
-        """scipy's solve_bdf_system for the seeds S[P] at once (each with its own rate test)."""
+        """scipy's solve_bdf_system for the seeds S[P] at once (each with its own rate test), with
+        the noise-aware test of docs/model.md §3.6 (:func:`.newton_floor.solve_bdf_system`): a seed
+        whose iteration scipy calls failed is converged at its iterate when its increment is at the
+        measured round-off floor (the floor's flows and solves batched over those seeds)."""
         m = len(P)
         y = y_pred[P].copy()
         d = np.zeros_like(y)
@@ -260,6 +268,10 @@ class SeedBDF:
                     rate = dn / old[A]
                     bad = (rate >= 1) | (rate ** (NEWTON_MAXITER - k) / (1 - rate) * dn > tol)
                     done = ~bad & ((dn == 0) | (rate / (1 - rate) * dn < tol))
+                probe = np.flatnonzero(bad & (dn <= _floor.FLOOR_MAX))  # else not acceptable: no measurement
+                if len(probe):
+                    done[probe] = self._at_floor(S[P[A[probe]]], y[A[probe]], F[probe], c[P[A[probe]]],
+                                                 scale[P[A[probe]]], dn[probe])
             good = A[~bad]
             y[good] += dy[~bad]
             d[good] += dy[~bad]
@@ -267,6 +279,17 @@ class SeedBDF:
             run[A[bad | done]] = False
             old[A] = dn
         return ok, it, y, d
+
+    def _at_floor(self, seeds, Y, F, c, scale, dn) -> np.ndarray:
+        """Which would-fail increments (scaled norms ``dn``) are at the measured round-off floor
+        of their seeds (:func:`.newton_floor.floor_rows`, docs/model.md §3.6); counted per seed."""
+        LUs = [self.LU[b] for b in seeds]
+        eta = _floor.floor_rows(lambda X: self._flows(seeds, X), lambda R: self.solve(LUs, R), Y, F, c, scale, dn,
+                         self.noise_signs)
+        acc = _floor.at_floor(dn, eta)
+        self.floor_checks[seeds] += 1
+        self.floor_accepted[seeds[acc]] += 1
+        return acc
 
     def _accept(self, sel, t_new, y_new, d, scale, error_norm, safety):
         """The end of scipy's _step_impl for accepted seeds: differences updated, then the order

@@ -13,7 +13,7 @@ from .batched import DENSE_JACOBIAN_ENTRIES, batchable, integrate_many
 from .column_flow import column_propagator
 from .fitting import fit_exponential_rate
 from .integrate import METHODS, check_stop_residual, integrate, node_blocks, time_grid
-from .method_choice import choose, linear_choice, map_linear_choice, maps_nodes
+from .method_choice import SCHUR_BYTES, choose, linear_choice, map_linear_choice, maps_nodes
 from .metrics import accuracy, accuracy_many, d_min, d_min_many
 from .sample_reduction import reducible, reduction
 from .system import FlowSystem
@@ -169,11 +169,11 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
                 prop = column_propagator(choice.propagator.A, g.N, g.K, method.split("-")[1], h=h)
                 choice = type(choice)(method, "exact, chosen by the caller", {}, prop)
         return _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_residual)
-    if (method == "BDF-nodes" and use_jacobian and batchable(system)
-            and system.size ** 2 <= DENSE_JACOBIAN_ENTRIES):
-        # small systems: the structured integrator of simulate_many with one seed (Jacobian from
-        # batched JVPs, no sparse assembly; same BDF steps — K=3, N=30, d=8: 764 steps either way,
-        # 8 s vs 11–20 s under load, end states equal to 1e-10)
+    if method == "BDF-nodes" and use_jacobian and batchable(system) and _blocks_fit(system):
+        # the structured integrator of simulate_many with one seed (dense sample/coupling blocks
+        # from the derived chains, no sparse assembly or slicing per LU; same BDF steps). Measured
+        # to the fixed point, one seed, CPU: K=3, N=30, d=8 8 s vs 11–20 s (under load);
+        # K=10, N=105, d=16 (2096 unknowns) 8.0 s vs 11.8 s; K=10, N=1005, d=16 reduced 54 s vs 121 s
         many_norm = None if residual_norm is None else (lambda F, seeds: np.array([residual_norm(f) for f in F]))
         return _batched_many(system, choice, np.asarray(v0, dtype=float)[None], t_eval, labels, head,
                              rtol, atol, keep_states, stop_residual, many_norm)[0]
@@ -194,8 +194,24 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
                     stop_residual, sol.stopped, sol.t[-1], sol.residual)
     if sol.stats:  # BDF-krylov: Jacobians, linear solves, GMRES iterations, failed solves, JVPs
         extra["krylov"] = dict(sol.stats)
+    if sol.newton_floor:  # the BDF methods' noise-aware Newton test (docs/model.md §3.6)
+        extra["newton_floor"] = dict(sol.newton_floor)
     return Trajectory(sol.t, np.array(dm), np.array(acc), np.array(ls), Z,
                       final.get(head) if head else None, sol.y if keep_states else None, extra)
+
+
+#: most bytes of the dense coupling blocks J₁₂, J₂₁ (n₁ × m each) a single run may hold in the
+#: batched integrator (the budget method_choice gives the dense Schur block of 'BDF-nodes')
+SINGLE_BLOCK_BYTES = SCHUR_BYTES
+
+
+def _blocks_fit(system) -> bool:
+    """Whether one seed's dense blocks J₁₂, J₂₁ (samples × labels + shared) fit SINGLE_BLOCK_BYTES."""
+    blocks = node_blocks(system)
+    if blocks is None:
+        return system.size ** 2 <= DENSE_JACOBIAN_ENTRIES
+    n1 = blocks[0] * blocks[1]
+    return 16.0 * n1 * (system.size - n1) <= SINGLE_BLOCK_BYTES
 
 
 def _simulate_linear(system, choice, v0, t_eval, labels, keep_states, stop_residual) -> Trajectory:
@@ -449,8 +465,8 @@ def _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_sta
         X = final.get(SAMPLE)
         Z = np.vstack([X, final[LABEL]]) if X is not None and X.shape[1] == final[LABEL].shape[1] else final[LABEL]
         extra = _record({"nfev": r["nfev"], "njev": r["njev"], "nlu": r["nlu"], "nsteps": r["nsteps"],
-                         "batch": r["batch"]}, choice, "BDF-nodes", stop_residual, r["stopped"], r["t"][-1],
-                         r["residual"])
+                         "batch": r["batch"], "newton_floor": dict(r.get("newton_floor", {}))}, choice,
+                        "BDF-nodes", stop_residual, r["stopped"], r["t"][-1], r["residual"])
         if choice is not None and len(V0) > 1:
             extra["method_reason"] = choice.reason + " (chosen from the first state; seeds integrated together)"
         out.append(Trajectory(np.array(r["t"]), np.array(dm), np.array(acc), np.array(ls), Z,
