@@ -705,7 +705,7 @@ class BatchedNodeLU:
         self.J, self.c = J, c
         grp = J.groups
         if grp is not None:  # S = I − cJ₂₂ − c² Σ_uj C_uj/(1 − cλ_uj): no N-sized work
-            self.Dg = grp.block_inverse(c)
+            self._Dg = None  # (I − cD_u)⁻¹ per group, formed when first used (:attr:`Dg`)
             w = 1.0 / (1.0 - c * grp.lam)  # (G, k)
             self.w_rows = w[grp.index].reshape(B, N, k) if grp.basis is not None else None
             S = np.eye(m) - c * J.J22
@@ -717,11 +717,18 @@ class BatchedNodeLU:
             self.S = S
             self.Sinv = np.linalg.inv(S) if invert else None  # else: factor_seeds inverts
             return
-        self.Dg = self.w_rows = None
+        self._Dg = self.w_rows = None
         self.Dinv = np.linalg.inv(np.eye(k) - c * J.D)  # (B, N, k, k)
         self.X = (self.Dinv @ (-c * J.J12).reshape(B, N, k, m)).reshape(B, J.n1, m)
         S = np.eye(m) - c * J.J22 + c * (J.J21 @ self.X)
         self.Sinv = np.linalg.inv(S)
+
+    @property
+    def Dg(self):
+        """(I − cD_u)⁻¹ of every sample group (None without groups)."""
+        if self._Dg is None and self.J.groups is not None:
+            self._Dg = self.J.groups.block_inverse(self.c)
+        return self._Dg
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         J = self.J
