@@ -263,8 +263,9 @@ def jacobian_blocks(system, V: np.ndarray, factored: bool = False) -> tuple:
 
     Every sample-row term of J₁₂ and sample-column term of J₂₁ is a per-sample vector times a
     shared matrix (P_ic A, r_i ⊗ Left, deg_i A, (AG)_i ⊗ B, …), so J₁₂[i,a,:] = Σ_L U[i,L] S[L,a,:]
-    and J₂₁[:,i,e] = Σ_L V[i,L] T[L,:,e] with few L. ``factored``: return (D, (U, S), (V, T), J₂₂)
-    — U (B,N,R), S (B,R,k,m), V (B,N,R'), T (B,R',m,k) — instead of the N·k×m blocks;
+    and J₂₁[:,i,e] = Σ_L V[i,L] T[L,:,e] with few L (docs/model.md §3.7). ``factored``: return
+    (D, (U, S), (V, T), J₂₂) — U (B,N,R), S (B,R,k,m), V (B,N,R'), T (B,R',m,k) — instead of the
+    N·k×m blocks;
     ``factored='apply'``: the same and an :class:`ApplyFactors` (the products with the blocks)."""
     V = np.asarray(V, dtype=float)
     B = len(V)
@@ -467,7 +468,8 @@ class ApplyFactors:
     r"""J₁₂x₂ and J₂₁u of B Jacobians from their factors (:func:`jacobian_blocks`): J₁₂x₂ = U z with
     z_L· = (products of the small matrices with x₂'s blocks), J₂₁u = Σ (products with W = Vᵀu): a
     few k×k-sized products per term and two N-row products, no N·k×m block and no plan
-    evaluation. ``ops``: (L₀, L₁, slice of the rest, form, matrix B×p×q) per term."""
+    evaluation (docs/model.md §3.7). ``ops``: (L₀, L₁, slice of the rest, form, matrix B×p×q) per
+    term."""
 
     def __init__(self, U, V, ops12, ops21, k, m):
         self.U, self.V, self.ops12, self.ops21, self.k, self.m = U, V, ops12, ops21, k, m
@@ -776,8 +778,8 @@ def _kernel_chunks(fn, system, *arrays, **kw):
 
 
 class SeedStore:
-    """Per-seed arrays of one batch for the Newton solves, in slots (a seed's index in the
-    :class:`.seed_bdf.SeedBDF`): written with each Jacobian (the sample blocks' eigenbasis, the
+    """Per-seed arrays of one batch for the Newton solves (docs/model.md §3.7), in slots (a seed's
+    index in the :class:`.seed_bdf.SeedBDF`): written with each Jacobian (the sample blocks' eigenbasis, the
     factors of J₁₂ and J₂₁, :class:`ApplyFactors`) and each LU (c, the eigen-weights 1/(1 − cλ)
     of the sample rows, S⁻¹), so that a solve takes them with one indexing per array (a view when
     the slots are consecutive) instead of stacking per-seed objects. Only a seed's current
