@@ -101,3 +101,87 @@ def test_batched_jacobian_blocks_equal_the_assembled_jacobian():
             A = sysm.jacobian(V[b]).toarray()
             got = _assembled(*(X[b] for X in blocks))
             assert np.max(np.abs(got - A)) <= 1e-13 * np.max(np.abs(A))
+
+
+def test_newton_solves_from_the_seed_store_equal_the_dense_solve():
+    """The batched Newton solves (:func:`batched.solve_seeds_jvp`) with the per-seed arrays taken
+    from a :class:`batched.SeedStore` and J₂₁u, J₁₂x₂ from the Jacobians' factors
+    (:class:`batched.ApplyFactors`) — all seeds, and a non-consecutive subset — equal
+    (I − cJ)⁻¹r from the assembled Jacobian (dense solve), as do the solves through JVPs; and
+    the factors' products equal those with the dense blocks, for every head variant."""
+    from symcollapse.numerics.sample_reduction import reduction
+
+    rng = np.random.default_rng(5)
+    variants = [sc.HeadModel(balanced_couplings(3, 4, 1), d=3, eta_x=0.7, **kw).system for kw in
+                (dict(), dict(stop_gradient=False), dict(learn_head=False, W_frozen=rng.normal(size=(3, 3))),
+                 dict(eta_W=1.3, eta_y=0.4))]
+    red = reduction(sc.HeadModel(balanced_couplings(4, 40, 3), d=3, eta_y=0.5).system)
+    for sysm in variants + [red.system]:
+        V = rng.normal(size=(3, sysm.size))
+        D, J12, J21, J22 = bt.jacobian_blocks(sysm, V)
+        F = bt.jacobian_blocks(sysm, V, factored="apply")[4]
+        st12, st21 = F.structure()[:2]
+        x2, u = rng.normal(size=(3, J22.shape[1])), rng.normal(size=(3, J12.shape[1]))
+        got12 = bt.ApplyFactors.j12(F.U, [op[4] for op in F.ops12], st12, x2, F.k)
+        got21 = bt.ApplyFactors.j21(F.V, [op[4] for op in F.ops21], st21, u, F.k, F.m)
+        want12, want21 = np.einsum("bij,bj->bi", J12, x2), np.einsum("bij,bj->bi", J21, u)
+        assert np.max(np.abs(got12 - want12)) <= 1e-13 * np.max(np.abs(want12))
+        assert np.max(np.abs(got21 - want21)) <= 1e-13 * np.max(np.abs(want21))
+
+    sysm = red.system
+    B = 5
+    V = rng.normal(size=(B, sysm.size))
+    D, (U, S), (Vf, T), J22, F = bt.jacobian_blocks(sysm, V, factored="apply")
+    Js, store = [], bt.SeedStore(B)
+    for b in range(B):
+        J = bt.BlockJacobian.from_blocks(D[b:b + 1].copy(), None, None, J22[b:b + 1].copy(), point=V[b].copy(),
+                                         factors=((U[b:b + 1], S[b:b + 1]), (Vf[b:b + 1], T[b:b + 1])))
+        assert J.groups is not None and J.groups.basis is not None
+        J.slot = b
+        Js.append(J)
+    slots = np.arange(B)
+    store.put("basis", slots, np.concatenate([J.groups.basis for J in Js]))
+    store.put_factors(slots, F)
+    cs = rng.uniform(0.05, 2.0, size=B)
+    LUs = bt.factor_seeds(Js, cs)
+    store.put("c", slots, cs)
+    store.put("w", slots, np.concatenate([LU.w_rows for LU in LUs]))
+    store.put("Sinv", slots, np.concatenate([LU.Sinv for LU in LUs]))
+    R = rng.normal(size=V.shape)
+    for sel in (list(range(B)), [0, 2, 3]):
+        got = bt.solve_seeds_jvp(sysm, [LUs[i] for i in sel], R[sel], store)
+        plain = bt.solve_seeds_jvp(sysm, [LUs[i] for i in sel], R[sel])
+        for row, i in enumerate(sel):
+            A = np.eye(sysm.size) - cs[i] * sysm.jacobian(V[i]).toarray()
+            want = np.linalg.solve(A, R[i])
+            assert np.max(np.abs(got[row] - want)) <= 1e-10 * np.max(np.abs(want))
+            assert np.max(np.abs(plain[row] - want)) <= 1e-10 * np.max(np.abs(want))
+
+
+def test_grouped_schur_terms_from_the_jacobian_factors_equal_the_dense_ones():
+    """The factored Jacobian (J₁₂ = U S, J₂₁ = V T per sample: jacobian_blocks(factored=True))
+    gives the same grouped Schur terms C_uj = Σ_{i∈u} (J₂₁,i q_j)(q_jᵀ J₁₂,i) and the same LU
+    solves as the dense blocks, for a sample-reduced head and one without stop-gradient."""
+    from symcollapse.numerics.sample_reduction import reduction
+
+    rng = np.random.default_rng(7)
+    red = reduction(sc.HeadModel(balanced_couplings(4, 40, 3), d=3, eta_y=0.5).system)
+    for sysm in (red.system, sc.HeadModel(balanced_couplings(3, 5, 1), d=3, stop_gradient=False).system):
+        V = rng.normal(size=(3, sysm.size))
+        D, J12, J21, J22 = bt.jacobian_blocks(sysm, V)
+        Df, (U, S), (Vf, T), J22f = bt.jacobian_blocks(sysm, V, factored=True)
+        assert S.shape[1] + T.shape[1] < D.shape[1] * D.shape[2]  # few factors (else no gain)
+        for b in range(3):
+            dense = bt.BlockJacobian.from_blocks(D[b:b + 1].copy(), J12[b:b + 1], J21[b:b + 1], J22[b:b + 1].copy())
+            fac = bt.BlockJacobian.from_blocks(Df[b:b + 1].copy(), None, None, J22f[b:b + 1].copy(),
+                                               factors=((U[b:b + 1], S[b:b + 1]), (Vf[b:b + 1], T[b:b + 1])))
+            assert dense.groups is not None and fac.groups is not None
+            Cd, Cf = dense.groups.C, fac.groups.C
+            assert np.max(np.abs(Cf - Cd)) <= 1e-12 * np.max(np.abs(Cd))
+            A = np.eye(sysm.size) - 0.7 * sysm.jacobian(V[b]).toarray()
+            r = rng.normal(size=sysm.size)
+            LU = bt.factor_seeds([fac], [0.7])[0]
+            assert np.max(np.abs(LU.Sinv[0] - bt.factor_seeds([dense], [0.7])[0].Sinv[0])) <= 1e-10 * np.max(np.abs(LU.Sinv))
+            fac.point = V[b]
+            x = bt.solve_seeds_jvp(sysm, [LU], r[None])[0]
+            assert np.max(np.abs(A @ x - r)) <= 1e-10 * np.max(np.abs(r))

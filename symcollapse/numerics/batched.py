@@ -17,6 +17,7 @@ from functools import reduce
 
 import numpy as np
 import scipy.sparse as sps
+from scipy.linalg import lapack
 
 from ..errors import IntegrationError
 from ..symbolic.loss import LABEL, SAMPLE
@@ -232,17 +233,40 @@ def dense_jacobians(system, V: np.ndarray) -> np.ndarray:
     return np.swapaxes(R.reshape(B, n, n), 1, 2)
 
 
+def _outer(spec: str, *ops) -> np.ndarray:
+    """``np.einsum(spec, *ops)`` for a spec without summed indices, as one broadcast product
+    written in the output's (C) order: einsum and a plain broadcast product keep the inputs'
+    memory order, so the reshape that follows would copy the result once more with a
+    cache-hostile stride."""
+    ins, out = spec.split("->")
+    res = None
+    for sub, X in zip(ins.split(","), ops):
+        X = np.asarray(X)
+        order = sorted(range(len(sub)), key=lambda i: out.index(sub[i]))
+        shape = [X.shape[sub.index(c)] if c in sub else 1 for c in out]
+        X = np.transpose(X, order).reshape(shape)
+        res = X if res is None else np.multiply(res, X, order="C")
+    return res
+
+
 class _Unsupported(Exception):
     """A derived JVP term outside the forms :func:`jacobian_blocks` assembles (internal)."""
 
 
-def jacobian_blocks(system, V: np.ndarray) -> tuple:
+def jacobian_blocks(system, V: np.ndarray, factored: bool = False) -> tuple:
     r"""The Jacobians ∂θ̇/∂θ at the B rows of V as dense blocks (D, J₁₂, J₂₁, J₂₂): D (B,N,k,k) the
     sample blocks, J₁₂ (B,n₁,m) samples ← rest, J₂₁ (B,m,n₁), J₂₂ (B,m,m) (rest = labels and
     shared blocks in layout order), assembled from the derived δF chains exactly as
     :meth:`.matrix_system.MatrixFlowSystem.jacobian` does (node–node parts deg ⊗ A and P ⊗ A,
     the shared rows and columns dense), every product batched over the B states. Raises
-    _Unsupported for a term form it does not assemble."""
+    _Unsupported for a term form it does not assemble.
+
+    Every sample-row term of J₁₂ and sample-column term of J₂₁ is a per-sample vector times a
+    shared matrix (P_ic A, r_i ⊗ Left, deg_i A, (AG)_i ⊗ B, …), so J₁₂[i,a,:] = Σ_L U[i,L] S[L,a,:]
+    and J₂₁[:,i,e] = Σ_L V[i,L] T[L,:,e] with few L (docs/model.md §3.7). ``factored``: return
+    (D, (U, S), (V, T), J₂₂) — U (B,N,R), S (B,R,k,m), V (B,N,R'), T (B,R',m,k) — instead of the
+    N·k×m blocks;
+    ``factored='apply'``: the same and an :class:`ApplyFactors` (the products with the blocks)."""
     V = np.asarray(V, dtype=float)
     B = len(V)
     lay, g = system.layout, system.graph
@@ -250,7 +274,9 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
     n1 = N * k
     m = system.size - n1
     D = np.zeros((B, N, k, k))
-    J12, J21, J22 = np.zeros((B, n1, m)), np.zeros((B, m, n1)), np.zeros((B, m, m))
+    J22 = np.zeros((B, m, m))
+    U12, S12, V21, T21 = [], [], [], []  # the factors of J₁₂ and J₂₁ (docstring)
+    ops12, ops21 = [], []  # (factor block, columns/rows of the rest, product form, matrix): ApplyFactors
     st = batched_blocks(system, V)
     loss = system.compiled.loss
     nm = system._names
@@ -268,6 +294,21 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
 
     def eye_b(r, c):
         return np.broadcast_to(np.eye(r, c), (B, r, c))
+
+    def add_factor(Us, Ss, src, S):  # a factor column block; one block per per-sample array
+        for q, u in enumerate(Us):
+            if u is src:
+                Ss[q] = Ss[q] + S
+                return q
+        Us.append(src)
+        Ss.append(S)
+        return len(Us) - 1
+
+    def diag_pair(X, a1, a2, val):  # X[..., i, ..., i, ...] = val along axes a1, a2 (i over their range)
+        idx = np.arange(X.shape[a1])
+        ix = [slice(None)] * X.ndim
+        ix[a1], ix[a2] = idx, idx
+        X[tuple(ix)] = val
 
     for b in system.compiled.learned:
         f = system.scale * system.rates[b]
@@ -293,10 +334,15 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
                             idx = np.arange(nrow)
                             blk[:, idx, :, idx, :] += (g.label_degree[:, None, None, None] * A[None])
                             J22[:, cols(LABEL), cols(LABEL)] = blk.reshape(B, nrow * dout, nrow * dn)
-                    elif b == SAMPLE:  # samples ← labels: P_ic A
-                        J12[:, :, cols(tb)] += np.einsum("ic,bae->biace", P, A).reshape(B, n1, -1)
-                    else:  # labels ← samples: P_ic A
-                        J21[:, cols(LABEL), :] += np.einsum("ic,bae->bcaie", P, A).reshape(B, nrow * dout, -1)
+                    elif b == SAMPLE:  # samples ← labels: J₁₂[i,a,(c,e)] = P_ic A_ae
+                        Kt = P.shape[1]
+                        S = np.zeros((B, Kt, k, m))
+                        diag_pair(S[..., cols(tb)].reshape(B, Kt, k, Kt, dn), 1, 3, A[None])
+                        ops12.append((add_factor(U12, S12, P, S), cols(tb), "lk", A))
+                    else:  # labels ← samples: J₂₁[(c,a),(i,e)] = P_ic A_ae
+                        T = np.zeros((B, nrow, m, dn))
+                        diag_pair(T[:, :, cols(LABEL), :].reshape(B, nrow, nrow, dout, dn), 1, 2, A[:, None])
+                        ops21.append((add_factor(V21, T21, P, T), cols(LABEL), "WMt", A))
                     continue
                 if form not in ("lin", "const"):
                     raise _Unsupported(form)
@@ -318,11 +364,16 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
                     R = np.ones((B, 1)) if Right is None else Right.reshape(B, -1)
                     r = deg[None, :, None] * R[:, None, :]
                 spec = "bak,bil->bialk" if Lt[2] else "bak,bil->biakl"
-                M = c * np.einsum(spec, Left, r).reshape(B, nrow * dout, -1)
-                if b == SAMPLE:
-                    J12[:, :, cols(tb)] += M
+                if b == SAMPLE:  # J₁₂[i,a,(l,k) or (k,l)] = r_il (c Left)_ak
+                    Lr, K2 = r.shape[2], Left.shape[2]
+                    S = np.zeros((B, Lr, k, m))
+                    if Lt[2]:
+                        diag_pair(S[..., cols(tb)].reshape(B, Lr, k, Lr, K2), 1, 3, (c * Left)[None])
+                    else:
+                        diag_pair(S[..., cols(tb)].reshape(B, Lr, k, K2, Lr), 1, 4, (c * Left)[None])
+                    ops12.append((add_factor(U12, S12, r, S), cols(tb), "lk" if Lt[2] else "kl", c * Left))
                 else:
-                    J22[:, cols(LABEL), cols(tb)] += M
+                    J22[:, cols(LABEL), cols(tb)] += _outer(spec, c * Left, r).reshape(B, nrow * dout, -1)
                 continue
             R_, C_ = out_shape
             Lt = tangent_letter(data)
@@ -333,46 +384,130 @@ def jacobian_blocks(system, V: np.ndarray) -> tuple:
                 tside = ev.side(Lt)
                 deg = g.sample_degree if tside == "sample" else g.label_degree
                 dn = system._shape(tb)[1]
-                if form == "m1r":
+                fac = tb == SAMPLE  # J₂₁[(a,b),(j,k)] = V_j· T_·(a,b)k (docstring), else dense J₂₂
+                if form == "m1r":  # row a: A_ak deg_j
                     A = ev.prod(data[0])
                     A = eye_b(R_, dn) if A is None else A
-                    M = np.einsum("zak,j->zajk", A, deg).reshape(B, R_ * C_, -1)
-                elif form == "m1l":
+                    if fac:
+                        T = np.zeros((B, 1, m, dn))
+                        T[:, 0, cols(b), :] = c * A
+                        ops21.append((add_factor(V21, T21, deg, T), cols(b), "WMt", c * A))
+                    else:
+                        M = _outer("zak,j->zajk", A, deg).reshape(B, R_ * C_, -1)
+                elif form == "m1l":  # row b: B_kb deg_j
                     Bm = ev.prod(data[1])
                     Bm = eye_b(dn, C_) if Bm is None else Bm
-                    M = np.einsum("zkb,j->zbjk", Bm, deg).reshape(B, R_ * C_, -1)
+                    if fac:
+                        T = np.zeros((B, 1, m, dn))
+                        T[:, 0, cols(b), :] = c * np.swapaxes(Bm, 1, 2)
+                        ops21.append((add_factor(V21, T21, deg, T), cols(b), "WM", c * Bm))
+                    else:
+                        M = _outer("zkb,j->zbjk", Bm, deg).reshape(B, R_ * C_, -1)
                 elif form == "m2":
                     A, Lp, Lq, Bm = ev.prod(data[0]), data[1], data[2], ev.prod(data[3])
-                    if Lq[3] == "d":
+                    if Lq[3] == "d":  # row (a,b): (AG)_ja B_kb
                         G = ev.neighbour_sum(("s", Lp[1], False, Lp[3]), tside)
                         AG = G if A is None else G @ np.swapaxes(A, -1, -2)
                         Bm = eye_b(dn, C_) if Bm is None else Bm
-                        M = np.einsum("zja,zkb->zabjk", AG, Bm).reshape(B, R_ * C_, -1)
-                    else:
+                        if fac:
+                            T = np.zeros((B, R_, m, dn))
+                            diag_pair(T[:, :, cols(b), :].reshape(B, R_, R_, C_, dn), 1, 2,
+                                      (c * np.swapaxes(Bm, 1, 2))[:, None])
+                            ops21.append((add_factor(V21, T21, AG, T), cols(b), "WM", c * Bm))
+                        else:
+                            M = _outer("zja,zkb->zabjk", AG, Bm).reshape(B, R_ * C_, -1)
+                    else:  # row (a,b): A_ak (HB)_jb
                         H = ev.neighbour_sum(("s", Lq[1], False, Lq[3]), tside)
                         HB = H if Bm is None else H @ Bm
                         A = eye_b(R_, dn) if A is None else A
-                        M = np.einsum("zak,zjb->zabjk", A, HB).reshape(B, R_ * C_, -1)
+                        if fac:
+                            T = np.zeros((B, C_, m, dn))
+                            diag_pair(T[:, :, cols(b), :].reshape(B, C_, R_, C_, dn), 1, 3, (c * A)[None])
+                            ops21.append((add_factor(V21, T21, HB, T), cols(b), "MWt", c * A))
+                        else:
+                            M = _outer("zak,zjb->zabjk", A, HB).reshape(B, R_ * C_, -1)
                 else:
                     raise _Unsupported(form)
-                if tb == SAMPLE:
-                    J21[:, cols(b), :] += c * M
-                else:
+                if not fac:
                     J22[:, cols(b), cols(tb)] += c * M
                 continue
             Left, Right = shared_tangent_factors(system, ev, form, data, Lt)
             Left = np.broadcast_to(Left, (B,) + Left.shape[-2:])
             Right = np.broadcast_to(Right, (B,) + Right.shape[-2:])
             tr, tc = Left.shape[2], Right.shape[1]
-            K = np.einsum("zij,zlk->zikjl", Left, Right).reshape(B, Left.shape[1] * Right.shape[2], tr * tc)
+            K = _outer("zij,zlk->zikjl", Left, Right).reshape(B, Left.shape[1] * Right.shape[2], tr * tc)
             if Lt[2]:
                 K = K.reshape(B, R_ * C_, tr, tc).transpose(0, 1, 3, 2).reshape(B, R_ * C_, -1)
             J22[:, cols(b), cols(tb)] += c * K
+    def rows_b(u):  # a per-sample array (N,), (N, r) or (B, N, r) as (B, N, r)
+        u = u[:, None] if u.ndim == 1 else u
+        return np.broadcast_to(u, (B,) + u.shape[-2:])
+
+    U = np.concatenate([rows_b(u) for u in U12], axis=2) if U12 else np.zeros((B, N, 0))
+    S = np.concatenate(S12, axis=1) if S12 else np.zeros((B, 0, k, m))
+    Vf = np.concatenate([rows_b(v) for v in V21], axis=2) if V21 else np.zeros((B, N, 0))
+    T = np.concatenate(T21, axis=1) if T21 else np.zeros((B, 0, m, k))
     if system.multiplicity is not None:  # sample rows / m_i
         D /= system.multiplicity[None, :, None, None]
-        J12 /= np.repeat(system.multiplicity, k)[None, :, None]
+        U = U / system.multiplicity[None, :, None]
+    if factored == "apply":
+        def ranges(blocks, ops):
+            o = np.concatenate([[0], np.cumsum([rows_b(u).shape[2] for u in blocks])])
+            return tuple((int(o[q]), int(o[q + 1]), sl, form, np.broadcast_to(M, (B,) + M.shape[-2:]))
+                         for q, sl, form, M in ops)
+        return D, (U, S), (Vf, T), J22, ApplyFactors(U, Vf, ranges(U12, ops12), ranges(V21, ops21), k, m)
+    if factored:
+        return D, (U, S), (Vf, T), J22
+    J12 = (U @ S.reshape(B, S.shape[1], k * m)).reshape(B, n1, m)
+    J21 = np.ascontiguousarray((Vf @ T.reshape(B, T.shape[1], m * k)).reshape(B, N, m, k).transpose(0, 2, 1, 3)).reshape(B, m, n1)
     return D, J12, J21, J22
 
+
+
+class ApplyFactors:
+    r"""J₁₂x₂ and J₂₁u of B Jacobians from their factors (:func:`jacobian_blocks`): J₁₂x₂ = U z with
+    z_L· = (products of the small matrices with x₂'s blocks), J₂₁u = Σ (products with W = Vᵀu): a
+    few k×k-sized products per term and two N-row products, no N·k×m block and no plan
+    evaluation (docs/model.md §3.7). ``ops``: (L₀, L₁, slice of the rest, form, matrix B×p×q) per
+    term."""
+
+    def __init__(self, U, V, ops12, ops21, k, m):
+        self.U, self.V, self.ops12, self.ops21, self.k, self.m = U, V, ops12, ops21, k, m
+
+    def structure(self):
+        """The seed-independent part (ranges, slices, forms) of the terms."""
+        return (tuple(op[:4] for op in self.ops12), tuple(op[:4] for op in self.ops21), self.U.shape[2], self.V.shape[2])
+
+    @staticmethod
+    def j12(U, mats, struct, X2, k):
+        """J₁₂x₂ (B, N·k) for the rows x₂ (B, m) of the rest: U (B,N,R), mats the terms' matrices."""
+        B = len(X2)
+        z = np.zeros((B, U.shape[2], k))
+        for (L0, L1, sl, form), M in zip(struct, mats):
+            X = X2[:, sl]
+            Mt = np.swapaxes(M, 1, 2)
+            if form == "lk":  # z_l,a = Σ_k M_ak X_(l,k)
+                z[:, L0:L1] += X.reshape(B, L1 - L0, -1) @ Mt
+            else:  # "kl": z_l,a = Σ_k M_ak X_(k,l)
+                z[:, L0:L1] += np.swapaxes(X.reshape(B, -1, L1 - L0), 1, 2) @ Mt
+        return (U @ z).reshape(B, -1)
+
+    @staticmethod
+    def j21(V, mats, struct, X1, k, m):
+        """J₂₁u (B, m) for the sample rows u (B, N·k): V (B,N,R'), mats the terms' matrices."""
+        B = len(X1)
+        W = np.swapaxes(V, 1, 2) @ X1.reshape(B, -1, k)  # (B, R', k)
+        out = np.zeros((B, m))
+        for (L0, L1, sl, form), M in zip(struct, mats):
+            Wq = W[:, L0:L1]
+            if form == "WMt":
+                val = Wq @ np.swapaxes(M, 1, 2)
+            elif form == "WM":
+                val = Wq @ M
+            else:  # "MWt"
+                val = M @ np.swapaxes(Wq, 1, 2)
+            out[:, sl] += val.reshape(B, -1)
+        return out
 
 #: largest B·n² of one call of :func:`dense_jacobians` in the batched integrator; also the largest
 #: n² for which a single stiff run without node blocks takes the batched integrator with one seed
@@ -433,13 +568,17 @@ class BlockJacobian:
         self.point = None  # the state J was evaluated at (set by the integrator)
 
     @classmethod
-    def from_blocks(cls, D, J12, J21, J22, point=None) -> "BlockJacobian":
-        """The BlockJacobian of given dense blocks (shapes as the attributes; B seeds)."""
+    def from_blocks(cls, D, J12, J21, J22, point=None, factors=None) -> "BlockJacobian":
+        """The BlockJacobian of given dense blocks (shapes as the attributes; B seeds), or with
+        J12 = J21 = None and ``factors`` = ((U, S), (V, T)) of :func:`jacobian_blocks` (factored):
+        the grouped Schur terms are then formed from the factors (the N·k×m blocks are never
+        built); solves need the JVP path (:func:`solve_seeds_jvp`)."""
         self = cls.__new__(cls)
         B, N, k, _ = D.shape
         self.B, self.N, self.k, self.n1, self.m = B, N, k, N * k, J22.shape[1]
         self.shape = (B * (self.n1 + self.m),) * 2
         self.D, self.J12, self.J21, self.J22 = D, J12, J21, J22
+        self.factors = factors
         self.groups = _sample_groups(self)
         self.point = point
         return self
@@ -518,15 +657,34 @@ def _sample_groups(J: "BlockJacobian"):
     if np.abs(off).max() <= 1e-12 * scale:
         basis, Q = Q0, Q0[seed]
         lam = np.einsum("gii->gi", rot)
-    C = np.zeros((G, k, m, m))
+    C = np.empty((G, k, m, m))
+    factors = getattr(J, "factors", None)
+    if J.J12 is None:
+        if factors is None:
+            return None
+        # J₁₂[i,a,:] = Σ_L U_iL S_La:, J₂₁[:,i,e] = Σ_L V_iL T_L:e: C_uj = T̃_jᵀ (V_uᵀ U_u) S̃_j with
+        # S̃_j = Σ_a q_ja S_La:, T̃_j = Σ_e T_L:e q_je (no N·k×m block formed)
+        (U, S), (Vf, T) = factors
+        R1, R2 = S.shape[1], T.shape[1]
+        for g in range(G):
+            rows = perm[offsets[g]:offsets[g + 1]]
+            b, Qg = seed[g], Q[g]
+            i = rows - b * N
+            Sq = (Qg.T @ np.swapaxes(S[b], 0, 1).reshape(k, R1 * m)).reshape(k, R1, m)
+            Tq = np.swapaxes((T[b] @ Qg).transpose(2, 0, 1), 1, 2)  # (j, m, L)
+            Mg = Vf[b, i].T @ U[b, i]  # (R2, R1)
+            np.matmul(Tq, Mg @ Sq, out=C[g])
+        grp = SampleGroups(seed, lam, Q, perm, offsets, C, inv)
+        grp.basis = basis
+        return grp
     J12 = J.J12.reshape(B * N, k, m)
-    J21 = np.swapaxes(J.J21.reshape(B, m, N, k), 1, 2).reshape(B * N, m, k)  # (rows, m, k)
+    J21 = J.J21.reshape(B, m, N, k)
     for g in range(G):
         rows = perm[offsets[g]:offsets[g + 1]]
         Qg = Q[g]
-        A = np.tensordot(Qg, J12[rows], axes=([0], [1]))  # (j, i, m): q_jᵀ J₁₂,i
-        Bt = np.tensordot(J21[rows], Qg, axes=([2], [0])).transpose(2, 1, 0)  # (j, m, i): J₂₁,i q_j
-        C[g] = Bt @ A  # Σ_i (J₂₁,i q_j)(q_jᵀ J₁₂,i), one m×m per j
+        A = np.ascontiguousarray((Qg.T @ J12[rows]).transpose(1, 0, 2))  # (j, i, m): q_jᵀ J₁₂,i
+        Bt = np.ascontiguousarray((J21[seed[g]][:, rows - seed[g] * N, :] @ Qg).transpose(2, 0, 1))  # (j, m, i): J₂₁,i q_j
+        np.matmul(Bt, A, out=C[g])  # Σ_i (J₂₁,i q_j)(q_jᵀ J₁₂,i), one m×m per j
     grp = SampleGroups(seed, lam, Q, perm, offsets, C, inv)
     grp.basis = basis  # (B, k, k) or None
     return grp
@@ -549,7 +707,7 @@ class BatchedNodeLU:
         self.J, self.c = J, c
         grp = J.groups
         if grp is not None:  # S = I − cJ₂₂ − c² Σ_uj C_uj/(1 − cλ_uj): no N-sized work
-            self.Dg = grp.block_inverse(c)
+            self._Dg = None  # (I − cD_u)⁻¹ per group, formed when first used (:attr:`Dg`)
             w = 1.0 / (1.0 - c * grp.lam)  # (G, k)
             self.w_rows = w[grp.index].reshape(B, N, k) if grp.basis is not None else None
             S = np.eye(m) - c * J.J22
@@ -561,11 +719,18 @@ class BatchedNodeLU:
             self.S = S
             self.Sinv = np.linalg.inv(S) if invert else None  # else: factor_seeds inverts
             return
-        self.Dg = self.w_rows = None
+        self._Dg = self.w_rows = None
         self.Dinv = np.linalg.inv(np.eye(k) - c * J.D)  # (B, N, k, k)
         self.X = (self.Dinv @ (-c * J.J12).reshape(B, N, k, m)).reshape(B, J.n1, m)
         S = np.eye(m) - c * J.J22 + c * (J.J21 @ self.X)
         self.Sinv = np.linalg.inv(S)
+
+    @property
+    def Dg(self):
+        """(I − cD_u)⁻¹ of every sample group (None without groups)."""
+        if self._Dg is None and self.J.groups is not None:
+            self._Dg = self.J.groups.block_inverse(self.c)
+        return self._Dg
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         J = self.J
@@ -612,18 +777,106 @@ def _kernel_chunks(fn, system, *arrays, **kw):
                            for i in range(0, B, KERNEL_SEEDS)])
 
 
-def solve_seeds_jvp(system, LUs: list, R: np.ndarray) -> np.ndarray:
+class SeedStore:
+    """Per-seed arrays of one batch for the Newton solves (docs/model.md §3.7), in slots (a seed's
+    index in the :class:`.seed_bdf.SeedBDF`): written with each Jacobian (the sample blocks' eigenbasis, the
+    factors of J₁₂ and J₂₁, :class:`ApplyFactors`) and each LU (c, the eigen-weights 1/(1 − cλ)
+    of the sample rows, S⁻¹), so that a solve takes them with one indexing per array (a view when
+    the slots are consecutive) instead of stacking per-seed objects. Only a seed's current
+    Jacobian and LU are kept (SeedBDF solves with nothing else)."""
+
+    def __init__(self, B: int):
+        self.B = B
+        self.arrays = {}
+        self.structure = None
+        self.version = 0  # counts the writes: a gathered set is reused while nothing was written
+        self._gathered = {}  # slots -> arrays, valid for self._gathered_version
+        self._gathered_version = -1
+
+    def put(self, key, slots, values) -> None:
+        values = np.asarray(values)
+        arr = self.arrays.get(key)
+        if arr is None:
+            arr = self.arrays[key] = np.zeros((self.B,) + values.shape[1:])
+        arr[slots] = values
+        self.version += 1
+
+    def take(self, key, slots):
+        arr = self.arrays[key]
+        if isinstance(slots, slice):
+            out = arr[slots]
+            out.flags.writeable = False  # a view of the store: read only
+            return out
+        return arr[slots]
+
+    def put_factors(self, slots, F: "ApplyFactors") -> None:
+        struct = F.structure()
+        if self.structure is None:
+            self.structure = struct
+        elif struct != self.structure:  # (the derived terms do not depend on the state)
+            raise IntegrationError("internal: the Jacobian's factor structure changed between Jacobians")
+        self.put("U", slots, F.U)
+        self.put("V", slots, F.V)
+        for i, op in enumerate(F.ops12):
+            self.put(("op12", i), slots, op[4])
+        for i, op in enumerate(F.ops21):
+            self.put(("op21", i), slots, op[4])
+
+    def take_solve(self, slots) -> tuple:
+        """c, S⁻¹, basis, w, U, V and the terms' matrices of the seeds in ``slots``; the same slots
+        with no write in between (the Newton iterations of one round) reuse the gathered arrays."""
+        key = (slots.start, slots.stop) if isinstance(slots, slice) else slots.tobytes()
+        if self._gathered_version != self.version:
+            self._gathered, self._gathered_version = {}, self.version
+        if key not in self._gathered:
+            self._gathered[key] = (self.take("c", slots), self.take("Sinv", slots), self.take("basis", slots),
+                                   self.take("w", slots), *self.take_factors(slots))
+        return self._gathered[key]
+
+    def take_factors(self, slots) -> tuple:
+        """U, V and the terms' matrices (J₁₂'s, J₂₁'s) of the seeds in ``slots``."""
+        return (self.take("U", slots), self.take("V", slots),
+                [self.take(("op12", i), slots) for i in range(len(self.structure[0]))],
+                [self.take(("op21", i), slots) for i in range(len(self.structure[1]))])
+
+
+def _slots(LUs):
+    """The store slots of the LUs' seeds: a slice when consecutive, else an index array (None when
+    an LU has no slot)."""
+    idx = [getattr(LU.J, "slot", None) for LU in LUs]
+    if any(i is None for i in idx):
+        return None
+    a = np.array(idx)
+    if len(a) == 1 or np.all(np.diff(a) == 1):
+        return slice(int(a[0]), int(a[-1]) + 1)
+    return a
+
+
+def solve_seeds_jvp(system, LUs: list, R: np.ndarray, store: SeedStore | None = None) -> np.ndarray:
     """:func:`solve_seeds` with the off-diagonal products J₂₁u and J₁₂x₂ taken as batched
     Jacobian–vector products at each seed's Jacobian point ``LU.J.point`` (the same linear maps
     as the assembled blocks, docs/model.md §3.4; no N·k×m block is read per solve). Needs grouped
-    LUs (their Schur complement is formed from the blocks once per Jacobian)."""
+    LUs (their Schur complement is formed from the blocks once per Jacobian). More than
+    KERNEL_SEEDS LUs are solved in consecutive chunks. With a ``store`` holding every LU's seed
+    (:class:`SeedStore`), the per-seed arrays come from it and J₂₁u, J₁₂x₂ from the factors of the
+    Jacobians (:class:`ApplyFactors`: the same linear maps, a few small products per term)."""
+    if len(LUs) > KERNEL_SEEDS:
+        return np.concatenate([solve_seeds_jvp(system, LUs[i:i + KERNEL_SEEDS], R[i:i + KERNEL_SEEDS], store)
+                               for i in range(0, len(LUs), KERNEL_SEEDS)])
     J0 = LUs[0].J
     L, N, k, n1 = len(LUs), J0.N, J0.k, J0.n1
-    pts = np.stack([LU.J.point for LU in LUs])
-    c = np.array([LU.c for LU in LUs])
-    if all(LU.w_rows is not None for LU in LUs):  # a shared eigenbasis per seed
-        Q = np.concatenate([LU.J.groups.basis for LU in LUs])  # (L, k, k)
-        w = np.concatenate([LU.w_rows for LU in LUs])  # (L, N, k)
+    sl = _slots(LUs) if store is not None and store.structure is not None else None
+    if sl is not None:
+        c, Sinv, Q, w, U, Vf, mats12, mats21 = store.take_solve(sl)
+    else:
+        pts = np.stack([LU.J.point for LU in LUs])
+        c = np.array([LU.c for LU in LUs])
+        Sinv = np.concatenate([LU.Sinv for LU in LUs])  # (L, m, m)
+        Q = w = None
+        if all(LU.w_rows is not None for LU in LUs):  # a shared eigenbasis per seed
+            Q = np.concatenate([LU.J.groups.basis for LU in LUs])  # (L, k, k)
+            w = np.concatenate([LU.w_rows for LU in LUs])  # (L, N, k)
+    if Q is not None:
         Qt = np.swapaxes(Q, 1, 2)
 
         def blocks(X):
@@ -633,15 +886,23 @@ def solve_seeds_jvp(system, LUs: list, R: np.ndarray) -> np.ndarray:
 
         def blocks(X):
             return (Dinv @ X.reshape(L, N, k, 1)).reshape(L, n1)
+    if sl is not None:  # the products with J₂₁, J₁₂ from the factors (ApplyFactors)
+        st12, st21 = store.structure[:2]
+        u = blocks(R[:, :n1])
+        b2 = R[:, n1:] + c[:, None] * ApplyFactors.j21(Vf, mats21, st21, u, k, R.shape[1] - n1)
+        x2 = (Sinv @ b2[:, :, None])[:, :, 0]
+        out = np.empty_like(R)
+        out[:, n1:] = x2
+        out[:, :n1] = u + c[:, None] * blocks(ApplyFactors.j12(U, mats12, st12, x2, k))
+        return out
     T = np.zeros_like(R)
     T[:, :n1] = blocks(R[:, :n1])
     rest = tuple(b for b in system.compiled.learned if b != SAMPLE)
-    b2 = R[:, n1:] + c[:, None] * _kernel_chunks(batched_jvp, system, pts, T, zero=rest, only=rest)[:, n1:]
-    Sinv = np.concatenate([LU.Sinv for LU in LUs])  # (L, m, m)
+    b2 = R[:, n1:] + c[:, None] * batched_jvp(system, pts, T, zero=rest, only=rest)[:, n1:]
     x2 = (Sinv @ b2[:, :, None])[:, :, 0]
     out = np.zeros_like(R)
     out[:, n1:] = x2
-    t = _kernel_chunks(batched_jvp, system, pts, out, zero=(SAMPLE,), only=(SAMPLE,))[:, :n1]
+    t = batched_jvp(system, pts, out, zero=(SAMPLE,), only=(SAMPLE,))[:, :n1]
     out[:, :n1] = T[:, :n1] + c[:, None] * blocks(t)
     return out
 
@@ -650,12 +911,21 @@ def factor_seeds(Js: list, cs) -> list:
     """One-seed :class:`BatchedNodeLU` of I − c J for every pair, the Schur complements of the
     grouped ones inverted in one batched call."""
     LUs = [BatchedNodeLU(_Shifted(float(c), J), invert=False) for J, c in zip(Js, cs)]
-    todo = [LU for LU in LUs if LU.Sinv is None]
-    if todo:
-        inv = np.linalg.inv(np.concatenate([LU.S for LU in todo]))
-        for LU, Si in zip(todo, inv):
-            LU.Sinv, LU.S = Si[None], None
+    for LU in LUs:
+        if LU.Sinv is None:
+            LU.Sinv, LU.S = _inverse(LU.S[0])[None], None
     return LUs
+
+
+def _inverse(S: np.ndarray) -> np.ndarray:
+    """S⁻¹ by LAPACK getrf + getri (2n³ flops; np.linalg.inv solves against the identity, 8n³/3:
+    m = 96: 0.17 vs 0.27 ms); a singular S raises numpy's LinAlgError as np.linalg.inv does."""
+    lu, piv, info = lapack.dgetrf(S)
+    if info == 0:
+        inv, info = lapack.dgetri(lu, piv)
+    if info != 0:
+        raise np.linalg.LinAlgError("Singular matrix")
+    return inv
 
 
 def solve_seeds(LUs: list, R: np.ndarray) -> np.ndarray:
@@ -737,15 +1007,35 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
             try:
                 out = []
                 for i in range(0, len(Y), KERNEL_SEEDS):
-                    D, J12, J21, J22 = jacobian_blocks(system, Y[i:i + KERNEL_SEEDS])
-                    for b, y in enumerate(Y[i:i + KERNEL_SEEDS]):
-                        J = BlockJacobian.from_blocks(D[b:b + 1].copy(), J12[b:b + 1], J21[b:b + 1],
-                                                      J22[b:b + 1].copy(), point=y.copy())
-                        if J.groups is not None and jvp_solves():  # solves through JVPs
-                            J.J12 = J.J21 = None
-                        else:
-                            J.J12, J.J21 = J.J12.copy(), J.J21.copy()
-                        out.append(J)
+                    Yc, sc = Y[i:i + KERNEL_SEEDS], np.asarray(seeds)[i:i + KERNEL_SEEDS]
+                    chunk = []
+                    if batchable(system):  # the Schur terms and the solves from the factors
+                        D, (U, S), (Vf, T), J22, F = jacobian_blocks(system, Yc, factored="apply")
+                        for b, y in enumerate(Yc):
+                            fac = ((U[b:b + 1], S[b:b + 1]), (Vf[b:b + 1], T[b:b + 1]))
+                            J = BlockJacobian.from_blocks(D[b:b + 1].copy(), None, None, J22[b:b + 1].copy(),
+                                                          point=y.copy(), factors=fac)
+                            if J.groups is None or (J.groups.basis is None and not jvp_solves()):
+                                # not grouped, or solves through JVPs with few seeds: the dense blocks
+                                J12 = (U[b:b + 1] @ S[b:b + 1].reshape(1, S.shape[1], -1)).reshape(1, N * k, m)
+                                J21 = np.ascontiguousarray((Vf[b:b + 1] @ T[b:b + 1].reshape(1, T.shape[1], -1))
+                                                           .reshape(1, N, m, k).transpose(0, 2, 1, 3)).reshape(1, m, N * k)
+                                J = BlockJacobian.from_blocks(J.D, J12, J21, J.J22, point=J.point)
+                            J.factors = None
+                            chunk.append(J)
+                    else:
+                        D, J12, J21, J22 = jacobian_blocks(system, Yc)
+                        for b, y in enumerate(Yc):
+                            chunk.append(BlockJacobian.from_blocks(D[b:b + 1].copy(), J12[b:b + 1].copy(),
+                                                                   J21[b:b + 1].copy(), J22[b:b + 1].copy(),
+                                                                   point=y.copy()))
+                    if all(J.J12 is None and J.groups is not None and J.groups.basis is not None for J in chunk):
+                        # the solves' per-seed arrays in the store (slot = the seed's index)
+                        store.put("basis", sc, np.concatenate([J.groups.basis for J in chunk]))
+                        store.put_factors(sc, F)
+                        for J, s in zip(chunk, sc):
+                            J.slot = int(s)
+                    out += chunk
                 return out
             except _Unsupported:
                 derived[0] = False
@@ -762,14 +1052,24 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
             out.append(J)
         return out
 
+    def factor(Js, cs):
+        LUs = factor_seeds(Js, cs)
+        kept = [LU for LU in LUs if getattr(LU.J, "slot", None) is not None and LU.w_rows is not None]
+        if kept:  # the solves' per-seed arrays of the new LUs
+            slots = [LU.J.slot for LU in kept]
+            store.put("c", slots, [LU.c for LU in kept])
+            store.put("w", slots, np.concatenate([LU.w_rows for LU in kept]))
+            store.put("Sinv", slots, np.concatenate([LU.Sinv for LU in kept]))
+        return LUs
+
     def solve(LUs, R):  # through JVPs for the LUs whose Jacobian dropped its blocks
         g = np.array([LU.J.J12 is None for LU in LUs])
         if not g.any():
             return solve_seeds(LUs, R)
         if g.all():
-            return solve_seeds_jvp(system, LUs, R)
+            return solve_seeds_jvp(system, LUs, R, store)
         out = np.empty_like(R)
-        for sel, fn in ((np.flatnonzero(g), lambda L, X: solve_seeds_jvp(system, L, X)), (np.flatnonzero(~g), solve_seeds)):
+        for sel, fn in ((np.flatnonzero(g), lambda L, X: solve_seeds_jvp(system, L, X, store)), (np.flatnonzero(~g), solve_seeds)):
             if len(sel):
                 out[sel] = fn([LUs[i] for i in sel], R[sel])
         return out
@@ -790,8 +1090,8 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
         run = np.flatnonzero(res0 > stop_residual)
     if not len(run):
         return rec
-    solver = SeedBDF(flows, jacobians, factor_seeds,
-                     solve,
+    store = SeedStore(len(run))
+    solver = SeedBDF(flows, jacobians, factor, solve,
                      float(t_eval[0]), V0[run], float(t_eval[-1]), rtol=rtol, atol=atol, F0=F0[run])
     i_eval = np.ones(len(run), dtype=int)
     t_end = float(t_eval[-1])

@@ -307,7 +307,10 @@ class SeedBDF:
         D[r, o + 1] = d
         for i in reversed(range(MAX_ORDER + 1)):
             q = i <= o
-            D[q, i] += D[q, i + 1]
+            if q.all():  # (the same sums; no row gathers when every seed takes part)
+                D[:, i] += D[:, i + 1]
+            elif q.any():
+                D[q, i] += D[q, i + 1]
         self.D[sel] = D
         Q = np.flatnonzero(self.n_equal[sel] >= o + 1)
         if not len(Q):
