@@ -21,6 +21,7 @@ from __future__ import annotations
 import types
 
 import numpy as np
+import scipy
 import scipy.integrate._ivp.bdf as _bdf
 from scipy.integrate import BDF
 
@@ -172,7 +173,6 @@ def rebind(fn, **names):
     whose BDF no longer calls it would otherwise silently run without the replacement)."""
     missing = sorted(n for n in names if n not in fn.__code__.co_names)
     if missing:
-        import scipy
         raise RuntimeError(f"{fn.__qualname__} of scipy {scipy.__version__} does not use the global "
                            f"name(s) {missing}: the noise-aware Newton test (docs/model.md §3.6) cannot be "
                            "installed in this scipy's BDF")
