@@ -499,8 +499,8 @@ def _simulate_reduced(red, V0, t_eval, *, labels, head, rtol, atol, use_jacobian
     lifts = [lift for _, lift in pairs]
     scale0 = [float(np.max(np.abs(full.flow_vector(v)))) for v in V0]
 
-    def norm(F, seeds):
-        return red.full_norms(F, [lifts[s] for s in seeds])
+    def norm(F, seeds):  # decides ‖θ̇‖ ≤ stop_residual exactly; above it, possibly a lower bound
+        return red.full_norms(F, [lifts[s] for s in seeds], above=stop_residual)
 
     groups = red.groups
     labels_r = np.empty(groups.N_reduced, dtype=int)
