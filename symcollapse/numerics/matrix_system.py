@@ -25,6 +25,8 @@ from .graph import CouplingGraph
 from .compile import compile_loss
 from .finite_differences import central_gradient, central_jacobian
 from .matrix_kernels import Evaluator, MatrixCompiledFlow
+from .matrix_jacobian import JacobianAssembler, UnsupportedStructure
+from .matrix_program import build_program
 from .system import FlowSystem
 from .slow_spectrum import rightmost_nonzero
 from .zero_modes import head_tangent, is_sg_head
@@ -120,6 +122,10 @@ class MatrixFlowSystem(BlockState):
         """block (and 'u') -> MatrixSymbol name."""
         return {b: m.name for b, m in self.compiled.loss.symbols.items()}
 
+    @cached_property
+    def _shared_names(self) -> tuple:
+        return self.compiled.loss.shared_names
+
     def _evaluator(self, st: dict, tangent: dict | None = None, st0: dict | None = None) -> Evaluator:
         loss = self.compiled.loss
         nm = self._names
@@ -131,7 +137,7 @@ class MatrixFlowSystem(BlockState):
         nodes[(nm[LABEL], "")] = Y if Y is not None else np.zeros(self._shape(LABEL))
         if loss.data is not None:
             nodes[(nm["u"], "")] = nodes[(nm["u"], "0")] = self.data
-        for b in loss.shared_names:
+        for b in self._shared_names:
             shared[(nm[b], "")] = np.asarray(st[b], dtype=float)
         if tangent is not None:
             for b in self.compiled.learned:
@@ -141,7 +147,7 @@ class MatrixFlowSystem(BlockState):
             if loss.x is not None:
                 nodes[(nm[SAMPLE], "0")] = st0.get(SAMPLE, nodes[(nm[SAMPLE], "")])
             nodes[(nm[LABEL], "0")] = st0.get(LABEL, nodes[(nm[LABEL], "")])
-            for b in loss.shared_names:
+            for b in self._shared_names:
                 shared[(nm[b], "0")] = np.asarray(st0[b], dtype=float)
         return Evaluator(self.graph, nodes, shared, self.compiled.roles, self._param_values)
 
@@ -183,13 +189,35 @@ class MatrixFlowSystem(BlockState):
     def _views(self, flat: np.ndarray) -> dict:
         return {b: flat[o:o + int(np.prod(s))].reshape(s) for b, (o, s) in self.layout.items()}
 
+    @cached_property
+    def _flow_program(self):
+        """The forces' plans as one generated straight-line kernel (built once per system;
+        the rates, scale, parameters and graph of a system do not change after it is built)."""
+        return build_program(self, self.compiled.forces)
+
+    @cached_property
+    def _jvp_program(self):
+        return build_program(self, self.compiled.jvps, tangent=True)
+
     def flow_vector(self, v: np.ndarray) -> np.ndarray:
+        """θ̇(θ) from the generated kernel (:mod:`.matrix_program`; = :meth:`flow_vector_generic`
+        to round-off)."""
+        return self._flow_program.fn(np.asarray(v, dtype=float), np.empty(self.size))
+
+    def flow_vector_generic(self, v: np.ndarray) -> np.ndarray:
+        """θ̇(θ) through the plan-walking :class:`~.matrix_kernels.Evaluator` (the reference)."""
         flat = np.empty(self.size)
         self.flow_blocks(self.unpack(np.asarray(v, dtype=float)), out=self._views(flat))
         return flat
 
     def jvp(self, v: np.ndarray, dv: np.ndarray) -> np.ndarray:
-        """J(v)·dv from the derived directional derivative δF_b (no finite differences)."""
+        """J(v)·dv from the derived directional derivative δF_b (no finite differences), by the
+        generated kernel (= :meth:`jvp_generic` to round-off)."""
+        return self._jvp_program.fn(np.asarray(v, dtype=float), np.asarray(dv, dtype=float),
+                                    np.empty(self.size))
+
+    def jvp_generic(self, v: np.ndarray, dv: np.ndarray) -> np.ndarray:
+        """J(v)·dv through the plan-walking Evaluator (the reference of :meth:`jvp`)."""
         st = self.unpack(np.asarray(v, dtype=float))
         tan = {b: a for b, a in self.unpack(np.asarray(dv, dtype=float)).items() if b in self.layout}
         flat = np.empty(self.size)
@@ -292,26 +320,62 @@ class MatrixFlowSystem(BlockState):
     def _sym_block(self) -> dict:
         return {m: b for b, m in self._names.items()}
 
-    def jacobian(self, v: np.ndarray, *, max_dense: int = 2 * 10**7):
-        """The sparse Jacobian ∂θ̇/∂θ at v, assembled exactly from the derived δF chains:
-        node–node blocks deg ⊗ A and P ⊗ A (sparse), the shared columns and rows dense.
-        Refuses (InvalidParameterError) when the dense parts exceed ``max_dense`` entries:
-        use :meth:`linear_operator` there."""
-        st = self.unpack(np.asarray(v, dtype=float))
+    def _check_assembly(self, max_dense: int) -> None:
         n_shared = sum(int(np.prod(s)) for b, (_, s) in self.layout.items() if b not in (SAMPLE, LABEL))
         dense = n_shared * (self.size - n_shared) * 2 + n_shared ** 2
         if dense > max_dense:
             raise InvalidParameterError(
                 f"the assembled Jacobian would hold {dense} dense entries (> max_dense = {max_dense}); "
                 "use linear_operator(v) (matrix-free, from the derived JVP)")
-        ev = self._evaluator(st)
-        blocks = {}
+
+    def _jac_parts(self, v) -> dict:
+        """{(row block, column block): {'dense': M, 'deg': A, 'P': A}} of the Jacobian at v, summed
+        over the δF chains (node–node parts as the d×d factors A of deg ⊗ A and P ⊗ A)."""
+        ev = self._evaluator(self.unpack(np.asarray(v, dtype=float)))
+        parts = {}
         for b in self.compiled.learned:
             f = self.scale * self.rates[b]
             for c, form, data in self.compiled.jvps[b].terms:
                 for (tb, M) in self._jac_term(ev, b, form, data, ev.coef(c) * f):
-                    key = (b, tb)
-                    blocks[key] = M if key not in blocks else blocks[key] + M
+                    kind, M = M if isinstance(M, tuple) else ("dense", M)
+                    slot = parts.setdefault((b, tb), {})
+                    slot[kind] = M if kind not in slot else slot[kind] + M
+        return parts
+
+    def jacobian(self, v: np.ndarray, *, max_dense: int = 2 * 10**7):
+        """The sparse (CSR) Jacobian ∂θ̇/∂θ at v, assembled exactly from the derived δF chains:
+        node–node blocks deg ⊗ A and P ⊗ A (sparse), the shared columns and rows dense.
+        The sparsity structure (every entry of these patterns stored, whatever the state) is
+        built once per system; a call computes the factors and fills the values
+        (= :meth:`jacobian_generic` to round-off). Refuses (InvalidParameterError) when the dense
+        parts exceed ``max_dense`` entries: use :meth:`linear_operator` there."""
+        self._check_assembly(max_dense)
+        parts = self._jac_parts(v)
+        key = tuple(sorted((bt, tuple(sorted(slot))) for bt, slot in parts.items()))
+        if key not in self._jac_assembler:
+            try:
+                self._jac_assembler[key] = JacobianAssembler(self, parts)
+            except UnsupportedStructure:
+                self._jac_assembler[key] = None
+        asm = self._jac_assembler[key]
+        return self.jacobian_generic(v, max_dense=max_dense) if asm is None else asm.fill(parts)
+
+    @cached_property
+    def _jac_assembler(self) -> dict:
+        return {}
+
+    def jacobian_generic(self, v: np.ndarray, *, max_dense: int = 2 * 10**7):
+        """The Jacobian of :meth:`jacobian` through scipy.sparse kron/bmat on every call (the reference)."""
+        self._check_assembly(max_dense)
+        g = self.graph
+        blocks = {}
+        for key, slot in self._jac_parts(v).items():
+            for kind, M in slot.items():
+                if kind != "dense":
+                    pat = (sps.diags(g.sample_degree if key[0] == SAMPLE else g.label_degree) if kind == "deg"
+                           else (g.csr if key[0] == SAMPLE else g.csr_T))
+                    M = sps.kron(pat, sps.csr_matrix(M), format="csr")
+                blocks[key] = M if key not in blocks else blocks[key] + M
         if self.multiplicity is not None and SAMPLE in self.layout:  # sample rows / m_i
             rows = sps.diags(np.repeat(1.0 / self.multiplicity, self._shape(SAMPLE)[1]))
             for key in [k for k in blocks if k[0] == SAMPLE]:
@@ -340,13 +404,8 @@ class MatrixFlowSystem(BlockState):
                 A = ev.prod(prefix)
                 dn = self._shape(tb_of[L[1]])[1]
                 A = c * (A if A is not None else np.eye(dout, dn))
-                lside = ev.side(L)
-                if lside == side:
-                    deg = g.sample_degree if side == "sample" else g.label_degree
-                    pat = sps.diags(deg)
-                else:
-                    pat = g.csr if side == "sample" else g.csr_T
-                return [(tb_of[L[1]], sps.kron(pat, sps.csr_matrix(A), format="csr"))]
+                # deg ⊗ A (own side) or P ⊗ A (the other side), assembled by the caller
+                return [(tb_of[L[1]], ("deg" if ev.side(L) == side else "P", A))]
             chain = data[0]
             j = next(k for k, Lt in enumerate(chain) if Lt[0] == "s" and Lt[3] == "d")
             Lt = chain[j]
@@ -394,7 +453,9 @@ class MatrixFlowSystem(BlockState):
         # a tangent shared letter: the term is Left · δW^(T) · Right with the moment folded in
         Left, Right = shared_tangent_factors(self, ev, form, data, Lt)
         tr, tc = Left.shape[1], Right.shape[0]
-        K = np.kron(Left, Right.T)  # vec_row(Left X Right) = (Left ⊗ Rightᵀ) vec_row(X)
+        # vec_row(Left X Right) = (Left ⊗ Rightᵀ) vec_row(X) (np.kron's entries, without its overhead)
+        Rt = Right.T
+        K = (Left[:, None, :, None] * Rt[None, :, None, :]).reshape(Left.shape[0] * Rt.shape[0], -1)
         if Lt[2]:
             K = K.reshape(R * C, tr, tc).transpose(0, 2, 1).reshape(R * C, -1)
         return [(tb, c * K)]
