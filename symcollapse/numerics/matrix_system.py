@@ -35,6 +35,9 @@ from .zero_modes import head_tangent, is_sg_head
 #: the component derivation, whose cost grows with d); above it use ``linear_operator``
 SPARSE_JACOBIAN_MAX_D = 24
 
+#: the most entries n² :meth:`MatrixFlowSystem.jacobian_dense` assembles (n = 2000 unknowns)
+DENSE_JACOBIAN_MAX_ENTRIES = 4 * 10**6
+
 
 class MatrixFlowSystem(BlockState):
     """Assembled dynamics of a matrix-level compiled flow on the graph of ``P`` at sizes ``dims``."""
@@ -351,18 +354,34 @@ class MatrixFlowSystem(BlockState):
         parts exceed ``max_dense`` entries: use :meth:`linear_operator` there."""
         self._check_assembly(max_dense)
         parts = self._jac_parts(v)
+        asm = self._assembler(parts)
+        return self.jacobian_generic(v, max_dense=max_dense) if asm is None else asm.fill(parts)
+
+    def _assembler(self, parts: dict):
+        """The JacobianAssembler of these parts' structure (built on first use; None: unsupported)."""
         key = tuple(sorted((bt, tuple(sorted(slot))) for bt, slot in parts.items()))
         if key not in self._jac_assembler:
             try:
                 self._jac_assembler[key] = JacobianAssembler(self, parts)
             except UnsupportedStructure:
                 self._jac_assembler[key] = None
-        asm = self._jac_assembler[key]
-        return self.jacobian_generic(v, max_dense=max_dense) if asm is None else asm.fill(parts)
+        return self._jac_assembler[key]
 
     @cached_property
     def _jac_assembler(self) -> dict:
         return {}
+
+    def jacobian_dense(self, v: np.ndarray, *, max_entries: int = DENSE_JACOBIAN_MAX_ENTRIES) -> np.ndarray:
+        """The Jacobian of :meth:`jacobian` as a dense ``np.ndarray`` (small systems, e.g. for
+        LSODA, which factors dense matrices): the same values, without a CSR in between. Refuses
+        (InvalidParameterError) above ``max_entries`` = n² entries."""
+        n = self.size
+        if n * n > max_entries:
+            raise InvalidParameterError(f"jacobian_dense: {n}² = {n * n} entries > max_entries = {max_entries}; "
+                                        "use jacobian(v) (sparse) or linear_operator(v)")
+        parts = self._jac_parts(v)
+        asm = self._assembler(parts)
+        return self.jacobian_generic(v).toarray() if asm is None else asm.fill_dense(parts)
 
     def jacobian_generic(self, v: np.ndarray, *, max_dense: int = 2 * 10**7):
         """The Jacobian of :meth:`jacobian` through scipy.sparse kron/bmat on every call (the reference)."""
@@ -420,7 +439,7 @@ class MatrixFlowSystem(BlockState):
                 deg = g.sample_degree if side == "sample" else g.label_degree
                 r = np.outer(deg, np.ravel(Right) if Right is not None else np.ones(1))
             spec = "ak,il->ialk" if Lt[2] else "ak,il->iakl"
-            M = c * np.einsum(spec, Left, r).reshape(nrow * dout, -1)
+            M = _outer(spec, c, Left, r).reshape(nrow * dout, -1)
             return [(tb_of[Lt[1]], M)]
         R, C = out_shape
         Lt = tangent_letter(data)
@@ -432,33 +451,33 @@ class MatrixFlowSystem(BlockState):
             if form == "m1r":
                 A = ev.prod(data[0])
                 A = np.eye(R, dn) if A is None else A
-                M = np.einsum("ak,j->ajk", A, deg).reshape(R * C, -1)
+                M = _outer("ak,j->ajk", c, A, deg).reshape(R * C, -1)
             elif form == "m1l":
                 B = ev.prod(data[1])
                 B = np.eye(dn, C) if B is None else B
-                M = np.einsum("kb,j->bjk", B, deg).reshape(R * C, -1)
+                M = _outer("kb,j->bjk", c, B, deg).reshape(R * C, -1)
             else:
                 A, Lp, Lq, B = ev.prod(data[0]), data[1], data[2], ev.prod(data[3])
                 if Lq[3] == "d":
                     G = ev.neighbour_sum(("s", Lp[1], False, Lp[3]), tside)
                     AG = G if A is None else G @ A.T
                     B = np.eye(dn, C) if B is None else B
-                    M = np.einsum("ja,kb->abjk", AG, B).reshape(R * C, -1)
+                    M = _outer("ja,kb->abjk", c, AG, B).reshape(R * C, -1)
                 else:
                     H = ev.neighbour_sum(("s", Lq[1], False, Lq[3]), tside)
                     HB = H if B is None else H @ B
                     A = np.eye(R, dn) if A is None else A
-                    M = np.einsum("ak,jb->abjk", A, HB).reshape(R * C, -1)
-            return [(tb, c * M)]
+                    M = _outer("ak,jb->abjk", c, A, HB).reshape(R * C, -1)
+            return [(tb, M)]
         # a tangent shared letter: the term is Left · δW^(T) · Right with the moment folded in
         Left, Right = shared_tangent_factors(self, ev, form, data, Lt)
         tr, tc = Left.shape[1], Right.shape[0]
         # vec_row(Left X Right) = (Left ⊗ Rightᵀ) vec_row(X) (np.kron's entries, without its overhead)
         Rt = Right.T
-        K = (Left[:, None, :, None] * Rt[None, :, None, :]).reshape(Left.shape[0] * Rt.shape[0], -1)
+        K = ((c * Left)[:, None, :, None] * Rt[None, :, None, :]).reshape(Left.shape[0] * Rt.shape[0], -1)
         if Lt[2]:
             K = K.reshape(R * C, tr, tc).transpose(0, 2, 1).reshape(R * C, -1)
-        return [(tb, c * K)]
+        return [(tb, K)]
 
     @cached_property
     def component(self):
@@ -480,6 +499,30 @@ class MatrixFlowSystem(BlockState):
         if name.startswith("_") or name in ("component", "compiled"):
             raise AttributeError(name)
         return getattr(self.component, name)
+
+
+def _outer(spec: str, c: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """c·einsum(spec, a, b) for a spec without summed indices, written into a C-ordered array (so
+    the reshape that follows does not copy), c folded into the smaller factor."""
+    if a.size <= b.size:
+        a = c * a
+    else:
+        b = c * b
+    (ia, oa), (ib, ob), shape = _outer_plan(spec, a.shape, b.shape)
+    return np.multiply(a.transpose(ia)[oa], b.transpose(ib)[ob], out=np.empty(shape))
+
+
+@lru_cache(maxsize=None)
+def _outer_plan(spec: str, sa: tuple, sb: tuple) -> tuple:
+    """For each factor of ``spec``: the axis order and index that broadcast it to the output axes."""
+    ins, out = spec.split("->")
+    ia, ib = ins.split(",")
+    size = dict(zip(ia, sa)) | dict(zip(ib, sb))
+
+    def view(letters):
+        order = tuple(sorted(range(len(letters)), key=lambda i: out.index(letters[i])))
+        return order, tuple(slice(None) if k in letters else None for k in out)
+    return view(ia), view(ib), tuple(size[k] for k in out)
 
 
 def tangent_letter(data) -> tuple:
@@ -582,7 +625,8 @@ def _verify_at(compiled: MatrixCompiledFlow, dims: tuple, seed: int, tol: float,
     return errs
 
 
-__all__ = ["MatrixFlowSystem", "verify_matrix_flow", "selfcheck_dims", "SPARSE_JACOBIAN_MAX_D", "mc"]
+__all__ = ["MatrixFlowSystem", "verify_matrix_flow", "selfcheck_dims", "SPARSE_JACOBIAN_MAX_D",
+           "DENSE_JACOBIAN_MAX_ENTRIES", "mc"]
 
 
 def shared_tangent_factors(system, ev, form: str, data, Lt) -> tuple[np.ndarray, np.ndarray]:
