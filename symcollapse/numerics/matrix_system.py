@@ -202,6 +202,31 @@ class MatrixFlowSystem(BlockState):
     def _jvp_program(self):
         return build_program(self, self.compiled.jvps, tangent=True)
 
+    @cached_property
+    def _row_programs(self) -> dict:
+        return {}
+
+    def _rows_program(self, tangent: bool, zero=(), only=None):
+        key = (tangent, frozenset(zero), None if only is None else frozenset(only))
+        prog = self._row_programs.get(key)
+        if prog is None:
+            plans = self.compiled.jvps if tangent else self.compiled.forces
+            prog = self._row_programs[key] = build_program(self, plans, tangent, batched=True,
+                                                           zero=key[1], only=key[2])
+        return prog
+
+    def flow_rows(self, V: np.ndarray) -> np.ndarray:
+        """θ̇ of every row of V (B × size) in one call of the generated batched kernel."""
+        V = np.asarray(V, dtype=float)
+        return self._rows_program(False).fn(V, np.empty(V.shape))
+
+    def jvp_rows(self, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None) -> np.ndarray:
+        """J(v_b)·dv_b for the rows of V and dV (B × size) in one call of the generated batched
+        kernel. ``zero``: learned blocks whose tangent is zero in every row (their terms are
+        skipped: exact); ``only``: the blocks of the result wanted (the others are zeros)."""
+        V, dV = np.asarray(V, dtype=float), np.asarray(dV, dtype=float)
+        return self._rows_program(True, zero, only).fn(V, dV, np.empty(V.shape))
+
     def flow_vector(self, v: np.ndarray) -> np.ndarray:
         """θ̇(θ) from the generated kernel (:mod:`.matrix_program`; = :meth:`flow_vector_generic`
         to round-off)."""
