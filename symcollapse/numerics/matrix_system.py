@@ -26,7 +26,7 @@ from .compile import compile_loss
 from .finite_differences import central_gradient, central_jacobian
 from .matrix_kernels import Evaluator, MatrixCompiledFlow
 from .matrix_jacobian import JacobianAssembler, UnsupportedStructure
-from .matrix_program import build_program
+from .matrix_program import build_jacobian_program, build_program, outer as _outer
 from .system import FlowSystem
 from .slow_spectrum import rightmost_nonzero
 from .zero_modes import head_tangent, is_sg_head
@@ -378,7 +378,7 @@ class MatrixFlowSystem(BlockState):
         (= :meth:`jacobian_generic` to round-off). Refuses (InvalidParameterError) when the dense
         parts exceed ``max_dense`` entries: use :meth:`linear_operator` there."""
         self._check_assembly(max_dense)
-        parts = self._jac_parts(v)
+        parts = self._jac_program.parts(np.asarray(v, dtype=float))
         asm = self._assembler(parts)
         return self.jacobian_generic(v, max_dense=max_dense) if asm is None else asm.fill(parts)
 
@@ -393,6 +393,11 @@ class MatrixFlowSystem(BlockState):
         return self._jac_assembler[key]
 
     @cached_property
+    def _jac_program(self):
+        """The Jacobian's parts (those of :meth:`_jac_parts`) as one generated kernel (once per system)."""
+        return build_jacobian_program(self)
+
+    @cached_property
     def _jac_assembler(self) -> dict:
         return {}
 
@@ -404,7 +409,7 @@ class MatrixFlowSystem(BlockState):
         if n * n > max_entries:
             raise InvalidParameterError(f"jacobian_dense: {n}² = {n * n} entries > max_entries = {max_entries}; "
                                         "use jacobian(v) (sparse) or linear_operator(v)")
-        parts = self._jac_parts(v)
+        parts = self._jac_program.parts(np.asarray(v, dtype=float))
         asm = self._assembler(parts)
         return self.jacobian_generic(v).toarray() if asm is None else asm.fill_dense(parts)
 
@@ -524,30 +529,6 @@ class MatrixFlowSystem(BlockState):
         if name.startswith("_") or name in ("component", "compiled"):
             raise AttributeError(name)
         return getattr(self.component, name)
-
-
-def _outer(spec: str, c: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """c·einsum(spec, a, b) for a spec without summed indices, written into a C-ordered array (so
-    the reshape that follows does not copy), c folded into the smaller factor."""
-    if a.size <= b.size:
-        a = c * a
-    else:
-        b = c * b
-    (ia, oa), (ib, ob), shape = _outer_plan(spec, a.shape, b.shape)
-    return np.multiply(a.transpose(ia)[oa], b.transpose(ib)[ob], out=np.empty(shape))
-
-
-@lru_cache(maxsize=None)
-def _outer_plan(spec: str, sa: tuple, sb: tuple) -> tuple:
-    """For each factor of ``spec``: the axis order and index that broadcast it to the output axes."""
-    ins, out = spec.split("->")
-    ia, ib = ins.split(",")
-    size = dict(zip(ia, sa)) | dict(zip(ib, sb))
-
-    def view(letters):
-        order = tuple(sorted(range(len(letters)), key=lambda i: out.index(letters[i])))
-        return order, tuple(slice(None) if k in letters else None for k in out)
-    return view(ia), view(ib), tuple(size[k] for k in out)
 
 
 def tangent_letter(data) -> tuple:
