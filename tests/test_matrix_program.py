@@ -164,6 +164,9 @@ def _assert_rows_same(sysm, rng, B=3):
     part = slice(o, o + int(np.prod(sh)))
     assert relative_error(got[:, part], ref[:, part]) <= TOL
     assert not np.any(np.delete(got, np.arange(sysm.size)[part], axis=1))
+    got = sysm.flow_rows(V, only=blocks[-1:])
+    assert relative_error(got[:, part], F[:, part]) <= TOL
+    assert not np.any(np.delete(got, np.arange(sysm.size)[part], axis=1))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(p) for p in c))

@@ -215,10 +215,11 @@ class MatrixFlowSystem(BlockState):
                                                            zero=key[1], only=key[2])
         return prog
 
-    def flow_rows(self, V: np.ndarray) -> np.ndarray:
-        """θ̇ of every row of V (B × size) in one call of the generated batched kernel."""
+    def flow_rows(self, V: np.ndarray, *, only=None) -> np.ndarray:
+        """θ̇ of every row of V (B × size) in one call of the generated batched kernel; ``only``:
+        the blocks wanted (the others are returned as zeros and not evaluated)."""
         V = np.asarray(V, dtype=float)
-        return self._rows_program(False).fn(V, np.empty(V.shape))
+        return self._rows_program(False, (), only).fn(V, np.empty(V.shape))
 
     def jvp_rows(self, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None) -> np.ndarray:
         """J(v_b)·dv_b for the rows of V and dV (B × size) in one call of the generated batched
