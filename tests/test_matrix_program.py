@@ -143,3 +143,68 @@ def test_jacobian_falls_back_to_the_generic_assembly_on_an_unknown_structure(mon
     v = np.random.default_rng(1).normal(size=S.size)
     assert relative_error(S.jacobian(v).toarray(), S.jacobian_generic(v).toarray()) == 0.0
     assert list(S._jac_assembler.values()) == [None]
+
+
+def _assert_rows_same(sysm, rng, B=3):
+    """The batched kernels (B states at once) = the Evaluator state by state."""
+    V, dV = rng.normal(size=(B, sysm.size)), rng.normal(size=(B, sysm.size))
+    F, JV = sysm.flow_rows(V), sysm.jvp_rows(V, dV)
+    assert F.shape == JV.shape == (B, sysm.size)
+    assert relative_error(F, np.array([sysm.flow_vector_generic(v) for v in V])) <= TOL
+    assert relative_error(JV, np.array([sysm.jvp_generic(v, w) for v, w in zip(V, dV)])) <= TOL
+    # a zero tangent on every block but the first, and only the last block of the result
+    blocks = list(sysm.layout)
+    keep = np.zeros(sysm.size, dtype=bool)
+    o, sh = sysm.layout[blocks[0]]
+    keep[o:o + int(np.prod(sh))] = True
+    dV0 = dV * keep
+    got = sysm.jvp_rows(V, dV0, zero=blocks[1:], only=blocks[-1:])
+    ref = np.array([sysm.jvp_generic(v, w) for v, w in zip(V, dV0)])
+    o, sh = sysm.layout[blocks[-1]]
+    part = slice(o, o + int(np.prod(sh)))
+    assert relative_error(got[:, part], ref[:, part]) <= TOL
+    assert not np.any(np.delete(got, np.arange(sysm.size)[part], axis=1))
+    got = sysm.flow_rows(V, only=blocks[-1:])
+    assert relative_error(got[:, part], F[:, part]) <= TOL
+    assert not np.any(np.delete(got, np.arange(sysm.size)[part], axis=1))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(p) for p in c))
+def test_every_loss_variant_batched_kernels_equal_the_evaluator(case):
+    rng = np.random.default_rng(6)
+    _assert_rows_same(_system(case, rng, sc.balanced_couplings(3, 3, 1)), rng)
+
+
+def test_batched_kernels_sparse_and_row_blocked_and_reduced(monkeypatch):
+    """The CSR and row-blocked branches of the batched kernels, and a sample-reduced system
+    (against the batched evaluator of numerics.batched as well)."""
+    from symcollapse.numerics import batched
+
+    rng = np.random.default_rng(8)
+    P = sc.balanced_couplings(4, 10, 1)
+    S = reduction(sc.HeadModel(P, d=3, eta_x=1.0, eta_y=0.5, eta_W=1.0).system).system
+    _assert_rows_same(S, rng)
+    V, dV = rng.normal(size=(4, S.size)), rng.normal(size=(4, S.size))
+    assert relative_error(S.flow_rows(V), batched.batched_flow(S, V)) <= TOL
+    assert relative_error(S.jvp_rows(V, dV), batched.batched_jvp(S, V, dV)) <= TOL
+    monkeypatch.setattr(matrix_program, "DENSE_GRAPH_ENTRIES", 0)
+    monkeypatch.setattr(matrix_kernels, "_BLOCK_ENTRIES", 1)
+    sysm = _system(("head", "both", True), rng, sc.balanced_couplings(3, 250, 20), d=2)
+    _assert_rows_same(sysm, rng, B=2)
+    src = sysm._rows_program(False).source
+    assert "_spread_rows" in src and "for _r in" in src
+
+
+def test_dense_jacobian_equals_the_sparse_one_and_refuses_large_systems():
+    from symcollapse.errors import InvalidParameterError
+
+    rng = np.random.default_rng(4)
+    P = sc.balanced_couplings(4, 10, 1)
+    for S in (sc.HeadModel(P, d=3, eta_x=1.0, eta_y=0.5, eta_W=1.0).system,
+              reduction(sc.HeadModel(P, d=3, eta_x=1.0, eta_y=0.5, eta_W=1.0).system).system):
+        v = rng.normal(size=S.size)
+        Jd = S.jacobian_dense(v)
+        assert isinstance(Jd, np.ndarray) and Jd.shape == (S.size, S.size)
+        assert relative_error(Jd, S.jacobian_generic(v).toarray()) <= TOL
+        with pytest.raises(InvalidParameterError, match="max_entries"):
+            S.jacobian_dense(v, max_entries=S.size ** 2 - 1)

@@ -26,7 +26,7 @@ from .compile import compile_loss
 from .finite_differences import central_gradient, central_jacobian
 from .matrix_kernels import Evaluator, MatrixCompiledFlow
 from .matrix_jacobian import JacobianAssembler, UnsupportedStructure
-from .matrix_program import build_program
+from .matrix_program import build_jacobian_program, build_program, outer as _outer
 from .system import FlowSystem
 from .slow_spectrum import rightmost_nonzero
 from .zero_modes import head_tangent, is_sg_head
@@ -34,6 +34,9 @@ from .zero_modes import head_tangent, is_sg_head
 #: the largest d at which :meth:`MatrixFlowSystem.jacobian` assembles the sparse Jacobian (from
 #: the component derivation, whose cost grows with d); above it use ``linear_operator``
 SPARSE_JACOBIAN_MAX_D = 24
+
+#: the most entries n² :meth:`MatrixFlowSystem.jacobian_dense` assembles (n = 2000 unknowns)
+DENSE_JACOBIAN_MAX_ENTRIES = 4 * 10**6
 
 
 class MatrixFlowSystem(BlockState):
@@ -199,6 +202,32 @@ class MatrixFlowSystem(BlockState):
     def _jvp_program(self):
         return build_program(self, self.compiled.jvps, tangent=True)
 
+    @cached_property
+    def _row_programs(self) -> dict:
+        return {}
+
+    def _rows_program(self, tangent: bool, zero=(), only=None):
+        key = (tangent, frozenset(zero), None if only is None else frozenset(only))
+        prog = self._row_programs.get(key)
+        if prog is None:
+            plans = self.compiled.jvps if tangent else self.compiled.forces
+            prog = self._row_programs[key] = build_program(self, plans, tangent, batched=True,
+                                                           zero=key[1], only=key[2])
+        return prog
+
+    def flow_rows(self, V: np.ndarray, *, only=None) -> np.ndarray:
+        """θ̇ of every row of V (B × size) in one call of the generated batched kernel; ``only``:
+        the blocks wanted (the others are returned as zeros and not evaluated)."""
+        V = np.asarray(V, dtype=float)
+        return self._rows_program(False, (), only).fn(V, np.empty(V.shape))
+
+    def jvp_rows(self, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None) -> np.ndarray:
+        """J(v_b)·dv_b for the rows of V and dV (B × size) in one call of the generated batched
+        kernel. ``zero``: learned blocks whose tangent is zero in every row (their terms are
+        skipped: exact); ``only``: the blocks of the result wanted (the others are zeros)."""
+        V, dV = np.asarray(V, dtype=float), np.asarray(dV, dtype=float)
+        return self._rows_program(True, zero, only).fn(V, dV, np.empty(V.shape))
+
     def flow_vector(self, v: np.ndarray) -> np.ndarray:
         """θ̇(θ) from the generated kernel (:mod:`.matrix_program`; = :meth:`flow_vector_generic`
         to round-off)."""
@@ -350,19 +379,40 @@ class MatrixFlowSystem(BlockState):
         (= :meth:`jacobian_generic` to round-off). Refuses (InvalidParameterError) when the dense
         parts exceed ``max_dense`` entries: use :meth:`linear_operator` there."""
         self._check_assembly(max_dense)
-        parts = self._jac_parts(v)
+        parts = self._jac_program.parts(np.asarray(v, dtype=float))
+        asm = self._assembler(parts)
+        return self.jacobian_generic(v, max_dense=max_dense) if asm is None else asm.fill(parts)
+
+    def _assembler(self, parts: dict):
+        """The JacobianAssembler of these parts' structure (built on first use; None: unsupported)."""
         key = tuple(sorted((bt, tuple(sorted(slot))) for bt, slot in parts.items()))
         if key not in self._jac_assembler:
             try:
                 self._jac_assembler[key] = JacobianAssembler(self, parts)
             except UnsupportedStructure:
                 self._jac_assembler[key] = None
-        asm = self._jac_assembler[key]
-        return self.jacobian_generic(v, max_dense=max_dense) if asm is None else asm.fill(parts)
+        return self._jac_assembler[key]
+
+    @cached_property
+    def _jac_program(self):
+        """The Jacobian's parts (those of :meth:`_jac_parts`) as one generated kernel (once per system)."""
+        return build_jacobian_program(self)
 
     @cached_property
     def _jac_assembler(self) -> dict:
         return {}
+
+    def jacobian_dense(self, v: np.ndarray, *, max_entries: int = DENSE_JACOBIAN_MAX_ENTRIES) -> np.ndarray:
+        """The Jacobian of :meth:`jacobian` as a dense ``np.ndarray`` (small systems, e.g. for
+        LSODA, which factors dense matrices): the same values, without a CSR in between. Refuses
+        (InvalidParameterError) above ``max_entries`` = n² entries."""
+        n = self.size
+        if n * n > max_entries:
+            raise InvalidParameterError(f"jacobian_dense: {n}² = {n * n} entries > max_entries = {max_entries}; "
+                                        "use jacobian(v) (sparse) or linear_operator(v)")
+        parts = self._jac_program.parts(np.asarray(v, dtype=float))
+        asm = self._assembler(parts)
+        return self.jacobian_generic(v).toarray() if asm is None else asm.fill_dense(parts)
 
     def jacobian_generic(self, v: np.ndarray, *, max_dense: int = 2 * 10**7):
         """The Jacobian of :meth:`jacobian` through scipy.sparse kron/bmat on every call (the reference)."""
@@ -420,7 +470,7 @@ class MatrixFlowSystem(BlockState):
                 deg = g.sample_degree if side == "sample" else g.label_degree
                 r = np.outer(deg, np.ravel(Right) if Right is not None else np.ones(1))
             spec = "ak,il->ialk" if Lt[2] else "ak,il->iakl"
-            M = c * np.einsum(spec, Left, r).reshape(nrow * dout, -1)
+            M = _outer(spec, c, Left, r).reshape(nrow * dout, -1)
             return [(tb_of[Lt[1]], M)]
         R, C = out_shape
         Lt = tangent_letter(data)
@@ -432,33 +482,33 @@ class MatrixFlowSystem(BlockState):
             if form == "m1r":
                 A = ev.prod(data[0])
                 A = np.eye(R, dn) if A is None else A
-                M = np.einsum("ak,j->ajk", A, deg).reshape(R * C, -1)
+                M = _outer("ak,j->ajk", c, A, deg).reshape(R * C, -1)
             elif form == "m1l":
                 B = ev.prod(data[1])
                 B = np.eye(dn, C) if B is None else B
-                M = np.einsum("kb,j->bjk", B, deg).reshape(R * C, -1)
+                M = _outer("kb,j->bjk", c, B, deg).reshape(R * C, -1)
             else:
                 A, Lp, Lq, B = ev.prod(data[0]), data[1], data[2], ev.prod(data[3])
                 if Lq[3] == "d":
                     G = ev.neighbour_sum(("s", Lp[1], False, Lp[3]), tside)
                     AG = G if A is None else G @ A.T
                     B = np.eye(dn, C) if B is None else B
-                    M = np.einsum("ja,kb->abjk", AG, B).reshape(R * C, -1)
+                    M = _outer("ja,kb->abjk", c, AG, B).reshape(R * C, -1)
                 else:
                     H = ev.neighbour_sum(("s", Lq[1], False, Lq[3]), tside)
                     HB = H if B is None else H @ B
                     A = np.eye(R, dn) if A is None else A
-                    M = np.einsum("ak,jb->abjk", A, HB).reshape(R * C, -1)
-            return [(tb, c * M)]
+                    M = _outer("ak,jb->abjk", c, A, HB).reshape(R * C, -1)
+            return [(tb, M)]
         # a tangent shared letter: the term is Left · δW^(T) · Right with the moment folded in
         Left, Right = shared_tangent_factors(self, ev, form, data, Lt)
         tr, tc = Left.shape[1], Right.shape[0]
         # vec_row(Left X Right) = (Left ⊗ Rightᵀ) vec_row(X) (np.kron's entries, without its overhead)
         Rt = Right.T
-        K = (Left[:, None, :, None] * Rt[None, :, None, :]).reshape(Left.shape[0] * Rt.shape[0], -1)
+        K = ((c * Left)[:, None, :, None] * Rt[None, :, None, :]).reshape(Left.shape[0] * Rt.shape[0], -1)
         if Lt[2]:
             K = K.reshape(R * C, tr, tc).transpose(0, 2, 1).reshape(R * C, -1)
-        return [(tb, c * K)]
+        return [(tb, K)]
 
     @cached_property
     def component(self):
@@ -582,7 +632,8 @@ def _verify_at(compiled: MatrixCompiledFlow, dims: tuple, seed: int, tol: float,
     return errs
 
 
-__all__ = ["MatrixFlowSystem", "verify_matrix_flow", "selfcheck_dims", "SPARSE_JACOBIAN_MAX_D", "mc"]
+__all__ = ["MatrixFlowSystem", "verify_matrix_flow", "selfcheck_dims", "SPARSE_JACOBIAN_MAX_D",
+           "DENSE_JACOBIAN_MAX_ENTRIES", "mc"]
 
 
 def shared_tangent_factors(system, ev, form: str, data, Lt) -> tuple[np.ndarray, np.ndarray]:
