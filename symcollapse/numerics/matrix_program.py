@@ -466,14 +466,15 @@ class _Gen:
 
 
 def build_program(system, plans: dict, tangent: bool = False, *, batched: bool = False,
-                  zero=frozenset(), only=None) -> Program:
+                  zero=frozenset(), only=None, scaled: bool = True) -> Program:
     """The generated kernel of ``plans`` ({block: Plan}, the forces or the JVPs) on ``system``:
     ``fn(v, out)`` (or ``fn(v, dv, out)`` with ``tangent``) writes θ̇ (or J·dv) into ``out``,
     every block times its row factor s·η_b (docs/model.md §3.5 for reduced systems).
 
     ``batched``: v, dv and out are B×size stacks of rows (one state per row). ``zero``: learned
     blocks whose tangent vanishes in every row (their terms are skipped: exact); ``only``: the
-    blocks of the result wanted (the others are written as zeros, not evaluated)."""
+    blocks of the result wanted (the others are written as zeros, not evaluated); ``scaled=False``:
+    the assembled forces Σ_e p_e F_b(e) without the row factors."""
     names = system._names
     gen = _Gen(system, tangent, batched, frozenset((names[b], "d") for b in zero))
     for b in system.compiled.learned:
@@ -484,7 +485,7 @@ def build_program(system, plans: dict, tangent: bool = False, *, batched: bool =
         if only is not None and b not in only:
             gen.emit(f"{dst} = 0.0")
             continue
-        f = system.row_factor(b)
+        f = system.row_factor(b) if scaled else 1.0
         fac = repr(float(f)) if np.isscalar(f) else gen.const(np.asarray(f, dtype=float), "f")
         if b in (SAMPLE, LABEL):
             ob = f"o_{b}"

@@ -182,8 +182,31 @@ class MatrixFlowSystem(BlockState):
         return f
 
     def forces(self, st: dict) -> dict:
-        """{block: Σ_e p_e F_b(e)} (without rates and scale)."""
+        """{block: Σ_e p_e F_b(e)} (without rates and scale): by the generated kernel when ``st``
+        holds the learned blocks and this system's own frozen blocks (else the Evaluator)."""
+        if self._own_state(st):
+            flat = self._force_program.fn(np.concatenate([np.asarray(st[b], dtype=float).ravel()
+                                                          for b in self.layout]), np.empty(self.size))
+            return {b: flat[sl].reshape(sh) for b, (sl, sh) in self._slices.items()}
         return self._blocks_from(self._evaluator(st), self.compiled.forces)
+
+    def _own_state(self, st: dict) -> bool:
+        """Whether st = the learned blocks (of their shapes) + this system's frozen blocks, nothing else."""
+        for b, val in st.items():
+            if b in self.frozen:
+                if val is not self.frozen[b]:
+                    return False
+            elif b not in self.layout or np.shape(val) != self._shapes[b]:
+                return False
+        return len(st) == len(self.layout) + sum(b in st for b in self.frozen)
+
+    @cached_property
+    def _slices(self) -> dict:
+        return {b: (slice(o, o + int(np.prod(s))), tuple(s)) for b, (o, s) in self.layout.items()}
+
+    @cached_property
+    def _force_program(self):
+        return build_program(self, self.compiled.forces, scaled=False)
 
     def flow_blocks(self, st: dict, out: dict | None = None) -> dict:
         """{block: θ̇_b} = s·η_b·(assembled force); ``out`` ({block: array}) receives the blocks in place."""
