@@ -186,7 +186,7 @@ class MatrixFlowSystem(BlockState):
         holds the learned blocks and this system's own frozen blocks (else the Evaluator)."""
         if self._own_state(st):
             flat = self._force_program.fn(np.concatenate([np.asarray(st[b], dtype=float).ravel()
-                                                          for b in self.layout]), np.empty(self.size))
+                                                          for b in self.layout]), np.empty(self._n))
             return {b: flat[sl].reshape(sh) for b, (sl, sh) in self._slices.items()}
         return self._blocks_from(self._evaluator(st), self.compiled.forces)
 
@@ -199,6 +199,11 @@ class MatrixFlowSystem(BlockState):
             elif b not in self.layout or np.shape(val) != self._shapes[b]:
                 return False
         return len(st) == len(self.layout) + sum(b in st for b in self.frozen)
+
+    @cached_property
+    def _n(self) -> int:
+        """The state size (``size``, computed once: the layout does not change)."""
+        return self.size
 
     @cached_property
     def _slices(self) -> dict:
@@ -254,7 +259,7 @@ class MatrixFlowSystem(BlockState):
     def flow_vector(self, v: np.ndarray) -> np.ndarray:
         """θ̇(θ) from the generated kernel (:mod:`.matrix_program`; = :meth:`flow_vector_generic`
         to round-off)."""
-        return self._flow_program.fn(np.asarray(v, dtype=float), np.empty(self.size))
+        return self._flow_program.fn(np.asarray(v, dtype=float), np.empty(self._n))
 
     def flow_vector_generic(self, v: np.ndarray) -> np.ndarray:
         """θ̇(θ) through the plan-walking :class:`~.matrix_kernels.Evaluator` (the reference)."""
@@ -266,7 +271,7 @@ class MatrixFlowSystem(BlockState):
         """J(v)·dv from the derived directional derivative δF_b (no finite differences), by the
         generated kernel (= :meth:`jvp_generic` to round-off)."""
         return self._jvp_program.fn(np.asarray(v, dtype=float), np.asarray(dv, dtype=float),
-                                    np.empty(self.size))
+                                    np.empty(self._n))
 
     def jvp_generic(self, v: np.ndarray, dv: np.ndarray) -> np.ndarray:
         """J(v)·dv through the plan-walking Evaluator (the reference of :meth:`jvp`)."""
