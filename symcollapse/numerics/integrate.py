@@ -155,7 +155,7 @@ class Solution:
     ``t`` then holds the requested times before that step and, last, the time reached.
     ``residual`` is ‖θ̇‖_∞ at the last state, ``stopped`` whether the residual test ended the run.
     ``newton_floor``: the BDF methods' counters of the noise-aware Newton test (docs/model.md §3.6:
-    'checks', 'accepted'); empty for the other methods.
+    'checks', 'accepted', 'limited'); empty for the other methods.
     """
 
     t: np.ndarray
