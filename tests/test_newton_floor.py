@@ -153,7 +153,8 @@ def _head(K, n, mu, d, rates=(1.0, 0.5, 1.0)):
 
 def _head_to_fixed_point(rtol):
     m = _head(4, 2376, 83, 4)  # N = 10002, ε = 0.05 (row 10's case)
-    tr = m.simulate(1e5, seed=0, stop_residual=1e-9, n_points=3, rtol=rtol, atol=rtol * 1e-3)
+    tr = m.simulate(1e5, seed=0, stop_residual=1e-9, n_points=3, rtol=rtol, atol=rtol * 1e-3,
+                    method="BDF-nodes")  # auto takes LSODA on the small reduced system (not a BDF)
     assert tr.extra["stopped"] and tr.extra["residual"] <= 1e-9
     assert tr.extra["newton_floor"]["accepted"] > 0
     ref = m.simulate(1e5, seed=0, stop_residual=1e-9, n_points=3, rtol=1e-6, atol=1e-9)
@@ -188,6 +189,9 @@ def test_normal_head_runs_take_scipys_steps(method, t_end, stop, monkeypatch):
     costliest per step, to t = 0.05): every BDF of the package takes the same steps and Jacobians
     and ends at the same state as with the noise-aware test turned off (FLOOR_MAX = 0: scipy's test
     exactly); no iterate is accepted at the floor."""
+    import symcollapse.numerics.method_choice as mc
+
+    monkeypatch.setattr(mc, "SMALL_DENSE_SIZE", 0)  # 'auto' would take LSODA (not a BDF) at this size
     m = _head(3, 9, 1, 4)  # N = 30
     kw = dict(seed=0, stop_residual=stop, n_points=3, rtol=1e-8, atol=1e-11, method=method)
     on = m.simulate(t_end, **kw)

@@ -63,6 +63,16 @@ def test_reduced_flow_jacobian_and_batched_kernels_are_the_full_ones(kw):
     F = np.array([red.system.flow_vector(vr), red.system.flow_vector(vr2)])
     np.testing.assert_allclose(red.full_norms(F, [lift, lift2]),
                                [red.full_norm(F[0], lift), red.full_norm(F[1], lift2)], rtol=1e-14)
+    # with ``above``: exact where the norm is ≤ above, else a lower bound still > above
+    (off, (n, k)) = red.system.layout["x"]
+    G = F.copy()
+    G[0, off + n * k:] *= 1e-9 / np.max(np.abs(G[0, off + n * k:]))  # labels/shared small, samples not
+    exact = np.array([red.full_norm(G[0], lift), red.full_norm(G[1], lift2)])
+    for above in (0.5 * exact.min(), 2.0 * exact.max(), 1e-8):
+        got = red.full_norms(G, [lift, lift2], above=above)
+        assert np.all(got <= exact * (1 + 1e-14)) and np.all((got <= above) == (exact <= above))
+        np.testing.assert_allclose(got[exact <= above], exact[exact <= above], rtol=1e-14)
+    assert red.full_norms(G, [lift, lift2], above=1e-8)[0] == exact[0]  # lifted: its samples decide
 
 
 def test_a_wrong_reduction_is_refused():

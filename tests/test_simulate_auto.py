@@ -139,18 +139,30 @@ def test_spectral_radius_estimate_matches_eigenvalues():
     assert 0.5 * rho <= est <= 2.0 * rho  # an order-of-magnitude stiffness measure
 
 
-def test_head_auto_choices_agree_with_the_other_integrators():
+def test_head_auto_choices_agree_with_the_other_integrators(monkeypatch):
+    import symcollapse.numerics.method_choice as mc
+
     m = sc.HeadModel(balanced_couplings(3, 4, 1), d=3, eta_x=1.0, eta_y=0.3)
     short = m.simulate(2.0, seed=1, n_points=8, rtol=1e-10, atol=1e-12)
     small = sc.HeadModel(balanced_couplings(2, 3, 1), d=2, eta_x=1.0, eta_y=0.5)
-    long_ = small.simulate(3000.0, seed=1, n_points=8, rtol=1e-10, atol=1e-12, stop_residual=1e-9)
+    kw = dict(seed=1, n_points=8, rtol=1e-10, atol=1e-12, stop_residual=1e-9)
+    dense = small.simulate(3000.0, **kw)
+    monkeypatch.setattr(mc, "SMALL_DENSE_SIZE", small.system.size - 1)
+    long_ = small.simulate(3000.0, **kw)
     assert short.extra["method"] == "DOP853" and short.extra["stiffness"] <= 2000
-    # stiff: the sample rows are eliminated in closed form (block-diagonal sample block)
+    # stiff and small: LSODA with the dense analytic Jacobian
+    assert dense.extra["method"] == "LSODA" and dense.extra["stiffness"] > 2000
+    assert "dense" in dense.extra["method_reason"] and dense.extra["stopped"]
+    # stiff, above SMALL_DENSE_SIZE: the sample rows are eliminated in closed form (block-diagonal sample block)
     assert long_.extra["method"] == "BDF-nodes" and long_.extra["stiffness"] > 2000
     assert long_.extra["schur_size"] == small.K * 2 + 4
     assert "ρ(J)·t_end" in long_.extra["method_reason"]
+    # several seeds keep the batched BDF-nodes whatever the size
+    monkeypatch.setattr(mc, "SMALL_DENSE_SIZE", 10**6)
+    assert mc.choose(small.system, small.pack(*small.initial_state(1)), 3000.0, seeds=2).method == "BDF-nodes"
+    assert abs(dense.t[-1] / long_.t[-1] - 1) <= 0.05  # the fixed point reached at about the same time
     for mod, ref, T, others in ((m, short, 2.0, ("BDF", "LSODA", "BDF-Schur")),
-                                (small, long_, long_.t[-1], ("BDF", "BDF-Schur"))):
+                                (small, long_, long_.t[-1], ("BDF", "BDF-Schur", "LSODA"))):
         for meth in others:
             other = mod.simulate(T, seed=1, t_eval=ref.t, rtol=1e-10, atol=1e-12, method=meth)
             scale = np.max(np.abs(ref.Z))
@@ -177,7 +189,7 @@ def test_simulate_many_equals_single_runs():
     many = h.simulate_many(seeds=[1, 2], t_end=2000.0, **kw)
     for s, tr in zip([1, 2], many):
         assert tr.extra["method"] == "BDF-nodes" and tr.extra["batch"] == 2
-        one = h.simulate(2000.0, seed=s, **kw)
+        one = h.simulate(2000.0, seed=s, method=tr.extra["method"], **kw)  # the documented equality
         assert one.extra["method"] == "BDF-nodes"
         assert tr.extra["stopped"] and one.extra["stopped"]
         np.testing.assert_allclose(tr.t[:-1], one.t[:-1], rtol=1e-12)  # the requested times

@@ -170,17 +170,27 @@ class SampleReduction:
         f_lift = self.full.pack({b: fr[b] for b in self.full.layout})
         return float(np.max(np.abs(f_lift - f_full))), float(np.max(np.abs(f_full)))
 
-    def full_norms(self, F: np.ndarray, lifts: list) -> np.ndarray:
+    def full_norms(self, F: np.ndarray, lifts: list, above: float | None = None) -> np.ndarray:
         """:meth:`full_norm` of each row of F (B × reduced size) with its lift, all rows at once
-        (one batched product per group)."""
+        (one batched product per group). ``above``: a row whose label and shared entries already
+        exceed it gets that maximum instead — a lower bound of its norm that is > ``above``, so the
+        test norm ≤ above is decided the same, without lifting its samples."""
         F = np.atleast_2d(F)
         (off, (n, k)) = self.system.layout[SAMPLE]
-        rest = np.concatenate([F[:, :off], F[:, off + n * k:]], axis=1)
+        if off == 0:
+            rest = F[:, n * k:]
+        else:
+            rest = np.concatenate([F[:, :off], F[:, off + n * k:]], axis=1)
         r = np.abs(rest).max(axis=1) if rest.shape[1] else np.zeros(len(F))
-        Fx = F[:, off:off + n * k].reshape(len(F), n, k)
+        todo = np.arange(len(F)) if above is None else np.flatnonzero(~(r > above))  # NaN: lifted
+        if not len(todo):
+            return r
+        Fx = F[todo, off:off + n * k].reshape(len(todo), n, k)
+        rt = r[todo]
         for g, rows in enumerate(self.groups.pseudo):
-            A = np.stack([lift.alpha[g] for lift in lifts])
-            r = np.maximum(r, np.abs(A @ Fx[:, rows]).max(axis=(1, 2)))
+            A = np.stack([lifts[i].alpha[g] for i in todo])
+            rt = np.maximum(rt, np.abs(A @ Fx[:, rows]).max(axis=(1, 2)))
+        r[todo] = rt
         return r
 
     def check(self, v: np.ndarray, vr: np.ndarray, lift: Lift, tol: float = EXACTNESS_TOL) -> float:

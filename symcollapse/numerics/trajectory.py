@@ -128,7 +128,8 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
     ``residual_norm(θ̇)`` replaces ‖θ̇‖_∞ in the stop test (used for reduced flows).
 
     ``method='auto'`` chooses by structure (:mod:`.method_choice`): the exact solution of a linear
-    flow, DOP853 when not stiff, BDF(-Schur) with the analytic Jacobian when stiff. ``extra``
+    flow, DOP853 when not stiff, BDF(-Schur, -nodes) with the analytic Jacobian when stiff (LSODA with
+    it, dense, for small systems). ``extra``
     records ``method``, ``method_reason`` and what was measured. ``stop_residual``: end at the first
     time with ‖θ̇‖_∞ ≤ stop_residual (``extra['stopped']``, ``['t_reached']``, ``['residual']``).
     'BDF-krylov' (matrix-free, chosen by 'auto' when the Jacobian is too large to assemble) records
@@ -331,7 +332,8 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
     d-column matrices are stacked into one (N+K)×(d·B) matrix and the exact propagator acts on it
     (one reduced eigen-solution, batched products; each seed's fixed-point time is then located on
     its own). Other flows: 'auto' is resolved once from the first state (``extra['method']`` the
-    same for every seed). With 'BDF-nodes' (stiff matrix-level flows, e.g. the head model) the
+    same for every seed; several seeds keep 'BDF-nodes' where a single small run would take
+    LSODA, :mod:`.method_choice` item 3). With 'BDF-nodes' (stiff matrix-level flows, e.g. the head model) the
     seeds are integrated together (:func:`.batched.integrate_many`: up to ``batched.BATCH_SEEDS``
     seeds per batch, every seed with its own BDF steps, order, Jacobian and LU (:mod:`.seed_bdf`),
     only the evaluations batched; a seed reaching ‖θ̇‖_∞ ≤ stop_residual is recorded at that step
@@ -359,7 +361,7 @@ def simulate_many_system(system: FlowSystem, V0, t_end: float, *, labels: np.nda
                                      use_jacobian=use_jacobian, keep_states=keep_states,
                                      stop_residual=stop_residual, lu_limit=lu_limit)
     if method == "auto" or method in EXACT:
-        choice = (choose(system, V0[0], float(t_eval[-1]), lu_limit=lu_limit) if method == "auto"
+        choice = (choose(system, V0[0], float(t_eval[-1]), lu_limit=lu_limit, seeds=len(V0)) if method == "auto"
                   else linear_choice(system, float(t_eval[-1])))
         if method in EXACT and (choice is None or choice.method != method):
             return [simulate_system(system, v, t_end, labels=labels, n_points=n_points, head=head,
@@ -497,8 +499,8 @@ def _simulate_reduced(red, V0, t_eval, *, labels, head, rtol, atol, use_jacobian
     lifts = [lift for _, lift in pairs]
     scale0 = [float(np.max(np.abs(full.flow_vector(v)))) for v in V0]
 
-    def norm(F, seeds):
-        return red.full_norms(F, [lifts[s] for s in seeds])
+    def norm(F, seeds):  # decides ‖θ̇‖ ≤ stop_residual exactly; above it, possibly a lower bound
+        return red.full_norms(F, [lifts[s] for s in seeds], above=stop_residual)
 
     groups = red.groups
     labels_r = np.empty(groups.N_reduced, dtype=int)
