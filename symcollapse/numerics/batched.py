@@ -775,6 +775,8 @@ class BatchedNodeLU:
 #: cache: head model K=4, N=102, d=8, 64 seeds: 0.017 ms/seed per flow in calls of 32 seeds,
 #: 0.030 ms in one call of 64)
 KERNEL_SEEDS = 32
+#: most seeds per call of the Newton solves (:func:`solve_seeds_jvp`)
+SOLVE_SEEDS = 32
 
 
 #: fewest running seeds for which the Newton solves of a new Jacobian take J₂₁u, J₁₂x₂ as batched
@@ -874,9 +876,9 @@ def solve_seeds_jvp(system, LUs: list, R: np.ndarray, store: SeedStore | None = 
     KERNEL_SEEDS LUs are solved in consecutive chunks. With a ``store`` holding every LU's seed
     (:class:`SeedStore`), the per-seed arrays come from it and J₂₁u, J₁₂x₂ from the factors of the
     Jacobians (:class:`ApplyFactors`: the same linear maps, a few small products per term)."""
-    if len(LUs) > KERNEL_SEEDS:
-        return np.concatenate([solve_seeds_jvp(system, LUs[i:i + KERNEL_SEEDS], R[i:i + KERNEL_SEEDS], store)
-                               for i in range(0, len(LUs), KERNEL_SEEDS)])
+    if len(LUs) > SOLVE_SEEDS:
+        return np.concatenate([solve_seeds_jvp(system, LUs[i:i + SOLVE_SEEDS], R[i:i + SOLVE_SEEDS], store)
+                               for i in range(0, len(LUs), SOLVE_SEEDS)])
     J0 = LUs[0].J
     L, N, k, n1 = len(LUs), J0.N, J0.k, J0.n1
     sl = _slots(LUs) if store is not None and store.structure is not None else None
@@ -1076,12 +1078,33 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
             store.put("Sinv", slots, np.concatenate([LU.Sinv for LU in kept]))
         return LUs
 
+    base = {}  # the last solve over a new set of seeds: its store version, slots and LUs
+
+    def superset_solve(LUs, R):
+        # The later Newton iterations of a round solve for a subset of the seeds of its first
+        # one. Gathering the subset's per-seed arrays (S⁻¹, factors) from the store costs more
+        # than solving the whole first set again (its gathered arrays are reused, or are views),
+        # so the rows are padded with zeros to that set. Each row is solved on its own: the
+        # same numbers as a solve of the subset.
+        slots = [getattr(LU.J, "slot", None) for LU in LUs]
+        if base and None not in slots and base["version"] == store.version and 2 * len(slots) >= len(base["LUs"]):
+            pos = base["pos"][np.asarray(slots)]
+            if np.all(pos >= 0):
+                Rp = np.zeros((len(base["LUs"]), R.shape[1]))
+                Rp[pos] = R
+                return solve_seeds_jvp(system, base["LUs"], Rp, store)[pos]
+        if None not in slots:
+            pos = np.full(store.B, -1)
+            pos[slots] = np.arange(len(slots))
+            base.update(version=store.version, LUs=list(LUs), pos=pos)
+        return solve_seeds_jvp(system, LUs, R, store)
+
     def solve(LUs, R):  # through JVPs for the LUs whose Jacobian dropped its blocks
         g = np.array([LU.J.J12 is None for LU in LUs])
         if not g.any():
             return solve_seeds(LUs, R)
         if g.all():
-            return solve_seeds_jvp(system, LUs, R, store)
+            return superset_solve(LUs, R)
         out = np.empty_like(R)
         for sel, fn in ((np.flatnonzero(g), lambda L, X: solve_seeds_jvp(system, L, X, store)), (np.flatnonzero(~g), solve_seeds)):
             if len(sel):
