@@ -775,8 +775,6 @@ class BatchedNodeLU:
 #: cache: head model K=4, N=102, d=8, 64 seeds: 0.017 ms/seed per flow in calls of 32 seeds,
 #: 0.030 ms in one call of 64)
 KERNEL_SEEDS = 32
-#: most seeds per call of the Newton solves (:func:`solve_seeds_jvp`)
-SOLVE_SEEDS = 32
 
 
 #: fewest running seeds for which the Newton solves of a new Jacobian take J₂₁u, J₁₂x₂ as batched
@@ -876,9 +874,9 @@ def solve_seeds_jvp(system, LUs: list, R: np.ndarray, store: SeedStore | None = 
     KERNEL_SEEDS LUs are solved in consecutive chunks. With a ``store`` holding every LU's seed
     (:class:`SeedStore`), the per-seed arrays come from it and J₂₁u, J₁₂x₂ from the factors of the
     Jacobians (:class:`ApplyFactors`: the same linear maps, a few small products per term)."""
-    if len(LUs) > SOLVE_SEEDS:
-        return np.concatenate([solve_seeds_jvp(system, LUs[i:i + SOLVE_SEEDS], R[i:i + SOLVE_SEEDS], store)
-                               for i in range(0, len(LUs), SOLVE_SEEDS)])
+    if len(LUs) > KERNEL_SEEDS:
+        return np.concatenate([solve_seeds_jvp(system, LUs[i:i + KERNEL_SEEDS], R[i:i + KERNEL_SEEDS], store)
+                               for i in range(0, len(LUs), KERNEL_SEEDS)])
     J0 = LUs[0].J
     L, N, k, n1 = len(LUs), J0.N, J0.k, J0.n1
     sl = _slots(LUs) if store is not None and store.structure is not None else None
