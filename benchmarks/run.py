@@ -1171,6 +1171,55 @@ def bench_simulate_many(*, seeds: int, K: int, N: int, d: int, head_cases) -> li
     return rows
 
 
+@benchmark(rows=(15,), full=dict(cases=((4, 102, 4, True), (10, 105, 4, False), (4, 102, 16, False),
+                                        (4, 1000, 8, True)), calls=2000, jac_calls=60, repeats=5),
+           smoke=dict(cases=((3, 60, 2, True),), calls=20, jac_calls=3, repeats=1))
+def bench_kernel_calls(*, cases, calls: int, jac_calls: int, repeats: int) -> list[Row]:
+    """Per-call CPU cost of a MatrixFlowSystem's flow θ̇(θ) and assembled Jacobian, the generated
+    kernels (flow_vector, jacobian) vs the plan-walking Evaluator and the scipy.sparse kron/bmat
+    assembly (flow_vector_generic, jacobian_generic), on the stop-gradient head at rates
+    (1, 0.5, 1), each (K, N, d, reduced) of ``cases`` (reduced: the exact sample reduction's
+    pseudo-samples, docs/model.md §3.5). Both sides alternate, ``repeats`` blocks of ``calls``."""
+    from symcollapse.models.head import HeadModel
+    from symcollapse.numerics.sample_reduction import reduction
+
+    def per_call(fn, arg, n):
+        t = time.process_time()
+        for _ in range(n):
+            fn(arg)
+        return (time.process_time() - t) / n
+
+    rows = []
+    for K, N, d, reduced in cases:
+        P, _, _ = balanced(K, N, 0.05)
+        m = HeadModel(P, d=d, eta_x=1.0, eta_y=0.5, eta_W=1.0)
+        v = m.pack(*m.initial_state(0))
+        S = m.system
+        if reduced:
+            red = reduction(S)
+            if red is None:
+                raise AssertionError(f"K={K} N={N} d={d}: the sample reduction does not apply")
+            S, (v, _) = red.system, red.reduce(v)
+        v = v + 0.1 * np.random.default_rng(0).normal(size=v.size)  # off the symmetric start
+        agree("generated flow = Evaluator flow", max_rel(S.flow_vector(v), S.flow_vector_generic(v)), 1e-12)
+        J, J0 = S.jacobian(v), S.jacobian_generic(v)
+        agree("filled Jacobian = kron/bmat Jacobian", max_rel(J.toarray(), J0.toarray()), 1e-12)
+        where = (f"K={K}, N={m.N}" + (f" reduced to {S.graph.N} pseudo-samples" if reduced else "")
+                 + f", d={d}: {S.size} unknowns; CPU time, medians of {repeats} alternating blocks")
+        for what, new, old, n, target in (("flow", S.flow_vector, S.flow_vector_generic, calls, 1 / 3),
+                                          ("Jacobian", S.jacobian, S.jacobian_generic, jac_calls, 0.2)):
+            tn, to = [], []
+            for _ in range(repeats):
+                tn.append(per_call(new, v, n))
+                to.append(per_call(old, v, n))
+            r = statistics.median(a / b for a, b in zip(tn, to))
+            unit, f = ("µs", 1e6) if what == "flow" else ("ms", 1e3)
+            rows.append(Row("15", f"{what}, generated ({statistics.median(tn) * f:.1f} {unit}/call)",
+                            f"{'Evaluator' if what == 'flow' else 'kron/bmat'} ({statistics.median(to) * f:.1f} {unit}/call)",
+                            r, f"≤ {target:.2g}", r <= target, where))
+    return rows
+
+
 def _rows_to_bench() -> dict[int, Benchmark]:
     return {r: b for b in REGISTRY.values() for r in b.rows}
 

@@ -1167,7 +1167,8 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
         r = rec[b]
         r.update(nsteps=int(solver.nsteps[s]), nfev=int(solver.nfev[s]) + 1, njev=int(solver.njev[s]),
                  nlu=int(solver.nlu[s]), newton_floor={"checks": int(solver.floor_checks[s]),
-                                                       "accepted": int(solver.floor_accepted[s])})
+                                                       "accepted": int(solver.floor_accepted[s]),
+                                                       "limited": int(solver.floor_limited[s])})
         if r["stopped"]:
             continue
         if len(r["t"]) != len(t_eval):

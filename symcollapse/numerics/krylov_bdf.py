@@ -43,7 +43,7 @@ from ..tolerance import within
 from .matrix_system import shared_tangent_factors, tangent_letter
 from .newton_floor import install as install_newton_floor
 from .newton_floor import rebind
-from .newton_floor import solve_bdf_system as floor_newton
+from .newton_floor import newton_at_floor as floor_newton
 from .zero_modes import HEAD, is_sg_head
 
 #: relative residual ‖b − (I − cJ)δ‖/‖b‖ (scaled norm) each Newton correction is solved to:
@@ -594,16 +594,17 @@ class KrylovSolve:
         return x
 
 
-def _newton(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, *, signs=None, stats=None):
+def _newton(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, *, signs=None, stats=None, limit=True):
     """scipy's BDF Newton iteration with the noise-aware test (docs/model.md §3.6); a linear solve
     that did not converge counts as a failed Newton iteration (BDF then recomputes the Jacobian or
-    halves the step). The floor's own solve is GMRES too (a miss there only makes the floor NaN:
+    halves the step); returns (converged, iterations, y, d, limited) (:func:`.newton_floor.newton_at_floor`). The floor's own solve is GMRES too (a miss there only makes the floor NaN:
     nothing accepted)."""
     LU.scale = scale
     try:
-        return floor_newton(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, signs=signs, stats=stats)
+        return floor_newton(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, signs=signs, stats=stats,
+                            limit=limit)
     except KrylovNotConverged:
-        return False, _bdf.NEWTON_MAXITER, y_predict.copy(), np.zeros_like(y_predict)
+        return False, _bdf.NEWTON_MAXITER, y_predict.copy(), np.zeros_like(y_predict), False
 
 
 class KrylovBDF(BDF):

@@ -25,6 +25,8 @@ from .graph import CouplingGraph
 from .compile import compile_loss
 from .finite_differences import central_gradient, central_jacobian
 from .matrix_kernels import Evaluator, MatrixCompiledFlow
+from .matrix_jacobian import JacobianAssembler, UnsupportedStructure
+from .matrix_program import build_program
 from .system import FlowSystem
 from .slow_spectrum import rightmost_nonzero
 from .zero_modes import head_tangent, is_sg_head
@@ -32,6 +34,9 @@ from .zero_modes import head_tangent, is_sg_head
 #: the largest d at which :meth:`MatrixFlowSystem.jacobian` assembles the sparse Jacobian (from
 #: the component derivation, whose cost grows with d); above it use ``linear_operator``
 SPARSE_JACOBIAN_MAX_D = 24
+
+#: the most entries n² :meth:`MatrixFlowSystem.jacobian_dense` assembles (n = 2000 unknowns)
+DENSE_JACOBIAN_MAX_ENTRIES = 4 * 10**6
 
 
 class MatrixFlowSystem(BlockState):
@@ -120,6 +125,10 @@ class MatrixFlowSystem(BlockState):
         """block (and 'u') -> MatrixSymbol name."""
         return {b: m.name for b, m in self.compiled.loss.symbols.items()}
 
+    @cached_property
+    def _shared_names(self) -> tuple:
+        return self.compiled.loss.shared_names
+
     def _evaluator(self, st: dict, tangent: dict | None = None, st0: dict | None = None) -> Evaluator:
         loss = self.compiled.loss
         nm = self._names
@@ -131,7 +140,7 @@ class MatrixFlowSystem(BlockState):
         nodes[(nm[LABEL], "")] = Y if Y is not None else np.zeros(self._shape(LABEL))
         if loss.data is not None:
             nodes[(nm["u"], "")] = nodes[(nm["u"], "0")] = self.data
-        for b in loss.shared_names:
+        for b in self._shared_names:
             shared[(nm[b], "")] = np.asarray(st[b], dtype=float)
         if tangent is not None:
             for b in self.compiled.learned:
@@ -141,7 +150,7 @@ class MatrixFlowSystem(BlockState):
             if loss.x is not None:
                 nodes[(nm[SAMPLE], "0")] = st0.get(SAMPLE, nodes[(nm[SAMPLE], "")])
             nodes[(nm[LABEL], "0")] = st0.get(LABEL, nodes[(nm[LABEL], "")])
-            for b in loss.shared_names:
+            for b in self._shared_names:
                 shared[(nm[b], "0")] = np.asarray(st0[b], dtype=float)
         return Evaluator(self.graph, nodes, shared, self.compiled.roles, self._param_values)
 
@@ -183,13 +192,60 @@ class MatrixFlowSystem(BlockState):
     def _views(self, flat: np.ndarray) -> dict:
         return {b: flat[o:o + int(np.prod(s))].reshape(s) for b, (o, s) in self.layout.items()}
 
+    @cached_property
+    def _flow_program(self):
+        """The forces' plans as one generated straight-line kernel (built once per system;
+        the rates, scale, parameters and graph of a system do not change after it is built)."""
+        return build_program(self, self.compiled.forces)
+
+    @cached_property
+    def _jvp_program(self):
+        return build_program(self, self.compiled.jvps, tangent=True)
+
+    @cached_property
+    def _row_programs(self) -> dict:
+        return {}
+
+    def _rows_program(self, tangent: bool, zero=(), only=None):
+        key = (tangent, frozenset(zero), None if only is None else frozenset(only))
+        prog = self._row_programs.get(key)
+        if prog is None:
+            plans = self.compiled.jvps if tangent else self.compiled.forces
+            prog = self._row_programs[key] = build_program(self, plans, tangent, batched=True,
+                                                           zero=key[1], only=key[2])
+        return prog
+
+    def flow_rows(self, V: np.ndarray) -> np.ndarray:
+        """θ̇ of every row of V (B × size) in one call of the generated batched kernel."""
+        V = np.asarray(V, dtype=float)
+        return self._rows_program(False).fn(V, np.empty(V.shape))
+
+    def jvp_rows(self, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None) -> np.ndarray:
+        """J(v_b)·dv_b for the rows of V and dV (B × size) in one call of the generated batched
+        kernel. ``zero``: learned blocks whose tangent is zero in every row (their terms are
+        skipped: exact); ``only``: the blocks of the result wanted (the others are zeros)."""
+        V, dV = np.asarray(V, dtype=float), np.asarray(dV, dtype=float)
+        return self._rows_program(True, zero, only).fn(V, dV, np.empty(V.shape))
+
     def flow_vector(self, v: np.ndarray) -> np.ndarray:
+        """θ̇(θ) from the generated kernel (:mod:`.matrix_program`; = :meth:`flow_vector_generic`
+        to round-off)."""
+        return self._flow_program.fn(np.asarray(v, dtype=float), np.empty(self.size))
+
+    def flow_vector_generic(self, v: np.ndarray) -> np.ndarray:
+        """θ̇(θ) through the plan-walking :class:`~.matrix_kernels.Evaluator` (the reference)."""
         flat = np.empty(self.size)
         self.flow_blocks(self.unpack(np.asarray(v, dtype=float)), out=self._views(flat))
         return flat
 
     def jvp(self, v: np.ndarray, dv: np.ndarray) -> np.ndarray:
-        """J(v)·dv from the derived directional derivative δF_b (no finite differences)."""
+        """J(v)·dv from the derived directional derivative δF_b (no finite differences), by the
+        generated kernel (= :meth:`jvp_generic` to round-off)."""
+        return self._jvp_program.fn(np.asarray(v, dtype=float), np.asarray(dv, dtype=float),
+                                    np.empty(self.size))
+
+    def jvp_generic(self, v: np.ndarray, dv: np.ndarray) -> np.ndarray:
+        """J(v)·dv through the plan-walking Evaluator (the reference of :meth:`jvp`)."""
         st = self.unpack(np.asarray(v, dtype=float))
         tan = {b: a for b, a in self.unpack(np.asarray(dv, dtype=float)).items() if b in self.layout}
         flat = np.empty(self.size)
@@ -292,26 +348,78 @@ class MatrixFlowSystem(BlockState):
     def _sym_block(self) -> dict:
         return {m: b for b, m in self._names.items()}
 
-    def jacobian(self, v: np.ndarray, *, max_dense: int = 2 * 10**7):
-        """The sparse Jacobian ∂θ̇/∂θ at v, assembled exactly from the derived δF chains:
-        node–node blocks deg ⊗ A and P ⊗ A (sparse), the shared columns and rows dense.
-        Refuses (InvalidParameterError) when the dense parts exceed ``max_dense`` entries:
-        use :meth:`linear_operator` there."""
-        st = self.unpack(np.asarray(v, dtype=float))
+    def _check_assembly(self, max_dense: int) -> None:
         n_shared = sum(int(np.prod(s)) for b, (_, s) in self.layout.items() if b not in (SAMPLE, LABEL))
         dense = n_shared * (self.size - n_shared) * 2 + n_shared ** 2
         if dense > max_dense:
             raise InvalidParameterError(
                 f"the assembled Jacobian would hold {dense} dense entries (> max_dense = {max_dense}); "
                 "use linear_operator(v) (matrix-free, from the derived JVP)")
-        ev = self._evaluator(st)
-        blocks = {}
+
+    def _jac_parts(self, v) -> dict:
+        """{(row block, column block): {'dense': M, 'deg': A, 'P': A}} of the Jacobian at v, summed
+        over the δF chains (node–node parts as the d×d factors A of deg ⊗ A and P ⊗ A)."""
+        ev = self._evaluator(self.unpack(np.asarray(v, dtype=float)))
+        parts = {}
         for b in self.compiled.learned:
             f = self.scale * self.rates[b]
             for c, form, data in self.compiled.jvps[b].terms:
                 for (tb, M) in self._jac_term(ev, b, form, data, ev.coef(c) * f):
-                    key = (b, tb)
-                    blocks[key] = M if key not in blocks else blocks[key] + M
+                    kind, M = M if isinstance(M, tuple) else ("dense", M)
+                    slot = parts.setdefault((b, tb), {})
+                    slot[kind] = M if kind not in slot else slot[kind] + M
+        return parts
+
+    def jacobian(self, v: np.ndarray, *, max_dense: int = 2 * 10**7):
+        """The sparse (CSR) Jacobian ∂θ̇/∂θ at v, assembled exactly from the derived δF chains:
+        node–node blocks deg ⊗ A and P ⊗ A (sparse), the shared columns and rows dense.
+        The sparsity structure (every entry of these patterns stored, whatever the state) is
+        built once per system; a call computes the factors and fills the values
+        (= :meth:`jacobian_generic` to round-off). Refuses (InvalidParameterError) when the dense
+        parts exceed ``max_dense`` entries: use :meth:`linear_operator` there."""
+        self._check_assembly(max_dense)
+        parts = self._jac_parts(v)
+        asm = self._assembler(parts)
+        return self.jacobian_generic(v, max_dense=max_dense) if asm is None else asm.fill(parts)
+
+    def _assembler(self, parts: dict):
+        """The JacobianAssembler of these parts' structure (built on first use; None: unsupported)."""
+        key = tuple(sorted((bt, tuple(sorted(slot))) for bt, slot in parts.items()))
+        if key not in self._jac_assembler:
+            try:
+                self._jac_assembler[key] = JacobianAssembler(self, parts)
+            except UnsupportedStructure:
+                self._jac_assembler[key] = None
+        return self._jac_assembler[key]
+
+    @cached_property
+    def _jac_assembler(self) -> dict:
+        return {}
+
+    def jacobian_dense(self, v: np.ndarray, *, max_entries: int = DENSE_JACOBIAN_MAX_ENTRIES) -> np.ndarray:
+        """The Jacobian of :meth:`jacobian` as a dense ``np.ndarray`` (small systems, e.g. for
+        LSODA, which factors dense matrices): the same values, without a CSR in between. Refuses
+        (InvalidParameterError) above ``max_entries`` = n² entries."""
+        n = self.size
+        if n * n > max_entries:
+            raise InvalidParameterError(f"jacobian_dense: {n}² = {n * n} entries > max_entries = {max_entries}; "
+                                        "use jacobian(v) (sparse) or linear_operator(v)")
+        parts = self._jac_parts(v)
+        asm = self._assembler(parts)
+        return self.jacobian_generic(v).toarray() if asm is None else asm.fill_dense(parts)
+
+    def jacobian_generic(self, v: np.ndarray, *, max_dense: int = 2 * 10**7):
+        """The Jacobian of :meth:`jacobian` through scipy.sparse kron/bmat on every call (the reference)."""
+        self._check_assembly(max_dense)
+        g = self.graph
+        blocks = {}
+        for key, slot in self._jac_parts(v).items():
+            for kind, M in slot.items():
+                if kind != "dense":
+                    pat = (sps.diags(g.sample_degree if key[0] == SAMPLE else g.label_degree) if kind == "deg"
+                           else (g.csr if key[0] == SAMPLE else g.csr_T))
+                    M = sps.kron(pat, sps.csr_matrix(M), format="csr")
+                blocks[key] = M if key not in blocks else blocks[key] + M
         if self.multiplicity is not None and SAMPLE in self.layout:  # sample rows / m_i
             rows = sps.diags(np.repeat(1.0 / self.multiplicity, self._shape(SAMPLE)[1]))
             for key in [k for k in blocks if k[0] == SAMPLE]:
@@ -340,13 +448,8 @@ class MatrixFlowSystem(BlockState):
                 A = ev.prod(prefix)
                 dn = self._shape(tb_of[L[1]])[1]
                 A = c * (A if A is not None else np.eye(dout, dn))
-                lside = ev.side(L)
-                if lside == side:
-                    deg = g.sample_degree if side == "sample" else g.label_degree
-                    pat = sps.diags(deg)
-                else:
-                    pat = g.csr if side == "sample" else g.csr_T
-                return [(tb_of[L[1]], sps.kron(pat, sps.csr_matrix(A), format="csr"))]
+                # deg ⊗ A (own side) or P ⊗ A (the other side), assembled by the caller
+                return [(tb_of[L[1]], ("deg" if ev.side(L) == side else "P", A))]
             chain = data[0]
             j = next(k for k, Lt in enumerate(chain) if Lt[0] == "s" and Lt[3] == "d")
             Lt = chain[j]
@@ -361,7 +464,7 @@ class MatrixFlowSystem(BlockState):
                 deg = g.sample_degree if side == "sample" else g.label_degree
                 r = np.outer(deg, np.ravel(Right) if Right is not None else np.ones(1))
             spec = "ak,il->ialk" if Lt[2] else "ak,il->iakl"
-            M = c * np.einsum(spec, Left, r).reshape(nrow * dout, -1)
+            M = _outer(spec, c, Left, r).reshape(nrow * dout, -1)
             return [(tb_of[Lt[1]], M)]
         R, C = out_shape
         Lt = tangent_letter(data)
@@ -373,31 +476,33 @@ class MatrixFlowSystem(BlockState):
             if form == "m1r":
                 A = ev.prod(data[0])
                 A = np.eye(R, dn) if A is None else A
-                M = np.einsum("ak,j->ajk", A, deg).reshape(R * C, -1)
+                M = _outer("ak,j->ajk", c, A, deg).reshape(R * C, -1)
             elif form == "m1l":
                 B = ev.prod(data[1])
                 B = np.eye(dn, C) if B is None else B
-                M = np.einsum("kb,j->bjk", B, deg).reshape(R * C, -1)
+                M = _outer("kb,j->bjk", c, B, deg).reshape(R * C, -1)
             else:
                 A, Lp, Lq, B = ev.prod(data[0]), data[1], data[2], ev.prod(data[3])
                 if Lq[3] == "d":
                     G = ev.neighbour_sum(("s", Lp[1], False, Lp[3]), tside)
                     AG = G if A is None else G @ A.T
                     B = np.eye(dn, C) if B is None else B
-                    M = np.einsum("ja,kb->abjk", AG, B).reshape(R * C, -1)
+                    M = _outer("ja,kb->abjk", c, AG, B).reshape(R * C, -1)
                 else:
                     H = ev.neighbour_sum(("s", Lq[1], False, Lq[3]), tside)
                     HB = H if B is None else H @ B
                     A = np.eye(R, dn) if A is None else A
-                    M = np.einsum("ak,jb->abjk", A, HB).reshape(R * C, -1)
-            return [(tb, c * M)]
+                    M = _outer("ak,jb->abjk", c, A, HB).reshape(R * C, -1)
+            return [(tb, M)]
         # a tangent shared letter: the term is Left · δW^(T) · Right with the moment folded in
         Left, Right = shared_tangent_factors(self, ev, form, data, Lt)
         tr, tc = Left.shape[1], Right.shape[0]
-        K = np.kron(Left, Right.T)  # vec_row(Left X Right) = (Left ⊗ Rightᵀ) vec_row(X)
+        # vec_row(Left X Right) = (Left ⊗ Rightᵀ) vec_row(X) (np.kron's entries, without its overhead)
+        Rt = Right.T
+        K = ((c * Left)[:, None, :, None] * Rt[None, :, None, :]).reshape(Left.shape[0] * Rt.shape[0], -1)
         if Lt[2]:
             K = K.reshape(R * C, tr, tc).transpose(0, 2, 1).reshape(R * C, -1)
-        return [(tb, c * K)]
+        return [(tb, K)]
 
     @cached_property
     def component(self):
@@ -419,6 +524,30 @@ class MatrixFlowSystem(BlockState):
         if name.startswith("_") or name in ("component", "compiled"):
             raise AttributeError(name)
         return getattr(self.component, name)
+
+
+def _outer(spec: str, c: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """c·einsum(spec, a, b) for a spec without summed indices, written into a C-ordered array (so
+    the reshape that follows does not copy), c folded into the smaller factor."""
+    if a.size <= b.size:
+        a = c * a
+    else:
+        b = c * b
+    (ia, oa), (ib, ob), shape = _outer_plan(spec, a.shape, b.shape)
+    return np.multiply(a.transpose(ia)[oa], b.transpose(ib)[ob], out=np.empty(shape))
+
+
+@lru_cache(maxsize=None)
+def _outer_plan(spec: str, sa: tuple, sb: tuple) -> tuple:
+    """For each factor of ``spec``: the axis order and index that broadcast it to the output axes."""
+    ins, out = spec.split("->")
+    ia, ib = ins.split(",")
+    size = dict(zip(ia, sa)) | dict(zip(ib, sb))
+
+    def view(letters):
+        order = tuple(sorted(range(len(letters)), key=lambda i: out.index(letters[i])))
+        return order, tuple(slice(None) if k in letters else None for k in out)
+    return view(ia), view(ib), tuple(size[k] for k in out)
 
 
 def tangent_letter(data) -> tuple:
@@ -521,7 +650,8 @@ def _verify_at(compiled: MatrixCompiledFlow, dims: tuple, seed: int, tol: float,
     return errs
 
 
-__all__ = ["MatrixFlowSystem", "verify_matrix_flow", "selfcheck_dims", "SPARSE_JACOBIAN_MAX_D", "mc"]
+__all__ = ["MatrixFlowSystem", "verify_matrix_flow", "selfcheck_dims", "SPARSE_JACOBIAN_MAX_D",
+           "DENSE_JACOBIAN_MAX_ENTRIES", "mc"]
 
 
 def shared_tangent_factors(system, ev, form: str, data, Lt) -> tuple[np.ndarray, np.ndarray]:

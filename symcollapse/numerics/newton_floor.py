@@ -13,8 +13,10 @@ exactly, whatever J is), no quadratic and no odd part: for flows of degree ≤ 3
 rounding noise of five evaluations. Its Newton image through the iteration's own factorisation,
 η = √(2/70)·‖(I − cJ)⁻¹ c (4Δ²f(p) − Δ²f(2p))‖, estimates the noise part of an increment. The
 iteration is accepted at y_k when ‖δ_k‖ ≤ FLOOR_FACTOR·η and ‖δ_k‖ ≤ FLOOR_MAX (all finite).
-Everywhere else the test is scipy's, unchanged; the floor costs four flow evaluations and one
-linear solve, only at iterations that scipy's test would fail.
+An increment at the floor but above FLOOR_MAX fails *at the floor*: a new Jacobian cannot lower the
+noise, so the step (:func:`floor_step_impl`) halves h without one (η ∝ c on the slow and zero modes).
+Everywhere else the test and the step are scipy's, unchanged; the floor costs four flow evaluations
+and one linear solve, only at iterations that scipy's test would fail with ‖δ_k‖ ≤ PROBE_MAX.
 """
 from __future__ import annotations
 
@@ -39,6 +41,12 @@ FLOOR_FACTOR = 2.0
 #: step's error tolerance 1 as the bound, real errors in slow modes hid below the zero-mode noise
 #: and a head run at rtol 10⁻⁶ stalled at ‖θ̇‖∞ = 6.5·10⁻⁸ instead of reaching 10⁻⁹
 FLOOR_MAX = 0.03  # 0 turns the noise-aware test off (scipy's test exactly)
+#: would-fail increments up to this scaled norm get their floor measured; one at the floor but
+#: above FLOOR_MAX fails *at the floor* (the step then halves h without a new Jacobian). Above it
+#: the step's error test (‖error‖ ≤ 1, error ∝ Σδ) rejects the step anyway: no measurement
+PROBE_MAX = 1.0
+#: False: a failure at the floor is handled as scipy does (a new Jacobian first, then h halved)
+KEEP_JACOBIAN_AT_FLOOR = True
 #: seed of the fixed ±1 pattern s of the probe (deterministic runs)
 SIGN_SEED = 20_612
 
@@ -116,20 +124,47 @@ def floor_norm(fun, t: float, y: np.ndarray, f: np.ndarray, c: float, LU, solve_
 
 def new_stats() -> dict:
     """Counters of the noise-aware test: ``checks`` (would-fail iterations whose floor was measured),
-    ``accepted`` (of those, accepted at the floor)."""
-    return {"checks": 0, "accepted": 0}
+    ``accepted`` (of those, accepted at the floor), ``limited`` (of those, failed at a floor above
+    FLOOR_MAX: h halved without a new Jacobian)."""
+    return {"checks": 0, "accepted": 0, "limited": 0}
+
+
+def floor_verdict(dy_norm, floor):
+    """(accepted, limited) for would-fail increments of scaled norm ``dy_norm`` with measured floor
+    ``floor``: accepted = :func:`at_floor`; limited = at the floor (‖δ‖ ≤ FLOOR_FACTOR·η, finite) but
+    above FLOOR_MAX (the failure is the noise's, not the Jacobian's). Elementwise for arrays."""
+    acc = np.asarray(at_floor(dy_norm, floor))
+    lim = np.asarray(at_floor(dy_norm, floor, most=np.inf)) & ~acc & KEEP_JACOBIAN_AT_FLOOR
+    return (bool(acc), bool(lim)) if acc.ndim == 0 else (acc, lim)
+
+
+def probed(dy_norm, limit=True):
+    """Whether would-fail increments of scaled norm ``dy_norm`` get their floor measured: up to
+    FLOOR_MAX (acceptable), and up to PROBE_MAX where ``limit`` (the Jacobian is not current, so
+    a failure at the floor saves a new one; with a current J the step halves h anyway)."""
+    top = np.where(np.asarray(limit) & KEEP_JACOBIAN_AT_FLOOR, PROBE_MAX, FLOOR_MAX)
+    ok = (np.asarray(dy_norm) <= top) & (FLOOR_MAX > 0)
+    return bool(ok) if ok.ndim == 0 else ok
 
 
 def solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, *, signs=None, stats=None):
     """scipy's ``solve_bdf_system`` with the noise-aware test (docs/model.md §3.6): the same
     iterates, rate test and return values, except that an iteration scipy calls failed (ρ ≥ 1 or
     ρ^(4−k)/(1−ρ)·‖δ_k‖ > tol) is converged at y_k when :func:`at_floor` (‖δ_k‖, η(y_k))."""
+    return newton_at_floor(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, signs=signs, stats=stats)[:4]
+
+
+def newton_at_floor(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, *, signs=None, stats=None,
+                    limit=True):
+    """:func:`solve_bdf_system` returning also whether its failure is *at the floor* (``limited``,
+    :func:`floor_verdict`; looked for only where ``limit``: the step's J is not current):
+    (converged, iterations, y, d, limited)."""
     if signs is None:
         signs = noise_signs(len(y_predict))
     d = 0
     y = y_predict.copy()
     dy_norm_old = None
-    converged = False
+    converged = limited = False
     for k in range(NEWTON_MAXITER):
         f = fun(t_new, y)
         if not np.all(np.isfinite(f)):
@@ -145,13 +180,13 @@ def solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, *,
 
         if (rate is not None and (rate >= 1 or
                 rate ** (NEWTON_MAXITER - k) / (1 - rate) * dy_norm > tol)):
-            if dy_norm <= FLOOR_MAX:  # else it cannot be accepted: no measurement
-                if stats is not None:
+            if probed(dy_norm, limit):
+                converged, limited = floor_verdict(
+                    dy_norm, floor_norm(fun, t_new, y, f, c, LU, solve_lu, scale, dy_norm, signs))
+                if stats is not None:  # converged: y is as converged as the arithmetic allows
                     stats["checks"] += 1
-                if at_floor(dy_norm, floor_norm(fun, t_new, y, f, c, LU, solve_lu, scale, dy_norm, signs)):
-                    converged = True  # y is as converged as the arithmetic allows
-                    if stats is not None:
-                        stats["accepted"] += 1
+                    stats["accepted"] += int(converged)
+                    stats["limited"] += int(limited)
             break
 
         y += dy
@@ -164,7 +199,7 @@ def solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, *,
 
         dy_norm_old = dy_norm
 
-    return converged, k + 1, y, d
+    return converged, k + 1, y, d, limited
 
 
 def rebind(fn, **names):
@@ -181,18 +216,164 @@ def rebind(fn, **names):
     return types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
+def floor_step_impl(self):
+    """scipy's ``BDF._step_impl`` (scipy/integrate/_ivp/bdf.py, BSD-3-Clause, © the SciPy
+    developers; the same predictor, error control, step-size and order selection) with the Newton
+    iteration ``self._floor_newton`` (:func:`newton_at_floor`) and one change (docs/model.md §3.6):
+    a Newton failure *at the floor* (``limited``) halves h at once, without the new Jacobian scipy
+    would compute first — the noise it failed on does not depend on J. Every other failure is
+    handled as scipy does (a new Jacobian, then h halved), so without a failure at the floor the
+    steps are scipy's, bit for bit (tested)."""
+    t = self.t
+    D = self.D
+
+    max_step = self.max_step
+    min_step = 10 * np.abs(np.nextafter(t, self.direction * np.inf) - t)
+    if self.h_abs > max_step:
+        h_abs = max_step
+        _bdf.change_D(D, self.order, max_step / self.h_abs)
+        self.n_equal_steps = 0
+    elif self.h_abs < min_step:
+        h_abs = min_step
+        _bdf.change_D(D, self.order, min_step / self.h_abs)
+        self.n_equal_steps = 0
+    else:
+        h_abs = self.h_abs
+
+    atol = self.atol
+    rtol = self.rtol
+    order = self.order
+
+    alpha = self.alpha
+    gamma = self.gamma
+    error_const = self.error_const
+
+    J = self.J
+    LU = self.LU
+    current_jac = self.jac is None
+
+    step_accepted = False
+    while not step_accepted:
+        if h_abs < min_step:
+            return False, self.TOO_SMALL_STEP
+
+        h = h_abs * self.direction
+        t_new = t + h
+
+        if self.direction * (t_new - self.t_bound) > 0:
+            t_new = self.t_bound
+            _bdf.change_D(D, order, np.abs(t_new - t) / h_abs)
+            self.n_equal_steps = 0
+            LU = None
+
+        h = t_new - t
+        h_abs = np.abs(h)
+
+        y_predict = np.sum(D[:order + 1], axis=0)
+
+        scale = atol + rtol * np.abs(y_predict)
+        psi = np.dot(D[1: order + 1].T, gamma[1: order + 1]) / alpha[order]
+
+        converged = False
+        c = h / alpha[order]
+        while not converged:
+            if LU is None:
+                LU = self.lu(self.I - c * J)
+
+            converged, n_iter, y_new, d, limited = self._floor_newton(
+                self.fun, t_new, y_predict, c, psi, LU, self.solve_lu, scale, self.newton_tol,
+                limit=not current_jac)
+
+            if not converged:
+                if current_jac or limited:  # limited: a new J cannot lower the noise
+                    break
+                J = self.jac(t_new, y_predict)
+                LU = None
+                current_jac = True
+
+        if not converged:
+            factor = 0.5
+            h_abs *= factor
+            _bdf.change_D(D, order, factor)
+            self.n_equal_steps = 0
+            LU = None
+            continue
+
+        safety = 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + n_iter)
+
+        scale = atol + rtol * np.abs(y_new)
+        error = error_const[order] * d
+        error_norm = _bdf.norm(error / scale)
+
+        if error_norm > 1:
+            factor = max(_bdf.MIN_FACTOR, safety * error_norm ** (-1 / (order + 1)))
+            h_abs *= factor
+            _bdf.change_D(D, order, factor)
+            self.n_equal_steps = 0
+        else:
+            step_accepted = True
+
+    self.n_equal_steps += 1
+
+    self.t = t_new
+    self.y = y_new
+
+    self.h_abs = h_abs
+    self.J = J
+    self.LU = LU
+
+    D[order + 2] = d - D[order + 1]
+    D[order + 1] = d
+    for i in reversed(range(order + 1)):
+        D[i] += D[i + 1]
+
+    if self.n_equal_steps < order + 1:
+        return True, None
+
+    if order > 1:
+        error_m = error_const[order - 1] * D[order]
+        error_m_norm = _bdf.norm(error_m / scale)
+    else:
+        error_m_norm = np.inf
+
+    if order < _bdf.MAX_ORDER:
+        error_p = error_const[order + 1] * D[order + 2]
+        error_p_norm = _bdf.norm(error_p / scale)
+    else:
+        error_p_norm = np.inf
+
+    error_norms = np.array([error_m_norm, error_norm, error_p_norm])
+    with np.errstate(divide='ignore'):
+        factors = error_norms ** (-1 / np.arange(order, order + 3))
+
+    delta_order = np.argmax(factors) - 1
+    order += delta_order
+    self.order = order
+
+    factor = min(_bdf.MAX_FACTOR, safety * np.max(factors))
+    self.h_abs *= factor
+    _bdf.change_D(D, order, factor)
+    self.n_equal_steps = 0
+    self.LU = None
+
+    return True, None
+
+
 def install(solver, newton=None) -> dict:
     """Make a scipy BDF instance use the noise-aware Newton test (``newton(fun, t, y, c, psi, LU,
-    solve_lu, scale, tol, signs=, stats=)``, default :func:`solve_bdf_system`) in its step; returns
-    its counters (also ``solver.newton_floor``)."""
+    solve_lu, scale, tol, signs=, stats=, limit=) -> (converged, iterations, y, d, limited)``, default
+    :func:`newton_at_floor`) in its step (:func:`floor_step_impl`); returns its counters (also
+    ``solver.newton_floor``)."""
     stats = new_stats()
     signs = noise_signs(solver.n)
-    newton = solve_bdf_system if newton is None else newton
+    newton = newton_at_floor if newton is None else newton
 
-    def bound(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol):
-        return newton(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, signs=signs, stats=stats)
+    def bound(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, limit=True):
+        return newton(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, signs=signs, stats=stats,
+                      limit=limit)
 
-    solver._step_impl = types.MethodType(rebind(BDF._step_impl, solve_bdf_system=bound), solver)
+    solver._floor_newton = bound
+    solver._step_impl = types.MethodType(floor_step_impl, solver)
     solver.newton_floor = stats
     return stats
 

@@ -70,8 +70,8 @@ class SeedBDF:
 
     :meth:`step` makes one attempt for every running seed and returns the seeds that accepted
     a step; ``t``, ``y``, :meth:`dense_output` are per seed. Counters ``nfev``, ``njev``,
-    ``nlu``, ``nsteps`` (and ``floor_checks``, ``floor_accepted`` of the noise-aware Newton test,
-    docs/model.md §3.6) are per seed."""
+    ``nlu``, ``nsteps`` (and ``floor_checks``, ``floor_accepted``, ``floor_limited`` of the
+    noise-aware Newton test, docs/model.md §3.6) are per seed."""
 
     def __init__(self, flows, jacobians, factor, solve, t0: float, Y0: np.ndarray, t_bound: float,
                  *, rtol: float, atol: float, F0: np.ndarray | None = None):
@@ -87,6 +87,7 @@ class SeedBDF:
         self.nsteps = np.zeros(B, dtype=int)
         self.floor_checks = np.zeros(B, dtype=int)  # the noise-aware Newton test (docs/model.md §3.6)
         self.floor_accepted = np.zeros(B, dtype=int)
+        self.floor_limited = np.zeros(B, dtype=int)
         self.noise_signs = _floor.noise_signs(n)
         seeds = np.arange(B)
         F0 = self._flows(seeds, Y0) if F0 is None else np.asarray(F0, dtype=float)
@@ -202,7 +203,8 @@ class SeedBDF:
             ok, it, yv, dv = self._newton(S, pending, y_pred, c, psi, scale)
             conv[pending], n_iter[pending], y_new[pending], dsum[pending] = ok, it, yv, dv
             failed = pending[~ok]
-            refresh = failed[~self.current_jac[S[failed]]]
+            # a failure at the round-off floor halves h at once: a new J cannot lower the noise
+            refresh = failed[~self.current_jac[S[failed]] & ~self.newton_limited[~ok]]
             if len(refresh):  # a fresh Jacobian at the predictor, then Newton again
                 sel = S[refresh]
                 self._set_jacobians(sel, y_pred[refresh])
@@ -243,12 +245,15 @@ class SeedBDF:
         """scipy's solve_bdf_system for the seeds S[P] at once (each with its own rate test), with
         the noise-aware test of docs/model.md §3.6 (:func:`.newton_floor.solve_bdf_system`): a seed
         whose iteration scipy calls failed is converged at its iterate when its increment is at the
-        measured round-off floor (the floor's flows and solves batched over those seeds)."""
+        measured round-off floor (the floor's flows and solves batched over those seeds). Sets
+        ``newton_limited`` (per seed of P): its failure is at a floor above FLOOR_MAX
+        (:func:`.newton_floor.floor_verdict`)."""
         m = len(P)
         y = y_pred[P].copy()
         d = np.zeros_like(y)
         old = np.zeros(m)
         ok = np.zeros(m, dtype=bool)
+        self.newton_limited = np.zeros(m, dtype=bool)
         it = np.zeros(m, dtype=int)
         run = np.ones(m, dtype=bool)
         tol = self.newton_tol
@@ -269,10 +274,11 @@ class SeedBDF:
                     rate = dn / old[A]
                     bad = (rate >= 1) | (rate ** (NEWTON_MAXITER - k) / (1 - rate) * dn > tol)
                     done = ~bad & ((dn == 0) | (rate / (1 - rate) * dn < tol))
-                probe = np.flatnonzero(bad & (dn <= _floor.FLOOR_MAX))  # else not acceptable: no measurement
+                probe = np.flatnonzero(bad & _floor.probed(dn, ~self.current_jac[seeds]))  # else nothing to decide
                 if len(probe):
-                    done[probe] = self._at_floor(S[P[A[probe]]], y[A[probe]], F[probe], c[P[A[probe]]],
-                                                 scale[P[A[probe]]], dn[probe])
+                    done[probe], lim = self._at_floor(S[P[A[probe]]], y[A[probe]], F[probe], c[P[A[probe]]],
+                                                      scale[P[A[probe]]], dn[probe])
+                    self.newton_limited[A[probe]] = lim
             good = A[~bad]
             y[good] += dy[~bad]
             d[good] += dy[~bad]
@@ -281,16 +287,19 @@ class SeedBDF:
             old[A] = dn
         return ok, it, y, d
 
-    def _at_floor(self, seeds, Y, F, c, scale, dn) -> np.ndarray:
-        """Which would-fail increments (scaled norms ``dn``) are at the measured round-off floor
-        of their seeds (:func:`.newton_floor.floor_rows`, docs/model.md §3.6); counted per seed."""
+    def _at_floor(self, seeds, Y, F, c, scale, dn):
+        """(accepted, limited): which would-fail increments (scaled norms ``dn``) are at the
+        measured round-off floor of their seeds and acceptable, which are at a floor above
+        FLOOR_MAX (:func:`.newton_floor.floor_rows`, :func:`.newton_floor.floor_verdict`,
+        docs/model.md §3.6); counted per seed."""
         LUs = [self.LU[b] for b in seeds]
         eta = _floor.floor_rows(lambda X: self._flows(seeds, X), lambda R: self.solve(LUs, R), Y, F, c, scale, dn,
                          self.noise_signs)
-        acc = _floor.at_floor(dn, eta)
+        acc, lim = _floor.floor_verdict(dn, eta)
         self.floor_checks[seeds] += 1
         self.floor_accepted[seeds[acc]] += 1
-        return acc
+        self.floor_limited[seeds[lim]] += 1
+        return acc, lim
 
     def _accept(self, sel, t_new, y_new, d, scale, error_norm, safety):
         """The end of scipy's _step_impl for accepted seeds: differences updated, then the order
