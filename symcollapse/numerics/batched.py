@@ -174,18 +174,7 @@ def batched_flow(system, V: np.ndarray) -> np.ndarray:
     V = np.asarray(V, dtype=float)
     if not batchable(system):
         return np.array([system.flow_vector(v) for v in V])
-    return _assemble(system, _flow_evaluator(system, V), system.compiled.forces, len(V))
-
-
-def _flow_evaluator(system, V: np.ndarray) -> BatchedEvaluator:
-    st = batched_blocks(system, V)
-    loss = system.compiled.loss
-    nm = system._names
-    nodes = {(nm[LABEL], ""): st[LABEL]}
-    if loss.x is not None:
-        nodes[(nm[SAMPLE], "")] = st[SAMPLE]
-    shared = {(nm[b], ""): st[b] for b in loss.shared_names}
-    return BatchedEvaluator(system.graph, nodes, shared, system.compiled.roles, system._param_values)
+    return system.flow_rows(V)  # the generated batched kernel (= the BatchedEvaluator to round-off)
 
 
 def batched_label_flow(system, V: np.ndarray) -> np.ndarray:
@@ -193,10 +182,8 @@ def batched_label_flow(system, V: np.ndarray) -> np.ndarray:
     label force (docs/model.md §2–§3), a fraction of the flow's cost. (A system must be batchable
     and learn its labels.)"""
     V = np.asarray(V, dtype=float)
-    ev = _flow_evaluator(system, V)
-    shape = (len(V),) + tuple(system._shape(LABEL))
-    F = ev.node_force(system.compiled.forces[LABEL], "label", shape)
-    return (system.row_factor(LABEL) * F).reshape(len(V), -1)
+    o, shape = system.layout[LABEL]
+    return system._rows_program(False, only=(LABEL,)).fn(V, np.empty(V.shape))[:, o:o + prod(shape)]
 
 
 def batched_jvp(system, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None) -> np.ndarray:
@@ -205,6 +192,8 @@ def batched_jvp(system, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None) ->
     terms holding one are skipped: exact); ``only``: the blocks of the result wanted (the others
     are returned as zeros, not evaluated)."""
     V, dV = np.asarray(V, dtype=float), np.asarray(dV, dtype=float)
+    if batchable(system):  # the generated batched kernel (= the BatchedEvaluator to round-off)
+        return system.jvp_rows(V, dV, zero=zero, only=only)
     st, tan = batched_blocks(system, V), batched_blocks(system, dV)
     loss = system.compiled.loss
     nm = system._names
