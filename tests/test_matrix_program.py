@@ -164,6 +164,9 @@ def _assert_rows_same(sysm, rng, B=3):
     part = slice(o, o + int(np.prod(sh)))
     assert relative_error(got[:, part], ref[:, part]) <= TOL
     assert not np.any(np.delete(got, np.arange(sysm.size)[part], axis=1))
+    got = sysm.flow_rows(V, only=blocks[-1:])
+    assert relative_error(got[:, part], F[:, part]) <= TOL
+    assert not np.any(np.delete(got, np.arange(sysm.size)[part], axis=1))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(p) for p in c))
@@ -205,3 +208,23 @@ def test_dense_jacobian_equals_the_sparse_one_and_refuses_large_systems():
         assert relative_error(Jd, S.jacobian_generic(v).toarray()) <= TOL
         with pytest.raises(InvalidParameterError, match="max_entries"):
             S.jacobian_dense(v, max_entries=S.size ** 2 - 1)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(p) for p in c))
+def test_forces_by_the_generated_kernel_equal_the_evaluator(case):
+    """MatrixFlowSystem.forces(st) (what the teacher–student's linear-map system evaluates) takes the
+    generated kernel for the system's own state and the Evaluator for any other frozen value."""
+    rng = np.random.default_rng(9)
+    sysm = _system(case, rng, sc.balanced_couplings(3, 3, 1))
+    st = sysm.unpack(rng.normal(size=sysm.size))
+    assert sysm._own_state(st)
+    F = sysm.forces(st)
+    ref = sysm._blocks_from(sysm._evaluator(st), sysm.compiled.forces)
+    assert sorted(F) == sorted(ref)
+    assert relative_error(np.concatenate([F[b].ravel() for b in ref]),
+                          np.concatenate([ref[b].ravel() for b in ref])) <= TOL
+    for b in sysm.frozen:  # another frozen value than the system's: the Evaluator, with that value
+        other = dict(st, **{b: st[b] + 1.0})
+        assert not sysm._own_state(other)
+        got, want = sysm.forces(other), sysm._blocks_from(sysm._evaluator(other), sysm.compiled.forces)
+        assert all(np.array_equal(got[k], want[k]) for k in want)

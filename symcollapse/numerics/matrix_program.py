@@ -12,6 +12,7 @@ The program and the Evaluator give the same numbers up to round-off (tested).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -465,14 +466,15 @@ class _Gen:
 
 
 def build_program(system, plans: dict, tangent: bool = False, *, batched: bool = False,
-                  zero=frozenset(), only=None) -> Program:
+                  zero=frozenset(), only=None, scaled: bool = True) -> Program:
     """The generated kernel of ``plans`` ({block: Plan}, the forces or the JVPs) on ``system``:
     ``fn(v, out)`` (or ``fn(v, dv, out)`` with ``tangent``) writes θ̇ (or J·dv) into ``out``,
     every block times its row factor s·η_b (docs/model.md §3.5 for reduced systems).
 
     ``batched``: v, dv and out are B×size stacks of rows (one state per row). ``zero``: learned
     blocks whose tangent vanishes in every row (their terms are skipped: exact); ``only``: the
-    blocks of the result wanted (the others are written as zeros, not evaluated)."""
+    blocks of the result wanted (the others are written as zeros, not evaluated); ``scaled=False``:
+    the assembled forces Σ_e p_e F_b(e) without the row factors."""
     names = system._names
     gen = _Gen(system, tangent, batched, frozenset((names[b], "d") for b in zero))
     for b in system.compiled.learned:
@@ -483,7 +485,7 @@ def build_program(system, plans: dict, tangent: bool = False, *, batched: bool =
         if only is not None and b not in only:
             gen.emit(f"{dst} = 0.0")
             continue
-        f = system.row_factor(b)
+        f = system.row_factor(b) if scaled else 1.0
         fac = repr(float(f)) if np.isscalar(f) else gen.const(np.asarray(f, dtype=float), "f")
         if b in (SAMPLE, LABEL):
             ob = f"o_{b}"
@@ -505,4 +507,230 @@ def build_program(system, plans: dict, tangent: bool = False, *, batched: bool =
     return Program(env["_kernel"], source)
 
 
-__all__ = ["Program", "build_program", "DENSE_GRAPH_ENTRIES"]
+def _kron_t(c: float, left: np.ndarray, right: np.ndarray, transposed: bool, rows: int, tr: int, tc: int):
+    """∂ vec_row(c·Left X Right)/∂ vec_row(X) = c·Left ⊗ Rightᵀ (of Xᵀ's entries if ``transposed``)."""
+    rt = right.T
+    K = ((c * left)[:, None, :, None] * rt[None, :, None, :]).reshape(left.shape[0] * rt.shape[0], -1)
+    if transposed:
+        K = K.reshape(rows, tr, tc).transpose(0, 2, 1).reshape(rows, -1)
+    return K
+
+
+@dataclass(frozen=True, eq=False)
+class JacobianProgram:
+    """A generated ``fn(v) -> tuple`` of the Jacobian's parts, in the order of ``keys``
+    ((row block, column block, kind): kind 'dense' for a block, 'deg' / 'P' for the factor A
+    of deg ⊗ A / P ⊗ A), and its source."""
+
+    fn: object
+    keys: tuple
+    source: str
+
+    def parts(self, v: np.ndarray) -> dict:
+        """{(row block, column block): {kind: array}} as MatrixFlowSystem._jac_parts returns it."""
+        out = {}
+        for (b, tb, kind), val in zip(self.keys, self.fn(v)):
+            out.setdefault((b, tb), {})[kind] = val
+        return out
+
+
+def build_jacobian_program(system) -> JacobianProgram:
+    """The parts of the assembled Jacobian (MatrixFlowSystem._jacobian_parts' derivation from the
+    derived δF chains, docs/model.md §2–§4) as one generated straight-line function of the state."""
+    gen = _Gen(system, tangent=False)
+    g = system.graph
+    tb_of = gen.block_of
+    slots: dict = {}
+
+    eyes = set()
+
+    def eye(r, c):
+        name = gen.memo.setdefault(("eye", (r, c)), gen.const(np.eye(r, c), "I"))
+        if r == c:
+            eyes.add(name)
+        return name
+
+    def mm(a, b):  # a·b, a product with a square identity skipped (exact)
+        return b if a in eyes else a if b in eyes else gen.pure(gen.mm(a, b))
+
+    def add(b, tb, kind, expr):
+        slots.setdefault((b, tb, kind), []).append(("expr", expr))
+
+    def add_outer(b, tb, spec, c, x, y, rows):
+        """c·outer(spec, x, y) reshaped to ``rows`` rows (summed with its block's other terms)."""
+        slots.setdefault((b, tb, "dense"), []).append(("outer", spec, c, x, y, rows))
+
+    def deg_of(side):
+        return gen.memo.setdefault(("deg", side), gen.const(gen.deg[side], "d"))
+
+    for b in system.compiled.learned:
+        f = system.scale * system.rates[b]
+        out_shape = tuple(system._shape(b))
+        for c0, form, data in system.compiled.jvps[b].terms:
+            c = gen.coef(c0) * f
+            if b in (SAMPLE, LABEL):
+                side = "sample" if b == SAMPLE else "label"
+                nrow, dout = out_shape
+                if form == "lin" and data[1][3] == "d":
+                    prefix, L = data
+                    A = gen.prod(prefix)
+                    dn = system._shape(tb_of[L[1]])[1]
+                    A = eye(dout, dn) if A is None else A
+                    add(b, tb_of[L[1]], "deg" if gen.side(L) == side else "P", _scaled(c, A))
+                    continue
+                chain = data[0]
+                j = next(k for k, Lt in enumerate(chain) if Lt[0] == "s" and Lt[3] == "d")
+                Lt = chain[j]
+                Left, Right = gen.prod(chain[:j]), gen.prod(chain[j + 1:])
+                wshape = system._shape(tb_of[Lt[1]])
+                lrows = wshape[1] if Lt[2] else wshape[0]
+                Left = eye(dout, lrows) if Left is None else Left
+                if form == "lin":
+                    nb = gen.neighbour_sum(data[1], side)
+                    r = nb if Right is None else gen.pure(gen.mm(nb, gen.T(Right)))
+                else:
+                    one = gen.memo.setdefault(("ones1",), gen.const(np.ones(1), "one"))
+                    r = gen.pure(f"np.outer({deg_of(side)}, {one if Right is None else Right + '.ravel()'})")
+                spec = "ak,il->ialk" if Lt[2] else "ak,il->iakl"
+                add_outer(b, tb_of[Lt[1]], spec, c, Left, r, nrow * dout)
+                continue
+            R, C = out_shape
+            Lt = _tangent_letter(data)
+            tb = tb_of[Lt[1]]
+            if tb in (SAMPLE, LABEL):  # a tangent node vector inside a moment
+                tside = gen.side(Lt)
+                dg = deg_of(tside)
+                dn = system._shape(tb)[1]
+                if form == "m1r":
+                    A = gen.prod(data[0])
+                    A = eye(R, dn) if A is None else A
+                    term = ("ak,j->ajk", c, A, dg)
+                elif form == "m1l":
+                    B = gen.prod(data[1])
+                    B = eye(dn, C) if B is None else B
+                    term = ("kb,j->bjk", c, B, dg)
+                else:
+                    A, Lp, Lq, B = gen.prod(data[0]), data[1], data[2], gen.prod(data[3])
+                    if Lq[3] == "d":
+                        G = gen.neighbour_sum(("s", Lp[1], False, Lp[3]), tside)
+                        AG = G if A is None else gen.pure(gen.mm(G, gen.T(A)))
+                        B = eye(dn, C) if B is None else B
+                        term = ("ja,kb->abjk", c, AG, B)
+                    else:
+                        H = gen.neighbour_sum(("s", Lq[1], False, Lq[3]), tside)
+                        HB = H if B is None else gen.pure(gen.mm(H, B))
+                        A = eye(R, dn) if A is None else A
+                        term = ("ak,jb->abjk", c, A, HB)
+                add_outer(b, tb, *term, R * C)
+                continue
+            # a tangent shared letter: Left · δW^(T) · Right with the moment folded in
+            if form == "m0":
+                chain, mid = data[0], repr(float(g.sample_degree.sum()))
+            elif form == "m1r":
+                chain, mid = data[0], gen.m1(data[1])
+            elif form == "m1l":
+                chain, mid = data[1], gen.T(gen.m1(data[0]))
+            else:
+                chain = data[0] if Lt in data[0] else data[3]
+            j = chain.index(Lt)
+            wshape = system._shape(tb)
+            tr, tc = (wshape[1], wshape[0]) if Lt[2] else tuple(wshape)
+            Left, Right = gen.prod(chain[:j]), gen.prod(chain[j + 1:])
+            Left = eye(tr, tr) if Left is None else Left
+            Right = eye(tc, tc) if Right is None else Right
+            if form == "m0":
+                Right = gen.pure(f"{mid} * {Right}")
+            elif form == "m1r":
+                Right = mm(Right, mid)
+            elif form == "m1l":
+                Left = mm(mid, Left)
+            else:
+                Mm = gen.m2(data[1], data[2])
+                if Lt in data[0]:
+                    B = gen.prod(data[3])
+                    Right = mm(Right, Mm)
+                    if B is not None:
+                        Right = mm(Right, B)
+                else:
+                    A = gen.prod(data[0])
+                    Left = mm(Mm, Left)
+                    if A is not None:
+                        Left = mm(A, Left)
+            add(b, tb, "dense", f"_kron_t({c!r}, {Left}, {Right}, {bool(Lt[2])}, {R * C}, {tr}, {tc})")
+    keys = tuple(slots)
+    names = [gen.pure(_sum([(1.0, gen.pure(e)) for e in _merged_outers(gen, slots[k])])) for k in keys]
+    gen.env.update(_outer=outer, _kron_t=_kron_t)
+    body = "\n".join("    " + line for line in gen.lines)
+    source = f"def _parts(v):\n{body}\n    return ({', '.join(names)},)\n"
+    env = dict(gen.env)
+    exec(compile(source, f"<matrix Jacobian {system.compiled.loss.name}>", "exec"), env)  # noqa: S102
+    return JacobianProgram(env["_parts"], keys, source)
+
+
+def _merged_outers(gen, terms: list) -> list:
+    """The source of each term of one Jacobian block, outer products that share a spec and one
+    factor merged into one: Σ_k c_k outer(x, y_k) = outer(x, Σ_k c_k y_k) (the big array once)."""
+    out, groups = [], {}
+    for t in terms:
+        if t[0] == "expr":
+            out.append(t[1])
+            continue
+        _, spec, c, x, y, rows = t
+        groups.setdefault((spec, rows, "x", x), []).append((c, y))
+    # a factor shared on the other side: regroup the singletons by their second factor
+    regroup = {}
+    for key, items in list(groups.items()):
+        if len(items) == 1:
+            spec, rows, _, x = key
+            c, y = items[0]
+            regroup.setdefault((spec, rows, "y", y), []).append((c, x))
+            del groups[key]
+    for key, items in regroup.items():
+        if len(items) == 1:  # still alone: back to the first grouping
+            spec, rows, _, y = key
+            c, x = items[0]
+            groups[(spec, rows, "x", x)] = [(c, y)]
+        else:
+            groups[key] = items
+    for (spec, rows, side, f), items in groups.items():
+        if len(items) == 1:
+            c, g = items[0]
+        else:
+            c, g = 1.0, gen.pure(_sum(items))
+        x, y = (f, g) if side == "x" else (g, f)
+        out.append(f"_outer({spec!r}, {c!r}, {x}, {y}).reshape({rows}, -1)")
+    return out
+
+
+def _tangent_letter(data) -> tuple:
+    """The tangent letter ('s', name, transposed, 'd') of a shared-block δF chain's data."""
+    return next(L for part in data for L in (part if isinstance(part, tuple) and part and
+                                             isinstance(part[0], tuple) else (part,))
+                if isinstance(L, tuple) and len(L) == 4 and L[0] == "s" and L[3] == "d")
+
+
+def outer(spec: str, c: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """c·einsum(spec, a, b) for a spec without summed indices, written into a C-ordered array (so
+    the reshape that follows does not copy), c folded into the smaller factor."""
+    if a.size <= b.size:
+        a = c * a
+    else:
+        b = c * b
+    (ia, oa), (ib, ob), shape = _outer_plan(spec, a.shape, b.shape)
+    return np.multiply(a.transpose(ia)[oa], b.transpose(ib)[ob], out=np.empty(shape))
+
+
+@lru_cache(maxsize=None)
+def _outer_plan(spec: str, sa: tuple, sb: tuple) -> tuple:
+    """For each factor of ``spec``: the axis order and index that broadcast it to the output axes."""
+    ins, out = spec.split("->")
+    ia, ib = ins.split(",")
+    size = dict(zip(ia, sa)) | dict(zip(ib, sb))
+
+    def view(letters):
+        order = tuple(sorted(range(len(letters)), key=lambda i: out.index(letters[i])))
+        return order, tuple(slice(None) if k in letters else None for k in out)
+    return view(ia), view(ib), tuple(size[k] for k in out)
+
+
+__all__ = ["Program", "JacobianProgram", "build_program", "build_jacobian_program", "outer", "DENSE_GRAPH_ENTRIES"]

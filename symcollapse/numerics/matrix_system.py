@@ -26,7 +26,7 @@ from .compile import compile_loss
 from .finite_differences import central_gradient, central_jacobian
 from .matrix_kernels import Evaluator, MatrixCompiledFlow
 from .matrix_jacobian import JacobianAssembler, UnsupportedStructure
-from .matrix_program import build_program
+from .matrix_program import build_jacobian_program, build_program, outer as _outer
 from .system import FlowSystem
 from .slow_spectrum import rightmost_nonzero
 from .zero_modes import head_tangent, is_sg_head
@@ -182,8 +182,36 @@ class MatrixFlowSystem(BlockState):
         return f
 
     def forces(self, st: dict) -> dict:
-        """{block: Σ_e p_e F_b(e)} (without rates and scale)."""
+        """{block: Σ_e p_e F_b(e)} (without rates and scale): by the generated kernel when ``st``
+        holds the learned blocks and this system's own frozen blocks (else the Evaluator)."""
+        if self._own_state(st):
+            flat = self._force_program.fn(np.concatenate([np.asarray(st[b], dtype=float).ravel()
+                                                          for b in self.layout]), np.empty(self._n))
+            return {b: flat[sl].reshape(sh) for b, (sl, sh) in self._slices.items()}
         return self._blocks_from(self._evaluator(st), self.compiled.forces)
+
+    def _own_state(self, st: dict) -> bool:
+        """Whether st = the learned blocks (of their shapes) + this system's frozen blocks, nothing else."""
+        for b, val in st.items():
+            if b in self.frozen:
+                if val is not self.frozen[b]:
+                    return False
+            elif b not in self.layout or np.shape(val) != self._shapes[b]:
+                return False
+        return len(st) == len(self.layout) + sum(b in st for b in self.frozen)
+
+    @cached_property
+    def _n(self) -> int:
+        """The state size (``size``, computed once: the layout does not change)."""
+        return self.size
+
+    @cached_property
+    def _slices(self) -> dict:
+        return {b: (slice(o, o + int(np.prod(s))), tuple(s)) for b, (o, s) in self.layout.items()}
+
+    @cached_property
+    def _force_program(self):
+        return build_program(self, self.compiled.forces, scaled=False)
 
     def flow_blocks(self, st: dict, out: dict | None = None) -> dict:
         """{block: θ̇_b} = s·η_b·(assembled force); ``out`` ({block: array}) receives the blocks in place."""
@@ -215,10 +243,11 @@ class MatrixFlowSystem(BlockState):
                                                            zero=key[1], only=key[2])
         return prog
 
-    def flow_rows(self, V: np.ndarray) -> np.ndarray:
-        """θ̇ of every row of V (B × size) in one call of the generated batched kernel."""
+    def flow_rows(self, V: np.ndarray, *, only=None) -> np.ndarray:
+        """θ̇ of every row of V (B × size) in one call of the generated batched kernel; ``only``:
+        the blocks wanted (the others are returned as zeros and not evaluated)."""
         V = np.asarray(V, dtype=float)
-        return self._rows_program(False).fn(V, np.empty(V.shape))
+        return self._rows_program(False, (), only).fn(V, np.empty(V.shape))
 
     def jvp_rows(self, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None) -> np.ndarray:
         """J(v_b)·dv_b for the rows of V and dV (B × size) in one call of the generated batched
@@ -230,7 +259,7 @@ class MatrixFlowSystem(BlockState):
     def flow_vector(self, v: np.ndarray) -> np.ndarray:
         """θ̇(θ) from the generated kernel (:mod:`.matrix_program`; = :meth:`flow_vector_generic`
         to round-off)."""
-        return self._flow_program.fn(np.asarray(v, dtype=float), np.empty(self.size))
+        return self._flow_program.fn(np.asarray(v, dtype=float), np.empty(self._n))
 
     def flow_vector_generic(self, v: np.ndarray) -> np.ndarray:
         """θ̇(θ) through the plan-walking :class:`~.matrix_kernels.Evaluator` (the reference)."""
@@ -242,7 +271,7 @@ class MatrixFlowSystem(BlockState):
         """J(v)·dv from the derived directional derivative δF_b (no finite differences), by the
         generated kernel (= :meth:`jvp_generic` to round-off)."""
         return self._jvp_program.fn(np.asarray(v, dtype=float), np.asarray(dv, dtype=float),
-                                    np.empty(self.size))
+                                    np.empty(self._n))
 
     def jvp_generic(self, v: np.ndarray, dv: np.ndarray) -> np.ndarray:
         """J(v)·dv through the plan-walking Evaluator (the reference of :meth:`jvp`)."""
@@ -378,7 +407,7 @@ class MatrixFlowSystem(BlockState):
         (= :meth:`jacobian_generic` to round-off). Refuses (InvalidParameterError) when the dense
         parts exceed ``max_dense`` entries: use :meth:`linear_operator` there."""
         self._check_assembly(max_dense)
-        parts = self._jac_parts(v)
+        parts = self._jac_program.parts(np.asarray(v, dtype=float))
         asm = self._assembler(parts)
         return self.jacobian_generic(v, max_dense=max_dense) if asm is None else asm.fill(parts)
 
@@ -393,6 +422,11 @@ class MatrixFlowSystem(BlockState):
         return self._jac_assembler[key]
 
     @cached_property
+    def _jac_program(self):
+        """The Jacobian's parts (those of :meth:`_jac_parts`) as one generated kernel (once per system)."""
+        return build_jacobian_program(self)
+
+    @cached_property
     def _jac_assembler(self) -> dict:
         return {}
 
@@ -404,7 +438,7 @@ class MatrixFlowSystem(BlockState):
         if n * n > max_entries:
             raise InvalidParameterError(f"jacobian_dense: {n}² = {n * n} entries > max_entries = {max_entries}; "
                                         "use jacobian(v) (sparse) or linear_operator(v)")
-        parts = self._jac_parts(v)
+        parts = self._jac_program.parts(np.asarray(v, dtype=float))
         asm = self._assembler(parts)
         return self.jacobian_generic(v).toarray() if asm is None else asm.fill_dense(parts)
 
@@ -524,30 +558,6 @@ class MatrixFlowSystem(BlockState):
         if name.startswith("_") or name in ("component", "compiled"):
             raise AttributeError(name)
         return getattr(self.component, name)
-
-
-def _outer(spec: str, c: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """c·einsum(spec, a, b) for a spec without summed indices, written into a C-ordered array (so
-    the reshape that follows does not copy), c folded into the smaller factor."""
-    if a.size <= b.size:
-        a = c * a
-    else:
-        b = c * b
-    (ia, oa), (ib, ob), shape = _outer_plan(spec, a.shape, b.shape)
-    return np.multiply(a.transpose(ia)[oa], b.transpose(ib)[ob], out=np.empty(shape))
-
-
-@lru_cache(maxsize=None)
-def _outer_plan(spec: str, sa: tuple, sb: tuple) -> tuple:
-    """For each factor of ``spec``: the axis order and index that broadcast it to the output axes."""
-    ins, out = spec.split("->")
-    ia, ib = ins.split(",")
-    size = dict(zip(ia, sa)) | dict(zip(ib, sb))
-
-    def view(letters):
-        order = tuple(sorted(range(len(letters)), key=lambda i: out.index(letters[i])))
-        return order, tuple(slice(None) if k in letters else None for k in out)
-    return view(ia), view(ib), tuple(size[k] for k in out)
 
 
 def tangent_letter(data) -> tuple:

@@ -179,6 +179,8 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
         return _batched_many(system, choice, np.asarray(v0, dtype=float)[None], t_eval, labels, head,
                              rtol, atol, keep_states, stop_residual, many_norm)[0]
     jac = system.jacobian if use_jacobian else None
+    if jac is not None and method == "LSODA" and hasattr(system, "jacobian_dense"):
+        jac = system.jacobian_dense  # LSODA factors dense matrices: no sparse matrix in between
     sol = integrate(system.flow_vector, v0, t_eval, jac=jac, method=method, rtol=rtol, atol=atol,
                     stop_residual=stop_residual, lu_limit=lu_limit, node_blocks=node_blocks(system),
                     system=system if method == "BDF-krylov" else None, residual_norm=residual_norm)
