@@ -183,7 +183,7 @@ def batched_label_flow(system, V: np.ndarray) -> np.ndarray:
     and learn its labels.)"""
     V = np.asarray(V, dtype=float)
     o, shape = system.layout[LABEL]
-    return system._rows_program(False, only=(LABEL,)).fn(V, np.empty(V.shape))[:, o:o + prod(shape)]
+    return system.flow_rows(V, only=(LABEL,))[:, o:o + prod(shape)]
 
 
 def batched_jvp(system, V: np.ndarray, dV: np.ndarray, *, zero=(), only=None) -> np.ndarray:
