@@ -228,3 +228,16 @@ def test_forces_by_the_generated_kernel_equal_the_evaluator(case):
         assert not sysm._own_state(other)
         got, want = sysm.forces(other), sysm._blocks_from(sysm._evaluator(other), sysm.compiled.forces)
         assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_a_system_with_generated_kernels_still_pickles():
+    """Models are sent to worker processes: the generated functions are dropped and rebuilt."""
+    import pickle
+
+    m = sc.HeadModel(sc.balanced_couplings(3, 3, 1), d=2, eta_x=1.0, eta_y=0.5, eta_W=1.0)
+    v = np.random.default_rng(0).normal(size=m.system.size)
+    f, J = m.system.flow_vector(v), m.system.jacobian(v)
+    m.system.flow_rows(v[None]), m.system.jvp(v, v)
+    m2 = pickle.loads(pickle.dumps(m))
+    assert np.array_equal(m2.system.flow_vector(v), f)
+    assert np.array_equal(m2.system.jacobian(v).toarray(), J.toarray())

@@ -597,14 +597,14 @@ class KrylovSolve:
 def _newton(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, *, signs=None, stats=None, limit=True):
     """scipy's BDF Newton iteration with the noise-aware test (docs/model.md §3.6); a linear solve
     that did not converge counts as a failed Newton iteration (BDF then recomputes the Jacobian or
-    halves the step); returns (converged, iterations, y, d, limited) (:func:`.newton_floor.newton_at_floor`). The floor's own solve is GMRES too (a miss there only makes the floor NaN:
+    halves the step); returns (converged, iterations, y, d, limited, η) (:func:`.newton_floor.newton_at_floor`). The floor's own solve is GMRES too (a miss there only makes the floor NaN:
     nothing accepted)."""
     LU.scale = scale
     try:
         return floor_newton(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, signs=signs, stats=stats,
                             limit=limit)
     except KrylovNotConverged:
-        return False, _bdf.NEWTON_MAXITER, y_predict.copy(), np.zeros_like(y_predict), False
+        return False, _bdf.NEWTON_MAXITER, y_predict.copy(), np.zeros_like(y_predict), False, np.nan
 
 
 class KrylovBDF(BDF):

@@ -230,6 +230,16 @@ class MatrixFlowSystem(BlockState):
     def _jvp_program(self):
         return build_program(self, self.compiled.jvps, tangent=True)
 
+    #: per-system caches of generated code (rebuilt on first use: generated functions do not pickle)
+    _GENERATED = ("_flow_program", "_jvp_program", "_force_program", "_jac_program", "_row_programs",
+                  "_jac_assembler")
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in self._GENERATED}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
     @cached_property
     def _row_programs(self) -> dict:
         return {}

@@ -14,7 +14,8 @@ rounding noise of five evaluations. Its Newton image through the iteration's own
 η = √(2/70)·‖(I − cJ)⁻¹ c (4Δ²f(p) − Δ²f(2p))‖, estimates the noise part of an increment. The
 iteration is accepted at y_k when ‖δ_k‖ ≤ FLOOR_FACTOR·η and ‖δ_k‖ ≤ FLOOR_MAX (all finite).
 An increment at the floor but above FLOOR_MAX fails *at the floor*: a new Jacobian cannot lower the
-noise, so the step (:func:`floor_step_impl`) halves h without one (η ∝ c on the slow and zero modes).
+noise, so the step (:func:`floor_step_impl`) halves h without one (η ∝ c on the slow and zero modes);
+after a step accepted at the floor η, h grows by at most :func:`floor_growth` (η).
 Everywhere else the test and the step are scipy's, unchanged; the floor costs four flow evaluations
 and one linear solve, only at iterations that scipy's test would fail with ‖δ_k‖ ≤ PROBE_MAX.
 """
@@ -47,6 +48,8 @@ FLOOR_MAX = 0.03  # 0 turns the noise-aware test off (scipy's test exactly)
 PROBE_MAX = 1.0
 #: False: a failure at the floor is handled as scipy does (a new Jacobian first, then h halved)
 KEEP_JACOBIAN_AT_FLOOR = True
+#: False: the step size grows after a step accepted at the floor as scipy's controller says
+CAP_GROWTH_AT_FLOOR = True
 #: seed of the fixed ±1 pattern s of the probe (deterministic runs)
 SIGN_SEED = 20_612
 
@@ -138,6 +141,19 @@ def floor_verdict(dy_norm, floor):
     return (bool(acc), bool(lim)) if acc.ndim == 0 else (acc, lim)
 
 
+def floor_growth(eta):
+    """The largest step-size growth after a step whose iterate was accepted at the floor η (NaN:
+    not at the floor, no limit): FLOOR_MAX/(FLOOR_FACTOR·η), the factor that puts the floor — ∝ h on
+    the slow and zero modes — where increments up to FLOOR_FACTOR times it stay within FLOOR_MAX
+    (scipy's controller, seeing only the tiny error estimate, grows h past the floor and the next
+    step fails there). At least 1 (never a reason to shrink h). Elementwise for arrays."""
+    eta = np.asarray(eta, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cap = np.where(np.isfinite(eta) & (eta > 0) & CAP_GROWTH_AT_FLOOR,
+                       np.maximum(1.0, FLOOR_MAX / (FLOOR_FACTOR * eta)), np.inf)
+    return float(cap) if cap.ndim == 0 else cap
+
+
 def probed(dy_norm, limit=True):
     """Whether would-fail increments of scaled norm ``dy_norm`` get their floor measured: up to
     FLOOR_MAX (acceptable), and up to PROBE_MAX where ``limit`` (the Jacobian is not current, so
@@ -157,14 +173,15 @@ def solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, *,
 def newton_at_floor(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, *, signs=None, stats=None,
                     limit=True):
     """:func:`solve_bdf_system` returning also whether its failure is *at the floor* (``limited``,
-    :func:`floor_verdict`; looked for only where ``limit``: the step's J is not current):
-    (converged, iterations, y, d, limited)."""
+    :func:`floor_verdict`; looked for only where ``limit``: the step's J is not current) and the
+    floor η of an iterate accepted at it (NaN otherwise): (converged, iterations, y, d, limited, η)."""
     if signs is None:
         signs = noise_signs(len(y_predict))
     d = 0
     y = y_predict.copy()
     dy_norm_old = None
     converged = limited = False
+    eta = np.nan
     for k in range(NEWTON_MAXITER):
         f = fun(t_new, y)
         if not np.all(np.isfinite(f)):
@@ -181,8 +198,9 @@ def newton_at_floor(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, *, 
         if (rate is not None and (rate >= 1 or
                 rate ** (NEWTON_MAXITER - k) / (1 - rate) * dy_norm > tol)):
             if probed(dy_norm, limit):
-                converged, limited = floor_verdict(
-                    dy_norm, floor_norm(fun, t_new, y, f, c, LU, solve_lu, scale, dy_norm, signs))
+                floor = floor_norm(fun, t_new, y, f, c, LU, solve_lu, scale, dy_norm, signs)
+                converged, limited = floor_verdict(dy_norm, floor)
+                eta = floor if converged else np.nan
                 if stats is not None:  # converged: y is as converged as the arithmetic allows
                     stats["checks"] += 1
                     stats["accepted"] += int(converged)
@@ -199,7 +217,7 @@ def newton_at_floor(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol, *, 
 
         dy_norm_old = dy_norm
 
-    return converged, k + 1, y, d, limited
+    return converged, k + 1, y, d, limited, eta
 
 
 def rebind(fn, **names):
@@ -221,9 +239,9 @@ def floor_step_impl(self):
     developers; the same predictor, error control, step-size and order selection) with the Newton
     iteration ``self._floor_newton`` (:func:`newton_at_floor`) and one change (docs/model.md §3.6):
     a Newton failure *at the floor* (``limited``) halves h at once, without the new Jacobian scipy
-    would compute first — the noise it failed on does not depend on J. Every other failure is
-    handled as scipy does (a new Jacobian, then h halved), so without a failure at the floor the
-    steps are scipy's, bit for bit (tested)."""
+    would compute first — the noise it failed on does not depend on J; after a step accepted at the
+    floor η, h grows by at most :func:`floor_growth` (η). Every other failure and step is handled as
+    scipy does, so where no iteration reaches the floor the steps are scipy's, bit for bit (tested)."""
     t = self.t
     D = self.D
 
@@ -280,7 +298,7 @@ def floor_step_impl(self):
             if LU is None:
                 LU = self.lu(self.I - c * J)
 
-            converged, n_iter, y_new, d, limited = self._floor_newton(
+            converged, n_iter, y_new, d, limited, eta = self._floor_newton(
                 self.fun, t_new, y_predict, c, psi, LU, self.solve_lu, scale, self.newton_tol,
                 limit=not current_jac)
 
@@ -350,7 +368,7 @@ def floor_step_impl(self):
     order += delta_order
     self.order = order
 
-    factor = min(_bdf.MAX_FACTOR, safety * np.max(factors))
+    factor = min(_bdf.MAX_FACTOR, safety * np.max(factors), floor_growth(eta))
     self.h_abs *= factor
     _bdf.change_D(D, order, factor)
     self.n_equal_steps = 0
@@ -361,7 +379,7 @@ def floor_step_impl(self):
 
 def install(solver, newton=None) -> dict:
     """Make a scipy BDF instance use the noise-aware Newton test (``newton(fun, t, y, c, psi, LU,
-    solve_lu, scale, tol, signs=, stats=, limit=) -> (converged, iterations, y, d, limited)``, default
+    solve_lu, scale, tol, signs=, stats=, limit=) -> (converged, iterations, y, d, limited, η)``, default
     :func:`newton_at_floor`) in its step (:func:`floor_step_impl`); returns its counters (also
     ``solver.newton_floor``)."""
     stats = new_stats()

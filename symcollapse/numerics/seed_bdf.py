@@ -88,6 +88,7 @@ class SeedBDF:
         self.floor_checks = np.zeros(B, dtype=int)  # the noise-aware Newton test (docs/model.md §3.6)
         self.floor_accepted = np.zeros(B, dtype=int)
         self.floor_limited = np.zeros(B, dtype=int)
+        self.floor_eta = np.full(B, np.nan)  # the floor of the last step's accepted iterate (NaN: none)
         self.noise_signs = _floor.noise_signs(n)
         seeds = np.arange(B)
         F0 = self._flows(seeds, Y0) if F0 is None else np.asarray(F0, dtype=float)
@@ -254,6 +255,7 @@ class SeedBDF:
         old = np.zeros(m)
         ok = np.zeros(m, dtype=bool)
         self.newton_limited = np.zeros(m, dtype=bool)
+        self.floor_eta[S[P]] = np.nan
         it = np.zeros(m, dtype=int)
         run = np.ones(m, dtype=bool)
         tol = self.newton_tol
@@ -296,6 +298,7 @@ class SeedBDF:
         eta = _floor.floor_rows(lambda X: self._flows(seeds, X), lambda R: self.solve(LUs, R), Y, F, c, scale, dn,
                          self.noise_signs)
         acc, lim = _floor.floor_verdict(dn, eta)
+        self.floor_eta[seeds[acc]] = eta[acc]
         self.floor_checks[seeds] += 1
         self.floor_accepted[seeds[acc]] += 1
         self.floor_limited[seeds[lim]] += 1
@@ -329,7 +332,8 @@ class SeedBDF:
             norms = np.stack([em, error_norm[Q], ep], axis=1)
             factors = norms ** (-1.0 / (oq[:, None] + np.arange(3)))
         onew = oq + np.argmax(factors, axis=1) - 1
-        factor = np.minimum(MAX_FACTOR, safety[Q] * np.max(factors, axis=1))
+        factor = np.minimum.reduce([np.full(len(Q), MAX_FACTOR), safety[Q] * np.max(factors, axis=1),
+                                    _floor.floor_growth(self.floor_eta[sq])])
         self.order[sq] = onew
         self.h_abs[sq] *= factor
         self._rescale(sq, factor, onew)
