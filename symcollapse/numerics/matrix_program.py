@@ -18,11 +18,14 @@ import numpy as np
 
 from ..symbolic.loss import LABEL, SAMPLE
 from . import matrix_kernels as _mk
-from .matrix_kernels import Plan, _spmm_add
+from .matrix_kernels import Plan, _csr_matvecs, _spmm_add
 
-#: graphs with at most this many entries N·K use a dense P (one BLAS product per graph sum);
-#: larger ones keep CSR (SciPy's compiled y += P·X, without the sparse-matrix dispatch)
-DENSE_GRAPH_ENTRIES = 1 << 15
+#: graphs with at most this many entries N·K would use a dense P (one BLAS product per graph sum).
+#: Off (0) by default: BLAS fuses multiply-adds, so P·Y of a state symmetric under a label swap
+#: (y₁ = −y₂ on a sample coupled equally to both) is no longer exactly 0 and an unstable mode
+#: grows from round-off; the CSR sums (SciPy's compiled y += P·X, called without the sparse-matrix
+#: dispatch) are those of the Evaluator, bit for bit.
+DENSE_GRAPH_ENTRIES = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,10 +49,17 @@ def _blocks(shape) -> list:
 def _spread_rows(M, arr: np.ndarray) -> np.ndarray:
     """M·arr for a sparse M and the rows of one node array (n×k) or of a stack of B (B×n×k)."""
     if arr.ndim == 2:
-        return M @ arr
+        return _csr_times(M, arr)
     B, n, k = arr.shape
-    out = M @ np.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(n, B * k)
+    out = _csr_times(M, np.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(n, B * k))
     return out.reshape(-1, B, k).transpose(1, 0, 2)
+
+
+def _csr_times(M, X: np.ndarray) -> np.ndarray:
+    """M·X (what ``M @ X`` computes, without scipy.sparse's dispatch)."""
+    out = np.zeros((M.shape[0], X.shape[1]))
+    _spmm_add(M, X, out)
+    return out
 
 
 def _term_letters(form, data) -> tuple:
@@ -101,7 +111,8 @@ class _Gen:
         self.g = g
         self.tangent = tangent
         self.lines: list[str] = []
-        self.env: dict = {"np": np, "_spmm_add": _spmm_add, "_spread_rows": _spread_rows}
+        self.env: dict = {"np": np, "_spmm_add": _spmm_add, "_spread_rows": _spread_rows,
+                          "_mv": _csr_matvecs, "_c": np.ascontiguousarray}
         self.memo: dict = {}
         self.n = 0
         self.pv = system._param_values
@@ -263,11 +274,11 @@ class _Gen:
             name = self.pure(f"_spread_rows({G}, {arr})")
         else:
             name = self.tmp(f"np.zeros(({self.nrows[target_side]}, {ncols}))")
-            self.emit(f"_spmm_add({G}, {arr}, {name})")
+            self.emit(self._csr_add(target_side, G, arr, name, ncols))
         self.memo[key] = name
         return name
 
-    def spread_into(self, small: str, target_side: str, out: str, first: bool) -> None:
+    def spread_into(self, small: str, target_side: str, out: str, first: bool, ncols: int) -> None:
         G = self._graph(target_side)
         if self.dense:
             self.emit(self.mm_out(G, small, out) if first else f"{out} += {self.mm(G, small)}")
@@ -276,7 +287,18 @@ class _Gen:
         else:
             if first:
                 self.emit(f"{out}[...] = 0.0")
-            self.emit(f"_spmm_add({G}, {small}, {out})")
+            self.emit(self._csr_add(target_side, G, small, out, ncols))
+
+    def _csr_add(self, target_side: str, G: str, arr: str, out: str, ncols) -> str:
+        """out += G·arr for the CSR G (out C-contiguous): SciPy's compiled kernel called directly."""
+        if _csr_matvecs is None or ncols is None:  # pragma: no cover - no sparsetools entry point
+            return f"_spmm_add({G}, {arr}, {out})"
+        key = ("csr", target_side)
+        if key not in self.memo:
+            M = self.env[G]
+            self.memo[key] = (self.const(M.indptr, "ip"), self.const(M.indices, "ix"), self.const(M.data, "dx"), M.shape)
+        ip, ix, dx, (nr, nc) = self.memo[key]
+        return f"_mv({nr}, {nc}, {ncols}, {ip}, {ix}, {dx}, _c({arr}, dtype=float).ravel(), {out}.reshape(-1))"
 
     def neighbour_sum(self, L, target_side: str) -> str:
         """D n (own side) or P·n / Pᵀ·n (the other side), as Evaluator.neighbour_sum."""
@@ -335,7 +357,7 @@ class _Gen:
         return val
 
     # --- forces -------------------------------------------------------------------------------
-    def add_into(self, out: str, L, A, side: str, first: bool, out_rows: int) -> None:
+    def add_into(self, out: str, L, A, side: str, first: bool, out_rows: int, out_cols: int) -> None:
         """out (+)= Σ over the edges of each target node of A n_e (A: a float or a matrix name),
         with the branches of Evaluator.add_into decided here."""
         arr = self.rows(L)
@@ -365,7 +387,7 @@ class _Gen:
             return
         if shape[0] <= out_rows:  # spread the (small) product A n onto the target side
             small = self.pure(_scaled(A, arr) if scalar else self.mm(arr, self.T(A)))
-            self.spread_into(small, side, out, first)
+            self.spread_into(small, side, out, first, out_cols)
         else:  # sum onto the (small) target side first
             nb = self.neighbour_sum(L, side)
             if scalar:
@@ -414,7 +436,7 @@ class _Gen:
         for L, A in terms:
             if isinstance(A, float) and A == 0.0:
                 continue
-            self.add_into(out, L, A, side, first, shape[0])
+            self.add_into(out, L, A, side, first, shape[0], shape[1])
             first = False
         if consts:
             pieces = [(c, self.pure(f"{v}[..., 0]" if self._shape_of_name(v)[1] == 1 else f"{v}[..., 0, :]")

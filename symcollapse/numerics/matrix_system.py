@@ -3,8 +3,11 @@ r"""A matrix-level flow on a concrete graph: θ̇_b = s·η_b Σ_e p_e F_b(e), i
 Same state layout and interface as :class:`~symcollapse.numerics.system.FlowSystem` (X (N×d),
 Y (K×d), then the shared blocks, row-major), evaluated by the matrix-product kernels of
 :mod:`symcollapse.numerics.matrix_kernels`: building it costs the same for every d and N. The
+flow, the JVP and the Jacobian's parts run as straight-line code generated once per system from
+those plans (:mod:`.matrix_program`; the plan-walking Evaluator stays as ``*_generic``). The
 Jacobian is available matrix-free as a ``scipy.sparse.linalg.LinearOperator`` from the derived
-Jacobian-vector product; the assembled sparse Jacobian comes from the component path at small d.
+Jacobian-vector product, assembled (CSR, a structure fixed per system: :mod:`.matrix_jacobian`)
+from the derived δF chains, or dense for small systems.
 """
 from __future__ import annotations
 
