@@ -29,14 +29,17 @@ def _matrix_systems(model):
 
 
 def _assert_same(sysm, rng, n_states=2):
+    """Fast = generic to round-off (the same products in the same order; ndarray.dot and np.matmul
+    may still round differently, depending on the BLAS)."""
     for _ in range(n_states):
         v, w = rng.normal(size=sysm.size), rng.normal(size=sysm.size)
-        assert relative_error(sysm.flow_vector(v), sysm.flow_vector_generic(v)) <= TOL
-        assert relative_error(sysm.jvp(v, w), sysm.jvp_generic(v, w)) <= TOL
+        pairs = [(sysm.flow_vector(v), sysm.flow_vector_generic(v)), (sysm.jvp(v, w), sysm.jvp_generic(v, w))]
         J, J0 = sysm.jacobian(v), sysm.jacobian_generic(v)
         assert sps.isspmatrix_csr(J) and J.shape == (sysm.size, sysm.size)
         assert J.has_canonical_format
-        assert relative_error(J.toarray(), J0.toarray()) <= TOL
+        pairs.append((J.toarray(), J0.toarray()))
+        for new, old in pairs:
+            assert relative_error(new, old) <= TOL
         assert relative_error(J @ w, sysm.jvp_generic(v, w)) <= TOL
 
 
@@ -102,9 +105,6 @@ def test_graph_branches_and_row_blocked_programs_equal_the_evaluator(monkeypatch
         assert ("_mv(" in src) != dense and ("_P" in src) == dense
         if case[0] == "head":  # moments X^T D X and own-side accumulations in row blocks
             assert "for _r in" in sysm._flow_program.source and "for _r in" in sysm._jvp_program.source
-        if not dense:
-            v = rng.normal(size=sysm.size)
-            assert np.array_equal(sysm.flow_vector(v), sysm.flow_vector_generic(v))
 
 
 def test_a_label_swap_symmetric_state_stays_exactly_symmetric():

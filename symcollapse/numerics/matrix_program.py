@@ -532,10 +532,10 @@ def build_program(system, plans: dict, tangent: bool = False, *, batched: bool =
 def _kron_t(c: float, left: np.ndarray, right: np.ndarray, transposed: bool, rows: int, tr: int, tc: int):
     """∂ vec_row(c·Left X Right)/∂ vec_row(X) = c·Left ⊗ Rightᵀ (of Xᵀ's entries if ``transposed``)."""
     rt = right.T
-    K = ((c * left)[:, None, :, None] * rt[None, :, None, :]).reshape(left.shape[0] * rt.shape[0], -1)
+    K = (left[:, None, :, None] * rt[None, :, None, :]).reshape(left.shape[0] * rt.shape[0], -1)
     if transposed:
         K = K.reshape(rows, tr, tc).transpose(0, 2, 1).reshape(rows, -1)
-    return K
+    return c * K
 
 
 @dataclass(frozen=True, eq=False)
@@ -673,14 +673,16 @@ def build_jacobian_program(system) -> JacobianProgram:
                     Right = mm(Right, Mm)
                     if B is not None:
                         Right = mm(Right, B)
-                else:
+                else:  # Mm·Left or (A·Mm)·Left (the Evaluator's association)
                     A = gen.prod(data[0])
-                    Left = mm(Mm, Left)
-                    if A is not None:
-                        Left = mm(A, Left)
+                    Left = mm(Mm if A is None else mm(A, Mm), Left)
             add(b, tb, "dense", f"_kron_t({c!r}, {Left}, {Right}, {bool(Lt[2])}, {R * C}, {tr}, {tc})")
     keys = tuple(slots)
-    names = [gen.pure(_sum([(1.0, gen.pure(e)) for e in _merged_outers(gen, slots[k])])) for k in keys]
+    names = []
+    for k in keys:
+        terms = [gen.pure(_term_source(t)) for t in slots[k]]
+        # dense blocks summed in the chains' order; the factors of Σ_k pat ⊗ A_k as a tuple
+        names.append(gen.pure(_sum([(1.0, t) for t in terms])) if k[2] == "dense" else f"({', '.join(terms)},)")
     gen.env.update(_outer=outer, _kron_t=_kron_t)
     body = "\n".join("    " + line for line in gen.lines)
     source = f"def _parts(v):\n{body}\n    return ({', '.join(names)},)\n"
@@ -689,39 +691,12 @@ def build_jacobian_program(system) -> JacobianProgram:
     return JacobianProgram(env["_parts"], keys, source)
 
 
-def _merged_outers(gen, terms: list) -> list:
-    """The source of each term of one Jacobian block, outer products that share a spec and one
-    factor merged into one: Σ_k c_k outer(x, y_k) = outer(x, Σ_k c_k y_k) (the big array once)."""
-    out, groups = [], {}
-    for t in terms:
-        if t[0] == "expr":
-            out.append(t[1])
-            continue
-        _, spec, c, x, y, rows = t
-        groups.setdefault((spec, rows, "x", x), []).append((c, y))
-    # a factor shared on the other side: regroup the singletons by their second factor
-    regroup = {}
-    for key, items in list(groups.items()):
-        if len(items) == 1:
-            spec, rows, _, x = key
-            c, y = items[0]
-            regroup.setdefault((spec, rows, "y", y), []).append((c, x))
-            del groups[key]
-    for key, items in regroup.items():
-        if len(items) == 1:  # still alone: back to the first grouping
-            spec, rows, _, y = key
-            c, x = items[0]
-            groups[(spec, rows, "x", x)] = [(c, y)]
-        else:
-            groups[key] = items
-    for (spec, rows, side, f), items in groups.items():
-        if len(items) == 1:
-            c, g = items[0]
-        else:
-            c, g = 1.0, gen.pure(_sum(items))
-        x, y = (f, g) if side == "x" else (g, f)
-        out.append(f"_outer({spec!r}, {c!r}, {x}, {y}).reshape({rows}, -1)")
-    return out
+def _term_source(t: tuple) -> str:
+    """The source of one Jacobian term: an expression, or c·outer(spec, x, y) reshaped to rows."""
+    if t[0] == "expr":
+        return t[1]
+    _, spec, c, x, y, rows = t
+    return f"_outer({spec!r}, {c!r}, {x}, {y}).reshape({rows}, -1)"
 
 
 def _tangent_letter(data) -> tuple:
@@ -733,13 +708,12 @@ def _tangent_letter(data) -> tuple:
 
 def outer(spec: str, c: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """c·einsum(spec, a, b) for a spec without summed indices, written into a C-ordered array (so
-    the reshape that follows does not copy), c folded into the smaller factor."""
-    if a.size <= b.size:
-        a = c * a
-    else:
-        b = c * b
+    the reshape that follows does not copy); the same products (a·b)·c as ``c * np.einsum(...)``."""
     (ia, oa), (ib, ob), shape = _outer_plan(spec, a.shape, b.shape)
-    return np.multiply(a.transpose(ia)[oa], b.transpose(ib)[ob], out=np.empty(shape))
+    out = np.multiply(a.transpose(ia)[oa], b.transpose(ib)[ob], out=np.empty(shape))
+    if c != 1.0:
+        out *= c
+    return out
 
 
 @lru_cache(maxsize=None)

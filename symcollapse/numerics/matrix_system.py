@@ -399,8 +399,9 @@ class MatrixFlowSystem(BlockState):
                 "use linear_operator(v) (matrix-free, from the derived JVP)")
 
     def _jac_parts(self, v) -> dict:
-        """{(row block, column block): {'dense': M, 'deg': A, 'P': A}} of the Jacobian at v, summed
-        over the δF chains (node–node parts as the d×d factors A of deg ⊗ A and P ⊗ A)."""
+        """{(row block, column block): {'dense': M, 'deg': (A, …), 'P': (A, …)}} of the Jacobian at v
+        from the δF chains (dense blocks summed; node–node parts as the d×d factors A_k of
+        Σ_k deg ⊗ A_k and Σ_k P ⊗ A_k)."""
         ev = self._evaluator(self.unpack(np.asarray(v, dtype=float)))
         parts = {}
         for b in self.compiled.learned:
@@ -409,7 +410,10 @@ class MatrixFlowSystem(BlockState):
                 for (tb, M) in self._jac_term(ev, b, form, data, ev.coef(c) * f):
                     kind, M = M if isinstance(M, tuple) else ("dense", M)
                     slot = parts.setdefault((b, tb), {})
-                    slot[kind] = M if kind not in slot else slot[kind] + M
+                    if kind == "dense":
+                        slot[kind] = M if kind not in slot else slot[kind] + M
+                    else:  # the factors of Σ_k pat ⊗ A_k, summed after the products (as sparse sums do)
+                        slot[kind] = slot.get(kind, ()) + (M,)
         return parts
 
     def jacobian(self, v: np.ndarray, *, max_dense: int = 2 * 10**7):
@@ -462,11 +466,13 @@ class MatrixFlowSystem(BlockState):
         blocks = {}
         for key, slot in self._jac_parts(v).items():
             for kind, M in slot.items():
+                Ms = [M]
                 if kind != "dense":
                     pat = (sps.diags(g.sample_degree if key[0] == SAMPLE else g.label_degree) if kind == "deg"
                            else (g.csr if key[0] == SAMPLE else g.csr_T))
-                    M = sps.kron(pat, sps.csr_matrix(M), format="csr")
-                blocks[key] = M if key not in blocks else blocks[key] + M
+                    Ms = [sps.kron(pat, sps.csr_matrix(A), format="csr") for A in M]
+                for M in Ms:
+                    blocks[key] = M if key not in blocks else blocks[key] + M
         if self.multiplicity is not None and SAMPLE in self.layout:  # sample rows / m_i
             rows = sps.diags(np.repeat(1.0 / self.multiplicity, self._shape(SAMPLE)[1]))
             for key in [k for k in blocks if k[0] == SAMPLE]:
