@@ -972,7 +972,9 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
     seeds, one per row) replaces the rows' ‖θ̇‖_∞ (a reduced flow measured as its full flow,
     :mod:`.sample_reduction`); it must be at least the largest label and shared entry of the row
     (those are entries of the full flow), so it is only evaluated for rows where those are below
-    stop_residual."""
+    stop_residual. The stop test first evaluates the label block of θ̇ alone
+    (:func:`batched_label_flow`, ‖θ̇‖_∞ ≥ max |ẏ|): the flow of a seed whose label flow exceeds
+    2·stop_residual is not needed (the same decisions; nfev counts full flow evaluations)."""
     N, k = node_blocks(system)
     B, n = V0.shape
     m = n - N * k
