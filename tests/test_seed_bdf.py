@@ -185,3 +185,24 @@ def test_grouped_schur_terms_from_the_jacobian_factors_equal_the_dense_ones():
             fac.point = V[b]
             x = bt.solve_seeds_jvp(sysm, [LU], r[None])[0]
             assert np.max(np.abs(A @ x - r)) <= 1e-10 * np.max(np.abs(r))
+
+
+def test_label_flow_alone_equals_the_label_block_of_the_flow():
+    """batched.batched_label_flow (the stop test's first, cheaper look: ‖θ̇‖_∞ ≥ max |ẏ|) is the
+    label block of θ̇, from the batched kernels and from the single-state flow, for head variants and
+    a sample-reduced system (label rows Pᵀ weighted by the multiplicities)."""
+    from symcollapse.numerics.sample_reduction import reduction
+
+    rng = np.random.default_rng(4)
+    systems = [sc.HeadModel(balanced_couplings(3, 4, 1), d=3, eta_x=0.7, **kw).system for kw in
+               (dict(), dict(stop_gradient=False), dict(eta_W=1.3, eta_y=0.4))]
+    systems.append(reduction(sc.HeadModel(balanced_couplings(4, 40, 3), d=3, eta_y=0.5).system).system)
+    for sysm in systems:
+        V = rng.normal(size=(3, sysm.size))
+        o, (K, d) = sysm.layout["y"]
+        got = bt.batched_label_flow(sysm, V)
+        assert got.shape == (3, K * d)
+        full = bt.batched_flow(sysm, V)[:, o:o + K * d]
+        single = np.array([sysm.flow_vector(v)[o:o + K * d] for v in V])
+        assert np.max(np.abs(got - full)) <= 1e-14 * np.max(np.abs(full))
+        assert np.max(np.abs(got - single)) <= 1e-13 * np.max(np.abs(single))

@@ -50,7 +50,7 @@ class JacobianAssembler:
             else:
                 if b not in (SAMPLE, LABEL) or tb not in (SAMPLE, LABEL):
                     raise UnsupportedStructure(f"Jacobian block {key}: a {kind} ⊗ A part outside the node blocks")
-                da, db = M.shape
+                da, db = M[0].shape
                 if da != rshape[1] or db != cshape[1]:
                     raise UnsupportedStructure(f"Jacobian block {key}: factor of shape {M.shape}")
                 if kind == "deg":
@@ -92,7 +92,7 @@ class JacobianAssembler:
             if kind == "dense":
                 vals.append(np.asarray(M, dtype=float).ravel())
             else:
-                vals.append((self.pat_data[(key, kind)][:, None, None] * M[None]).ravel())
+                vals.append(_kron_values(self.pat_data[(key, kind)], M))
         data = np.concatenate(vals)[self.perm] if vals else np.zeros(0)
         if self.row_scale is not None:
             data *= self.row_scale
@@ -112,11 +112,20 @@ class JacobianAssembler:
                 rs, cs = self.dense_at[(key, kind)]
                 J[rs, cs] = M
             else:
-                flat[self._flat[(key, kind)]] = (self.pat_data[(key, kind)][:, None, None] * M[None]).ravel()
+                flat[self._flat[(key, kind)]] = _kron_values(self.pat_data[(key, kind)], M)
         if self.sample_rows is not None:
             rs, f = self.sample_rows
             J[rs] *= f
         return J
+
+
+def _kron_values(p: np.ndarray, factors) -> np.ndarray:
+    """The stored entries of Σ_k pat ⊗ A_k (pattern entries p, in kron's order), each product
+    formed before the sum, as the sum of the sparse kron matrices forms it."""
+    out = (p[:, None, None] * factors[0][None]).ravel()
+    for A in factors[1:]:
+        out += (p[:, None, None] * A[None]).ravel()
+    return out
 
 
 __all__ = ["JacobianAssembler", "UnsupportedStructure"]

@@ -18,11 +18,14 @@ import numpy as np
 
 from ..symbolic.loss import LABEL, SAMPLE
 from . import matrix_kernels as _mk
-from .matrix_kernels import Plan, _spmm_add
+from .matrix_kernels import Plan, _csr_matvecs, _spmm_add
 
-#: graphs with at most this many entries N·K use a dense P (one BLAS product per graph sum);
-#: larger ones keep CSR (SciPy's compiled y += P·X, without the sparse-matrix dispatch)
-DENSE_GRAPH_ENTRIES = 1 << 15
+#: graphs with at most this many entries N·K would use a dense P (one BLAS product per graph sum).
+#: Off (0) by default: BLAS fuses multiply-adds, so P·Y of a state symmetric under a label swap
+#: (y₁ = −y₂ on a sample coupled equally to both) is no longer exactly 0 and an unstable mode
+#: grows from round-off; the CSR sums (SciPy's compiled y += P·X, called without the sparse-matrix
+#: dispatch) are those of the Evaluator, bit for bit.
+DENSE_GRAPH_ENTRIES = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,10 +49,17 @@ def _blocks(shape) -> list:
 def _spread_rows(M, arr: np.ndarray) -> np.ndarray:
     """M·arr for a sparse M and the rows of one node array (n×k) or of a stack of B (B×n×k)."""
     if arr.ndim == 2:
-        return M @ arr
+        return _csr_times(M, arr)
     B, n, k = arr.shape
-    out = M @ np.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(n, B * k)
+    out = _csr_times(M, np.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(n, B * k))
     return out.reshape(-1, B, k).transpose(1, 0, 2)
+
+
+def _csr_times(M, X: np.ndarray) -> np.ndarray:
+    """M·X (what ``M @ X`` computes, without scipy.sparse's dispatch)."""
+    out = np.zeros((M.shape[0], X.shape[1]))
+    _spmm_add(M, X, out)
+    return out
 
 
 def _term_letters(form, data) -> tuple:
@@ -101,7 +111,8 @@ class _Gen:
         self.g = g
         self.tangent = tangent
         self.lines: list[str] = []
-        self.env: dict = {"np": np, "_spmm_add": _spmm_add, "_spread_rows": _spread_rows}
+        self.env: dict = {"np": np, "_spmm_add": _spmm_add, "_spread_rows": _spread_rows,
+                          "_mv": _csr_matvecs, "_c": np.ascontiguousarray}
         self.memo: dict = {}
         self.n = 0
         self.pv = system._param_values
@@ -263,11 +274,11 @@ class _Gen:
             name = self.pure(f"_spread_rows({G}, {arr})")
         else:
             name = self.tmp(f"np.zeros(({self.nrows[target_side]}, {ncols}))")
-            self.emit(f"_spmm_add({G}, {arr}, {name})")
+            self.emit(self._csr_add(target_side, G, arr, name, ncols))
         self.memo[key] = name
         return name
 
-    def spread_into(self, small: str, target_side: str, out: str, first: bool) -> None:
+    def spread_into(self, small: str, target_side: str, out: str, first: bool, ncols: int) -> None:
         G = self._graph(target_side)
         if self.dense:
             self.emit(self.mm_out(G, small, out) if first else f"{out} += {self.mm(G, small)}")
@@ -276,7 +287,18 @@ class _Gen:
         else:
             if first:
                 self.emit(f"{out}[...] = 0.0")
-            self.emit(f"_spmm_add({G}, {small}, {out})")
+            self.emit(self._csr_add(target_side, G, small, out, ncols))
+
+    def _csr_add(self, target_side: str, G: str, arr: str, out: str, ncols) -> str:
+        """out += G·arr for the CSR G (out C-contiguous): SciPy's compiled kernel called directly."""
+        if _csr_matvecs is None or ncols is None:  # pragma: no cover - no sparsetools entry point
+            return f"_spmm_add({G}, {arr}, {out})"
+        key = ("csr", target_side)
+        if key not in self.memo:
+            M = self.env[G]
+            self.memo[key] = (self.const(M.indptr, "ip"), self.const(M.indices, "ix"), self.const(M.data, "dx"), M.shape)
+        ip, ix, dx, (nr, nc) = self.memo[key]
+        return f"_mv({nr}, {nc}, {ncols}, {ip}, {ix}, {dx}, _c({arr}, dtype=float).ravel(), {out}.reshape(-1))"
 
     def neighbour_sum(self, L, target_side: str) -> str:
         """D n (own side) or P·n / Pᵀ·n (the other side), as Evaluator.neighbour_sum."""
@@ -335,7 +357,7 @@ class _Gen:
         return val
 
     # --- forces -------------------------------------------------------------------------------
-    def add_into(self, out: str, L, A, side: str, first: bool, out_rows: int) -> None:
+    def add_into(self, out: str, L, A, side: str, first: bool, out_rows: int, out_cols: int) -> None:
         """out (+)= Σ over the edges of each target node of A n_e (A: a float or a matrix name),
         with the branches of Evaluator.add_into decided here."""
         arr = self.rows(L)
@@ -365,7 +387,7 @@ class _Gen:
             return
         if shape[0] <= out_rows:  # spread the (small) product A n onto the target side
             small = self.pure(_scaled(A, arr) if scalar else self.mm(arr, self.T(A)))
-            self.spread_into(small, side, out, first)
+            self.spread_into(small, side, out, first, out_cols)
         else:  # sum onto the (small) target side first
             nb = self.neighbour_sum(L, side)
             if scalar:
@@ -414,7 +436,7 @@ class _Gen:
         for L, A in terms:
             if isinstance(A, float) and A == 0.0:
                 continue
-            self.add_into(out, L, A, side, first, shape[0])
+            self.add_into(out, L, A, side, first, shape[0], shape[1])
             first = False
         if consts:
             pieces = [(c, self.pure(f"{v}[..., 0]" if self._shape_of_name(v)[1] == 1 else f"{v}[..., 0, :]")
@@ -510,10 +532,10 @@ def build_program(system, plans: dict, tangent: bool = False, *, batched: bool =
 def _kron_t(c: float, left: np.ndarray, right: np.ndarray, transposed: bool, rows: int, tr: int, tc: int):
     """∂ vec_row(c·Left X Right)/∂ vec_row(X) = c·Left ⊗ Rightᵀ (of Xᵀ's entries if ``transposed``)."""
     rt = right.T
-    K = ((c * left)[:, None, :, None] * rt[None, :, None, :]).reshape(left.shape[0] * rt.shape[0], -1)
+    K = (left[:, None, :, None] * rt[None, :, None, :]).reshape(left.shape[0] * rt.shape[0], -1)
     if transposed:
         K = K.reshape(rows, tr, tc).transpose(0, 2, 1).reshape(rows, -1)
-    return K
+    return c * K
 
 
 @dataclass(frozen=True, eq=False)
@@ -651,14 +673,16 @@ def build_jacobian_program(system) -> JacobianProgram:
                     Right = mm(Right, Mm)
                     if B is not None:
                         Right = mm(Right, B)
-                else:
+                else:  # Mm·Left or (A·Mm)·Left (the Evaluator's association)
                     A = gen.prod(data[0])
-                    Left = mm(Mm, Left)
-                    if A is not None:
-                        Left = mm(A, Left)
+                    Left = mm(Mm if A is None else mm(A, Mm), Left)
             add(b, tb, "dense", f"_kron_t({c!r}, {Left}, {Right}, {bool(Lt[2])}, {R * C}, {tr}, {tc})")
     keys = tuple(slots)
-    names = [gen.pure(_sum([(1.0, gen.pure(e)) for e in _merged_outers(gen, slots[k])])) for k in keys]
+    names = []
+    for k in keys:
+        terms = [gen.pure(_term_source(t)) for t in slots[k]]
+        # dense blocks summed in the chains' order; the factors of Σ_k pat ⊗ A_k as a tuple
+        names.append(gen.pure(_sum([(1.0, t) for t in terms])) if k[2] == "dense" else f"({', '.join(terms)},)")
     gen.env.update(_outer=outer, _kron_t=_kron_t)
     body = "\n".join("    " + line for line in gen.lines)
     source = f"def _parts(v):\n{body}\n    return ({', '.join(names)},)\n"
@@ -667,39 +691,12 @@ def build_jacobian_program(system) -> JacobianProgram:
     return JacobianProgram(env["_parts"], keys, source)
 
 
-def _merged_outers(gen, terms: list) -> list:
-    """The source of each term of one Jacobian block, outer products that share a spec and one
-    factor merged into one: Σ_k c_k outer(x, y_k) = outer(x, Σ_k c_k y_k) (the big array once)."""
-    out, groups = [], {}
-    for t in terms:
-        if t[0] == "expr":
-            out.append(t[1])
-            continue
-        _, spec, c, x, y, rows = t
-        groups.setdefault((spec, rows, "x", x), []).append((c, y))
-    # a factor shared on the other side: regroup the singletons by their second factor
-    regroup = {}
-    for key, items in list(groups.items()):
-        if len(items) == 1:
-            spec, rows, _, x = key
-            c, y = items[0]
-            regroup.setdefault((spec, rows, "y", y), []).append((c, x))
-            del groups[key]
-    for key, items in regroup.items():
-        if len(items) == 1:  # still alone: back to the first grouping
-            spec, rows, _, y = key
-            c, x = items[0]
-            groups[(spec, rows, "x", x)] = [(c, y)]
-        else:
-            groups[key] = items
-    for (spec, rows, side, f), items in groups.items():
-        if len(items) == 1:
-            c, g = items[0]
-        else:
-            c, g = 1.0, gen.pure(_sum(items))
-        x, y = (f, g) if side == "x" else (g, f)
-        out.append(f"_outer({spec!r}, {c!r}, {x}, {y}).reshape({rows}, -1)")
-    return out
+def _term_source(t: tuple) -> str:
+    """The source of one Jacobian term: an expression, or c·outer(spec, x, y) reshaped to rows."""
+    if t[0] == "expr":
+        return t[1]
+    _, spec, c, x, y, rows = t
+    return f"_outer({spec!r}, {c!r}, {x}, {y}).reshape({rows}, -1)"
 
 
 def _tangent_letter(data) -> tuple:
@@ -711,13 +708,12 @@ def _tangent_letter(data) -> tuple:
 
 def outer(spec: str, c: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """c·einsum(spec, a, b) for a spec without summed indices, written into a C-ordered array (so
-    the reshape that follows does not copy), c folded into the smaller factor."""
-    if a.size <= b.size:
-        a = c * a
-    else:
-        b = c * b
+    the reshape that follows does not copy); the same products (a·b)·c as ``c * np.einsum(...)``."""
     (ia, oa), (ib, ob), shape = _outer_plan(spec, a.shape, b.shape)
-    return np.multiply(a.transpose(ia)[oa], b.transpose(ib)[ob], out=np.empty(shape))
+    out = np.multiply(a.transpose(ia)[oa], b.transpose(ib)[ob], out=np.empty(shape))
+    if c != 1.0:
+        out *= c
+    return out
 
 
 @lru_cache(maxsize=None)

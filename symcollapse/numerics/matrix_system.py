@@ -3,8 +3,11 @@ r"""A matrix-level flow on a concrete graph: θ̇_b = s·η_b Σ_e p_e F_b(e), i
 Same state layout and interface as :class:`~symcollapse.numerics.system.FlowSystem` (X (N×d),
 Y (K×d), then the shared blocks, row-major), evaluated by the matrix-product kernels of
 :mod:`symcollapse.numerics.matrix_kernels`: building it costs the same for every d and N. The
+flow, the JVP and the Jacobian's parts run as straight-line code generated once per system from
+those plans (:mod:`.matrix_program`; the plan-walking Evaluator stays as ``*_generic``). The
 Jacobian is available matrix-free as a ``scipy.sparse.linalg.LinearOperator`` from the derived
-Jacobian-vector product; the assembled sparse Jacobian comes from the component path at small d.
+Jacobian-vector product, assembled (CSR, a structure fixed per system: :mod:`.matrix_jacobian`)
+from the derived δF chains, or dense for small systems.
 """
 from __future__ import annotations
 
@@ -230,6 +233,16 @@ class MatrixFlowSystem(BlockState):
     def _jvp_program(self):
         return build_program(self, self.compiled.jvps, tangent=True)
 
+    #: per-system caches of generated code (rebuilt on first use: generated functions do not pickle)
+    _GENERATED = ("_flow_program", "_jvp_program", "_force_program", "_jac_program", "_row_programs",
+                  "_jac_assembler")
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in self._GENERATED}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
     @cached_property
     def _row_programs(self) -> dict:
         return {}
@@ -386,8 +399,9 @@ class MatrixFlowSystem(BlockState):
                 "use linear_operator(v) (matrix-free, from the derived JVP)")
 
     def _jac_parts(self, v) -> dict:
-        """{(row block, column block): {'dense': M, 'deg': A, 'P': A}} of the Jacobian at v, summed
-        over the δF chains (node–node parts as the d×d factors A of deg ⊗ A and P ⊗ A)."""
+        """{(row block, column block): {'dense': M, 'deg': (A, …), 'P': (A, …)}} of the Jacobian at v
+        from the δF chains (dense blocks summed; node–node parts as the d×d factors A_k of
+        Σ_k deg ⊗ A_k and Σ_k P ⊗ A_k)."""
         ev = self._evaluator(self.unpack(np.asarray(v, dtype=float)))
         parts = {}
         for b in self.compiled.learned:
@@ -396,7 +410,10 @@ class MatrixFlowSystem(BlockState):
                 for (tb, M) in self._jac_term(ev, b, form, data, ev.coef(c) * f):
                     kind, M = M if isinstance(M, tuple) else ("dense", M)
                     slot = parts.setdefault((b, tb), {})
-                    slot[kind] = M if kind not in slot else slot[kind] + M
+                    if kind == "dense":
+                        slot[kind] = M if kind not in slot else slot[kind] + M
+                    else:  # the factors of Σ_k pat ⊗ A_k, summed after the products (as sparse sums do)
+                        slot[kind] = slot.get(kind, ()) + (M,)
         return parts
 
     def jacobian(self, v: np.ndarray, *, max_dense: int = 2 * 10**7):
@@ -449,11 +466,13 @@ class MatrixFlowSystem(BlockState):
         blocks = {}
         for key, slot in self._jac_parts(v).items():
             for kind, M in slot.items():
+                Ms = [M]
                 if kind != "dense":
                     pat = (sps.diags(g.sample_degree if key[0] == SAMPLE else g.label_degree) if kind == "deg"
                            else (g.csr if key[0] == SAMPLE else g.csr_T))
-                    M = sps.kron(pat, sps.csr_matrix(M), format="csr")
-                blocks[key] = M if key not in blocks else blocks[key] + M
+                    Ms = [sps.kron(pat, sps.csr_matrix(A), format="csr") for A in M]
+                for M in Ms:
+                    blocks[key] = M if key not in blocks else blocks[key] + M
         if self.multiplicity is not None and SAMPLE in self.layout:  # sample rows / m_i
             rows = sps.diags(np.repeat(1.0 / self.multiplicity, self._shape(SAMPLE)[1]))
             for key in [k for k in blocks if k[0] == SAMPLE]:

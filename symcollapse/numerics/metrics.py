@@ -83,15 +83,16 @@ def accuracy_many(X: np.ndarray, Y: np.ndarray, labels: np.ndarray, W: np.ndarra
     """:func:`accuracy` of B states at once (X: B×N×d, Y: B×K×d, W: B×d×d or None), equal to it
     seed by seed: the nearest label is argmin_c (‖y_c‖² − 2 q·y_c) (‖q‖² is common to a row);
     a seed with a row whose two nearest labels are within the tie/round-off margin of
-    :func:`accuracy` is passed to :func:`accuracy` itself."""
+    :func:`accuracy` is passed to :func:`accuracy` itself. (Every row is scored and the rows with
+    labels[i] < 0 are not counted: no gathered copy of the samples; the two smallest scores are
+    updated in place.)"""
     labels = np.asarray(labels)
     mask = labels >= 0
     B = X.shape[0]
     if not np.any(mask):
         return np.full(B, np.nan)
-    X, lab = np.asarray(X, dtype=float), labels[mask].astype(int)
-    if not np.all(mask):
-        X = X[:, mask]
+    X = np.asarray(X, dtype=float)
+    lab = np.where(mask, labels, -1).astype(int)  # -1: never the nearest label, so never counted
     Y = np.asarray(Y, dtype=float)
     Q = X if W is None else X @ np.swapaxes(np.asarray(W, dtype=float), 1, 2)
     yy = np.einsum("bck,bck->bc", Y, Y)
@@ -103,14 +104,16 @@ def accuracy_many(X: np.ndarray, Y: np.ndarray, labels: np.ndarray, W: np.ndarra
     for c in range(1, score.shape[1]):
         v = score[:, c]
         lt = v < m1
-        m2 = np.where(lt, m1, np.minimum(m2, v))
-        m1 = np.where(lt, v, m1)
-        near = np.where(lt, c, near)
-    out = (near == lab[None, :]).mean(axis=1)
+        np.minimum(m2, v, out=m2)  # m2 ← min(m2, v), or the old m1 where v is the new minimum
+        np.copyto(m2, m1, where=lt)
+        np.copyto(m1, v, where=lt)
+        np.copyto(near, c, where=lt)
+    out = (near == lab[None, :]).sum(axis=1) / int(mask.sum())
     if Y.shape[1] > 1:
         # s² ≤ 2(‖q‖² + max‖y‖²): a margin of twice accuracy()'s, so every row it recomputes is caught
         s2 = 2.0 * ((Q * Q) @ np.ones(Q.shape[2]) + yy.max(axis=1)[:, None])
         close = m2 - m1 <= 2.0 * (3 * rtol + 64 * np.finfo(float).eps) * s2
+        close &= mask[None, :]
         for b in np.flatnonzero(close.any(axis=1)):
-            out[b] = accuracy(X[b], Y[b], lab, None if W is None else W[b], rtol=rtol)
+            out[b] = accuracy(X[b], Y[b], labels, None if W is None else W[b], rtol=rtol)
     return out

@@ -182,7 +182,8 @@ class SeedBDF:
         h = t_new - t
         self.h_abs[S] = np.abs(h)
         o = self.order[S]
-        Dp = self.D[S, :MAX_ORDER + 1]
+        # (a view when the running seeds are consecutive, e.g. all of them: no copy of their differences)
+        Dp = self.D[S[0]:S[-1] + 1, :MAX_ORDER + 1] if S[-1] - S[0] == len(S) - 1 else self.D[S, :MAX_ORDER + 1]
         y_pred = np.einsum("bi,bin->bn", (_ROWS[None, :] <= o[:, None]).astype(float), Dp)
         scale = self.atol + self.rtol * np.abs(y_pred)
         g = np.where((_ROWS[None, :] >= 1) & (_ROWS[None, :] <= o[:, None]), _GAMMA[None, :], 0.0)
@@ -313,29 +314,24 @@ class SeedBDF:
         self.t[sel] = t_new
         self.y[sel] = y_new
         o = self.order[sel]
-        D = self.D[sel]
-        r = np.arange(len(sel))
-        D[r, o + 2] = d - D[r, o + 1]
-        D[r, o + 1] = d
+        D = self.D  # updated in place, row by row (the same sums as scipy's; no gather of whole seeds)
+        D[sel, o + 2] = d - D[sel, o + 1]
+        D[sel, o + 1] = d
         for i in reversed(range(MAX_ORDER + 1)):
-            q = i <= o
-            if q.all():  # (the same sums; no row gathers when every seed takes part)
-                D[:, i] += D[:, i + 1]
-            elif q.any():
+            q = sel[i <= o]
+            if len(q):
                 D[q, i] += D[q, i + 1]
-        self.D[sel] = D
         Q = np.flatnonzero(self.n_equal[sel] >= o + 1)
         if not len(Q):
             return
-        oq, rq = o[Q], r[Q]
+        oq, sq = o[Q], sel[Q]
         with np.errstate(divide="ignore"):
-            em = np.where(oq > 1, _rms(_ERROR_CONST[np.maximum(oq - 1, 0)][:, None] * D[rq, oq] / scale[Q]), np.inf)
+            em = np.where(oq > 1, _rms(_ERROR_CONST[np.maximum(oq - 1, 0)][:, None] * D[sq, oq] / scale[Q]), np.inf)
             ep = np.where(oq < MAX_ORDER, _rms(_ERROR_CONST[np.minimum(oq + 1, MAX_ORDER)][:, None]
-                                               * D[rq, np.minimum(oq + 2, MAX_ORDER + 2)] / scale[Q]), np.inf)
+                                               * D[sq, np.minimum(oq + 2, MAX_ORDER + 2)] / scale[Q]), np.inf)
             norms = np.stack([em, error_norm[Q], ep], axis=1)
             factors = norms ** (-1.0 / (oq[:, None] + np.arange(3)))
         onew = oq + np.argmax(factors, axis=1) - 1
-        sq = sel[Q]
         factor = np.minimum.reduce([np.full(len(Q), MAX_FACTOR), safety[Q] * np.max(factors, axis=1),
                                     _floor.floor_growth(self.floor_eta[sq])])
         self.order[sq] = onew
