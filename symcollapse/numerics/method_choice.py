@@ -26,7 +26,8 @@ r"""method='auto': the cheapest correct way to solve θ̇ = f(θ), chosen from t
 3. A single stiff run of at most SMALL_DENSE_SIZE unknowns takes 'LSODA' with the analytic Jacobian
    (dense): at that size a dense LU is cheap and LSODA's step loop is compiled, so the run costs
    its flow and Jacobian evaluations, not per-step Python bookkeeping. Measured to the fixed point
-   (head model, sg, reduced systems, CPU, one thread; rates (1, 0.5, 1) / (1, 1/n, 1/N)):
+   (head model, sg, reduced systems, CPU, one thread; rates (1, 0.5, 1) / (1, 1/n, 1/N); with the
+   kernels before numerics/matrix_program, which made both sides cheaper — LSODA K=4, N=102, d=4 now 0.26 s):
    K=4, N=102, d=4 (136 unknowns) 0.75 s vs 'BDF-nodes' 1.27 s; K=4, N=1000, d=4 (232) 1.43 vs 2.2 s
    and 0.28 vs 1.1 s; K=10, N=1005, d=4 (436) 2.8 vs 2.9 s and 0.67 vs 1.1 s; K=10, N=105, d=4 (476)
    1.35 vs 1.27 s and 0.31 vs 0.9 s; above that size it loses (K=10, N=9995, d=4, 1156 unknowns:
