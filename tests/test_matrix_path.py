@@ -15,6 +15,8 @@ from symcollapse.numerics.system import FlowSystem
 from symcollapse.symbolic import losses, matcalc
 from symcollapse.symbolic.matrix_flow import MatrixEdgeLoss, derive_matrix_flow
 
+from matrix_cases import CASES, matrix_case
+
 k = sp.Symbol("k", integer=True, positive=True)
 
 
@@ -84,26 +86,8 @@ def test_head_loss_is_one_object_and_sg_vocabulary_is_one():
 
 
 # --- acceptance: matrix path = component path = finite differences of the compiled loss ------
-CASES = ([("head", sg, lh) for sg in losses.SG_CHOICES for lh in (True, False)]
-         + [("embedding", None, None), ("student", "both", False), ("student", "both", True),
-            ("student", "none", True)])
-
-
 def _systems(case, dd, rng, P, D=None):
-    kind, sg, flag = case
-    dims, kw = {"d": dd}, {}
-    if kind == "head":
-        ml = losses.head_matrix_loss(sg, flag)
-        rates = {"x": 1.1, "y": 0.6, "W": 0.8}
-    elif kind == "embedding":
-        ml = losses.embedding_matrix_loss()
-        rates = {"x": 1.1, "y": 0.6}
-    else:
-        ml = losses.student_matrix_loss(flag, sg)
-        rates = {"y": 0.6, "S": 0.9, "W": 0.8} if flag else {"y": 0.6, "S": 0.9}
-        dims["D"] = dd + 2 if D is None else D
-        kw["data"] = rng.normal(size=(P.shape[0], dims["D"]))
-    frozen = {b: rng.normal(size=ml.shape(b, dims)) for b in ml.shared_names if b not in ml.learned}
+    ml, rates, dims, kw, frozen = matrix_case(case, dd, rng, P, D=dd + 2 if D is None else D)
     ms = MatrixFlowSystem(compile_matrix_loss(ml), P, rates=rates, dims=dims, frozen=frozen, **kw)
     cs = FlowSystem(compile_loss(ml.component(**dims)), P, rates=rates, frozen=frozen or None, **kw)
     return ms, cs

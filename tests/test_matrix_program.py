@@ -14,7 +14,7 @@ from symcollapse.numerics.kernels import relative_error
 from symcollapse.numerics.matrix_kernels import compile_matrix_loss
 from symcollapse.numerics.matrix_system import MatrixFlowSystem
 from symcollapse.numerics.sample_reduction import reduction
-from symcollapse.symbolic import losses
+from matrix_cases import CASES, matrix_case
 
 #: round-off: the kernels do the same products, in places in another order or through another BLAS call
 TOL = 1e-12
@@ -57,26 +57,8 @@ def test_registered_models_fast_kernels_equal_the_evaluator(name, model):
         _assert_same(sysm, rng)
 
 
-CASES = ([("head", sg, lh) for sg in losses.SG_CHOICES for lh in (True, False)]
-         + [("embedding", None, None), ("student", "both", False), ("student", "both", True),
-            ("student", "none", True)])
-
-
 def _system(case, rng, P, d=3):
-    kind, sg, flag = case
-    dims, kw = {"d": d}, {}
-    if kind == "head":
-        ml = losses.head_matrix_loss(sg, flag)
-        rates = {"x": 1.1, "y": 0.6, "W": 0.8}
-    elif kind == "embedding":
-        ml = losses.embedding_matrix_loss()
-        rates = {"x": 1.1, "y": 0.6}
-    else:
-        ml = losses.student_matrix_loss(flag, sg)
-        rates = {"y": 0.6, "S": 0.9, "W": 0.8} if flag else {"y": 0.6, "S": 0.9}
-        dims["D"] = 2
-        kw["data"] = rng.normal(size=(P.shape[0], 2))
-    frozen = {b: rng.normal(size=ml.shape(b, dims)) for b in ml.shared_names if b not in ml.learned}
+    ml, rates, dims, kw, frozen = matrix_case(case, d, rng, P, D=2)
     return MatrixFlowSystem(compile_matrix_loss(ml), P, rates=rates, dims=dims, frozen=frozen, scale=0.7, **kw)
 
 
