@@ -155,7 +155,9 @@ class Solution:
     ``t`` then holds the requested times before that step and, last, the time reached.
     ``residual`` is ‖θ̇‖_∞ at the last state, ``stopped`` whether the residual test ended the run.
     ``newton_floor``: the BDF methods' counters of the noise-aware Newton test (docs/model.md §3.6:
-    'checks', 'accepted', 'limited'); empty for the other methods.
+    'checks', 'accepted', 'limited'); empty for the other methods. ``switched``: LSODA run
+    ``until_stiff`` ended where it switched to its BDF mode (``t`` holds the requested times
+    before that step and, last, the time reached).
     """
 
     t: np.ndarray
@@ -168,6 +170,7 @@ class Solution:
     nsteps: int = 0
     stats: dict = field(default_factory=dict)
     newton_floor: dict = field(default_factory=dict)
+    switched: bool = False
 
 
 #: largest number of unknowns for which a stiff solver may factorise the sparse Jacobian (SuperLU);
@@ -211,10 +214,24 @@ def check_stop_residual(stop_residual) -> float | None:
                                                          strict_min=True)
 
 
+#: LSODA's method indicator MCUR (the method of its next step: 1 Adams, 2 BDF), IWORK(20) of
+#: the Fortran solver
+LSODA_MCUR = 19
+
+
+def lsoda_method(solver) -> int:
+    """The method scipy's LSODA ``solver`` takes next: 1 (Adams, non-stiff) or 2 (BDF, stiff)."""
+    try:
+        return int(solver._lsoda_solver._integrator.iwork[LSODA_MCUR])
+    except (AttributeError, IndexError, TypeError) as exc:  # a SciPy without the Fortran work array
+        raise IntegrationError("LSODA's method indicator (iwork MCUR) cannot be read from this SciPy's "
+                               "LSODA: until_stiff is not available; use method='BDF-nodes'") from exc
+
+
 def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str = "BDF",
               rtol: float = 1e-10, atol: float = 1e-12, stop_residual: float | None = None,
               lu_limit: int | None = None, node_blocks: tuple | None = None, system=None,
-              krylov: dict | None = None, residual_norm=None) -> Solution:
+              krylov: dict | None = None, residual_norm=None, until_stiff: bool = False) -> Solution:
     """Solve θ̇ = fun(θ) from θ(0) = y0, returning θ at ``t_eval`` (increasing, from 0).
 
     ``jac(θ)`` (sparse or dense) is passed to the stiff solvers; "BDF-Schur" is BDF with the
@@ -227,9 +244,15 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
     ``stop_residual``: end at the first step with ‖θ̇‖_∞ ≤ stop_residual (a fixed point reached);
     ``residual_norm(θ̇)`` replaces ‖θ̇‖_∞ there (a reduced flow measured as its full flow,
     :mod:`.sample_reduction`). A stiff method with more than ``lu_limit`` unknowns is refused (:class:`ProblemTooLargeError`).
+    ``until_stiff`` (method 'LSODA' only): run LSODA in its Adams mode (no Jacobian; ``jac`` is
+    not used, and its Jacobian is declared banded with zero bandwidth, so no n×n work array is
+    allocated) and end after the first step following which LSODA switches to BDF
+    (``Solution.switched``; the caller continues from the last state with a stiff method).
     """
     if method not in METHODS:
         raise InvalidParameterError(f"method must be one of {METHODS}; got {method!r}")
+    if until_stiff and method != "LSODA":
+        raise InvalidParameterError(f"until_stiff needs method='LSODA' (its Adams/BDF switch); got {method!r}")
     rtol = check_real("rtol", rtol, 0.0, 1.0, strict_min=True)
     atol = check_real("atol", atol, 0.0, None, strict_min=True)
     stop_residual = check_stop_residual(stop_residual)
@@ -256,7 +279,7 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
                                              strict_max=True)
         if "krylov_maxiter" in kopt:
             kopt["krylov_maxiter"] = check_int("krylov_maxiter", kopt["krylov_maxiter"], 1)
-    elif method in STIFF and jac is not None and method != "BDF-nodes":
+    elif method in STIFF and jac is not None and method != "BDF-nodes" and not until_stiff:
         check_lu_size(len(y0), method, lu_limit)
     try:
         f0 = np.asarray(fun(y0), dtype=float)
@@ -279,6 +302,8 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
     kw = {}
     if method == "BDF-krylov":
         kw.update(system=system, **kopt)
+    elif until_stiff:  # Adams only: a "banded" Jacobian of bandwidth 0 keeps LSODA's work arrays O(n)
+        kw.update(lband=0, uband=0)
     elif jac is not None and method == "LSODA":  # LSODA takes dense Jacobians only
         kw["jac"] = lambda t, y: (lambda J: J.toarray() if issparse(J) else J)(jac(y))
     elif jac is not None and method in STIFF:
@@ -292,7 +317,7 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
     residual = norm(f0)
     if stop_residual is not None and residual <= stop_residual:
         return Solution(np.array(ts), np.array(ys), 1, 0, method, True, residual, 0)
-    reached, stopped, nsteps, i_eval, solver = t0, False, 0, 1, None
+    reached, stopped, switched, nsteps, i_eval, solver = t0, False, False, 0, 1, None
     try:
         with np.errstate(over="raise", invalid="raise"):
             solver = cls(rhs, t0, y0, t1, rtol=rtol, atol=atol, **kw)
@@ -319,11 +344,17 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
                             ts.append(t)
                             ys.append(solver.y.copy())
                         break
+                if until_stiff and solver.status == "running" and lsoda_method(solver) == 2:
+                    switched = True
+                    if ts[-1] != t:
+                        ts.append(t)
+                        ys.append(solver.y.copy())
+                    break
     except (FloatingPointError, _NonFinite) as exc:
         raise IntegrationError(f"the state diverged (non-finite flow) after t = {reached:g} "
                                f"of {t1:g}; no trajectory returned") from exc
     y = np.array(ys)
-    if not stopped and len(ts) != len(t_eval):
+    if not stopped and not switched and len(ts) != len(t_eval):
         raise IntegrationError(f"integration stopped at t = {reached:g} of {t1:g} before the last "
                                "requested time; no trajectory returned")
     if not np.all(np.isfinite(y)):
@@ -333,4 +364,5 @@ def integrate(fun, y0: np.ndarray, t_eval: np.ndarray, *, jac=None, method: str 
         residual = norm(np.asarray(fun(y[-1]), dtype=float))
     stats = dict(solver.stats) if isinstance(solver, KrylovBDF) else {}
     return Solution(np.array(ts), y, int(nfev[0]), int(getattr(solver, "njev", 0) or 0), method,
-                    stopped, residual, nsteps, stats, dict(getattr(solver, "newton_floor", {}) or {}))
+                    stopped, residual, nsteps, stats, dict(getattr(solver, "newton_floor", {}) or {}),
+                    switched)

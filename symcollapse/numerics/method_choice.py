@@ -33,6 +33,17 @@ r"""method='auto': the cheapest correct way to solve θ̇ = f(θ), chosen from t
    1.35 vs 1.27 s and 0.31 vs 0.9 s; above that size it loses (K=10, N=9995, d=4, 1156 unknowns:
    22.5 vs 4.3 s, dense LUs). Several seeds (``seeds`` > 1) keep 'BDF-nodes', whose evaluations are
    batched over the seeds.
+4. A single stiff run of more than ADAMS_FIRST_SIZE unknowns that item 2 gives 'BDF-nodes' takes
+   'LSODA-BDF-nodes': LSODA in its Adams mode (no Jacobian; declared banded of width 0, so its work
+   arrays stay O(n)) until LSODA's own stiffness test switches it to BDF (its method indicator
+   MCUR), then 'BDF-nodes' from that state. The transient before the switch costs flow
+   evaluations only (no Jacobian, no LU), and BDF factorises only where the flow is stiff. Measured
+   to the fixed point (head model, sg, row 10, CPU, one thread, 'BDF-nodes' alone vs the hand-over,
+   both with the Schur complement factorised, not inverted): rates (1, 1/n, 1/N): K=4, N=102, d=16
+   (1952 unknowns) 1.9 vs 0.34 s (hand LSODA on a NumPy flow 1.4–1.5 s); K=10, N=105, d=16
+   2.9 vs 0.9 s; K=4, N=1000, d=16 (116 pseudo-samples) 1.5 vs 0.3 s; K=10, N=1005, d=16 (215 pseudo-samples) 2.4 vs 1.7 s;
+   rates (1, 0.5, 1): K=4, N=102, d=16 3.4 vs 1.9 s; K=10, N=105, d=16 5.7 vs 3.3 s; K=4,
+   N=1000, d=16 3.9 vs 2.8 s; K=10, N=1005, d=16 8.5 vs 7.9 s.
 """
 from __future__ import annotations
 
@@ -63,6 +74,12 @@ SCHUR_BYTES = 1.5e9
 #: most unknowns for which a single stiff run takes LSODA with the dense analytic Jacobian (item 3
 #: of the module docstring; measured: better or equal up to 476 unknowns, 5× worse at 1156)
 SMALL_DENSE_SIZE = 512
+#: a single stiff run of more unknowns than this that would take 'BDF-nodes' starts with LSODA's
+#: Adams mode and hands over to 'BDF-nodes' where LSODA switches to BDF (item 4; below it item 3's
+#: dense LSODA runs; measured only above 1952 unknowns)
+ADAMS_FIRST_SIZE = 512
+#: the method name of that hand-over
+HANDOVER = "LSODA-BDF-nodes"
 
 
 @dataclass(frozen=True)
@@ -201,6 +218,12 @@ def choose(system, v0: np.ndarray, t_end: float, *, lu_limit: int | None = None,
         n1 = blocks[0] * blocks[1]
         if 0 < n1 < n and 8.0 * n1 * (n - n1) <= SCHUR_BYTES and _block_diagonal(J, *blocks):
             measured["schur_size"] = n - n1
+            if seeds == 1 and n > ADAMS_FIRST_SIZE:
+                return Choice(HANDOVER, f"ρ(J)·t_end = {stiff:.3g} > {EXPLICIT_STIFFNESS:g}: stiff, {n} > "
+                              f"{ADAMS_FIRST_SIZE} unknowns: LSODA in its Adams mode (no Jacobian) while it "
+                              "finds the flow non-stiff, from its switch to BDF on BDF with the analytic "
+                              f"Jacobian, the {blocks[0]} block-diagonal sample rows eliminated in closed form "
+                              f"(dense Schur complement of size {n - n1})", measured)
             return Choice("BDF-nodes", f"ρ(J)·t_end = {stiff:.3g} > {EXPLICIT_STIFFNESS:g}: stiff; BDF "
                           f"with the analytic Jacobian, the {blocks[0]} block-diagonal sample rows "
                           f"eliminated in closed form (dense Schur complement of size {n - n1})", measured)

@@ -13,7 +13,7 @@ from .batched import DENSE_JACOBIAN_ENTRIES, batchable, integrate_many
 from .column_flow import column_propagator
 from .fitting import fit_exponential_rate
 from .integrate import METHODS, check_stop_residual, integrate, node_blocks, time_grid
-from .method_choice import SCHUR_BYTES, choose, linear_choice, map_linear_choice, maps_nodes
+from .method_choice import HANDOVER, SCHUR_BYTES, choose, linear_choice, map_linear_choice, maps_nodes
 from .metrics import accuracy, accuracy_many, d_min, d_min_many
 from .sample_reduction import reducible, reduction
 from .system import FlowSystem
@@ -28,8 +28,8 @@ class Trajectory:
     """Recorded metrics at times t; Z (N+K, d) and W (or None) are the final state.
 
     ``extra`` records how the run was solved: ``method`` (what ran; 'auto' resolves to one of
-    'exact-spectral', 'exact-expm', 'DOP853', 'BDF-nodes', 'BDF-Schur', 'BDF', 'BDF-krylov'),
-    ``method_reason``, the measured
+    'exact-spectral', 'exact-expm', 'DOP853', 'LSODA', 'LSODA-BDF-nodes' (then also ``methods``,
+    ``handover_t``), 'BDF-nodes', 'BDF-Schur', 'BDF', 'BDF-krylov'), ``method_reason``, the measured
     quantities behind the choice, and the fixed-point test: ``stop_residual``, ``stopped``,
     ``t_reached`` (last time), ``residual`` (‖θ̇‖_∞ at the final state).
 
@@ -56,8 +56,9 @@ class Trajectory:
 
 def check_method(method) -> str:
     """'auto', an exact linear solution or a SciPy method name, else InvalidParameterError."""
-    if method != "auto" and method not in EXACT and method not in METHODS:
-        raise InvalidParameterError(f"method must be 'auto', one of {EXACT} or {METHODS}; got {method!r}")
+    if method != "auto" and method not in EXACT and method not in METHODS and method != HANDOVER:
+        raise InvalidParameterError(f"method must be 'auto', one of {EXACT}, {METHODS} or {HANDOVER!r}; "
+                                    f"got {method!r}")
     return method
 
 
@@ -129,7 +130,9 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
 
     ``method='auto'`` chooses by structure (:mod:`.method_choice`): the exact solution of a linear
     flow, DOP853 when not stiff, BDF(-Schur, -nodes) with the analytic Jacobian when stiff (LSODA with
-    it, dense, for small systems). ``extra``
+    it, dense, for small systems; a large single run that would take 'BDF-nodes' starts in LSODA's
+    Adams mode and hands over to 'BDF-nodes' where LSODA switches to BDF: 'LSODA-BDF-nodes',
+    ``extra['methods']``, ``['handover_t']``). ``extra``
     records ``method``, ``method_reason`` and what was measured. ``stop_residual``: end at the first
     time with ‖θ̇‖_∞ ≤ stop_residual (``extra['stopped']``, ``['t_reached']``, ``['residual']``).
     'BDF-krylov' (matrix-free, chosen by 'auto' when the Jacobian is too large to assemble) records
@@ -178,12 +181,21 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
         many_norm = None if residual_norm is None else (lambda F, seeds: np.array([residual_norm(f) for f in F]))
         return _batched_many(system, choice, np.asarray(v0, dtype=float)[None], t_eval, labels, head,
                              rtol, atol, keep_states, stop_residual, many_norm, schur_lu=True)[0]
+    if method == HANDOVER:
+        return _simulate_handover(system, choice, v0, t_eval, labels=labels, head=head, rtol=rtol, atol=atol,
+                                  use_jacobian=use_jacobian, keep_states=keep_states,
+                                  stop_residual=stop_residual, lu_limit=lu_limit, residual_norm=residual_norm)
     jac = system.jacobian if use_jacobian else None
     if jac is not None and method == "LSODA" and hasattr(system, "jacobian_dense"):
         jac = system.jacobian_dense  # LSODA factors dense matrices: no sparse matrix in between
     sol = integrate(system.flow_vector, v0, t_eval, jac=jac, method=method, rtol=rtol, atol=atol,
                     stop_residual=stop_residual, lu_limit=lu_limit, node_blocks=node_blocks(system),
                     system=system if method == "BDF-krylov" else None, residual_norm=residual_norm)
+    return _solution_trajectory(system, sol, labels, head, keep_states, choice, method, stop_residual)
+
+
+def _solution_trajectory(system, sol, labels, head, keep_states, choice, method, stop_residual) -> Trajectory:
+    """The Trajectory of an :func:`.integrate.integrate` Solution (metrics at every recorded state)."""
     dm, acc, ls = [], [], []
     for v in sol.y:
         a, b, c = _metrics(system, system.unpack(v), labels, head)
@@ -201,6 +213,38 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
         extra["newton_floor"] = dict(sol.newton_floor)
     return Trajectory(sol.t, np.array(dm), np.array(acc), np.array(ls), Z,
                       final.get(head) if head else None, sol.y if keep_states else None, extra)
+
+
+def _simulate_handover(system, choice, v0, t_eval, *, labels, head, rtol, atol, use_jacobian, keep_states,
+                       stop_residual, lu_limit, residual_norm) -> Trajectory:
+    """'LSODA-BDF-nodes' (:mod:`.method_choice` item 3): LSODA in its Adams mode (no Jacobian)
+    from v0 until it switches to BDF, then 'BDF-nodes' from that state (its own first step) to the
+    end or the stop. One trajectory: the requested times of both parts (dense output of each),
+    the stop, if any, last. ``extra``: ``methods`` (what ran, in order), ``handover_t`` (the time
+    of the switch, None without one), ``lsoda_steps``, ``lsoda_nfev``; nfev and nsteps summed."""
+    sol = integrate(system.flow_vector, v0, t_eval, method="LSODA", rtol=rtol, atol=atol,
+                    stop_residual=stop_residual, residual_norm=residual_norm, until_stiff=True)
+    info = {"lsoda_steps": sol.nsteps, "lsoda_nfev": sol.nfev}
+    if not sol.switched:  # LSODA reached the end or the stop in its Adams mode
+        tr = _solution_trajectory(system, sol, labels, head, keep_states, choice, HANDOVER, stop_residual)
+        tr.extra.update(methods=["LSODA"], handover_t=None, **info)
+        return tr
+    t_h, y_h = float(sol.t[-1]), sol.y[-1]
+    i = int(np.searchsorted(t_eval, t_h, side="right"))  # t_eval[:i]: recorded by LSODA
+    tail = simulate_system(system, y_h, float(t_eval[-1]), labels=labels, head=head, method="BDF-nodes",
+                           rtol=rtol, atol=atol, use_jacobian=use_jacobian, keep_states=True,
+                           t_eval=np.concatenate([[t_h], t_eval[i:]]), stop_residual=stop_residual,
+                           lu_limit=lu_limit, reduce_samples=False, residual_norm=residual_norm)
+    j = 1 if len(tail.t) > 1 else 0  # (the tail's first state is y_h, unless it is all there is: a stop)
+    first = [_metrics(system, system.unpack(v), labels, head) for v in sol.y[:i]]
+    extra = dict(tail.extra)
+    extra = _record(extra, choice, HANDOVER, stop_residual, extra["stopped"], extra["t_reached"], extra["residual"])
+    extra.update(methods=["LSODA", "BDF-nodes"], handover_t=t_h, nfev=sol.nfev + tail.extra["nfev"],
+                 nsteps=sol.nsteps + tail.extra["nsteps"], **info)
+    cat = (lambda a, b: np.concatenate([np.asarray(a, dtype=float).reshape(len(a)), b[j:]]))
+    return Trajectory(np.concatenate([t_eval[:i], tail.t[j:]]), cat([f[0] for f in first], tail.d_min),
+                      cat([f[1] for f in first], tail.accuracy), cat([f[2] for f in first], tail.loss), tail.Z,
+                      tail.W, np.concatenate([sol.y[:i], tail.states[j:]]) if keep_states else None, extra)
 
 
 #: most bytes of the dense coupling blocks J₁₂, J₂₁ (n₁ × m each) a single run may hold in the
