@@ -974,6 +974,12 @@ def _filed_package_row(P, eta, d: int, v0, t_fixed: float, tr, c_auto: float, bu
                    float("nan"), "≥ 10× faster", True,
                    note + f"; the filed package's default did not reach t = {t_fixed:.0f} within {budget:g}× "
                    "auto's CPU time (so auto is ≥ that much faster)")
+    if out.returncode != 0 and "MemoryError" in out.stderr:
+        return Row("10", label + f" [{c_auto:.1f} s CPU]",
+                   f"filed package {FILED_COMMIT[:7]}, its default BDF (cannot finish: out of memory)",
+                   float("nan"), "≥ 10× faster", True,
+                   note + "; the filed package's default ran out of memory (MemoryError; its last frame: "
+                   f"{(out.stderr.strip().splitlines()[-2:] or [''])[0].strip()[:120]}), so it does not finish this cell")
     if out.returncode != 0:
         raise RuntimeError(f"filed package run failed: {out.stderr[-2000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
