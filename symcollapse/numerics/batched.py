@@ -708,6 +708,7 @@ class BatchedNodeLU:
         J, c = sh.J, sh.c
         B, N, k, m = J.B, J.N, J.k, J.m
         self.J, self.c = J, c
+        self.luS = None  # S's LU factors (getrf) instead of S⁻¹: factor_seeds(..., lu=True)
         grp = J.groups
         if grp is not None:  # S = I − cJ₂₂ − c² Σ_uj C_uj/(1 − cλ_uj): no N-sized work
             self._Dg = None  # (I − cD_u)⁻¹ per group, formed when first used (:attr:`Dg`)
@@ -832,7 +833,8 @@ class SeedStore:
         if self._gathered_version != self.version:
             self._gathered, self._gathered_version = {}, self.version
         if key not in self._gathered:
-            self._gathered[key] = (self.take("c", slots), self.take("Sinv", slots), self.take("basis", slots),
+            Sinv = self.take("Sinv", slots) if "Sinv" in self.arrays else None  # None: LU factors (lu=True)
+            self._gathered[key] = (self.take("c", slots), Sinv, self.take("basis", slots),
                                    self.take("w", slots), *self.take_factors(slots))
         return self._gathered[key]
 
@@ -874,7 +876,7 @@ def solve_seeds_jvp(system, LUs: list, R: np.ndarray, store: SeedStore | None = 
     else:
         pts = np.stack([LU.J.point for LU in LUs])
         c = np.array([LU.c for LU in LUs])
-        Sinv = np.concatenate([LU.Sinv for LU in LUs])  # (L, m, m)
+        Sinv = None  # (L, m, m) when every LU holds S⁻¹ (:func:`_schur_solve`)
         Q = w = None
         if all(LU.w_rows is not None for LU in LUs):  # a shared eigenbasis per seed
             Q = np.concatenate([LU.J.groups.basis for LU in LUs])  # (L, k, k)
@@ -893,7 +895,7 @@ def solve_seeds_jvp(system, LUs: list, R: np.ndarray, store: SeedStore | None = 
         st12, st21 = store.structure[:2]
         u = blocks(R[:, :n1])
         b2 = R[:, n1:] + c[:, None] * ApplyFactors.j21(Vf, mats21, st21, u, k, R.shape[1] - n1)
-        x2 = np.einsum("bij,bj->bi", Sinv, b2)  # (a batched matvec: 0.19 vs 0.32 ms as matmul, 32 seeds, m = 96)
+        x2 = _schur_solve(LUs, Sinv, b2)
         out = np.empty_like(R)
         out[:, n1:] = x2
         out[:, :n1] = u + c[:, None] * blocks(ApplyFactors.j12(U, mats12, st12, x2, k))
@@ -902,7 +904,7 @@ def solve_seeds_jvp(system, LUs: list, R: np.ndarray, store: SeedStore | None = 
     T[:, :n1] = blocks(R[:, :n1])
     rest = tuple(b for b in system.compiled.learned if b != SAMPLE)
     b2 = R[:, n1:] + c[:, None] * batched_jvp(system, pts, T, zero=rest, only=rest)[:, n1:]
-    x2 = np.einsum("bij,bj->bi", Sinv, b2)
+    x2 = _schur_solve(LUs, Sinv, b2)
     out = np.zeros_like(R)
     out[:, n1:] = x2
     t = batched_jvp(system, pts, out, zero=(SAMPLE,), only=(SAMPLE,))[:, :n1]
@@ -910,14 +912,28 @@ def solve_seeds_jvp(system, LUs: list, R: np.ndarray, store: SeedStore | None = 
     return out
 
 
-def factor_seeds(Js: list, cs) -> list:
+def factor_seeds(Js: list, cs, lu: bool = False) -> list:
     """One-seed :class:`BatchedNodeLU` of I − c J for every pair, the Schur complements of the
-    grouped ones inverted in one batched call."""
+    grouped ones inverted in one batched call; with ``lu`` they are factorised instead (LAPACK
+    getrf, kept as ``LU.luS``; the solves then take getrs): for a single run, whose solves are one
+    matrix–vector product each either way, the factorisation costs a third of the inverse
+    (head model, m = 320: getrf 2.0 ms vs getrf + getri 9.3 ms, one thread)."""
     LUs = [BatchedNodeLU(_Shifted(float(c), J), invert=False) for J, c in zip(Js, cs)]
     for LU in LUs:
-        if LU.Sinv is None:
+        if LU.Sinv is None and lu:
+            LU.luS, LU.S = _factor(LU.S[0]), None
+        elif LU.Sinv is None:
             LU.Sinv, LU.S = _inverse(LU.S[0])[None], None
     return LUs
+
+
+def _factor(S: np.ndarray) -> tuple:
+    """The LU factors (lu, piv) of S by LAPACK getrf; a singular S raises numpy's LinAlgError (as
+    :func:`_inverse` does)."""
+    lu, piv, info = lapack.dgetrf(S, overwrite_a=True)
+    if info != 0:
+        raise np.linalg.LinAlgError("Singular matrix")
+    return lu, piv
 
 
 def _inverse(S: np.ndarray) -> np.ndarray:
@@ -931,6 +947,23 @@ def _inverse(S: np.ndarray) -> np.ndarray:
     return inv
 
 
+def _schur_solve(LUs: list, Sinv, b2: np.ndarray) -> np.ndarray:
+    """Row b of S_b⁻¹ b₂ for the LUs' Schur complements: products with the inverses ``Sinv``
+    (L, m, m) when every LU holds one (batched), else seed by seed (getrs with an LU's factors
+    ``luS``, or its S⁻¹)."""
+    if all(LU.luS is None for LU in LUs):
+        if Sinv is None:
+            Sinv = np.concatenate([LU.Sinv for LU in LUs])
+        return np.einsum("bij,bj->bi", Sinv, b2)  # (a batched matvec: 0.19 vs 0.32 ms as matmul, 32 seeds, m = 96)
+    out = np.empty_like(b2)
+    for i, LU in enumerate(LUs):
+        if LU.luS is None:
+            out[i] = LU.Sinv[0] @ b2[i]
+        else:
+            out[i] = lapack.dgetrs(*LU.luS, b2[i])[0]
+    return out
+
+
 def solve_seeds(LUs: list, R: np.ndarray) -> np.ndarray:
     """Row b of R solved with LUs[b] (each a one-seed :class:`BatchedNodeLU`): the sample blocks of
     all seeds in one batched product, the Schur solves seed by seed (matrix–vector products)."""
@@ -942,7 +975,8 @@ def solve_seeds(LUs: list, R: np.ndarray) -> np.ndarray:
     t = np.empty((L, n1))
     for i, LU in enumerate(LUs):
         J, c = LU.J, LU.c
-        x2 = LU.Sinv[0] @ (R[i, n1:] + c * (J.J21[0] @ u[i]))
+        b2 = R[i, n1:] + c * (J.J21[0] @ u[i])
+        x2 = LU.Sinv[0] @ b2 if LU.luS is None else lapack.dgetrs(*LU.luS, b2)[0]
         out[i, n1:] = x2
         t[i] = (J.J12[0] @ x2) if LU.Dg is not None else -(LU.X[0] @ x2)
     grouped = np.array([LU.Dg is not None for LU in LUs])
@@ -961,7 +995,7 @@ BATCH_SEEDS = 64
 
 
 def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, atol: float,
-                   stop_residual: float | None, residual_norm=None) -> list:
+                   stop_residual: float | None, residual_norm=None, schur_lu: bool = False) -> list:
     """Integrate the B initial states (rows of V0) of ``system`` (samples first, block-diagonal
     sample rows) with :class:`.seed_bdf.SeedBDF`: every seed takes the steps of its own scipy-BDF
     run ("BDF-nodes": its Newton systems solved with the sample rows eliminated,
@@ -974,7 +1008,9 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
     (those are entries of the full flow), so it is only evaluated for rows where those are below
     stop_residual. The stop test first evaluates the label block of θ̇ alone
     (:func:`batched_label_flow`, ‖θ̇‖_∞ ≥ max |ẏ|): the flow of a seed whose label flow exceeds
-    2·stop_residual is not needed (the same decisions; nfev counts full flow evaluations)."""
+    2·stop_residual is not needed (the same decisions; nfev counts full flow evaluations).
+    ``schur_lu``: the seeds' Schur complements factorised (getrf, solved by getrs) instead of
+    inverted (:func:`factor_seeds`; the single run of 'BDF-nodes' uses it, the same steps to round-off)."""
     N, k = node_blocks(system)
     B, n = V0.shape
     m = n - N * k
@@ -986,7 +1022,7 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
             sub = None if residual_norm is None else (
                 lambda F, seeds, i=i: residual_norm(F, np.asarray(seeds) + i))
             out += integrate_many(system, V0[i:i + chunk], t_eval, rtol=rtol, atol=atol,
-                                  stop_residual=stop_residual, residual_norm=sub)
+                                  stop_residual=stop_residual, residual_norm=sub, schur_lu=schur_lu)
         return out
     t_eval = np.asarray(t_eval, dtype=float)
 
@@ -1058,13 +1094,14 @@ def integrate_many(system, V0: np.ndarray, t_eval: np.ndarray, *, rtol: float, a
         return out
 
     def factor(Js, cs):
-        LUs = factor_seeds(Js, cs)
+        LUs = factor_seeds(Js, cs, lu=schur_lu)
         kept = [LU for LU in LUs if getattr(LU.J, "slot", None) is not None and LU.w_rows is not None]
         if kept:  # the solves' per-seed arrays of the new LUs
             slots = [LU.J.slot for LU in kept]
             store.put("c", slots, [LU.c for LU in kept])
             store.put("w", slots, np.concatenate([LU.w_rows for LU in kept]))
-            store.put("Sinv", slots, np.concatenate([LU.Sinv for LU in kept]))
+            if not schur_lu:  # (else S's factors stay with the LU: getrs per solve)
+                store.put("Sinv", slots, np.concatenate([LU.Sinv for LU in kept]))
         return LUs
 
     base = {}  # the last solve over a new set of seeds: its store version, slots and LUs

@@ -177,7 +177,7 @@ def simulate_system(system: FlowSystem, v0: np.ndarray, t_end: float, *, labels:
         # K=10, N=105, d=16 (2096 unknowns) 8.0 s vs 11.8 s; K=10, N=1005, d=16 reduced 54 s vs 121 s
         many_norm = None if residual_norm is None else (lambda F, seeds: np.array([residual_norm(f) for f in F]))
         return _batched_many(system, choice, np.asarray(v0, dtype=float)[None], t_eval, labels, head,
-                             rtol, atol, keep_states, stop_residual, many_norm)[0]
+                             rtol, atol, keep_states, stop_residual, many_norm, schur_lu=True)[0]
     jac = system.jacobian if use_jacobian else None
     if jac is not None and method == "LSODA" and hasattr(system, "jacobian_dense"):
         jac = system.jacobian_dense  # LSODA factors dense matrices: no sparse matrix in between
@@ -453,9 +453,9 @@ def _linear_many(system, choice, V0, t_eval, labels, keep_states, stop_residual)
 
 
 def _batched_many(system, choice, V0, t_eval, labels, head, rtol, atol, keep_states, stop_residual,
-                  residual_norm=None) -> list:
+                  residual_norm=None, schur_lu: bool = False) -> list:
     recs = integrate_many(system, V0, np.asarray(t_eval, dtype=float), rtol=rtol, atol=atol,
-                          stop_residual=stop_residual, residual_norm=residual_norm)
+                          stop_residual=stop_residual, residual_norm=residual_norm, schur_lu=schur_lu)
     out = []
     for r in recs:
         ys = np.array(r["y"])
