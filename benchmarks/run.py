@@ -949,6 +949,12 @@ def filed_tree(dest: Path) -> Path | None:
     return dest
 
 
+def _last_frame(stderr: str) -> str:
+    """The source line of a traceback's last frame (Python 3.11's caret lines skipped), shortened."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and set(ln.strip()) - set("^~ ")]
+    return lines[-2][:120] if len(lines) > 1 else ""
+
+
 def _filed_package_row(P, eta, d: int, v0, t_fixed: float, tr, c_auto: float, budget: float,
                        label: str, note: str) -> Row:
     """The filed package's own default run from the same initial state to auto's t_fixed, in a
@@ -974,6 +980,12 @@ def _filed_package_row(P, eta, d: int, v0, t_fixed: float, tr, c_auto: float, bu
                    float("nan"), "≥ 10× faster", True,
                    note + f"; the filed package's default did not reach t = {t_fixed:.0f} within {budget:g}× "
                    "auto's CPU time (so auto is ≥ that much faster)")
+    if out.returncode != 0 and "MemoryError" in out.stderr:
+        return Row("10", label + f" [{c_auto:.1f} s CPU]",
+                   f"filed package {FILED_COMMIT[:7]}, its default BDF (cannot finish: out of memory)",
+                   float("nan"), "≥ 10× faster", True,
+                   note + "; the filed package's default ran out of memory (MemoryError; its last frame: "
+                   f"{_last_frame(out.stderr)}), so it does not finish this cell")
     if out.returncode != 0:
         raise RuntimeError(f"filed package run failed: {out.stderr[-2000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])

@@ -80,3 +80,13 @@ def test_smoke_results_are_not_recorded(tmp_path):
 def test_smoke_integration_row():
     res = _smoke(*sorted(SPECTRAL_ROWS))
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_filed_package_failure_names_its_last_source_line():
+    """Row 10 records the filed package running out of memory by the failing source line, not by
+    Python 3.11's caret line under it (nor by an empty string)."""
+    run = _load()
+    tb = ('Traceback (most recent call last):\n  File "linsolve.py", line 433, in splu\n'
+          '    return _superlu.gstrf(N, A.nnz, A.data)\n           ^^^^^^^^^^^^^^^^^^^^^^\nMemoryError\n')
+    assert run._last_frame(tb) == "return _superlu.gstrf(N, A.nnz, A.data)"
+    assert run._last_frame("MemoryError\n") == ""
