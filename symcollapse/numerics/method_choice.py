@@ -41,9 +41,11 @@ r"""method='auto': the cheapest correct way to solve θ̇ = f(θ), chosen from t
    to the fixed point (head model, sg, row 10, CPU, one thread, 'BDF-nodes' alone vs the hand-over,
    both with the Schur complement factorised, not inverted): rates (1, 1/n, 1/N): K=4, N=102, d=16
    (1952 unknowns) 1.9 vs 0.34 s (hand LSODA on a NumPy flow 1.4–1.5 s); K=10, N=105, d=16
-   2.9 vs 0.9 s; K=4, N=1000, d=16 (116 pseudo-samples) 1.5 vs 0.3 s; K=10, N=1005, d=16 (215 pseudo-samples) 2.4 vs 1.7 s;
-   rates (1, 0.5, 1): K=4, N=102, d=16 3.4 vs 1.9 s; K=10, N=105, d=16 5.7 vs 3.3 s; K=4,
-   N=1000, d=16 3.9 vs 2.8 s; K=10, N=1005, d=16 8.5 vs 7.9 s.
+   2.9 vs 0.9 s; K=4, N=1000, d=16 (116 pseudo-samples) 1.5 vs 0.3 s; K=10, N=1005, d=16
+   (215 pseudo-samples) 2.4 vs 1.7 s; K=10, N=10⁴, d=4 (1156 unknowns after the reduction)
+   1.0 vs 0.43 s; rates (1, 0.5, 1): K=4, N=102, d=16 3.4 vs 1.9 s; K=10, N=105, d=16 5.7 vs
+   3.3 s; K=4, N=1000, d=16 3.9 vs 2.8 s; K=10, N=1005, d=16 8.5 vs 7.9 s; K=10, N=10⁴, d=4
+   7.2 vs 4.6 s (benchmarks/RESULTS.md, session 21).
 """
 from __future__ import annotations
 
